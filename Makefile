@@ -1,0 +1,109 @@
+# Shop: build, run and test. `make help` lists the targets.
+#
+# BUILD selects the output folder; SAN=1 builds with AddressSanitizer and
+# UndefinedBehaviorSanitizer (the test suite uses build/san).
+
+BUILD ?= build
+SAN   ?= 0
+
+CC     ?= cc
+PKGS    = libmicrohttpd jansson libpq rdkafka
+# Deferred (=) so that pkg-config only runs when something is compiled: on a
+# fresh machine `make start` installs the packages before it gets that far.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+TEST_LIBS  = $(shell pkg-config --libs criterion libcurl)
+
+CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP -Isrc
+ifeq ($(SAN),1)
+CFLAGS_OPT = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_SAN = -fsanitize=address,undefined
+else
+CFLAGS_OPT = -O2
+LDFLAGS_SAN =
+endif
+ALL_CFLAGS = $(CFLAGS_COMMON) $(CFLAGS_OPT) $(PKG_CFLAGS) $(CFLAGS)
+
+LIB_SRC      = $(wildcard src/lib/*.c)
+PAYMENTS_SRC = $(filter-out src/payments/main.c,$(wildcard src/payments/*.c))
+UNIT_SRC     = $(wildcard tests/unit/*.c)
+INTEG_SRC    = $(wildcard tests/integration/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+BINS = $(BUILD)/bin/payments $(BUILD)/bin/devbroker
+TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration
+
+.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status logs
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make start    install what is missing, build, and start the whole stack"
+	@echo "make test     install what is missing, build (also with sanitizers), run every test"
+	@echo "make build    compile into build/          make construct  clean rebuild"
+	@echo "make run      start what is not running     make stop       stop everything"
+	@echo "make rerun    stop + run                    make restart    stop + start"
+	@echo "make clean    stop, delete var/ (all data) and build/"
+	@echo "make fresh    clean + start                 make status     what is running"
+
+build: $(BINS) $(TESTS)
+
+construct:
+	rm -rf $(BUILD)
+	$(MAKE) build
+
+deps:
+	@scripts/deps.sh
+
+start:
+	@scripts/deps.sh
+	@$(MAKE) --no-print-directory build
+	@scripts/stack.sh up
+
+run:
+	@scripts/stack.sh up
+
+stop:
+	@scripts/stack.sh down
+
+status:
+	@scripts/stack.sh status
+
+rerun: stop run
+
+restart: stop start
+
+clean: stop
+	rm -rf var build
+
+fresh: clean start
+
+test:
+	@scripts/test.sh
+
+$(BUILD)/bin/payments: $(call obj,src/payments/main.c $(PAYMENTS_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/bin/devbroker: $(call obj,src/devbroker/main.c src/lib/log.c src/lib/config.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) -ldl $(LDFLAGS)
+
+$(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(PAYMENTS_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
+
+$(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC  $<"
+	@$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The local stack: PostgreSQL, the dev broker and the services, each a
+# background process with its pid file under var/run and its log under
+# var/log.
+#
+#   stack.sh up      start every part that is not running (touches no data)
+#   stack.sh down    stop every part, leaving no process behind
+#   stack.sh status  say what runs
+#   stack.sh pg-stop | pg-start     one part alone (used by the tests)
+#   stack.sh broker-stop | broker-start
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as the PostgreSQL user (exec, no extra process).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# ---- process bookkeeping ----
+
+# Prints the pid in var/run/$1.pid if that process is alive and is $2.
+alive_pid() {
+  local f=$RUN_DIR/$1.pid pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" || return 1
+  echo "$pid"
+}
+
+# Starts "$@" detached, logging to var/log/$1.log; records its pid.
+spawn() {
+  local name=$1; shift
+  setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/$name.pid"
+}
+
+# Sends TERM, waits up to 15 s, then KILL.
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local secs=$1 what=$2 i; shift 2
+  for i in $(seq $((secs * 10))); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what did not come up within ${secs}s; see $LOG_DIR"
+}
+
+# ---- PostgreSQL ----
+
+# The data directory: var/pg, unless the PostgreSQL user cannot reach it
+# (a checkout under /root, say); then a folder under /var/tmp, with var/pg
+# a symlink to it.
+pg_data() {
+  local d=$SHOP_VAR/pg
+  if [ ! -e "$d" ]; then
+    mkdir -p "$d"
+    chmod 700 "$d"
+    [ "$(id -u)" = 0 ] && chown "$PG_USER:" "$d"
+    if ! as_pg test -w "$d"/. 2>/dev/null; then
+      rmdir "$d"
+      local alt
+      alt=/var/tmp/shop-pg-$(printf '%s' "$SHOP_VAR" | md5sum | cut -c1-12)
+      mkdir -p "$alt"
+      chmod 700 "$alt"
+      chown "$PG_USER:" "$alt"
+      ln -s "$alt" "$d"
+      say "PostgreSQL user $PG_USER cannot enter $SHOP_VAR; its data lives in $alt (var/pg links there)" >&2
+    fi
+  fi
+  readlink -f "$d"
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U shop; }
+
+pg_pid() {
+  local data pid
+  data=$(pg_data)
+  [ -f "$data/postmaster.pid" ] || return 1
+  pid=$(head -1 "$data/postmaster.pid")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q postgres || return 1
+  echo "$pid"
+}
+
+pg_start() {
+  local data
+  data=$(pg_data)
+  if [ ! -f "$data/PG_VERSION" ]; then
+    as_pg "$PG_BIN/initdb" -D "$data" -U shop --auth=trust -E UTF8 --locale=C.UTF-8 \
+      --no-instructions >>"$LOG_DIR/postgres.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres.log"
+    as_pg tee -a "$data/postgresql.conf" >/dev/null <<CONF
+# Shop's embedded cluster: loopback only, no Unix socket.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 200
+shared_buffers = 256MB
+logging_collector = off
+CONF
+  fi
+  if ! pg_pid >/dev/null; then
+    # Opened by this shell, so the log need not be writable by PG_USER.
+    setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
+    wait_for 30 PostgreSQL pg_ready
+  fi
+  local db
+  for db in payments; do
+    if [ -z "$("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -tAc \
+      "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
+      "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U shop "$db"
+    fi
+  done
+}
+
+pg_stop() {
+  local data
+  data=$(pg_data)
+  pg_pid >/dev/null || return 0
+  as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 || true
+}
+
+# ---- dev broker ----
+
+broker_start() {
+  alive_pid broker devbroker >/dev/null && return 0
+  # Come back on the same port as last time, so running clients reconnect.
+  local port=0
+  [ -f "$BROKER_ADDR_FILE" ] && port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$BROKER_ADDR_FILE")
+  rm -f "$BROKER_ADDR_FILE"
+  DEVBROKER_PORT=${port:-0} DEVBROKER_ADDR_FILE=$BROKER_ADDR_FILE LOG_LEVEL=$SHOP_LOG_LEVEL \
+    spawn broker "$SHOP_BUILD/bin/devbroker"
+  for _ in $(seq 50); do
+    [ -s "$BROKER_ADDR_FILE" ] && return 0
+    alive_pid broker devbroker >/dev/null || break
+    sleep 0.1
+  done
+  if [ "$port" != 0 ]; then # the old port is taken: any free one will do
+    say "dev broker: port $port is taken, taking another" >&2
+    DEVBROKER_PORT=0 DEVBROKER_ADDR_FILE=$BROKER_ADDR_FILE spawn broker "$SHOP_BUILD/bin/devbroker"
+    wait_for 5 "dev broker" test -s "$BROKER_ADDR_FILE"
+    return 0
+  fi
+  die "dev broker did not start; see $LOG_DIR/broker.log"
+}
+
+broker_stop() {
+  local pid
+  pid=$(alive_pid broker devbroker) && stop_pid "$pid"
+  rm -f "$RUN_DIR/broker.pid"
+}
+
+# ---- services ----
+
+service_start() { # service_start NAME PORT ENV...
+  local name=$1 port=$2; shift 2
+  alive_pid "$name" "bin/$name" >/dev/null && return 0
+  [ -x "$SHOP_BUILD/bin/$name" ] || die "$SHOP_BUILD/bin/$name is not built: run make build"
+  (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$(cat "$BROKER_ADDR_FILE")" \
+    LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$name")
+  wait_for 20 "$name" curl -fsS "http://127.0.0.1:$port/healthz"
+}
+
+service_stop() {
+  local pid
+  pid=$(alive_pid "$1" "bin/$1") && stop_pid "$pid"
+  rm -f "$RUN_DIR/$1.pid"
+}
+
+# ---- commands ----
+
+up() {
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  pg_start
+  broker_start
+  service_start payments "$PAYMENTS_PORT" PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
+  status
+}
+
+down() {
+  [ -d "$SHOP_VAR" ] || return 0
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  service_stop payments
+  broker_stop
+  pg_stop
+}
+
+status() {
+  local p
+  say "Shop ($SHOP_VAR):"
+  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: payments)"; else say "  postgres   stopped"; fi
+  if p=$(alive_pid broker devbroker); then say "  broker     pid $p   $(cat "$BROKER_ADDR_FILE" 2>/dev/null)"; else say "  broker     stopped"; fi
+  if p=$(alive_pid payments bin/payments); then
+    say "  payments   pid $p   http://127.0.0.1:$PAYMENTS_PORT  (health: /healthz /readyz /metrics)"
+  else say "  payments   stopped"; fi
+  say "  logs       $LOG_DIR/"
+}
+
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) mkdir -p "$LOG_DIR" "$RUN_DIR"; status ;;
+  pg-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; pg_start ;;
+  pg-stop) pg_stop ;;
+  broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
+  broker-stop) broker_stop ;;
+  # The postgres server in the foreground, as PG_USER (pg_start detaches it).
+  exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
+    exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
+  *) die "usage: stack.sh up|down|status|pg-start|pg-stop|broker-start|broker-stop" ;;
+esac

@@ -1,0 +1,371 @@
+#include "lib/db.h"
+#include "lib/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct db_conn {
+    PGconn *pg;
+    bool in_tx;
+    bool broken;
+    char sqlstate[6];
+    struct db_conn *next_free;
+};
+
+struct db_pool {
+    char *conninfo;
+    const db_stmt *const *stmt_sets;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    db_conn *conns;
+    int size;
+    db_conn *free_list;
+    /* After a failed connect, others fail fast until this time instead of
+     * each paying for a connection attempt. */
+    struct timespec retry_after;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets)
+{
+    db_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->conninfo = strdup(conninfo);
+    pool->conns = calloc((size_t)size, sizeof *pool->conns);
+    if (!pool->conninfo || !pool->conns) {
+        free(pool->conninfo);
+        free(pool->conns);
+        free(pool);
+        return NULL;
+    }
+    pool->size = size;
+    pool->stmt_sets = stmt_sets;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->freed, NULL);
+    for (int i = size - 1; i >= 0; i--) {
+        pool->conns[i].next_free = pool->free_list;
+        pool->free_list = &pool->conns[i];
+    }
+    return pool;
+}
+
+void db_pool_free(db_pool *pool)
+{
+    if (!pool)
+        return;
+    for (int i = 0; i < pool->size; i++)
+        PQfinish(pool->conns[i].pg);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->freed);
+    free(pool->conns);
+    free(pool->conninfo);
+    free(pool);
+}
+
+static void note_error(db_conn *c, const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        c->broken = true;
+}
+
+static int classify(db_conn *c)
+{
+    const char *s = c->sqlstate;
+    if (c->broken || s[0] == '\0' || strncmp(s, "08", 2) == 0 || strncmp(s, "57P", 3) == 0)
+        return -DB_UNAVAILABLE;
+    if (strcmp(s, "23505") == 0)
+        return -DB_UNIQUE;
+    if (strcmp(s, "23514") == 0)
+        return -DB_CHECK;
+    if (strcmp(s, "22003") == 0)
+        return -DB_RANGE;
+    if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+        return -DB_CONFLICT;
+    return -DB_FAILED;
+}
+
+/* A server restart closes idle connections; PostgreSQL says so on the
+ * socket. Reading it now spares a request from failing on a dead one. */
+static bool conn_alive(db_conn *c)
+{
+    if (!c->pg || c->broken || PQstatus(c->pg) != CONNECTION_OK)
+        return false;
+    struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+    if (poll(&p, 1, 0) > 0) {
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
+            return false;
+        PGnotify *n;
+        while ((n = PQnotifies(c->pg)))
+            PQfreemem(n);
+    }
+    return true;
+}
+
+static int conn_open(db_pool *pool, db_conn *c)
+{
+    PQfinish(c->pg);
+    c->broken = false;
+    c->in_tx = false;
+    c->pg = PQconnectdb(pool->conninfo);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        log_msg(LOG_WARN, NULL, "database connection failed: %s", msg);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return -DB_UNAVAILABLE;
+    }
+    for (const db_stmt *const *set = pool->stmt_sets; set && *set; set++) {
+        for (const db_stmt *st = *set; st->name; st++) {
+            PGresult *r = PQprepare(c->pg, st->name, st->sql, 0, NULL);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                log_msg(LOG_ERROR, NULL, "cannot prepare %s: %s", st->name,
+                        PQresultErrorMessage(r));
+                PQclear(r);
+                PQfinish(c->pg);
+                c->pg = NULL;
+                /* Unavailable, not fatal: the schema may still be migrating. */
+                return -DB_UNAVAILABLE;
+            }
+            PQclear(r);
+        }
+    }
+    return 0;
+}
+
+int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
+{
+    *out = NULL;
+    int64_t deadline = now_ms() + wait_ms;
+    pthread_mutex_lock(&pool->lock);
+    while (!pool->free_list) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            pthread_mutex_unlock(&pool->lock);
+            log_msg(LOG_WARN, NULL, "no database connection free within %d ms", wait_ms);
+            return -DB_UNAVAILABLE;
+        }
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&pool->freed, &pool->lock, &ts);
+    }
+    db_conn *c = pool->free_list;
+    pool->free_list = c->next_free;
+    struct timespec retry_after = pool->retry_after;
+    pthread_mutex_unlock(&pool->lock);
+
+    if (conn_alive(c)) {
+        *out = c;
+        return 0;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    bool backing_off = now.tv_sec < retry_after.tv_sec ||
+                       (now.tv_sec == retry_after.tv_sec && now.tv_nsec < retry_after.tv_nsec);
+    int rc = backing_off ? -DB_UNAVAILABLE : conn_open(pool, c);
+    if (rc == 0) {
+        *out = c;
+        return 0;
+    }
+    pthread_mutex_lock(&pool->lock);
+    if (!backing_off) {
+        pool->retry_after = now;
+        pool->retry_after.tv_nsec += 100 * 1000000; /* 100 ms */
+        if (pool->retry_after.tv_nsec >= 1000000000) {
+            pool->retry_after.tv_sec++;
+            pool->retry_after.tv_nsec -= 1000000000;
+        }
+    }
+    c->next_free = pool->free_list;
+    pool->free_list = c;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+    return rc;
+}
+
+void db_release(db_pool *pool, db_conn *c)
+{
+    if (!c)
+        return;
+    if (c->in_tx)
+        db_rollback(c);
+    if (c->broken) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    pthread_mutex_lock(&pool->lock);
+    c->next_free = pool->free_list;
+    pool->free_list = c;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+static int finish(db_conn *c, PGresult *r, const char *what, PGresult **out)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        c->sqlstate[0] = '\0';
+        if (out)
+            *out = r;
+        else
+            PQclear(r);
+        return 0;
+    }
+    note_error(c, r);
+    int rc = classify(c);
+    if (rc == -DB_FAILED || rc == -DB_UNAVAILABLE) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        log_msg(rc == -DB_FAILED ? LOG_ERROR : LOG_WARN, NULL, "%s failed (%s): %s", what,
+                c->sqlstate, msg);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int db_exec(db_conn *c, const char *stmt, int nparams, const char *const *params, PGresult **out)
+{
+    if (out)
+        *out = NULL;
+    PGresult *r = PQexecPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0);
+    return finish(c, r, stmt, out);
+}
+
+int db_exec_sql(db_conn *c, const char *sql)
+{
+    return finish(c, PQexec(c->pg, sql), sql, NULL);
+}
+
+int db_begin(db_conn *c)
+{
+    int rc = db_exec_sql(c, "BEGIN");
+    c->in_tx = rc == 0;
+    return rc;
+}
+
+int db_commit(db_conn *c)
+{
+    c->in_tx = false;
+    return db_exec_sql(c, "COMMIT");
+}
+
+void db_rollback(db_conn *c)
+{
+    c->in_tx = false;
+    if (!c->broken && c->pg)
+        db_exec_sql(c, "ROLLBACK");
+}
+
+const char *db_sqlstate(const db_conn *c)
+{
+    return c->sqlstate;
+}
+
+/* ---- migrations ---- */
+
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static int sql_file(const struct dirent *e)
+{
+    size_t n = strlen(e->d_name);
+    return n > 4 && strcmp(e->d_name + n - 4, ".sql") == 0;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    char buf[4096];
+    size_t n;
+    while (out && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, out);
+    if (out)
+        fclose(out);
+    fclose(f);
+    return text;
+}
+
+int db_migrate(db_pool *pool, const char *dir)
+{
+    struct dirent **files = NULL;
+    int nfiles = scandir(dir, &files, sql_file, by_name);
+    if (nfiles < 0) {
+        log_msg(LOG_ERROR, NULL, "cannot read migrations in %s: %s", dir, strerror(errno));
+        return -DB_FAILED;
+    }
+    db_conn *c = NULL;
+    int rc = db_acquire(pool, 1000, &c);
+    if (rc < 0)
+        goto done;
+    rc = db_exec_sql(c, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    if (rc == -DB_UNIQUE) /* two instances created it at once: it exists */
+        rc = 0;
+    for (int i = 0; rc == 0 && i < nfiles; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]->d_name);
+        char *sql = read_file(path);
+        if (!sql) {
+            log_msg(LOG_ERROR, NULL, "cannot read %s", path);
+            rc = -DB_FAILED;
+            break;
+        }
+        const char *name = files[i]->d_name;
+        PGresult *r = NULL;
+        if ((rc = db_begin(c)) == 0 &&
+            (rc = db_exec_sql(c, "SELECT pg_advisory_xact_lock(7265)")) == 0) {
+            r = PQexecParams(c->pg, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
+                             &name, NULL, NULL, 0);
+            rc = finish(c, r, "schema_migrations lookup", &r);
+        }
+        bool applied = rc == 0 && PQntuples(r) > 0;
+        PQclear(r);
+        if (rc == 0 && !applied) {
+            rc = db_exec_sql(c, sql);
+            if (rc == 0) {
+                r = PQexecParams(c->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1,
+                                 NULL, &name, NULL, NULL, 0);
+                rc = finish(c, r, "schema_migrations insert", NULL);
+            }
+            if (rc == 0)
+                log_msg(LOG_INFO, NULL, "applied migration %s", name);
+        }
+        rc = rc == 0 ? db_commit(c) : (db_rollback(c), rc);
+        free(sql);
+    }
+done:
+    db_release(pool, c);
+    for (int i = 0; i < nfiles; i++)
+        free(files[i]);
+    free(files);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/* PostgreSQL access: a small connection pool, named prepared statements,
+ * transactions, migrations, and reconnection after the server restarts.
+ * A connection taken from the pool belongs to one thread until released. */
+#ifndef SHOP_DB_H
+#define SHOP_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* Error codes (negated on return), above errno's range. */
+enum {
+    DB_UNAVAILABLE = 1000, /* cannot reach the server, or it went away */
+    DB_UNIQUE,             /* unique_violation (23505) */
+    DB_CHECK,              /* check_violation (23514) */
+    DB_RANGE,              /* numeric_value_out_of_range (22003) */
+    DB_CONFLICT,           /* serialization failure or deadlock: retry */
+    DB_FAILED,             /* anything else: a bug or bad SQL */
+};
+
+/* A named statement, prepared on every connection the pool opens. */
+typedef struct db_stmt {
+    const char *name;
+    const char *sql;
+} db_stmt;
+
+typedef struct db_pool db_pool;
+typedef struct db_conn db_conn;
+
+/* Creates a pool of up to `size` connections to `conninfo`. Connections are
+ * opened lazily, so this succeeds while the database is down. `stmt_sets`
+ * is a NULL-terminated list of arrays, each ending with a {NULL, NULL}
+ * entry; all are borrowed for the pool's life. */
+db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets);
+void db_pool_free(db_pool *pool);
+
+/* Takes a live connection, waiting up to `wait_ms` for a free one.
+ * Returns 0, or -DB_UNAVAILABLE when the server cannot be reached (fast:
+ * it does not wait for the server) or no connection got free in time. */
+int db_acquire(db_pool *pool, int wait_ms, db_conn **out);
+
+/* Gives the connection back. A connection left inside a transaction is
+ * rolled back; a broken one is closed and reopened on next use. NULL-safe. */
+void db_release(db_pool *pool, db_conn *conn);
+
+/* Runs a prepared statement. On success returns 0 and, when `out` is not
+ * NULL, the result (caller PQclear()s it). Returns -DB_* on failure and
+ * logs anything that is not a constraint the caller handles. */
+int db_exec(db_conn *conn, const char *stmt, int nparams, const char *const *params,
+            PGresult **out);
+
+/* Runs plain SQL with no parameters (BEGIN, COMMIT, SET ...). */
+int db_exec_sql(db_conn *conn, const char *sql);
+
+int db_begin(db_conn *conn);
+int db_commit(db_conn *conn);
+void db_rollback(db_conn *conn);
+
+/* The SQLSTATE of the last failure on this connection ("" if none). */
+const char *db_sqlstate(const db_conn *conn);
+
+/* Applies the *.sql files of `dir` in name order, each once, each in its
+ * own transaction, recorded in schema_migrations. Safe to run from several
+ * instances at once (an advisory lock serialises them). Returns 0 or -DB_*. */
+int db_migrate(db_pool *pool, const char *dir);
+
+#endif

@@ -1,0 +1,104 @@
+/* HTTP layer on libmicrohttpd: an epoll thread pool, a small router with
+ * {param} path segments, JSON bodies through jansson with strict shape
+ * checks, a body size limit, request ids, the error format of DESIGN §8, and
+ * the built-in /healthz, /readyz and /metrics routes. */
+#ifndef SHOP_HTTP_H
+#define SHOP_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define HTTP_MAX_PARAMS 4
+#define HTTP_REQ_ID_MAX 64
+
+struct MHD_Connection;
+
+/* What a handler sees. Every pointer is borrowed until the handler returns. */
+typedef struct http_req {
+    const char *method;
+    const char *path;
+    const char *req_id;
+    const char *params[HTTP_MAX_PARAMS]; /* {param} segments, in order */
+    size_t nparams;
+    const char *body; /* not NUL-terminated; NULL when empty */
+    size_t body_len;
+    void *app; /* the service's context given to http_start */
+    struct MHD_Connection *conn;
+    json_t *json; /* the parsed body, after http_body_unpack */
+} http_req;
+
+/* What a handler fills in: a JSON body (owned), or raw bytes (owned). */
+typedef struct http_res {
+    int status;
+    json_t *json;
+    char *raw;
+    size_t raw_len;
+    const char *content_type; /* static string; JSON when NULL */
+    char allow[64];           /* Allow header of a 405 */
+} http_res;
+
+typedef void (*http_handler)(http_req *req, http_res *res);
+
+typedef struct http_route {
+    const char *method;
+    const char *pattern; /* "/accounts/{user_id}/deposits" */
+    http_handler handler;
+} http_route;
+
+typedef struct http_hooks {
+    /* /readyz: fills `checks` with {"name": "ok" | "reason"}; returns true
+     * when every dependency is reachable. NULL: always ready. */
+    bool (*ready)(void *app, json_t *checks);
+    /* /metrics: appends the service's own series after the HTTP ones. */
+    void (*metrics)(void *app, FILE *out);
+} http_hooks;
+
+typedef struct http_config {
+    const char *host; /* address to listen on, e.g. "127.0.0.1" */
+    int port;
+    int threads;
+    size_t max_body;
+    int timeout_s; /* idle keep-alive connections are closed after this */
+} http_config;
+
+typedef struct http_server http_server;
+
+/* Starts serving. `routes` and `app` are borrowed for the server's life.
+ * Returns NULL (and logs why) when the port cannot be bound. */
+http_server *http_start(const http_config *cfg, const http_route *routes, size_t nroutes,
+                        const http_hooks *hooks, void *app);
+
+/* Stops accepting, finishes running handlers, frees the server. NULL-safe. */
+void http_stop(http_server *srv);
+
+/* Answers with `body` (stolen). */
+void http_json(http_res *res, int status, json_t *body);
+
+/* Answers {"error": {"code": code, "message": ...}}. */
+void http_error(http_res *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Parses the body as a JSON object and unpacks it with json_unpack's `fmt`
+ * in strict mode (no unknown members). Unpacked strings are borrowed from
+ * req->json until the request ends. Returns 0, or -EINVAL after filling
+ * `res` with a 400 naming what is wrong. */
+int http_body_unpack(http_req *req, http_res *res, const char *fmt, ...);
+
+/* A query-string argument or a request header; NULL when absent. */
+const char *http_query(const http_req *req, const char *name);
+const char *http_header(const http_req *req, const char *name);
+
+/* Matches a path against a route pattern. Pure. On a match, copies each
+ * {param} segment into `buf` (NUL-terminated) and points params[] at them.
+ * Returns the number of params, or -1 when the path does not match or
+ * `buf` / `params` are too small. */
+int http_match(const char *pattern, const char *path, char *buf, size_t buflen,
+               const char **params, size_t maxparams);
+
+/* True if `id` is acceptable as a client-supplied X-Request-Id:
+ * 1..64 characters of [A-Za-z0-9._:-]. Pure. */
+bool http_request_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,31 @@
+/* Idempotent HTTP writes (DESIGN §4.4). A POST that creates something runs
+ * its work in one transaction together with its Idempotency-Key row, so a
+ * retry with the same key replays the stored status and body and changes
+ * nothing, and the same key with another request gets 422. Two requests
+ * with one key at once: the second waits on the first's row lock, then
+ * replays its answer. */
+#ifndef SHOP_IDEM_H
+#define SHOP_IDEM_H
+
+#include "lib/db.h"
+#include "lib/http.h"
+
+/* Statements to give db_pool_new. */
+extern const db_stmt idem_stmts[];
+
+/* Does the request's work inside one transaction. Fills `res` and returns 0
+ * to commit, including for a 4xx answer that wrote nothing; returns a
+ * negative -DB_* code to roll back (the runner answers 503 or 500). */
+typedef int (*idem_work)(db_conn *conn, http_req *req, http_res *res, void *arg);
+
+/* Runs `work` under the request's Idempotency-Key header, if it has one.
+ * Answers 400 for a malformed key, 422 for a reused one, 503 when the
+ * database cannot be reached. 5xx answers are not stored: a retry runs
+ * the work again. */
+void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void *arg);
+
+/* Deletes up to `batch` keys older than `max_age_s`; returns how many, or
+ * a negative -DB_* code. */
+int idem_purge(db_conn *conn, int max_age_s, int batch);
+
+#endif

@@ -1,0 +1,111 @@
+#include "lib/kafka.h"
+#include "lib/log.h"
+
+#include <string.h>
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    log_msg(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG, NULL, "kafka %s: %s",
+            fac, buf);
+}
+
+static bool set(rd_kafka_conf_t *conf, const char *name, const char *value)
+{
+    char err[256];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof err) == RD_KAFKA_CONF_OK)
+        return true;
+    log_msg(LOG_ERROR, NULL, "kafka setting %s=%s: %s", name, value, err);
+    return false;
+}
+
+static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    if (set(conf, "bootstrap.servers", brokers) && set(conf, "client.id", client_id) &&
+        /* A lost broker is retried quickly: the dev broker restarts in ms. */
+        set(conf, "reconnect.backoff.ms", "50") && set(conf, "reconnect.backoff.max.ms", "1000"))
+        return conf;
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
+                               void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
+                               void *opaque)
+{
+    rd_kafka_conf_t *conf = base_conf(brokers, client_id);
+    if (!conf)
+        return NULL;
+    if (!set(conf, "enable.idempotence", "true") || !set(conf, "linger.ms", "2") ||
+        !set(conf, "message.timeout.ms", "30000")) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (dr_cb)
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk)
+        log_msg(LOG_ERROR, NULL, "kafka producer: %s", err); /* conf freed by rd_kafka_new */
+    return rk;
+}
+
+rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
+                               const char *const *topics)
+{
+    rd_kafka_conf_t *conf = base_conf(brokers, client_id);
+    if (!conf)
+        return NULL;
+    if (!set(conf, "group.id", group) || !set(conf, "enable.auto.commit", "false") ||
+        !set(conf, "enable.auto.offset.store", "false") ||
+        !set(conf, "auto.offset.reset", "earliest") ||
+        /* A rejoin waits for this long: keep it short (DESIGN §2). */
+        !set(conf, "session.timeout.ms", "6000")) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk) {
+        log_msg(LOG_ERROR, NULL, "kafka consumer: %s", err);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    size_t n = 0;
+    while (topics[n])
+        n++;
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        log_msg(LOG_ERROR, NULL, "kafka subscribe: %s", rd_kafka_err2str(e));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+bool kafka_reachable(rd_kafka_t *rk, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+void kafka_destroy(rd_kafka_t *rk)
+{
+    if (!rk)
+        return;
+    if (rd_kafka_type(rk) == RD_KAFKA_PRODUCER)
+        rd_kafka_flush(rk, 5000);
+    else
+        rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}

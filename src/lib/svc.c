@@ -1,0 +1,57 @@
+#include "lib/svc.h"
+#include "lib/config.h"
+#include "lib/db.h"
+#include "lib/log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+
+int svc_http_config(http_config *cfg, int default_port)
+{
+    int64_t port, threads, max_body, timeout;
+    if (cfg_int("HTTP_PORT", 1, 65535, default_port, &port) < 0 ||
+        cfg_int("HTTP_THREADS", 1, 256, 4, &threads) < 0 ||
+        cfg_int("HTTP_MAX_BODY", 64, 1 << 24, 16384, &max_body) < 0 ||
+        cfg_int("HTTP_IDLE_TIMEOUT_S", 1, 3600, 60, &timeout) < 0)
+        return -EINVAL;
+    *cfg = (http_config){
+        .host = cfg_str("HTTP_HOST", "127.0.0.1"),
+        .port = (int)port,
+        .threads = (int)threads,
+        .max_body = (size_t)max_body,
+        .timeout_s = (int)timeout,
+    };
+    return 0;
+}
+
+void svc_block_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set)
+{
+    for (;;) {
+        db_pool *pool = db_pool_new(conninfo, 1, NULL);
+        int rc = pool ? db_migrate(pool, dir) : -DB_FAILED;
+        db_pool_free(pool);
+        if (rc != -DB_UNAVAILABLE)
+            return rc;
+        log_msg(LOG_WARN, NULL, "database unreachable; retrying the migrations in 1 s");
+        struct timespec wait = {.tv_sec = 1};
+        if (sigtimedwait(set, NULL, &wait) > 0)
+            return -EINTR;
+    }
+}
+
+int svc_wait(const sigset_t *set)
+{
+    int sig = 0;
+    sigwait(set, &sig);
+    return sig;
+}

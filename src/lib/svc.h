@@ -1,0 +1,25 @@
+/* Start-up and shut-down steps every service takes the same way. */
+#ifndef SHOP_SVC_H
+#define SHOP_SVC_H
+
+#include "lib/http.h"
+
+#include <signal.h>
+
+/* Reads HTTP_HOST, HTTP_PORT, HTTP_THREADS, HTTP_MAX_BODY and
+ * HTTP_IDLE_TIMEOUT_S. Returns 0, or -EINVAL after logging the bad one. */
+int svc_http_config(http_config *cfg, int default_port);
+
+/* Blocks SIGTERM and SIGINT in the calling thread (call it before any
+ * thread starts, so they all inherit the mask) and fills `set` with them. */
+void svc_block_signals(sigset_t *set);
+
+/* Applies the migrations in `dir` to `conninfo`, retrying every second
+ * while the database is unreachable. Returns 0, -EINTR when a signal of
+ * `set` arrived meanwhile, or -DB_FAILED for a migration that cannot apply. */
+int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set);
+
+/* Waits for a signal of `set`; returns its number. */
+int svc_wait(const sigset_t *set);
+
+#endif

@@ -1,0 +1,128 @@
+/* The payments HTTP API: parse, call the store, answer. */
+#include "lib/idem.h"
+#include "lib/kafka.h"
+#include "lib/valid.h"
+#include "payments/app.h"
+#include "payments/store.h"
+
+#include <errno.h>
+
+static json_t *account_json(const account *a)
+{
+    return json_pack("{s:s, s:I, s:s, s:s}", "user_id", a->user_id, "balance",
+                     (json_int_t)a->balance, "created_at", a->created_at, "updated_at",
+                     a->updated_at);
+}
+
+/* The one place where the store's outcomes become HTTP answers. Returns 0
+ * when `res` holds an answer to commit with, or `rc` to roll back. */
+static int answer(http_res *res, int rc, int ok_status, const account *a, const char *user_id)
+{
+    switch (rc) {
+    case 0:
+        http_json(res, ok_status, account_json(a));
+        return 0;
+    case -ENOENT:
+        http_error(res, 404, "account_not_found", "no account for user %s", user_id);
+        return 0;
+    case -EEXIST:
+        http_error(res, 409, "account_exists", "user %s already has an account", user_id);
+        return 0;
+    case -ERANGE:
+        http_error(res, 409, "balance_overflow", "the balance would exceed its maximum");
+        return 0;
+    default:
+        return rc; /* idem_run answers 503 or 500 */
+    }
+}
+
+static bool check_user_id(http_res *res, const char *user_id)
+{
+    if (valid_user_id(user_id))
+        return true;
+    http_error(res, 400, "invalid_user_id", "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+    return false;
+}
+
+static int create_account_tx(db_conn *c, http_req *req, http_res *res, void *arg)
+{
+    const char *user_id = arg;
+    (void)req;
+    account a;
+    return answer(res, store_account_create(c, user_id, &a), 201, &a, user_id);
+}
+
+static void create_account(http_req *req, http_res *res)
+{
+    payments_app *app = req->app;
+    const char *user_id = NULL;
+    if (http_body_unpack(req, res, "{s:s}", "user_id", &user_id) < 0 ||
+        !check_user_id(res, user_id))
+        return;
+    idem_run(app->db, req, res, create_account_tx, (void *)user_id);
+}
+
+static void get_account(http_req *req, http_res *res)
+{
+    payments_app *app = req->app;
+    const char *user_id = req->params[0];
+    if (!check_user_id(res, user_id))
+        return;
+    db_conn *c = NULL;
+    account a;
+    int rc = db_acquire(app->db, 1000, &c);
+    if (rc == 0)
+        rc = store_account_get(c, user_id, &a);
+    db_release(app->db, c);
+    if (answer(res, rc, 200, &a, user_id) < 0)
+        http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
+}
+
+typedef struct deposit_args {
+    const char *user_id;
+    int64_t amount;
+} deposit_args;
+
+static int deposit_tx(db_conn *c, http_req *req, http_res *res, void *arg)
+{
+    deposit_args *d = arg;
+    (void)req;
+    account a;
+    return answer(res, store_deposit(c, d->user_id, d->amount, &a), 201, &a, d->user_id);
+}
+
+static void deposit(http_req *req, http_res *res)
+{
+    payments_app *app = req->app;
+    json_int_t amount = 0;
+    deposit_args d = {.user_id = req->params[0]};
+    if (!check_user_id(res, d.user_id) ||
+        http_body_unpack(req, res, "{s:I}", "amount", &amount) < 0)
+        return;
+    if (!valid_amount(amount)) {
+        http_error(res, 400, "invalid_amount",
+                   "amount must be an integer number of minor units from 1 to 10^12");
+        return;
+    }
+    d.amount = amount;
+    idem_run(app->db, req, res, deposit_tx, &d);
+}
+
+const http_route payments_routes[] = {
+    {"POST", "/accounts", create_account},
+    {"GET", "/accounts/{user_id}", get_account},
+    {"POST", "/accounts/{user_id}/deposits", deposit},
+};
+const size_t payments_nroutes = sizeof payments_routes / sizeof *payments_routes;
+
+bool payments_ready(void *arg, json_t *checks)
+{
+    payments_app *app = arg;
+    db_conn *c = NULL;
+    bool db_ok = db_acquire(app->db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
+    db_release(app->db, c);
+    bool kafka_ok = kafka_reachable(app->producer, 500);
+    json_object_set_new(checks, "database", json_string(db_ok ? "ok" : "unreachable"));
+    json_object_set_new(checks, "broker", json_string(kafka_ok ? "ok" : "unreachable"));
+    return db_ok && kafka_ok;
+}

@@ -1,0 +1,72 @@
+#include "payments/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define ACCOUNT_COLS "user_id, balance, " TS("created_at") ", " TS("updated_at")
+
+const db_stmt store_stmts[] = {
+    {"account_create", "INSERT INTO accounts (user_id) VALUES ($1)"
+                       " ON CONFLICT (user_id) DO NOTHING RETURNING " ACCOUNT_COLS},
+    {"account_get", "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = $1"},
+    {"account_deposit",
+     /* The guard keeps an overflow from raising an error, which would
+      * abort the caller's transaction: no row then means "not found" or
+      * "too much", which store_deposit tells apart. */
+     "WITH a AS (UPDATE accounts SET balance = balance + $2, updated_at = now()"
+     "           WHERE user_id = $1 AND balance <= 9223372036854775807 - $2::bigint"
+     "           RETURNING *),"
+     "     l AS (INSERT INTO ledger (user_id, kind, amount)"
+     "           SELECT user_id, 'deposit', $2 FROM a)"
+     " SELECT " ACCOUNT_COLS " FROM a"},
+    {NULL, NULL},
+};
+
+/* Reads row 0 of a result shaped by ACCOUNT_COLS; -ENOENT when empty. */
+static int read_account(PGresult *r, account *out)
+{
+    if (PQntuples(r) == 0)
+        return -ENOENT;
+    snprintf(out->user_id, sizeof out->user_id, "%s", PQgetvalue(r, 0, 0));
+    out->balance = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    snprintf(out->created_at, sizeof out->created_at, "%s", PQgetvalue(r, 0, 2));
+    snprintf(out->updated_at, sizeof out->updated_at, "%s", PQgetvalue(r, 0, 3));
+    return 0;
+}
+
+static int run(db_conn *c, const char *stmt, int n, const char *const *params, account *out)
+{
+    PGresult *r = NULL;
+    int rc = db_exec(c, stmt, n, params, &r);
+    if (rc == 0)
+        rc = read_account(r, out);
+    PQclear(r);
+    return rc;
+}
+
+int store_account_create(db_conn *c, const char *user_id, account *out)
+{
+    const char *params[] = {user_id};
+    int rc = run(c, "account_create", 1, params, out);
+    return rc == -ENOENT ? -EEXIST : rc;
+}
+
+int store_account_get(db_conn *c, const char *user_id, account *out)
+{
+    const char *params[] = {user_id};
+    return run(c, "account_get", 1, params, out);
+}
+
+int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
+{
+    char amt[24];
+    snprintf(amt, sizeof amt, "%" PRId64, amount);
+    const char *params[] = {user_id, amt};
+    int rc = run(c, "account_deposit", 2, params, out);
+    if (rc == -ENOENT && store_account_get(c, user_id, out) == 0)
+        rc = -ERANGE;
+    return rc;
+}
