@@ -43,7 +43,7 @@ help:
 	@echo "make build    compile into build/          make construct  clean rebuild"
 	@echo "make run      start what is not running     make stop       stop everything"
 	@echo "make rerun    stop + run                    make restart    stop + start"
-	@echo "make clean    stop, delete var/ (all data) and build/"
+	@echo "make clean    stop, delete var/ (all data)"
 	@echo "make fresh    clean + start                 make status     what is running"
 
 build: $(BINS) $(TESTS)
@@ -73,8 +73,8 @@ rerun: stop run
 
 restart: stop start
 
-clean: stop
-	rm -rf var build
+clean:
+	@scripts/stack.sh wipe
 
 fresh: clean start
 

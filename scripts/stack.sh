@@ -6,6 +6,7 @@
 #   stack.sh up      start every part that is not running (touches no data)
 #   stack.sh down    stop every part, leaving no process behind
 #   stack.sh status  say what runs
+#   stack.sh wipe    stop, then delete var/ (all data)
 #   stack.sh pg-stop | pg-start     one part alone (used by the tests)
 #   stack.sh broker-stop | broker-start
 set -euo pipefail
@@ -220,8 +221,10 @@ case "${1:-}" in
   pg-stop) pg_stop ;;
   broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
   broker-stop) broker_stop ;;
+  # Deletes all data: var/, and the PostgreSQL folder var/pg may link to.
+  wipe) down; [ -L "$SHOP_VAR/pg" ] && rm -rf "$(readlink -f "$SHOP_VAR/pg")"; rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|pg-start|pg-stop|broker-start|broker-stop" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop" ;;
 esac

@@ -104,8 +104,10 @@ static bool conn_alive(db_conn *c)
 {
     if (!c->pg || c->broken || PQstatus(c->pg) != CONNECTION_OK)
         return false;
+    /* The server's goodbye is a FATAL message, then EOF: read until the
+     * socket is quiet, so that the EOF marks the connection bad. */
     struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
-    if (poll(&p, 1, 0) > 0) {
+    for (int i = 0; i < 4 && poll(&p, 1, 0) > 0; i++) {
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
             return false;
         PGnotify *n;
@@ -113,6 +115,17 @@ static bool conn_alive(db_conn *c)
             PQfreemem(n);
     }
     return true;
+}
+
+/* libpq prints server notices (and the FATAL of a server going away) on
+ * stderr; they belong in the JSON log. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", message);
+    msg[strcspn(msg, "\n")] = '\0';
+    log_msg(LOG_WARN, NULL, "postgres: %s", msg);
 }
 
 static int conn_open(db_pool *pool, db_conn *c)
@@ -130,6 +143,7 @@ static int conn_open(db_pool *pool, db_conn *c)
         c->pg = NULL;
         return -DB_UNAVAILABLE;
     }
+    PQsetNoticeProcessor(c->pg, on_notice, NULL);
     for (const db_stmt *const *set = pool->stmt_sets; set && *set; set++) {
         for (const db_stmt *st = *set; st->name; st++) {
             PGresult *r = PQprepare(c->pg, st->name, st->sql, 0, NULL);

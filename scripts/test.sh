@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make test`: installs what is missing, builds (plain, then with ASan and
+# UBSan), runs the unit tests, starts a separate test stack (its own
+# PostgreSQL cluster, dev broker and services under var/test, on ports of
+# its own, so a running `make run` stack is left alone), runs the
+# integration tests against it with the sanitizer builds, and stops it,
+# whatever happened.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+scripts/deps.sh
+make --no-print-directory build
+make --no-print-directory BUILD=build/san SAN=1 build
+
+export SHOP_ROOT=$ROOT
+export SHOP_VAR=$ROOT/var/test
+export SHOP_BUILD=$ROOT/build/san
+export PG_PORT=${TEST_PG_PORT:-54330}
+export PAYMENTS_PORT=${TEST_PAYMENTS_PORT:-18081}
+export SHOP_LOG_LEVEL=info
+export DEVBROKER_TOPICS=payment.requests,payment.results,shop.test
+export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT
+export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
+# Leaks are real failures; librdkafka's own threads end after destroy.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Criterion forks each test; its own runner output goes to stderr.
+CRITERION=(--jobs 1 --full-stats)
+
+status=0
+stop_stack() {
+  scripts/stack.sh down || true
+  # A sanitizer report in a service's log fails the run even if no test saw it.
+  if grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$SHOP_VAR"/log/*.log 2>/dev/null; then
+    echo "sanitizer reports in the logs above" >&2
+    status=1
+  fi
+}
+finish() {
+  stop_stack
+  if [ "$status" = 0 ]; then echo "ALL TESTS PASSED"; else echo "TESTS FAILED"; fi
+  exit "$status"
+}
+trap finish EXIT
+
+echo "== unit tests (sanitizers on)"
+build/san/tests/unit "${CRITERION[@]}" || status=1
+
+echo "== integration tests: real PostgreSQL and dev broker (sanitizers on)"
+scripts/stack.sh down >/dev/null 2>&1 || true
+rm -rf "$SHOP_VAR"
+scripts/stack.sh up
+export KAFKA_BROKERS=$(cat "$SHOP_VAR/broker.addr")
+build/san/tests/integration "${CRITERION[@]}" || status=1

@@ -1,0 +1,46 @@
+/* What the integration tests share: HTTP calls through libcurl, queries
+ * through libpq, unique names, and waiting for a condition. The servers are
+ * the real ones that scripts/test.sh starts; their addresses come from the
+ * environment it sets. */
+#ifndef TESTS_HARNESS_H
+#define TESTS_HARNESS_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct resp {
+    long status;
+    json_t *json; /* parsed body, NULL if not JSON */
+    char *body;   /* raw body, NUL-terminated */
+    double seconds;
+} resp;
+
+/* Sends one request to `base` + `path`. `headers` is NULL-terminated, may be
+ * NULL. Returns 0, or -1 when no HTTP answer came (connection refused...). */
+int api(resp *r, const char *method, const char *base, const char *path, const char *body,
+        const char *const *headers);
+void resp_free(resp *r);
+
+/* The error code of an error body, or "" . Borrowed from r. */
+const char *err_code(const resp *r);
+
+const char *payments_url(void);
+
+/* A connection to the payments database; exits the test on failure. */
+PGconn *payments_db(void);
+
+/* Runs a query with up to 3 text parameters that returns one integer. */
+int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2);
+
+/* A name no other test run uses: prefix, pid, a counter and the time. */
+void unique_name(char *out, size_t len, const char *prefix);
+
+/* Runs scripts/stack.sh with `cmd`; returns its exit status. */
+int stack(const char *cmd);
+
+/* Calls cond(arg) every 20 ms until it returns true or `timeout_ms` passes. */
+bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
+
+#endif
