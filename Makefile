@@ -26,12 +26,15 @@ ALL_CFLAGS = $(CFLAGS_COMMON) $(CFLAGS_OPT) $(PKG_CFLAGS) $(CFLAGS)
 
 LIB_SRC      = $(wildcard src/lib/*.c)
 PAYMENTS_SRC = $(filter-out src/payments/main.c,$(wildcard src/payments/*.c))
+ORDERS_SRC   = $(filter-out src/orders/main.c,$(wildcard src/orders/*.c))
+# Pure domain modules: what the unit tests may link besides src/lib.
+DOMAIN_SRC   = src/payments/payment.c src/orders/order.c
 UNIT_SRC     = $(wildcard tests/unit/*.c)
 INTEG_SRC    = $(wildcard tests/integration/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-BINS = $(BUILD)/bin/payments $(BUILD)/bin/devbroker
+BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration
 
 .PHONY: help build construct tests deps run stop clean rerun start restart fresh test status logs
@@ -86,17 +89,22 @@ $(BUILD)/bin/payments: $(call obj,src/payments/main.c $(PAYMENTS_SRC) $(LIB_SRC)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
+$(BUILD)/bin/orders: $(call obj,src/orders/main.c $(ORDERS_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
 $(BUILD)/bin/devbroker: $(call obj,src/devbroker/main.c src/lib/log.c src/lib/config.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) -ldl $(LDFLAGS)
 
-$(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(PAYMENTS_SRC) $(LIB_SRC))
+$(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(LIB_SRC))
+$(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)

@@ -9,6 +9,7 @@
 #   stack.sh wipe    stop, then delete var/ (all data)
 #   stack.sh pg-stop | pg-start     one part alone (used by the tests)
 #   stack.sh broker-stop | broker-start
+#   stack.sh kill NAME       SIGKILL a service (chaos tests); `up` restarts it
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -121,7 +122,7 @@ CONF
     wait_for 30 PostgreSQL pg_ready
   fi
   local db
-  for db in payments; do
+  for db in orders payments; do
     if [ -z "$("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
       "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U shop "$db"
@@ -190,12 +191,14 @@ up() {
   pg_start
   broker_start
   service_start payments "$PAYMENTS_PORT" PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
+  service_start orders "$ORDERS_PORT" ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
   status
 }
 
 down() {
   [ -d "$SHOP_VAR" ] || return 0
   mkdir -p "$LOG_DIR" "$RUN_DIR"
+  service_stop orders
   service_stop payments
   broker_stop
   pg_stop
@@ -204,8 +207,11 @@ down() {
 status() {
   local p
   say "Shop ($SHOP_VAR):"
-  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: payments)"; else say "  postgres   stopped"; fi
+  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: orders, payments)"; else say "  postgres   stopped"; fi
   if p=$(alive_pid broker devbroker); then say "  broker     pid $p   $(cat "$BROKER_ADDR_FILE" 2>/dev/null)"; else say "  broker     stopped"; fi
+  if p=$(alive_pid orders bin/orders); then
+    say "  orders     pid $p   http://127.0.0.1:$ORDERS_PORT  (health: /healthz /readyz /metrics)"
+  else say "  orders     stopped"; fi
   if p=$(alive_pid payments bin/payments); then
     say "  payments   pid $p   http://127.0.0.1:$PAYMENTS_PORT  (health: /healthz /readyz /metrics)"
   else say "  payments   stopped"; fi
@@ -221,6 +227,7 @@ case "${1:-}" in
   pg-stop) pg_stop ;;
   broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
   broker-stop) broker_stop ;;
+  kill) pid=$(alive_pid "$2" "bin/$2") && kill -KILL "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
   # Deletes all data: var/, and the PostgreSQL folder var/pg may link to.
   wipe) down; [ -L "$SHOP_VAR/pg" ] && rm -rf "$(readlink -f "$SHOP_VAR/pg")"; rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).

@@ -125,7 +125,7 @@ static void on_notice(void *arg, const char *message)
     char msg[512];
     snprintf(msg, sizeof msg, "%s", message);
     msg[strcspn(msg, "\n")] = '\0';
-    log_msg(LOG_WARN, NULL, "postgres: %s", msg);
+    log_msg(strncmp(msg, "NOTICE", 6) == 0 ? LOG_DEBUG : LOG_WARN, NULL, "postgres: %s", msg);
 }
 
 static int conn_open(db_pool *pool, db_conn *c)
@@ -264,6 +264,25 @@ int db_exec(db_conn *c, const char *stmt, int nparams, const char *const *params
     if (out)
         *out = NULL;
     PGresult *r = PQexecPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0);
+    return finish(c, r, stmt, out);
+}
+
+int db_exec_count(db_conn *c, const char *stmt, int nparams, const char *const *params)
+{
+    PGresult *r = NULL;
+    int rc = db_exec(c, stmt, nparams, params, &r);
+    if (rc == 0)
+        rc = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return rc;
+}
+
+int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *params,
+                const int *lengths, const int *formats, PGresult **out)
+{
+    if (out)
+        *out = NULL;
+    PGresult *r = PQexecPrepared(c->pg, stmt, nparams, params, lengths, formats, 0);
     return finish(c, r, stmt, out);
 }
 

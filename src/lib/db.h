@@ -48,6 +48,14 @@ void db_release(db_pool *pool, db_conn *conn);
 int db_exec(db_conn *conn, const char *stmt, int nparams, const char *const *params,
             PGresult **out);
 
+/* Like db_exec, with per-parameter lengths and formats (1: binary), for
+ * bytes that are not text (a bytea column). */
+int db_exec_bin(db_conn *conn, const char *stmt, int nparams, const char *const *params,
+                const int *lengths, const int *formats, PGresult **out);
+
+/* Runs a statement and returns how many rows it changed, or -DB_*. */
+int db_exec_count(db_conn *conn, const char *stmt, int nparams, const char *const *params);
+
 /* Runs plain SQL with no parameters (BEGIN, COMMIT, SET ...). */
 int db_exec_sql(db_conn *conn, const char *sql);
 

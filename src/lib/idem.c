@@ -1,5 +1,6 @@
 #include "lib/idem.h"
 #include "lib/log.h"
+#include "lib/svc.h"
 #include "lib/valid.h"
 
 #include <stdio.h>
@@ -32,14 +33,6 @@ static char *fingerprint(const http_req *req)
         fp = NULL;
     free(body);
     return fp;
-}
-
-static void answer_unavailable(http_res *res, int rc)
-{
-    if (rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT)
-        http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
-    else
-        http_error(res, 500, "internal", "unexpected database error");
 }
 
 /* Looks the key up. Returns 1 when `res` now holds the answer (a replay or
@@ -113,7 +106,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void 
     if (rc == 0)
         rc = db_commit(c);
     if (rc < 0)
-        answer_unavailable(res, rc);
+        svc_db_error(res, rc);
 done:
     db_release(pool, c); /* rolls back whatever was not committed */
     free(fp);
@@ -126,11 +119,5 @@ int idem_purge(db_conn *c, int max_age_s, int batch)
     snprintf(age, sizeof age, "%d", max_age_s);
     snprintf(lim, sizeof lim, "%d", batch);
     const char *params[] = {age, lim};
-    PGresult *r = NULL;
-    int rc = db_exec(c, "idem_purge", 2, params, &r);
-    if (rc < 0)
-        return rc;
-    rc = atoi(PQcmdTuples(r));
-    PQclear(r);
-    return rc;
+    return db_exec_count(c, "idem_purge", 2, params);
 }

@@ -1,4 +1,5 @@
 #include "lib/kafka.h"
+#include "lib/config.h"
 #include "lib/log.h"
 
 #include <string.h>
@@ -56,6 +57,7 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
 rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
                                const char *const *topics)
 {
+    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "10");
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
@@ -63,7 +65,11 @@ rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const cha
         !set(conf, "enable.auto.offset.store", "false") ||
         !set(conf, "auto.offset.reset", "earliest") ||
         /* A rejoin waits for this long: keep it short (DESIGN §2). */
-        !set(conf, "session.timeout.ms", "6000")) {
+        !set(conf, "session.timeout.ms", "6000") ||
+        /* librdkafka's mock broker answers a fetch only when this wait is
+         * over, even if data arrived meanwhile (a real broker answers at
+         * once): the wait is the dev stack's latency per hop. */
+        !set(conf, "fetch.wait.max.ms", fetch_wait_ms)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

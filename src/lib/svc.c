@@ -49,6 +49,25 @@ int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set)
     }
 }
 
+bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
+{
+    db_conn *c = NULL;
+    bool db_ok = db_acquire(db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
+    db_release(db, c);
+    bool kafka_ok = outbox_relay_broker_ok(relay, 500);
+    json_object_set_new(checks, "database", json_string(db_ok ? "ok" : "unreachable"));
+    json_object_set_new(checks, "broker", json_string(kafka_ok ? "ok" : "unreachable"));
+    return db_ok && kafka_ok;
+}
+
+void svc_db_error(http_res *res, int rc)
+{
+    if (rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT)
+        http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
+    else
+        http_error(res, 500, "internal", "unexpected database error");
+}
+
 int svc_wait(const sigset_t *set)
 {
     int sig = 0;

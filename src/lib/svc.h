@@ -2,7 +2,9 @@
 #ifndef SHOP_SVC_H
 #define SHOP_SVC_H
 
+#include "lib/db.h"
 #include "lib/http.h"
+#include "lib/outbox.h"
 
 #include <signal.h>
 
@@ -18,6 +20,13 @@ void svc_block_signals(sigset_t *set);
  * while the database is unreachable. Returns 0, -EINTR when a signal of
  * `set` arrived meanwhile, or -DB_FAILED for a migration that cannot apply. */
 int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set);
+
+/* /readyz for a service with a database and an outbox relay: fills
+ * `checks` and returns true when both the database and the broker answer. */
+bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
+
+/* Answers a database failure: 503 when retrying may help, else 500. */
+void svc_db_error(http_res *res, int rc);
 
 /* Waits for a signal of `set`; returns its number. */
 int svc_wait(const sigset_t *set);

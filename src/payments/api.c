@@ -1,6 +1,6 @@
 /* The payments HTTP API: parse, call the store, answer. */
 #include "lib/idem.h"
-#include "lib/kafka.h"
+#include "lib/svc.h"
 #include "lib/valid.h"
 #include "payments/app.h"
 #include "payments/store.h"
@@ -75,7 +75,7 @@ static void get_account(http_req *req, http_res *res)
         rc = store_account_get(c, user_id, &a);
     db_release(app->db, c);
     if (answer(res, rc, 200, &a, user_id) < 0)
-        http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
+        svc_db_error(res, rc);
 }
 
 typedef struct deposit_args {
@@ -118,11 +118,5 @@ const size_t payments_nroutes = sizeof payments_routes / sizeof *payments_routes
 bool payments_ready(void *arg, json_t *checks)
 {
     payments_app *app = arg;
-    db_conn *c = NULL;
-    bool db_ok = db_acquire(app->db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
-    db_release(app->db, c);
-    bool kafka_ok = kafka_reachable(app->producer, 500);
-    json_object_set_new(checks, "database", json_string(db_ok ? "ok" : "unreachable"));
-    json_object_set_new(checks, "broker", json_string(kafka_ok ? "ok" : "unreachable"));
-    return db_ok && kafka_ok;
+    return svc_ready(app->db, app->relay, checks);
 }

@@ -1,22 +1,41 @@
-/* What the payments service's handlers share: borrowed by every request,
- * created and destroyed by main. */
+/* What the payments service's handlers and workers share: borrowed by
+ * every request and thread, created and destroyed by main. */
 #ifndef PAYMENTS_APP_H
 #define PAYMENTS_APP_H
 
+#include "lib/consumer.h"
 #include "lib/db.h"
 #include "lib/http.h"
+#include "lib/outbox.h"
 
-#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdint.h>
 
 typedef struct payments_app {
     db_pool *db;
-    rd_kafka_t *producer;
+    outbox_relay *relay;
+    consumer *requests;
+    int inbox_retention_s;
+    int idempotency_retention_s;
+    _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
 } payments_app;
 
 /* The routes of the payments API (DESIGN §8). */
 extern const http_route payments_routes[];
 extern const size_t payments_nroutes;
 
+/* /readyz and /metrics hooks. */
 bool payments_ready(void *app, json_t *checks);
+void payments_metrics(void *app, FILE *out);
+
+/* The payment.requests consumer's handler (consumer_handle_fn). */
+int payments_handle_request(db_conn *c, const rd_kafka_message_t *m, void *app, char *why,
+                            size_t whylen);
+
+/* Wakes the relay after a consumer batch committed. */
+void payments_after_commit(void *app);
+
+/* Deletes expired inbox rows and Idempotency-Keys, in batches (a ticker). */
+void payments_purge(void *app);
 
 #endif

@@ -1,12 +1,16 @@
-/* The payments service: accounts, deposits, and (next) the payment of
- * orders. Settings: see the README's configuration table. */
+/* The payments service: accounts and deposits over HTTP, and the payment of
+ * orders from payment.requests, answered on payment.results through the
+ * outbox. Settings: see the README's configuration table. */
 #include "lib/config.h"
+#include "lib/consumer.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/idem.h"
-#include "lib/kafka.h"
 #include "lib/log.h"
+#include "lib/msg.h"
+#include "lib/outbox.h"
 #include "lib/svc.h"
+#include "lib/ticker.h"
 #include "payments/app.h"
 #include "payments/store.h"
 
@@ -17,8 +21,14 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size;
-    if (svc_http_config(&http, 8081) < 0 || cfg_int("DB_POOL_SIZE", 1, 256, 8, &pool_size) < 0)
+    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, inbox_ret, idem_ret, purge_ms;
+    if (svc_http_config(&http, 8081) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 8, &pool_size) < 0 ||
+        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+        cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
+        cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
+        cfg_int("INBOX_RETENTION_S", 60, 365 * 86400, 7 * 86400, &inbox_ret) < 0 ||
+        cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
+        cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0)
         return 2;
     const char *db_url =
         cfg_str("PAYMENTS_DATABASE_URL", "postgresql://shop@127.0.0.1:54320/payments");
@@ -26,19 +36,32 @@ int main(void)
     const char *migrations = cfg_str("PAYMENTS_MIGRATIONS_DIR", "db/payments");
 
     int rc = 1;
-    payments_app app = {0};
+    payments_app app = {.inbox_retention_s = (int)inbox_ret,
+                        .idempotency_retention_s = (int)idem_ret};
     http_server *srv = NULL;
-    static const db_stmt *const stmt_sets[] = {store_stmts, idem_stmts, NULL};
+    ticker *purge = NULL;
+    static const db_stmt *const stmt_sets[] = {payments_stmts, idem_stmts, outbox_stmts,
+                                               consumer_stmts, NULL};
 
     if (svc_migrate(db_url, migrations, &signals) < 0)
         goto done;
     app.db = db_pool_new(db_url, (int)pool_size, stmt_sets);
-    app.producer = kafka_producer_new(brokers, "payments", NULL, NULL);
-    if (!app.db || !app.producer)
+    if (!app.db)
         goto done;
-    http_hooks hooks = {.ready = payments_ready};
-    srv = http_start(&http, payments_routes, payments_nroutes, &hooks, &app);
-    if (!srv)
+    outbox_relay_config relay = {.brokers = brokers, .client_id = "payments-relay",
+                                 .batch = (int)relay_batch, .poll_ms = (int)relay_poll_ms};
+    if (!(app.relay = outbox_relay_start(app.db, &relay)))
+        goto done;
+    consumer_config requests = {.brokers = brokers, .group = "payments", .client_id = "payments",
+                                .topic = MSG_TOPIC_REQUESTS, .batch = (int)consumer_batch,
+                                .handle = payments_handle_request,
+                                .after_commit = payments_after_commit, .app = &app};
+    if (!(app.requests = consumer_start(app.db, &requests)))
+        goto done;
+    if (!(purge = ticker_start((int)purge_ms, payments_purge, &app)))
+        goto done;
+    http_hooks hooks = {.ready = payments_ready, .metrics = payments_metrics};
+    if (!(srv = http_start(&http, payments_routes, payments_nroutes, &hooks, &app)))
         goto done;
     log_msg(LOG_INFO, NULL, "payments listening on http://%s:%d", http.host, http.port);
 
@@ -47,7 +70,9 @@ int main(void)
     rc = 0;
 done:
     http_stop(srv);
-    kafka_destroy(app.producer);
+    ticker_stop(purge);
+    consumer_stop(app.requests);
+    outbox_relay_stop(app.relay);
     db_pool_free(app.db);
     return rc;
 }

@@ -1,14 +1,16 @@
 #include "payments/store.h"
+#include "payments/payment.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define ACCOUNT_COLS "user_id, balance, " TS("created_at") ", " TS("updated_at")
 
-const db_stmt store_stmts[] = {
+const db_stmt payments_stmts[] = {
     {"account_create", "INSERT INTO accounts (user_id) VALUES ($1)"
                        " ON CONFLICT (user_id) DO NOTHING RETURNING " ACCOUNT_COLS},
     {"account_get", "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = $1"},
@@ -22,6 +24,21 @@ const db_stmt store_stmts[] = {
      "     l AS (INSERT INTO ledger (user_id, kind, amount)"
      "           SELECT user_id, 'deposit', $2 FROM a)"
      " SELECT " ACCOUNT_COLS " FROM a"},
+    {"inbox_claim", "INSERT INTO inbox (order_id, user_id, amount) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (order_id) DO NOTHING RETURNING 1"},
+    {"inbox_get", "SELECT outcome, coalesce(reason, ''), user_id, amount FROM inbox"
+                  " WHERE order_id = $1"},
+    {"inbox_decide", "UPDATE inbox SET outcome = $2, reason = nullif($3, '') WHERE order_id = $1"},
+    {"inbox_purge", "DELETE FROM inbox WHERE order_id IN (SELECT order_id FROM inbox"
+                    " WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"},
+    /* The row lock of the UPDATE serialises concurrent debits of one
+     * account, and its condition is re-checked after the wait. */
+    {"payment_debit",
+     "WITH a AS (UPDATE accounts SET balance = balance - $2, updated_at = now()"
+     "           WHERE user_id = $1 AND balance >= $2 RETURNING user_id),"
+     "     l AS (INSERT INTO ledger (user_id, kind, amount, order_id)"
+     "           SELECT user_id, 'debit', $2, $3 FROM a)"
+     " SELECT EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM accounts WHERE user_id = $1)"},
     {NULL, NULL},
 };
 
@@ -69,4 +86,52 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
     if (rc == -ENOENT && store_account_get(c, user_id, out) == 0)
         rc = -ERANGE;
     return rc;
+}
+
+int store_payment_process(db_conn *c, const payment_msg *req, payment_msg *result, bool *replayed)
+{
+    char amount[24];
+    snprintf(amount, sizeof amount, "%" PRId64, req->amount);
+    const char *claim[] = {req->order_id, req->user_id, amount};
+    PGresult *r = NULL;
+    int rc = db_exec(c, "inbox_claim", 3, claim, &r);
+    if (rc < 0)
+        return rc;
+    *replayed = PQntuples(r) == 0;
+    PQclear(r);
+
+    if (*replayed) {
+        const char *key[] = {req->order_id};
+        if ((rc = db_exec(c, "inbox_get", 1, key, &r)) < 0)
+            return rc;
+        *result = *req;
+        result->type = strcmp(PQgetvalue(r, 0, 0), "completed") == 0 ? MSG_PAYMENT_COMPLETED
+                                                                       : MSG_PAYMENT_FAILED;
+        snprintf(result->reason, sizeof result->reason, "%s", PQgetvalue(r, 0, 1));
+        snprintf(result->user_id, sizeof result->user_id, "%s", PQgetvalue(r, 0, 2));
+        result->amount = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        PQclear(r);
+        return 0;
+    }
+
+    const char *debit[] = {req->user_id, amount, req->order_id};
+    if ((rc = db_exec(c, "payment_debit", 3, debit, &r)) < 0)
+        return rc;
+    bool debited = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    bool has_account = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    PQclear(r);
+    payment_decide(req, debited, has_account, result);
+    const char *decide[] = {req->order_id,
+                            result->type == MSG_PAYMENT_COMPLETED ? "completed" : "failed",
+                            result->reason};
+    return db_exec(c, "inbox_decide", 3, decide, NULL);
+}
+
+int store_inbox_purge(db_conn *c, int max_age_s, int batch)
+{
+    char age[16], lim[16];
+    snprintf(age, sizeof age, "%d", max_age_s);
+    snprintf(lim, sizeof lim, "%d", batch);
+    const char *params[] = {age, lim};
+    return db_exec_count(c, "inbox_purge", 2, params);
 }

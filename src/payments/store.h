@@ -4,10 +4,13 @@
 #define PAYMENTS_STORE_H
 
 #include "lib/db.h"
+#include "lib/msg.h"
 #include "payments/account.h"
 
+#include <stdbool.h>
+
 /* Statements to give db_pool_new. */
-extern const db_stmt store_stmts[];
+extern const db_stmt payments_stmts[];
 
 /* Creates an empty account. Returns 0, -EEXIST, or -DB_*. Never aborts the
  * transaction on a duplicate. */
@@ -20,5 +23,19 @@ int store_account_get(db_conn *c, const char *user_id, account *out);
  * one statement. Returns 0 with the new state, -ENOENT, -ERANGE (the
  * balance would overflow), or -DB_*. */
 int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out);
+
+/* Handles one payment.requested exactly once: records it in the inbox
+ * (unique on the order id), debits the account with a conditional UPDATE
+ * when the funds suffice (never a read-then-write: two concurrent requests
+ * cannot both pass), writes the debit to the ledger, and records the
+ * outcome, all in the caller's transaction. A request for an order already
+ * decided changes nothing and returns the recorded outcome, with
+ * *replayed set, so that the caller publishes it again.
+ * Returns 0 with `result` filled, or -DB_*. */
+int store_payment_process(db_conn *c, const payment_msg *req, payment_msg *result, bool *replayed);
+
+/* Deletes up to `batch` inbox rows older than `max_age_s`; returns how
+ * many, or -DB_*. */
+int store_inbox_purge(db_conn *c, int max_age_s, int batch);
 
 #endif

@@ -1,0 +1,60 @@
+/* A batch consumer that turns Kafka messages into database changes
+ * exactly once (DESIGN §3, §5). It takes up to `batch` messages per poll,
+ * handles them all in ONE transaction, commits it, and only then commits
+ * the Kafka offsets. So a message is acknowledged only after its effects
+ * are durable, and a crash anywhere redelivers it (the handler dedups).
+ *
+ * Failures are told apart:
+ * - a poison message (the handler says CONSUMER_POISON: unparseable,
+ *   unknown type or version) is written to `dead_letters` with the reason
+ *   and raw bytes, in the same transaction, and the partition moves on;
+ * - a transient failure (database unreachable, serialization conflict)
+ *   rolls back and retries the same batch with back-off, for as long as it
+ *   takes: nothing is acknowledged meanwhile, nothing is dead-lettered;
+ * - any other database error on a batch is retried message by message, and
+ *   the one message that fails by itself is dead-lettered, so one bad
+ *   message never blocks its partition.
+ * Each service's database has a `dead_letters` table: id, topic, partition,
+ * "offset", key bytea, payload bytea, reason, created_at. */
+#ifndef SHOP_CONSUMER_H
+#define SHOP_CONSUMER_H
+
+#include "lib/db.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+
+#define CONSUMER_POISON 1
+
+extern const db_stmt consumer_stmts[];
+
+/* Handles one message in the batch's transaction. Returns 0, or
+ * CONSUMER_POISON with the reason in `why`, or a negative -DB_* code. */
+typedef int (*consumer_handle_fn)(db_conn *conn, const rd_kafka_message_t *m, void *app,
+                                  char *why, size_t whylen);
+
+typedef struct consumer_config {
+    const char *brokers;
+    const char *group;
+    const char *client_id;
+    const char *topic;
+    int batch;
+    consumer_handle_fn handle;
+    void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
+    void *app;
+} consumer_config;
+
+typedef struct consumer consumer;
+
+/* Subscribes and starts the consumer thread. `pool` and `cfg`'s strings are
+ * borrowed for the consumer's life. NULL (logged) on a configuration error. */
+consumer *consumer_start(db_pool *pool, const consumer_config *cfg);
+
+/* Stops after the batch in hand (unacknowledged messages are redelivered
+ * later), leaves the group, frees. NULL-safe. */
+void consumer_stop(consumer *c);
+
+/* Writes batches, messages, dead letters and lag, labelled by topic. */
+void consumer_metrics(consumer *c, FILE *out);
+
+#endif

@@ -1,0 +1,224 @@
+#include "lib/outbox.h"
+#include "lib/kafka.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const db_stmt outbox_stmts[] = {
+    {"outbox_add", "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)"},
+    {"outbox_claim", "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1"
+                     " FOR UPDATE SKIP LOCKED"},
+    {"outbox_delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
+    {"outbox_backlog", "SELECT count(*) FROM outbox"},
+    {NULL, NULL},
+};
+
+struct outbox_relay {
+    db_pool *pool;
+    outbox_relay_config cfg;
+    rd_kafka_t *producer;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool woken, stopping;
+    _Atomic uint64_t published, failures, batches, backlog;
+};
+
+int outbox_add(db_conn *c, const char *topic, const char *key, const char *payload)
+{
+    const char *params[] = {topic, key, payload};
+    return db_exec(c, "outbox_add", 3, params, NULL);
+}
+
+/* Delivery outcome of one row: 0 waiting, 1 acknowledged, -1 failed. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    int *state = m->_private;
+    *state = m->err ? -1 : 1;
+    if (m->err)
+        log_msg(LOG_WARN, NULL, "outbox delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
+                rd_kafka_err2str(m->err));
+}
+
+static bool producer_renew(outbox_relay *r)
+{
+    kafka_destroy(r->producer);
+    r->producer = kafka_producer_new(r->cfg.brokers, r->cfg.client_id, on_delivery, r);
+    return r->producer != NULL;
+}
+
+/* One claim-produce-delete round. Returns the number of rows delivered,
+ * or -1 when something failed and the relay should back off. */
+static int relay_once(outbox_relay *r)
+{
+    db_conn *c = NULL;
+    PGresult *rows = NULL;
+    int *state = NULL;
+    char *ids = NULL;
+    int delivered = 0, rc;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", r->cfg.batch);
+    const char *lp[] = {limit};
+
+    if ((rc = db_acquire(r->pool, 1000, &c)) < 0 || (rc = db_begin(c)) < 0 ||
+        (rc = db_exec(c, "outbox_claim", 1, lp, &rows)) < 0)
+        goto done;
+    int n = PQntuples(rows);
+    if (n == 0) {
+        rc = db_commit(c);
+        goto done;
+    }
+    state = calloc((size_t)n, sizeof *state);
+    for (int i = 0; i < n; i++) {
+        const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rows, i, 1)),
+            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&state[i]),
+            RD_KAFKA_V_END);
+        if (e) {
+            state[i] = -1;
+            log_msg(LOG_WARN, NULL, "outbox produce: %s", rd_kafka_err2str(e));
+        }
+    }
+    /* Every report arrives within message.timeout.ms, acknowledged or not. */
+    rd_kafka_flush(r->producer, 60000);
+
+    size_t len = 0;
+    FILE *out = open_memstream(&ids, &len);
+    fputc('{', out);
+    for (int i = 0; i < n; i++) {
+        if (state[i] != 1)
+            continue;
+        fprintf(out, "%s%s", delivered ? "," : "", PQgetvalue(rows, i, 0));
+        delivered++;
+    }
+    fputc('}', out);
+    fclose(out);
+    const char *dp[] = {ids};
+    if (delivered && (rc = db_exec(c, "outbox_delete", 1, dp, NULL)) < 0)
+        goto done;
+    rc = db_commit(c);
+    atomic_fetch_add(&r->batches, 1);
+    atomic_fetch_add(&r->published, (uint64_t)delivered);
+    atomic_fetch_add(&r->failures, (uint64_t)(n - delivered));
+    if (delivered < n)
+        rc = -1;
+
+    char why[256];
+    if (rd_kafka_fatal_error(r->producer, why, sizeof why)) {
+        log_msg(LOG_ERROR, NULL, "outbox producer failed for good (%s); making a new one", why);
+        producer_renew(r);
+    }
+done:
+    /* A failed delete or commit leaves the rows: they go again (a duplicate
+     * the consumers' dedup absorbs), never lost. */
+    db_release(r->pool, c);
+    PQclear(rows);
+    free(state);
+    free(ids);
+    return rc < 0 ? -1 : delivered;
+}
+
+static void *relay_main(void *arg)
+{
+    outbox_relay *r = arg;
+    for (;;) {
+        int n = relay_once(r);
+        /* Back off after a failure; go again at once after a full batch
+         * (more rows may wait); else sleep until woken or the poll. */
+        int wait_ms = n < 0 ? 500 : n == r->cfg.batch ? 0 : r->cfg.poll_ms;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&r->lock);
+        while (wait_ms > 0 && !r->stopping && !(n >= 0 && r->woken) &&
+               pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
+            ;
+        r->woken = false;
+        bool stop = r->stopping;
+        pthread_mutex_unlock(&r->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg)
+{
+    outbox_relay *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->pool = pool;
+    r->cfg = *cfg;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    if (!producer_renew(r) || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+        kafka_destroy(r->producer);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void outbox_relay_wake(outbox_relay *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->woken = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void outbox_relay_stop(outbox_relay *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    kafka_destroy(r->producer);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->wake);
+    free(r);
+}
+
+bool outbox_relay_broker_ok(outbox_relay *r, int timeout_ms)
+{
+    return kafka_reachable(r->producer, timeout_ms);
+}
+
+void outbox_relay_metrics(outbox_relay *r, FILE *out)
+{
+    db_conn *c = NULL;
+    PGresult *res = NULL;
+    if (db_acquire(r->pool, 200, &c) == 0 && db_exec(c, "outbox_backlog", 0, NULL, &res) == 0)
+        atomic_store(&r->backlog, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
+    PQclear(res);
+    db_release(r->pool, c);
+    metrics_header(out, "outbox_backlog", "gauge", "Outbox rows not yet acknowledged by the broker");
+    fprintf(out, "outbox_backlog %" PRIu64 "\n", atomic_load(&r->backlog));
+    metrics_header(out, "outbox_published_total", "counter", "Outbox rows published and deleted");
+    fprintf(out, "outbox_published_total %" PRIu64 "\n", atomic_load(&r->published));
+    metrics_header(out, "outbox_publish_failures_total", "counter",
+                   "Outbox rows whose delivery failed (they are sent again)");
+    fprintf(out, "outbox_publish_failures_total %" PRIu64 "\n", atomic_load(&r->failures));
+    metrics_header(out, "outbox_relay_batch_size", "summary", "Rows per relay batch");
+    fprintf(out, "outbox_relay_batch_size_sum %" PRIu64 "\n",
+            atomic_load(&r->published) + atomic_load(&r->failures));
+    fprintf(out, "outbox_relay_batch_size_count %" PRIu64 "\n", atomic_load(&r->batches));
+}

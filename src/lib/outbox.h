@@ -1,0 +1,48 @@
+/* The transactional outbox (DESIGN §3, §6). A service writes a message with
+ * outbox_add in the same transaction as the change it announces; the relay
+ * thread claims rows in batches (FOR UPDATE SKIP LOCKED, so several
+ * instances share the work), produces them with the idempotent producer,
+ * waits for the broker's acknowledgements and deletes exactly the rows that
+ * were acknowledged, in one statement. Rows whose delivery failed stay and
+ * are sent again, in order. The relay is woken in-process after a commit
+ * and polls as a fallback (rows of other instances, rows left after a
+ * restart). Each service's database has an `outbox` table of this shape:
+ * id bigserial, topic text, key text, payload text, created_at. */
+#ifndef SHOP_OUTBOX_H
+#define SHOP_OUTBOX_H
+
+#include "lib/db.h"
+
+#include <stdio.h>
+
+extern const db_stmt outbox_stmts[];
+
+/* Queues a message inside the caller's transaction. Returns 0 or -DB_*. */
+int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload);
+
+typedef struct outbox_relay outbox_relay;
+
+typedef struct outbox_relay_config {
+    const char *brokers;
+    const char *client_id;
+    int batch;   /* rows per claim */
+    int poll_ms; /* fallback poll interval */
+} outbox_relay_config;
+
+/* Starts the relay thread. `pool` is borrowed for the relay's life.
+ * Returns NULL (logged) when the producer cannot be configured. */
+outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg);
+
+/* Tells the relay that rows were committed. Cheap; call after COMMIT. */
+void outbox_relay_wake(outbox_relay *relay);
+
+/* Stops the thread (it finishes its batch) and frees the relay. NULL-safe. */
+void outbox_relay_stop(outbox_relay *relay);
+
+/* True when the relay's producer can reach the broker. */
+bool outbox_relay_broker_ok(outbox_relay *relay, int timeout_ms);
+
+/* Writes the relay's series: backlog, published, failures, batches. */
+void outbox_relay_metrics(outbox_relay *relay, FILE *out);
+
+#endif

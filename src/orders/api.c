@@ -1,0 +1,158 @@
+/* The orders HTTP API: parse, call the store, answer. */
+#include "lib/config.h"
+#include "lib/idem.h"
+#include "lib/outbox.h"
+#include "lib/svc.h"
+#include "lib/valid.h"
+#include "orders/app.h"
+#include "orders/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LIST_DEFAULT 20
+#define LIST_MAX 100
+
+static json_t *order_json(const order *o)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id",
+                     o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
+                     "status", o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
+                     "created_at", o->created_at, "updated_at", o->updated_at);
+}
+
+typedef struct create_args {
+    const char *user_id, *description;
+    int64_t amount;
+    int redrive_ms;
+} create_args;
+
+/* The order and its payment request commit together, or neither does. */
+static int create_order_tx(db_conn *c, http_req *req, http_res *res, void *arg)
+{
+    create_args *a = arg;
+    (void)req;
+    order o;
+    payment_msg request;
+    int rc = store_order_create(c, a->user_id, a->amount, a->description, a->redrive_ms, &o);
+    if (rc < 0)
+        return rc;
+    order_payment_request(&o, &request);
+    char *payload = msg_encode(&request);
+    rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, o.user_id, payload) : -DB_FAILED;
+    free(payload);
+    if (rc == 0)
+        http_json(res, 201, order_json(&o));
+    return rc;
+}
+
+static void create_order(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    json_int_t amount = 0;
+    create_args a = {.description = "", .redrive_ms = app->redrive_after_ms};
+    if (http_body_unpack(req, res, "{s:s, s:I, s?:s}", "user_id", &a.user_id, "amount", &amount,
+                         "description", &a.description) < 0)
+        return;
+    if (!valid_user_id(a.user_id)) {
+        http_error(res, 400, "invalid_user_id", "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+        return;
+    }
+    if (!valid_amount(amount)) {
+        http_error(res, 400, "invalid_amount",
+                   "amount must be an integer number of minor units from 1 to 10^12");
+        return;
+    }
+    json_t *d = json_object_get(req->json, "description");
+    if (d && !order_description_valid(a.description, json_string_length(d))) {
+        http_error(res, 400, "invalid_description",
+                   "description must be at most 500 characters, without NUL");
+        return;
+    }
+    a.amount = amount;
+    idem_run(app->db, req, res, create_order_tx, &a);
+    if (res->status == 201)
+        outbox_relay_wake(app->relay);
+}
+
+static void get_order(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    const char *id = req->params[0];
+    if (!valid_uuid(id)) {
+        http_error(res, 404, "order_not_found", "no order %s", id);
+        return;
+    }
+    db_conn *c = NULL;
+    order o;
+    int rc = db_acquire(app->db, 1000, &c);
+    if (rc == 0)
+        rc = store_order_get(c, id, &o);
+    db_release(app->db, c);
+    if (rc == 0)
+        http_json(res, 200, order_json(&o));
+    else if (rc == -ENOENT)
+        http_error(res, 404, "order_not_found", "no order %s", id);
+    else
+        svc_db_error(res, rc);
+}
+
+static void list_orders(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    const char *user_id = http_query(req, "user_id");
+    const char *limit_s = http_query(req, "limit"), *cursor_s = http_query(req, "cursor");
+    int64_t limit = LIST_DEFAULT, cursor = 0;
+    if (!user_id || !valid_user_id(user_id)) {
+        http_error(res, 400, "invalid_user_id",
+                   "the user_id query parameter is required: 1-64 characters of [A-Za-z0-9_.-]");
+        return;
+    }
+    if (limit_s && cfg_parse_int(limit_s, 1, LIST_MAX, &limit) < 0) {
+        http_error(res, 400, "invalid_limit", "limit must be an integer from 1 to %d", LIST_MAX);
+        return;
+    }
+    if (cursor_s && cfg_parse_int(cursor_s, 1, INT64_MAX, &cursor) < 0) {
+        http_error(res, 400, "invalid_cursor", "cursor must be a next_cursor from a listing");
+        return;
+    }
+    order *orders = calloc((size_t)limit + 1, sizeof *orders);
+    db_conn *c = NULL;
+    int rc = orders ? db_acquire(app->db, 1000, &c) : -DB_FAILED;
+    /* One more than asked tells whether a next page exists. */
+    if (rc == 0)
+        rc = store_order_list(c, user_id, cursor, (int)limit + 1, orders);
+    db_release(app->db, c);
+    if (rc < 0) {
+        svc_db_error(res, rc);
+        free(orders);
+        return;
+    }
+    int n = rc > limit ? (int)limit : rc;
+    json_t *list = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(list, order_json(&orders[i]));
+    json_t *next = json_null();
+    if (rc > limit) {
+        char s[24];
+        snprintf(s, sizeof s, "%" PRId64, orders[n - 1].seq);
+        next = json_string(s);
+    }
+    http_json(res, 200, json_pack("{s:o, s:o}", "orders", list, "next_cursor", next));
+    free(orders);
+}
+
+const http_route orders_routes[] = {
+    {"POST", "/orders", create_order},
+    {"GET", "/orders", list_orders},
+    {"GET", "/orders/{id}", get_order},
+};
+const size_t orders_nroutes = sizeof orders_routes / sizeof *orders_routes;
+
+bool orders_ready(void *arg, json_t *checks)
+{
+    orders_app *app = arg;
+    return svc_ready(app->db, app->relay, checks);
+}

@@ -1,0 +1,41 @@
+/* What the orders service's handlers and workers share: borrowed by every
+ * request and thread, created and destroyed by main. */
+#ifndef ORDERS_APP_H
+#define ORDERS_APP_H
+
+#include "lib/consumer.h"
+#include "lib/db.h"
+#include "lib/http.h"
+#include "lib/outbox.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct orders_app {
+    db_pool *db;
+    outbox_relay *relay;
+    consumer *results;
+    int redrive_after_ms, redrive_max_ms;
+    int idempotency_retention_s;
+    _Atomic uint64_t finished, cancelled, ignored_results, redrives;
+} orders_app;
+
+extern const http_route orders_routes[];
+extern const size_t orders_nroutes;
+
+bool orders_ready(void *app, json_t *checks);
+void orders_metrics(void *app, FILE *out);
+
+/* The payment.results consumer's handler (consumer_handle_fn). */
+int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *app, char *why,
+                         size_t whylen);
+void orders_after_commit(void *app);
+
+/* Publishes the payment request of NEW orders whose re-drive is due
+ * (a ticker). */
+void orders_redrive(void *app);
+
+/* Deletes expired Idempotency-Keys (a ticker). */
+void orders_purge(void *app);
+
+#endif

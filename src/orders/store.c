@@ -1,0 +1,107 @@
+#include "orders/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define ORDER_COLS                                                                              \
+    "id, user_id, amount, description, status, coalesce(reason, ''), " TS("created_at") ", "   \
+    TS("updated_at") ", seq"
+
+const db_stmt orders_stmts[] = {
+    {"order_create",
+     "INSERT INTO orders (user_id, amount, description, next_redrive_at)"
+     " VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8 / 1000))"
+     " RETURNING " ORDER_COLS},
+    {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = $1"},
+    {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
+                   " AND ($2::bigint = 0 OR seq < $2) ORDER BY seq DESC LIMIT $3"},
+    {"order_finish", "UPDATE orders SET status = $2, reason = nullif($3, ''), updated_at = now()"
+                     " WHERE id = $1 AND status = 'NEW' RETURNING " ORDER_COLS},
+    {"redrive_claim",
+     "UPDATE orders SET redrive_count = redrive_count + 1,"
+     " next_redrive_at = now() + make_interval(secs =>"
+     "   least($2::float8 * power(2, redrive_count), $3::float8) / 1000)"
+     " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= now()"
+     "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+     " RETURNING " ORDER_COLS},
+    {NULL, NULL},
+};
+
+static void read_order(PGresult *r, int row, order *o)
+{
+    snprintf(o->id, sizeof o->id, "%s", PQgetvalue(r, row, 0));
+    snprintf(o->user_id, sizeof o->user_id, "%s", PQgetvalue(r, row, 1));
+    o->amount = strtoll(PQgetvalue(r, row, 2), NULL, 10);
+    snprintf(o->description, sizeof o->description, "%s", PQgetvalue(r, row, 3));
+    snprintf(o->status, sizeof o->status, "%s", PQgetvalue(r, row, 4));
+    snprintf(o->reason, sizeof o->reason, "%s", PQgetvalue(r, row, 5));
+    snprintf(o->created_at, sizeof o->created_at, "%s", PQgetvalue(r, row, 6));
+    snprintf(o->updated_at, sizeof o->updated_at, "%s", PQgetvalue(r, row, 7));
+    o->seq = strtoll(PQgetvalue(r, row, 8), NULL, 10);
+}
+
+/* Runs `stmt` and reads up to `max` orders; returns the count or -DB_*. */
+static int run(db_conn *c, const char *stmt, int n, const char *const *params, order *out,
+               int max)
+{
+    PGresult *r = NULL;
+    int rc = db_exec(c, stmt, n, params, &r);
+    if (rc == 0) {
+        rc = PQntuples(r) < max ? PQntuples(r) : max;
+        for (int i = 0; i < rc; i++)
+            read_order(r, i, &out[i]);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int run_one(db_conn *c, const char *stmt, int n, const char *const *params, order *out)
+{
+    int rc = run(c, stmt, n, params, out, 1);
+    return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
+}
+
+int store_order_create(db_conn *c, const char *user_id, int64_t amount, const char *description,
+                       int redrive_ms, order *out)
+{
+    char amt[24], after[16];
+    snprintf(amt, sizeof amt, "%" PRId64, amount);
+    snprintf(after, sizeof after, "%d", redrive_ms);
+    const char *params[] = {user_id, amt, description, after};
+    return run_one(c, "order_create", 4, params, out);
+}
+
+int store_order_get(db_conn *c, const char *id, order *out)
+{
+    const char *params[] = {id};
+    return run_one(c, "order_get", 1, params, out);
+}
+
+int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out)
+{
+    char b[24], l[16];
+    snprintf(b, sizeof b, "%" PRId64, before);
+    snprintf(l, sizeof l, "%d", limit);
+    const char *params[] = {user_id, b, l};
+    return run(c, "order_list", 3, params, out, limit);
+}
+
+int store_order_finish(db_conn *c, const char *id, const char *status, const char *reason,
+                       order *out)
+{
+    const char *params[] = {id, status, reason};
+    return run_one(c, "order_finish", 3, params, out);
+}
+
+int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out)
+{
+    char l[16], a[16], m[16];
+    snprintf(l, sizeof l, "%d", limit);
+    snprintf(a, sizeof a, "%d", after_ms);
+    snprintf(m, sizeof m, "%d", max_ms);
+    const char *params[] = {l, a, m};
+    return run(c, "redrive_claim", 3, params, out, limit);
+}

@@ -1,0 +1,35 @@
+/* The orders service's SQL, all of it, as named prepared statements. Every
+ * function runs in the caller's connection and transaction. */
+#ifndef ORDERS_STORE_H
+#define ORDERS_STORE_H
+
+#include "lib/db.h"
+#include "orders/order.h"
+
+extern const db_stmt orders_stmts[];
+
+/* Inserts a NEW order whose first re-drive is due after `redrive_ms`.
+ * Returns 0 with the stored order, or -DB_*. */
+int store_order_create(db_conn *c, const char *user_id, int64_t amount, const char *description,
+                       int redrive_ms, order *out);
+
+/* Returns 0, -ENOENT, or -DB_*. */
+int store_order_get(db_conn *c, const char *id, order *out);
+
+/* Up to `limit` orders of `user_id`, newest first, created before the
+ * order with seq `before` (0: from the newest). Returns the count (into
+ * out[0..limit)), or -DB_*. */
+int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out);
+
+/* Moves the order from NEW to `status` with `reason` ("" for none).
+ * Returns 0 with the updated order, -ENOENT when it is unknown or no longer
+ * NEW (a replay: nothing changes), or -DB_*. */
+int store_order_finish(db_conn *c, const char *id, const char *status, const char *reason,
+                       order *out);
+
+/* Claims up to `limit` NEW orders whose re-drive is due and schedules
+ * their next one with exponential back-off (after_ms * 2^n, at most
+ * max_ms). Returns the count (into out[]), or -DB_*. */
+int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out);
+
+#endif

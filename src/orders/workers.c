@@ -1,0 +1,106 @@
+/* The orders service's message side: the payment.results handler, the
+ * re-drive, the purge, and their metrics. */
+#include "lib/idem.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/msg.h"
+#include "lib/svc.h"
+#include "orders/app.h"
+#include "orders/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#define REDRIVE_BATCH 100
+
+int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *arg, char *why,
+                         size_t whylen)
+{
+    orders_app *app = arg;
+    payment_msg result;
+    if (msg_decode(m->payload, m->len, &result, why, whylen) < 0)
+        return CONSUMER_POISON;
+    if (result.type == MSG_PAYMENT_REQUESTED) {
+        snprintf(why, whylen, "payment.requested does not belong on %s", MSG_TOPIC_RESULTS);
+        return CONSUMER_POISON;
+    }
+    const char *status, *reason;
+    order_final_status(&result, &status, &reason);
+    order o;
+    int rc = store_order_finish(c, result.order_id, status, reason, &o);
+    if (rc == -ENOENT) { /* a replay, or not ours: nothing changes */
+        atomic_fetch_add(&app->ignored_results, 1);
+        return 0;
+    }
+    if (rc == 0)
+        atomic_fetch_add(result.type == MSG_PAYMENT_COMPLETED ? &app->finished : &app->cancelled,
+                         1);
+    return rc;
+}
+
+void orders_after_commit(void *arg)
+{
+    (void)arg;
+}
+
+void orders_redrive(void *arg)
+{
+    orders_app *app = arg;
+    order *due = calloc(REDRIVE_BATCH, sizeof *due);
+    db_conn *c = NULL;
+    int n = 0;
+    int rc = due ? db_acquire(app->db, 1000, &c) : -DB_FAILED;
+    if (rc == 0)
+        rc = db_begin(c);
+    if (rc == 0)
+        rc = n = store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms,
+                                     due);
+    for (int i = 0; rc >= 0 && i < n; i++) {
+        payment_msg request;
+        order_payment_request(&due[i], &request);
+        char *payload = msg_encode(&request);
+        rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, due[i].user_id, payload) : -DB_FAILED;
+        free(payload);
+    }
+    if (rc >= 0)
+        rc = db_commit(c);
+    db_release(app->db, c);
+    if (rc == 0 && n > 0) {
+        atomic_fetch_add(&app->redrives, (uint64_t)n);
+        log_msg(LOG_INFO, NULL, "re-drove %d orders still NEW", n);
+        outbox_relay_wake(app->relay);
+    }
+    free(due);
+}
+
+void orders_purge(void *arg)
+{
+    orders_app *app = arg;
+    db_conn *c = NULL;
+    if (db_acquire(app->db, 1000, &c) < 0)
+        return;
+    int n, keys = 0;
+    while ((n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+        keys += n;
+    db_release(app->db, c);
+    if (keys)
+        log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
+}
+
+void orders_metrics(void *arg, FILE *out)
+{
+    orders_app *app = arg;
+    outbox_relay_metrics(app->relay, out);
+    consumer_metrics(app->results, out);
+    metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
+    fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n", atomic_load(&app->finished));
+    fprintf(out, "orders_final_total{status=\"CANCELLED\"} %" PRIu64 "\n",
+            atomic_load(&app->cancelled));
+    metrics_header(out, "orders_redrives_total", "counter",
+                   "Payment requests published again for orders still NEW");
+    fprintf(out, "orders_redrives_total %" PRIu64 "\n", atomic_load(&app->redrives));
+    metrics_header(out, "orders_results_ignored_total", "counter",
+                   "Payment results for orders already final or unknown (replays)");
+    fprintf(out, "orders_results_ignored_total %" PRIu64 "\n", atomic_load(&app->ignored_results));
+}

@@ -1,0 +1,81 @@
+#include "lib/msg.h"
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *ORDER = "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a";
+
+Test(msg, round_trips_every_type)
+{
+    payment_msg in = {.type = MSG_PAYMENT_FAILED, .amount = 1250};
+    strcpy(in.order_id, ORDER);
+    strcpy(in.user_id, "alice");
+    strcpy(in.reason, "insufficient_funds");
+    char *text = msg_encode(&in);
+    cr_assert_str_eq(text, "{\"type\":\"payment.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-"
+                           "4c1e-9a7b-2f6d5e4c3b2a\",\"user_id\":\"alice\",\"amount\":1250,"
+                           "\"reason\":\"insufficient_funds\"}");
+    payment_msg out;
+    char why[128];
+    cr_assert_eq(msg_decode(text, strlen(text), &out, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(out.type, MSG_PAYMENT_FAILED);
+    cr_assert_str_eq(out.order_id, ORDER);
+    cr_assert_str_eq(out.reason, "insufficient_funds");
+    cr_assert_eq(out.amount, 1250);
+    free(text);
+
+    in.type = MSG_PAYMENT_REQUESTED;
+    text = msg_encode(&in);
+    cr_assert_null(strstr(text, "reason"), "only payment.failed carries a reason");
+    cr_assert_eq(msg_decode(text, strlen(text), &out, why, sizeof why), 0);
+    cr_assert_eq(out.type, MSG_PAYMENT_REQUESTED);
+    free(text);
+}
+
+Test(msg, ignores_unknown_members)
+{
+    const char *t = "{\"type\":\"payment.completed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-"
+                    "4c1e-9a7b-2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5,\"trace\":\"x\"}";
+    payment_msg out;
+    char why[128];
+    cr_assert_eq(msg_decode(t, strlen(t), &out, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(out.type, MSG_PAYMENT_COMPLETED);
+}
+
+Test(msg, refuses_poison)
+{
+    const char *bad[] = {
+        "",
+        "not json",
+        "[]",
+        "{\"version\":1}",
+        "{\"type\":\"payment.exploded\",\"version\":1}",
+        "{\"type\":\"payment.requested\",\"version\":2,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5}",
+        "{\"type\":\"payment.requested\",\"version\":1,\"order_id\":\"nope\",\"user_id\":\"u\","
+        "\"amount\":5}",
+        "{\"type\":\"payment.requested\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":0}",
+        "{\"type\":\"payment.requested\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u u\",\"amount\":5}",
+        "{\"type\":\"payment.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        payment_msg out;
+        char why[128] = "";
+        cr_assert_eq(msg_decode(bad[i], strlen(bad[i]), &out, why, sizeof why), -22, "%s",
+                     bad[i]);
+        cr_assert_neq(why[0], '\0', "a reason is given for %s", bad[i]);
+    }
+}
+
+Test(msg, uuids)
+{
+    cr_assert(valid_uuid(ORDER));
+    cr_assert(valid_uuid("0B9F3C2E-8D4A-4C1E-9A7B-2F6D5E4C3B2A"));
+    cr_assert_not(valid_uuid("0b9f3c2e8d4a4c1e9a7b2f6d5e4c3b2a"));
+    cr_assert_not(valid_uuid("0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2g"));
+    cr_assert_not(valid_uuid(""));
+}
