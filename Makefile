@@ -31,11 +31,12 @@ ORDERS_SRC   = $(filter-out src/orders/main.c,$(wildcard src/orders/*.c))
 DOMAIN_SRC   = src/payments/payment.c src/orders/order.c
 UNIT_SRC     = $(wildcard tests/unit/*.c)
 INTEG_SRC    = $(wildcard tests/integration/*.c)
+CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
-TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration
+TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
 .PHONY: help build construct tests deps run stop clean rerun start restart fresh test status logs
 .DEFAULT_GOAL := help
@@ -105,6 +106,11 @@ $(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
 
 $(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(DOMAIN_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
+
+$(BUILD)/tests/chaos: $(call obj,$(CHAOS_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)

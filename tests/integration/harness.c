@@ -68,12 +68,28 @@ const char *payments_url(void)
     return u ? u : "http://127.0.0.1:18081";
 }
 
+const char *orders_url(void)
+{
+    const char *u = getenv("SHOP_ORDERS_URL");
+    return u ? u : "http://127.0.0.1:18080";
+}
+
+static PGconn *connect_db(const char *env, const char *fallback)
+{
+    const char *url = getenv(env);
+    PGconn *db = PQconnectdb(url ? url : fallback);
+    cr_assert_eq(PQstatus(db), CONNECTION_OK, "%s: %s", env, PQerrorMessage(db));
+    return db;
+}
+
+PGconn *orders_db(void)
+{
+    return connect_db("ORDERS_DATABASE_URL", "postgresql://shop@127.0.0.1:54330/orders");
+}
+
 PGconn *payments_db(void)
 {
-    const char *url = getenv("PAYMENTS_DATABASE_URL");
-    PGconn *db = PQconnectdb(url ? url : "postgresql://shop@127.0.0.1:54330/payments");
-    cr_assert_eq(PQstatus(db), CONNECTION_OK, "payments database: %s", PQerrorMessage(db));
-    return db;
+    return connect_db("PAYMENTS_DATABASE_URL", "postgresql://shop@127.0.0.1:54330/payments");
 }
 
 int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2)
@@ -112,4 +128,120 @@ bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
             return false;
         usleep(20 * 1000);
     }
+}
+
+void account_with(const char *user, int64_t amount)
+{
+    char body[128], path[128];
+    snprintf(body, sizeof body, "{\"user_id\":\"%s\"}", user);
+    resp r;
+    api(&r, "POST", payments_url(), "/accounts", body, NULL);
+    cr_assert_eq(r.status, 201, "create %s: %ld %s", user, r.status, r.body);
+    resp_free(&r);
+    if (amount <= 0)
+        return;
+    snprintf(path, sizeof path, "/accounts/%s/deposits", user);
+    snprintf(body, sizeof body, "{\"amount\": %lld}", (long long)amount);
+    api(&r, "POST", payments_url(), path, body, NULL);
+    cr_assert_eq(r.status, 201, "deposit %s: %ld %s", user, r.status, r.body);
+    resp_free(&r);
+}
+
+long place_order(const char *user, int64_t amount, char *id)
+{
+    char body[160];
+    snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"amount\":%lld,\"description\":\"test\"}",
+             user, (long long)amount);
+    resp r;
+    api(&r, "POST", orders_url(), "/orders", body, NULL);
+    long status = r.status;
+    if (status == 201 && id)
+        snprintf(id, 37, "%s", json_string_value(json_object_get(r.json, "id")));
+    resp_free(&r);
+    return status;
+}
+
+int64_t orders_with(const char *user, const char *status)
+{
+    PGconn *db = orders_db();
+    int64_t n = db_int(db, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = $2", user,
+                       status);
+    PQfinish(db);
+    return n;
+}
+
+typedef struct final_wait {
+    PGconn *db;
+    const char *user;
+} final_wait;
+
+static bool none_new(void *arg)
+{
+    final_wait *w = arg;
+    return db_int(w->db, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'NEW'",
+                  w->user, NULL) == 0;
+}
+
+bool all_final(const char *user, int timeout_ms)
+{
+    final_wait w = {.db = orders_db(), .user = user};
+    bool ok = wait_until(none_new, &w, timeout_ms);
+    PQfinish(w.db);
+    return ok;
+}
+
+/* The rows of a one-column query, joined by commas. Caller frees. */
+static char *column(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *r = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    for (int i = 0; i < PQntuples(r); i++)
+        fprintf(f, "%s%s", i ? "," : "", PQgetvalue(r, i, 0));
+    fclose(f);
+    PQclear(r);
+    return out;
+}
+
+void assert_money_adds_up(const char *user)
+{
+    PGconn *o = orders_db(), *p = payments_db();
+    char *finished = column(o, "SELECT id::text FROM orders WHERE user_id = $1 AND status = "
+                               "'FINISHED' ORDER BY id::text", user);
+    char *debited = column(p, "SELECT order_id FROM ledger WHERE user_id = $1 AND kind = 'debit'"
+                              " ORDER BY order_id", user);
+    cr_assert_str_eq(debited, finished, "debited orders differ from FINISHED ones for %s", user);
+    int64_t paid = db_int(o, "SELECT coalesce(sum(amount), 0) FROM orders WHERE user_id = $1 AND "
+                             "status = 'FINISHED'", user, NULL);
+    int64_t deposits = db_int(p, "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
+                                 "AND kind = 'deposit'", user, NULL);
+    int64_t debits = db_int(p, "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
+                               "AND kind = 'debit'", user, NULL);
+    int64_t balance = db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1",
+                             user, NULL);
+    cr_assert_eq(debits, paid, "debits %lld, FINISHED amounts %lld", (long long)debits,
+                 (long long)paid);
+    cr_assert_eq(balance, deposits - paid, "balance %lld != deposits %lld - paid %lld",
+                 (long long)balance, (long long)deposits, (long long)paid);
+    cr_assert_geq(balance, 0);
+    free(finished);
+    free(debited);
+    PQfinish(o);
+    PQfinish(p);
+}
+
+int64_t metric(const char *base_url, const char *series)
+{
+    resp r;
+    api(&r, "GET", base_url, "/metrics", NULL, NULL);
+    cr_assert_eq(r.status, 200);
+    int64_t v = -1;
+    size_t n = strlen(series);
+    for (char *line = r.body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            v = strtoll(line + n + 1, NULL, 10);
+    resp_free(&r);
+    return v;
 }

@@ -27,9 +27,13 @@ void resp_free(resp *r);
 const char *err_code(const resp *r);
 
 const char *payments_url(void);
+const char *orders_url(void);
 
 /* A connection to the payments database; exits the test on failure. */
 PGconn *payments_db(void);
+
+/* A connection to the orders database; exits the test on failure. */
+PGconn *orders_db(void);
 
 /* Runs a query with up to 3 text parameters that returns one integer. */
 int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2);
@@ -42,5 +46,26 @@ int stack(const char *cmd);
 
 /* Calls cond(arg) every 20 ms until it returns true or `timeout_ms` passes. */
 bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
+
+/* Creates the account and deposits `amount` (if > 0); asserts success. */
+void account_with(const char *user, int64_t amount);
+
+/* Places an order; returns the HTTP status, and the order id in `id`
+ * (37 bytes) on 201. */
+long place_order(const char *user, int64_t amount, char *id);
+
+/* Waits until `user` has no order left in NEW; false after `timeout_ms`. */
+bool all_final(const char *user, int timeout_ms);
+
+/* Number of `user`'s orders with `status`. */
+int64_t orders_with(const char *user, const char *status);
+
+/* The money check of DESIGN §4 for one user, across both databases:
+ * the FINISHED orders are exactly the debited ones (one debit each), no
+ * CANCELLED order is debited, and balance = deposits - FINISHED amounts. */
+void assert_money_adds_up(const char *user);
+
+/* A counter from a service's /metrics, by its full series name with labels. */
+int64_t metric(const char *base_url, const char *series);
 
 #endif

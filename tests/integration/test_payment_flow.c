@@ -1,0 +1,164 @@
+/* The exactly-once payment flow under concurrency, redelivery and poison
+ * messages, against the real database and the dev broker. */
+#include "harness.h"
+#include "lib/kafka.h"
+#include "lib/msg.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct burst {
+    const char *user;
+    int orders;
+    int accepted;
+} burst;
+
+static void *place_many(void *arg)
+{
+    burst *b = arg;
+    for (int i = 0; i < b->orders; i++)
+        if (place_order(b->user, 1, NULL) == 201)
+            b->accepted++;
+    return NULL;
+}
+
+Test(flow, two_hundred_concurrent_orders_never_overdraw, .timeout = 120)
+{
+    char user[64];
+    unique_name(user, sizeof user, "crowd");
+    account_with(user, 150);
+    enum { THREADS = 20, EACH = 10 };
+    pthread_t th[THREADS];
+    burst b[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        b[i] = (burst){.user = user, .orders = EACH};
+        pthread_create(&th[i], NULL, place_many, &b[i]);
+    }
+    int accepted = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        accepted += b[i].accepted;
+    }
+    cr_assert_eq(accepted, THREADS * EACH);
+    cr_assert(all_final(user, 90000), "orders still NEW");
+    cr_assert_eq(orders_with(user, "FINISHED"), 150);
+    cr_assert_eq(orders_with(user, "CANCELLED"), 50);
+    PGconn *p = payments_db();
+    cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 0);
+    PQfinish(p);
+    assert_money_adds_up(user);
+}
+
+static rd_kafka_t *producer(void)
+{
+    const char *brokers = getenv("KAFKA_BROKERS");
+    cr_assert_not_null(brokers);
+    rd_kafka_t *p = kafka_producer_new(brokers, "test-injector", NULL, NULL);
+    cr_assert_not_null(p);
+    return p;
+}
+
+static void produce(rd_kafka_t *p, const char *topic, int32_t partition, const char *key,
+                    const void *value, size_t len)
+{
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                   RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE((void *)value, len),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+typedef struct replay_wait {
+    int64_t target;
+} replay_wait;
+
+static bool replays_reached(void *arg)
+{
+    replay_wait *w = arg;
+    return metric(payments_url(), "payments_total{outcome=\"replayed\"}") >= w->target;
+}
+
+Test(flow, redelivered_request_debits_once, .timeout = 90)
+{
+    char user[64], id[37];
+    unique_name(user, sizeof user, "dup");
+    account_with(user, 100);
+    cr_assert_eq(place_order(user, 40, id), 201);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(orders_with(user, "FINISHED"), 1);
+
+    /* The same payment.requested, 25 more times, straight onto the topic. */
+    payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 40};
+    snprintf(m.order_id, sizeof m.order_id, "%s", id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    replay_wait w = {.target = metric(payments_url(), "payments_total{outcome=\"replayed\"}") + 25};
+    rd_kafka_t *p = producer();
+    for (int i = 0; i < 25; i++)
+        produce(p, MSG_TOPIC_REQUESTS, RD_KAFKA_PARTITION_UA, user, payload, strlen(payload));
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_destroy(p);
+    free(payload);
+    cr_assert(wait_until(replays_reached, &w, 30000), "the duplicates were not all handled");
+
+    PGconn *db = payments_db();
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 1);
+    cr_assert_eq(db_int(db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 60);
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM inbox WHERE order_id = $1", id, NULL), 1);
+    PQfinish(db);
+    cr_assert_eq(orders_with(user, "FINISHED"), 1, "replayed results change nothing");
+    assert_money_adds_up(user);
+}
+
+typedef struct dead_wait {
+    PGconn *db;
+    const char *payload;
+    int64_t want;
+} dead_wait;
+
+static bool dead_lettered(void *arg)
+{
+    dead_wait *w = arg;
+    return db_int(w->db, "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
+                         " AND reason <> ''",
+                  w->payload, NULL) >= w->want;
+}
+
+Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
+{
+    char run[64], user[64], poison_req[160], poison_res[160], id[37];
+    unique_name(run, sizeof run, "poison");
+    unique_name(user, sizeof user, "afterpoison");
+    snprintf(poison_req, sizeof poison_req, "not json at all %s", run);
+    snprintf(poison_res, sizeof poison_res, "{\"type\":\"payment.completed\",\"version\":99,\"run\":\"%s\"}",
+             run);
+    /* On every partition, so whatever comes next sits behind poison. */
+    rd_kafka_t *p = producer();
+    for (int32_t part = 0; part < 4; part++) {
+        produce(p, MSG_TOPIC_REQUESTS, part, run, poison_req, strlen(poison_req));
+        produce(p, MSG_TOPIC_RESULTS, part, run, poison_res, strlen(poison_res));
+    }
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_destroy(p);
+
+    account_with(user, 10);
+    cr_assert_eq(place_order(user, 10, id), 201);
+    cr_assert(all_final(user, 30000), "an order behind poison messages stayed NEW");
+    cr_assert_eq(orders_with(user, "FINISHED"), 1);
+
+    dead_wait pw = {.db = payments_db(), .payload = poison_req, .want = 4};
+    cr_assert(wait_until(dead_lettered, &pw, 20000), "payments did not dead-letter the poison");
+    dead_wait ow = {.db = orders_db(), .payload = poison_res, .want = 4};
+    cr_assert(wait_until(dead_lettered, &ow, 20000), "orders did not dead-letter the poison");
+    cr_assert_eq(db_int(ow.db, "SELECT count(*) FROM dead_letters WHERE payload = "
+                               "convert_to($1, 'UTF8') AND reason LIKE '%version 99%'",
+                        poison_res, NULL),
+                 4);
+    PQfinish(pw.db);
+    PQfinish(ow.db);
+    cr_assert_geq(metric(payments_url(), "dead_letters_total{topic=\"payment.requests\"}"), 4);
+    cr_assert_geq(metric(orders_url(), "dead_letters_total{topic=\"payment.results\"}"), 4);
+}
