@@ -21,7 +21,7 @@ export ORDERS_PORT=${TEST_ORDERS_PORT:-18080}
 export PAYMENTS_PORT=${TEST_PAYMENTS_PORT:-18081}
 export SHOP_LOG_LEVEL=info
 # Heal lost messages sooner than the default 5 s, so the drills end sooner.
-export REDRIVE_AFTER_MS=1000 REDRIVE_MAX_MS=4000
+export REDRIVE_AFTER_MS=1000 REDRIVE_MAX_MS=4000 PURGE_INTERVAL_MS=500
 export DEVBROKER_TOPICS=payment.requests,payment.results,shop.test
 export SHOP_ORDERS_URL=http://127.0.0.1:$ORDERS_PORT
 export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT

@@ -71,10 +71,14 @@ static void kill_mid_burst(const char *service)
     int accepted = atomic_load(&b.accepted);
     cr_assert_geq(accepted, 40);
     cr_assert(all_final(user, 120000), "orders still NEW after %s was killed", service);
-    int64_t finished = orders_with(user, "FINISHED");
-    cr_assert_eq(finished, accepted < 50 ? accepted : 50, "%d accepted, %lld finished", accepted,
-                 (long long)finished);
-    cr_assert_eq(orders_with(user, "CANCELLED"), accepted - finished);
+    int64_t finished = orders_with(user, "FINISHED"), cancelled = orders_with(user, "CANCELLED");
+    /* An order committed just before the kill may have lost its answer:
+     * the one client thread saw at most one such order. */
+    int64_t placed = finished + cancelled;
+    cr_assert(placed == accepted || placed == accepted + 1, "%d accepted, %lld placed", accepted,
+              (long long)placed);
+    cr_assert_eq(finished, placed < 50 ? placed : 50, "%lld placed, %lld finished",
+                 (long long)placed, (long long)finished);
     assert_money_adds_up(user);
 }
 
@@ -86,4 +90,41 @@ Test(chaos, payments_killed_mid_burst_loses_nothing, .timeout = 240)
 Test(chaos, orders_killed_mid_burst_loses_nothing, .timeout = 240)
 {
     kill_mid_burst("orders");
+}
+
+static int64_t dead_letters(PGconn *(*connect)(void))
+{
+    PGconn *db = connect();
+    int64_t n = db_int(db, "SELECT count(*) FROM dead_letters", NULL, NULL);
+    PQfinish(db);
+    return n;
+}
+
+Test(chaos, database_down_mid_flow_is_retried_not_dropped, .timeout = 180)
+{
+    char user[64];
+    unique_name(user, sizeof user, "dbdown");
+    account_with(user, 200);
+    int64_t dead_before = dead_letters(payments_db) + dead_letters(orders_db);
+    int accepted = 0;
+    for (int i = 0; i < 30; i++)
+        accepted += place_order(user, 10, NULL) == 201;
+    /* Both databases live in one cluster: both services lose theirs while
+     * their consumers hold messages and their relays hold rows. */
+    cr_assert_eq(stack("pg-stop"), 0);
+    resp r;
+    char body[128];
+    snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"amount\":10}", user);
+    api(&r, "POST", orders_url(), "/orders", body, NULL);
+    cr_assert_eq(r.status, 503, "orders answers 503 without its database: %s", r.body);
+    cr_assert_lt(r.seconds, 1.0);
+    resp_free(&r);
+    cr_assert_eq(stack("pg-start"), 0);
+
+    cr_assert(all_final(user, 120000), "orders still NEW after the database came back");
+    cr_assert_eq(orders_with(user, "FINISHED"), 20);
+    cr_assert_eq(orders_with(user, "CANCELLED"), accepted - 20);
+    cr_assert_eq(dead_letters(payments_db) + dead_letters(orders_db), dead_before,
+                 "a transient failure was dead-lettered");
+    assert_money_adds_up(user);
 }

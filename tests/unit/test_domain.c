@@ -1,0 +1,76 @@
+/* The domain rules of both services: pure, no servers. */
+#include "orders/order.h"
+#include "payments/payment.h"
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+static payment_msg request(void)
+{
+    payment_msg r = {.type = MSG_PAYMENT_REQUESTED, .amount = 30};
+    strcpy(r.order_id, "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a");
+    strcpy(r.user_id, "alice");
+    return r;
+}
+
+Test(payment, decides_by_debit_and_account)
+{
+    payment_msg req = request(), res;
+    payment_decide(&req, true, true, &res);
+    cr_assert_eq(res.type, MSG_PAYMENT_COMPLETED);
+    cr_assert_str_eq(res.order_id, req.order_id);
+    cr_assert_eq(res.amount, 30);
+    cr_assert_str_eq(res.reason, "");
+    payment_decide(&req, false, true, &res);
+    cr_assert_eq(res.type, MSG_PAYMENT_FAILED);
+    cr_assert_str_eq(res.reason, "insufficient_funds");
+    payment_decide(&req, false, false, &res);
+    cr_assert_str_eq(res.reason, "account_not_found");
+}
+
+Test(order, final_status_follows_the_result)
+{
+    payment_msg m = request();
+    const char *status, *reason;
+    m.type = MSG_PAYMENT_COMPLETED;
+    order_final_status(&m, &status, &reason);
+    cr_assert_str_eq(status, "FINISHED");
+    cr_assert_str_eq(reason, "");
+    m.type = MSG_PAYMENT_FAILED;
+    strcpy(m.reason, "insufficient_funds");
+    order_final_status(&m, &status, &reason);
+    cr_assert_str_eq(status, "CANCELLED");
+    cr_assert_str_eq(reason, "insufficient_funds");
+}
+
+Test(order, payment_request_carries_the_order)
+{
+    order o = {.amount = 99};
+    strcpy(o.id, "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a");
+    strcpy(o.user_id, "bob");
+    payment_msg m;
+    order_payment_request(&o, &m);
+    cr_assert_eq(m.type, MSG_PAYMENT_REQUESTED);
+    cr_assert_str_eq(m.order_id, o.id);
+    cr_assert_str_eq(m.user_id, "bob");
+    cr_assert_eq(m.amount, 99);
+}
+
+Test(order, descriptions)
+{
+    cr_assert(order_description_valid("", 0));
+    cr_assert(order_description_valid("a book", 6));
+    cr_assert_not(order_description_valid("a\0b", 3), "an embedded NUL is refused");
+    char s[1100];
+    memset(s, 'x', 500);
+    s[500] = '\0';
+    cr_assert(order_description_valid(s, 500));
+    s[500] = 'x';
+    s[501] = '\0';
+    cr_assert_not(order_description_valid(s, 501));
+    /* 500 two-byte characters are 1000 bytes and still 500 characters. */
+    for (int i = 0; i < 500; i++)
+        memcpy(s + 2 * i, "\xc3\xa9", 2);
+    s[1000] = '\0';
+    cr_assert(order_description_valid(s, 1000));
+}
