@@ -7,11 +7,11 @@ BUILD ?= build
 SAN   ?= 0
 
 CC     ?= cc
-PKGS    = libmicrohttpd jansson libpq rdkafka
+PKGS    = libmicrohttpd jansson libpq rdkafka nettle
 # Deferred (=) so that pkg-config only runs when something is compiled: on a
 # fresh machine `make start` installs the packages before it gets that far.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lwslay -lpthread -lm
 TEST_LIBS  = $(shell pkg-config --libs criterion libcurl)
 
 CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP -Isrc

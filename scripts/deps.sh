@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   # build
   gcc make pkg-config libc6-dev
-  libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev libcurl4-openssl-dev
+  libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev
+  libcurl4-openssl-dev
   # run
   postgresql-15 postgresql-client-15 curl util-linux procps iproute2
   # test

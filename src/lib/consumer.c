@@ -47,6 +47,8 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead)
     if (rc == 0)
         rc = db_begin(c);
     *dead = 0;
+    if (rc == 0 && cs->cfg.batch_begin)
+        cs->cfg.batch_begin(cs->cfg.app);
     for (int i = 0; rc == 0 && i < n; i++) {
         char why[256] = "";
         rc = cs->cfg.handle(c, msgs[i], cs->cfg.app, why, sizeof why);
@@ -55,6 +57,8 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead)
             (*dead)++;
         }
     }
+    if (rc == 0 && cs->cfg.batch_end)
+        rc = cs->cfg.batch_end(c, cs->cfg.app);
     if (rc == 0)
         rc = db_commit(c);
     db_release(cs->pool, c);

@@ -40,6 +40,9 @@ typedef struct consumer_config {
     const char *topic;
     int batch;
     consumer_handle_fn handle;
+    void (*batch_begin)(void *app); /* before a batch's first message; may be NULL */
+    /* Last step inside the batch's transaction; returns 0 or -DB_*. May be NULL. */
+    int (*batch_end)(db_conn *conn, void *app);
     void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
     void *app;
 } consumer_config;

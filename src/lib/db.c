@@ -162,6 +162,29 @@ static int conn_open(db_pool *pool, db_conn *c)
     return 0;
 }
 
+db_conn *db_conn_open(const char *conninfo, const db_stmt *const *stmt_sets)
+{
+    db_pool fake = {.conninfo = (char *)conninfo, .stmt_sets = stmt_sets};
+    db_conn *c = calloc(1, sizeof *c);
+    if (c && conn_open(&fake, c) == 0)
+        return c;
+    free(c);
+    return NULL;
+}
+
+void db_conn_close(db_conn *c)
+{
+    if (!c)
+        return;
+    PQfinish(c->pg);
+    free(c);
+}
+
+PGconn *db_pg(db_conn *c)
+{
+    return c->pg;
+}
+
 int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
 {
     *out = NULL;

@@ -33,6 +33,15 @@ typedef struct db_conn db_conn;
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets);
 void db_pool_free(db_pool *pool);
 
+/* A connection of its own, outside any pool (a LISTEN needs one), with the
+ * statements of `stmt_sets` prepared. NULL when the server cannot be
+ * reached. Close with db_conn_close. */
+db_conn *db_conn_open(const char *conninfo, const db_stmt *const *stmt_sets);
+void db_conn_close(db_conn *conn);
+
+/* The libpq connection underneath, for LISTEN and its socket. Borrowed. */
+PGconn *db_pg(db_conn *conn);
+
 /* Takes a live connection, waiting up to `wait_ms` for a free one.
  * Returns 0, or -DB_UNAVAILABLE when the server cannot be reached (fast:
  * it does not wait for the server) or no connection got free in time. */

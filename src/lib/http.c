@@ -114,6 +114,15 @@ void http_json(http_res *res, int status, json_t *body)
     res->json = body;
 }
 
+void http_add_header(http_res *res, const char *name, const char *value)
+{
+    if (res->nheaders == HTTP_MAX_HEADERS)
+        return;
+    res->headers[res->nheaders].name = name;
+    snprintf(res->headers[res->nheaders].value, sizeof res->headers[0].value, "%s", value);
+    res->nheaders++;
+}
+
 void http_error(http_res *res, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -231,7 +240,7 @@ static void dispatch(req_ctx *ctx, http_res *res)
     http_server *srv = ctx->srv;
     http_req *req = &ctx->req;
 
-    if (strcmp(req->method, "GET") == 0) {
+    if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) {
         for (int b = 0; b < BUILTIN_UNMATCHED; b++) {
             if (strcmp(req->path, builtin_names[b]) != 0)
                 continue;
@@ -253,7 +262,10 @@ static void dispatch(req_ctx *ctx, http_res *res)
                            req->params, HTTP_MAX_PARAMS);
         if (n < 0)
             continue;
-        if (strcmp(r->method, req->method) != 0) {
+        /* HEAD is GET without the body, which MHD leaves out itself. */
+        bool same = strcmp(r->method, req->method) == 0 ||
+                    (strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0);
+        if (!same) {
             int w = snprintf(res->allow + allow_len, sizeof res->allow - allow_len, "%s%s",
                              allow_len ? ", " : "", r->method);
             if (w > 0 && (size_t)w < sizeof res->allow - allow_len)
@@ -263,6 +275,7 @@ static void dispatch(req_ctx *ctx, http_res *res)
         }
         ctx->route = (int)i;
         req->nparams = (size_t)n;
+        req->ctx = r->ctx;
         r->handler(req, res);
         if (res->status == 0) /* a handler that forgot to answer */
             http_error(res, 500, "internal", "no response");
@@ -278,7 +291,12 @@ static void dispatch(req_ctx *ctx, http_res *res)
 static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *ctx, http_res *res)
 {
     struct MHD_Response *r;
-    if (res->raw) {
+    if (res->upgrade) {
+        r = MHD_create_response_for_upgrade((MHD_UpgradeHandler)res->upgrade, res->upgrade_cls);
+    } else if (res->fd > 0) {
+        r = MHD_create_response_from_fd(res->fd_size, res->fd); /* MHD closes it */
+        res->fd = 0;
+    } else if (res->raw) {
         r = MHD_create_response_from_buffer(res->raw_len, res->raw, MHD_RESPMEM_MUST_FREE);
         res->raw = NULL;
     } else {
@@ -294,11 +312,14 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *ctx, 
     res->json = NULL;
     if (!r)
         return MHD_NO;
-    MHD_add_response_header(r, "Content-Type",
-                            res->content_type ? res->content_type : "application/json");
+    if (!res->upgrade)
+        MHD_add_response_header(r, "Content-Type",
+                                res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(r, "X-Request-Id", ctx->req_id);
     if (res->status == 405 && res->allow[0])
         MHD_add_response_header(r, "Allow", res->allow);
+    for (size_t i = 0; i < res->nheaders; i++)
+        MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
     ctx->status = res->status;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)res->status, r);
     MHD_destroy_response(r);

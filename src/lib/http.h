@@ -14,6 +14,7 @@
 #define HTTP_REQ_ID_MAX 64
 
 struct MHD_Connection;
+struct MHD_UpgradeResponseHandle;
 
 /* What a handler sees. Every pointer is borrowed until the handler returns. */
 typedef struct http_req {
@@ -24,19 +25,37 @@ typedef struct http_req {
     size_t nparams;
     const char *body; /* not NUL-terminated; NULL when empty */
     size_t body_len;
-    void *app; /* the service's context given to http_start */
+    void *app;       /* the service's context given to http_start */
+    const void *ctx; /* the route's own context (http_route.ctx) */
     struct MHD_Connection *conn;
     json_t *json; /* the parsed body, after http_body_unpack */
 } http_req;
 
-/* What a handler fills in: a JSON body (owned), or raw bytes (owned). */
+#define HTTP_MAX_HEADERS 4
+
+/* Takes over an upgraded connection (WebSocket): see MHD_UpgradeHandler. */
+typedef void (*http_upgrade_fn)(void *cls, struct MHD_Connection *conn, void *con_cls,
+                                const char *extra_in, size_t extra_in_size, int sock,
+                                struct MHD_UpgradeResponseHandle *urh);
+
+/* What a handler fills in: a JSON body (owned), raw bytes (owned), an open
+ * file (owned), or an upgrade. */
 typedef struct http_res {
     int status;
     json_t *json;
     char *raw;
     size_t raw_len;
+    int fd; /* > 0: send this file, fd_size bytes */
+    size_t fd_size;
     const char *content_type; /* static string; JSON when NULL */
     char allow[64];           /* Allow header of a 405 */
+    struct {
+        const char *name; /* static string */
+        char value[128];
+    } headers[HTTP_MAX_HEADERS];
+    size_t nheaders;
+    http_upgrade_fn upgrade; /* with status 101 */
+    void *upgrade_cls;
 } http_res;
 
 typedef void (*http_handler)(http_req *req, http_res *res);
@@ -45,6 +64,7 @@ typedef struct http_route {
     const char *method;
     const char *pattern; /* "/accounts/{user_id}/deposits" */
     http_handler handler;
+    const void *ctx; /* given to the handler as req->ctx; may be NULL */
 } http_route;
 
 typedef struct http_hooks {
@@ -79,6 +99,9 @@ void http_json(http_res *res, int status, json_t *body);
 /* Answers {"error": {"code": code, "message": ...}}. */
 void http_error(http_res *res, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Adds a response header; `name` is borrowed (a static string). */
+void http_add_header(http_res *res, const char *name, const char *value);
 
 /* Parses the body as a JSON object and unpacks it with json_unpack's `fmt`
  * in strict mode (no unknown members). Unpacked strings are borrowed from

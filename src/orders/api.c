@@ -15,7 +15,7 @@
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
 
-static json_t *order_json(const order *o)
+json_t *order_json(const order *o)
 {
     return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id",
                      o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
@@ -144,10 +144,24 @@ static void list_orders(http_req *req, http_res *res)
     free(orders);
 }
 
+/* GET /ws?user_id=U: a WebSocket that receives U's order.updated events. */
+static void follow_orders(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    const char *user_id = http_query(req, "user_id");
+    if (!user_id || !valid_user_id(user_id)) {
+        http_error(res, 400, "invalid_user_id",
+                   "the user_id query parameter is required: 1-64 characters of [A-Za-z0-9_.-]");
+        return;
+    }
+    ws_accept(app->hub, req, res, user_id);
+}
+
 const http_route orders_routes[] = {
-    {"POST", "/orders", create_order},
-    {"GET", "/orders", list_orders},
-    {"GET", "/orders/{id}", get_order},
+    {"POST", "/orders", create_order, NULL},
+    {"GET", "/orders", list_orders, NULL},
+    {"GET", "/orders/{id}", get_order, NULL},
+    {"GET", "/ws", follow_orders, NULL},
 };
 const size_t orders_nroutes = sizeof orders_routes / sizeof *orders_routes;
 

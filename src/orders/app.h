@@ -7,6 +7,9 @@
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
+#include "lib/ws.h"
+#include "orders/live.h"
+#include "orders/order.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -15,6 +18,9 @@ typedef struct orders_app {
     db_pool *db;
     outbox_relay *relay;
     consumer *results;
+    ws_hub *hub;
+    live *live;
+    live_batch changed; /* the results consumer thread's alone */
     int redrive_after_ms, redrive_max_ms;
     int idempotency_retention_s;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
@@ -23,13 +29,17 @@ typedef struct orders_app {
 extern const http_route orders_routes[];
 extern const size_t orders_nroutes;
 
+/* An order as the API shows it. Caller owns the result. */
+json_t *order_json(const order *o);
+
 bool orders_ready(void *app, json_t *checks);
 void orders_metrics(void *app, FILE *out);
 
 /* The payment.results consumer's handler (consumer_handle_fn). */
 int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *app, char *why,
                          size_t whylen);
-void orders_after_commit(void *app);
+void orders_batch_begin(void *app);
+int orders_batch_end(db_conn *c, void *app);
 
 /* Publishes the payment request of NEW orders whose re-drive is due
  * (a ticker). */

@@ -4,6 +4,7 @@
 #include "lib/config.h"
 #include "lib/consumer.h"
 #include "lib/db.h"
+#include "lib/docs.h"
 #include "lib/http.h"
 #include "lib/idem.h"
 #include "lib/log.h"
@@ -13,6 +14,8 @@
 #include "lib/ticker.h"
 #include "orders/app.h"
 #include "orders/store.h"
+
+#include <string.h>
 
 int main(void)
 {
@@ -36,6 +39,13 @@ int main(void)
     const char *db_url = cfg_str("ORDERS_DATABASE_URL", "postgresql://shop@127.0.0.1:54320/orders");
     const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
     const char *migrations = cfg_str("ORDERS_MIGRATIONS_DIR", "db/orders");
+    const char *spec = cfg_str("ORDERS_OPENAPI", "api/orders.yaml");
+    const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
+    int64_t ws_queue, ws_ping_ms;
+    if (cfg_int("WS_MAX_QUEUE", 1, 100000, 256, &ws_queue) < 0 ||
+        cfg_int("WS_PING_MS", 100, 3600000, 20000, &ws_ping_ms) < 0)
+        return 2;
+    docs api_docs = {0};
 
     int rc = 1;
     orders_app app = {.redrive_after_ms = (int)redrive_after,
@@ -57,14 +67,23 @@ int main(void)
     consumer_config results = {.brokers = brokers, .group = "orders", .client_id = "orders",
                                .topic = MSG_TOPIC_RESULTS, .batch = (int)consumer_batch,
                                .handle = orders_handle_result,
-                               .after_commit = orders_after_commit, .app = &app};
+                               .batch_begin = orders_batch_begin,
+                               .batch_end = orders_batch_end, .app = &app};
+    if (!(app.hub = ws_hub_start((int)ws_queue, (int)ws_ping_ms)) ||
+        !(app.live = live_start(db_url, app.hub)))
+        goto done;
     if (!(app.results = consumer_start(app.db, &results)))
         goto done;
     if (!(redrive = ticker_start((int)redrive_check, orders_redrive, &app)) ||
         !(purge = ticker_start((int)purge_ms, orders_purge, &app)))
         goto done;
+    if (docs_load(&api_docs, spec, docs_assets, "Shop orders API") < 0)
+        goto done;
+    http_route routes[8];
+    memcpy(routes, orders_routes, orders_nroutes * sizeof *routes);
+    docs_routes(&api_docs, routes + orders_nroutes);
     http_hooks hooks = {.ready = orders_ready, .metrics = orders_metrics};
-    if (!(srv = http_start(&http, orders_routes, orders_nroutes, &hooks, &app)))
+    if (!(srv = http_start(&http, routes, orders_nroutes + DOCS_NROUTES, &hooks, &app)))
         goto done;
     log_msg(LOG_INFO, NULL, "orders listening on http://%s:%d", http.host, http.port);
 
@@ -72,7 +91,11 @@ int main(void)
     log_msg(LOG_INFO, NULL, "stopping on signal %d", sig);
     rc = 0;
 done:
+    ws_hub_stop(app.hub); /* its sockets first: MHD wants them closed */
     http_stop(srv);
+    live_stop(app.live);
+    docs_free(&api_docs);
+    live_batch_free(&app.changed);
     ticker_stop(redrive);
     ticker_stop(purge);
     consumer_stop(app.results);

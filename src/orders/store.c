@@ -27,6 +27,10 @@ const db_stmt orders_stmts[] = {
      " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= now()"
      "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
      " RETURNING " ORDER_COLS},
+    {"orders_by_ids", "SELECT " ORDER_COLS " FROM orders WHERE id = ANY($1::uuid[])"},
+    /* One notification per chunk of a batch's changes, not per order:
+     * NOTIFY serialises commits, so it stays off the per-order path. */
+    {"orders_notify", "SELECT pg_notify('" STORE_CHANNEL "', $1)"},
     {NULL, NULL},
 };
 
@@ -94,6 +98,18 @@ int store_order_finish(db_conn *c, const char *id, const char *status, const cha
 {
     const char *params[] = {id, status, reason};
     return run_one(c, "order_finish", 3, params, out);
+}
+
+int store_orders_by_ids(db_conn *c, const char *ids, order *out, int max)
+{
+    const char *params[] = {ids};
+    return run(c, "orders_by_ids", 1, params, out, max);
+}
+
+int store_notify(db_conn *c, const char *payload)
+{
+    const char *params[] = {payload};
+    return db_exec(c, "orders_notify", 1, params, NULL);
 }
 
 int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out)

@@ -32,4 +32,12 @@ int store_order_finish(db_conn *c, const char *id, const char *status, const cha
  * max_ms). Returns the count (into out[]), or -DB_*. */
 int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out);
 
+/* The orders whose ids are in `ids`, a PostgreSQL array literal
+ * ("{a,b}"). Returns the count (into out[0..max)), or -DB_*. */
+int store_orders_by_ids(db_conn *c, const char *ids, order *out, int max);
+
+/* Announces changed orders on STORE_CHANNEL, delivered at commit. */
+#define STORE_CHANNEL "order_updates"
+int store_notify(db_conn *c, const char *payload);
+
 #endif

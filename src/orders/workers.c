@@ -33,15 +33,24 @@ int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *arg, cha
         atomic_fetch_add(&app->ignored_results, 1);
         return 0;
     }
-    if (rc == 0)
+    if (rc == 0) {
         atomic_fetch_add(result.type == MSG_PAYMENT_COMPLETED ? &app->finished : &app->cancelled,
                          1);
+        live_batch_add(&app->changed, o.id, o.user_id);
+    }
     return rc;
 }
 
-void orders_after_commit(void *arg)
+void orders_batch_begin(void *arg)
 {
-    (void)arg;
+    orders_app *app = arg;
+    live_batch_reset(&app->changed);
+}
+
+int orders_batch_end(db_conn *c, void *arg)
+{
+    orders_app *app = arg;
+    return live_batch_flush(&app->changed, c);
 }
 
 void orders_redrive(void *arg)
@@ -93,6 +102,7 @@ void orders_metrics(void *arg, FILE *out)
     orders_app *app = arg;
     outbox_relay_metrics(app->relay, out);
     consumer_metrics(app->results, out);
+    ws_metrics(app->hub, out);
     metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
     fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n", atomic_load(&app->finished));
     fprintf(out, "orders_final_total{status=\"CANCELLED\"} %" PRIu64 "\n",

@@ -109,9 +109,9 @@ static void deposit(http_req *req, http_res *res)
 }
 
 const http_route payments_routes[] = {
-    {"POST", "/accounts", create_account},
-    {"GET", "/accounts/{user_id}", get_account},
-    {"POST", "/accounts/{user_id}/deposits", deposit},
+    {"POST", "/accounts", create_account, NULL},
+    {"GET", "/accounts/{user_id}", get_account, NULL},
+    {"POST", "/accounts/{user_id}/deposits", deposit, NULL},
 };
 const size_t payments_nroutes = sizeof payments_routes / sizeof *payments_routes;
 

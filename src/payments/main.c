@@ -4,6 +4,7 @@
 #include "lib/config.h"
 #include "lib/consumer.h"
 #include "lib/db.h"
+#include "lib/docs.h"
 #include "lib/http.h"
 #include "lib/idem.h"
 #include "lib/log.h"
@@ -13,6 +14,8 @@
 #include "lib/ticker.h"
 #include "payments/app.h"
 #include "payments/store.h"
+
+#include <string.h>
 
 int main(void)
 {
@@ -34,6 +37,9 @@ int main(void)
         cfg_str("PAYMENTS_DATABASE_URL", "postgresql://shop@127.0.0.1:54320/payments");
     const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
     const char *migrations = cfg_str("PAYMENTS_MIGRATIONS_DIR", "db/payments");
+    const char *spec = cfg_str("PAYMENTS_OPENAPI", "api/payments.yaml");
+    const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
+    docs api_docs = {0};
 
     int rc = 1;
     payments_app app = {.inbox_retention_s = (int)inbox_ret,
@@ -60,8 +66,13 @@ int main(void)
         goto done;
     if (!(purge = ticker_start((int)purge_ms, payments_purge, &app)))
         goto done;
+    if (docs_load(&api_docs, spec, docs_assets, "Shop payments API") < 0)
+        goto done;
+    http_route routes[8];
+    memcpy(routes, payments_routes, payments_nroutes * sizeof *routes);
+    docs_routes(&api_docs, routes + payments_nroutes);
     http_hooks hooks = {.ready = payments_ready, .metrics = payments_metrics};
-    if (!(srv = http_start(&http, payments_routes, payments_nroutes, &hooks, &app)))
+    if (!(srv = http_start(&http, routes, payments_nroutes + DOCS_NROUTES, &hooks, &app)))
         goto done;
     log_msg(LOG_INFO, NULL, "payments listening on http://%s:%d", http.host, http.port);
 
@@ -70,6 +81,7 @@ int main(void)
     rc = 0;
 done:
     http_stop(srv);
+    docs_free(&api_docs);
     ticker_stop(purge);
     consumer_stop(app.requests);
     outbox_relay_stop(app.relay);

@@ -1,0 +1,33 @@
+/* Live order status for browsers. The results consumer announces each
+ * batch's changed orders with one NOTIFY (delivered at commit, to every
+ * orders instance); each instance's listener reads them, loads the orders
+ * and pushes {"type":"order.updated","order":{...}} through its WebSocket
+ * hub to the owners' connections. So a browser connected to one instance
+ * sees changes processed by another. */
+#ifndef ORDERS_LIVE_H
+#define ORDERS_LIVE_H
+
+#include "lib/db.h"
+#include "lib/ws.h"
+
+typedef struct live live;
+
+/* Collects a batch's changes, in the consumer thread: reset, add, flush
+ * (inside the transaction). */
+typedef struct live_batch {
+    char *items; /* "order_id:user_id,..." */
+    size_t len, cap;
+} live_batch;
+
+void live_batch_reset(live_batch *b);
+void live_batch_add(live_batch *b, const char *order_id, const char *user_id);
+/* Issues the NOTIFYs (chunks under PostgreSQL's 8000-byte limit). */
+int live_batch_flush(live_batch *b, db_conn *c);
+void live_batch_free(live_batch *b);
+
+/* Starts the listener on its own connection to `db_url` (reconnecting
+ * after a database restart). `hub` is borrowed. */
+live *live_start(const char *db_url, ws_hub *hub);
+void live_stop(live *l);
+
+#endif
