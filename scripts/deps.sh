@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Shop needs, if any is missing. As root it
-# runs apt-get itself; otherwise through sudo; otherwise it prints the line.
+# Installs what Shop needs, if anything is missing: Debian packages (as
+# root with apt-get, else through sudo, else it prints the line to run),
+# then the npm packages of package.json (Swagger UI, lint and test tools).
+#
+#   deps.sh        what `make start` needs
+#   deps.sh test   that, plus what `make test` needs (Criterion, Chromium)
 set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 packages=(
   # build
@@ -9,28 +14,40 @@ packages=(
   libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev
   libcurl4-openssl-dev
   # run
-  postgresql-15 postgresql-client-15 curl util-linux procps iproute2
-  # test
-  libcriterion-dev
+  postgresql-15 postgresql-client-15 nginx curl util-linux procps
 )
+if [ "${1:-}" = test ]; then
+  packages+=(libcriterion-dev chromium)
+fi
+# Node.js may come from elsewhere than Debian (it carries its own npm then):
+# only a machine without node or npm gets Debian's.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "Installing missing Debian packages: ${missing[*]}"
-if [ "$(id -u)" = 0 ]; then
-  sudo=()
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-  sudo=(sudo)
-else
-  echo "Run as root (or with sudo):" >&2
-  echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
-  exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing missing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo)
+  else
+    echo "Run as root (or with sudo):" >&2
+    echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# npm packages, exactly as package-lock.json says, when it changed.
+cd "$ROOT"
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "Installing npm packages (package-lock.json)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -5,7 +5,10 @@ SHOP_VAR=${SHOP_VAR:-$ROOT/var}
 SHOP_BUILD=${SHOP_BUILD:-$ROOT/build}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_PORT=${PG_PORT:-54320}
+GATEWAY_PORT=${GATEWAY_PORT:-8000}
 ORDERS_PORT=${ORDERS_PORT:-8080}
+# One orders instance per port; the gateway balances across them.
+ORDERS_PORTS=${ORDERS_PORTS:-$ORDERS_PORT}
 PAYMENTS_PORT=${PAYMENTS_PORT:-8081}
 SHOP_LOG_LEVEL=${SHOP_LOG_LEVEL:-info}
 # The user PostgreSQL runs as: it refuses to run as root.

@@ -169,19 +169,68 @@ broker_stop() {
 
 # ---- services ----
 
-service_start() { # service_start NAME PORT ENV...
-  local name=$1 port=$2; shift 2
-  alive_pid "$name" "bin/$name" >/dev/null && return 0
-  [ -x "$SHOP_BUILD/bin/$name" ] || die "$SHOP_BUILD/bin/$name is not built: run make build"
+service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8082, payments)
+  local name=$1 port=$2 bin=${1%%-*}; shift 2
+  alive_pid "$name" "bin/$bin" >/dev/null && return 0
+  [ -x "$SHOP_BUILD/bin/$bin" ] || die "$SHOP_BUILD/bin/$bin is not built: run make build"
   (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$(cat "$BROKER_ADDR_FILE")" \
-    LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$name")
+    LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$bin")
   wait_for 20 "$name" curl -fsS "http://127.0.0.1:$port/healthz"
 }
 
 service_stop() {
   local pid
-  pid=$(alive_pid "$1" "bin/$1") && stop_pid "$pid"
+  pid=$(alive_pid "$1" "bin/${1%%-*}") && stop_pid "$pid"
   rm -f "$RUN_DIR/$1.pid"
+}
+
+# ---- gateway (nginx) ----
+
+gateway_render() {
+  local dir=$SHOP_VAR/gateway orders="" payments="" port user_line=""
+  mkdir -p "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
+  for port in $ORDERS_PORTS; do orders+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  payments="        server 127.0.0.1:$PAYMENTS_PORT;"
+  if [ "$(id -u)" = 0 ]; then
+    # Workers drop to nobody when nobody can read the files they serve.
+    if setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+        test -r "$ROOT/web/index.html" -a -r "$ROOT/gateway/docs/index.html" 2>/dev/null; then
+      user_line="user nobody nogroup;"
+    else
+      user_line="user root root; # nobody cannot enter $ROOT"
+    fi
+  fi
+  sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@ROOT@|$ROOT|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
+      -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" \
+      "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
+  awk -v o="${orders%$'\n'}" -v p="$payments" \
+    '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p; else print }' \
+    "$dir/nginx.conf.tmp" >"$dir/nginx.conf"
+  rm -f "$dir/nginx.conf.tmp"
+  if [ "$(id -u)" = 0 ] && [ "${user_line#user nobody}" != "$user_line" ]; then
+    chown -R nobody:nogroup "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
+  fi
+}
+
+gateway_start() {
+  alive_pid gateway "nginx: master" >/dev/null && return 0
+  gateway_render
+  nginx -t -q -p "$SHOP_VAR/gateway" -c "$SHOP_VAR/gateway/nginx.conf" 2>>"$LOG_DIR/gateway.error.log" ||
+    die "the gateway configuration does not load; see $LOG_DIR/gateway.error.log"
+  spawn gateway nginx -p "$SHOP_VAR/gateway" -c "$SHOP_VAR/gateway/nginx.conf" -g "daemon off;"
+  wait_for 10 gateway curl -fsS "http://127.0.0.1:$GATEWAY_PORT/healthz"
+}
+
+gateway_stop() {
+  local pid
+  pid=$(alive_pid gateway "nginx: master") && stop_pid "$pid"
+  rm -f "$RUN_DIR/gateway.pid"
+}
+
+# The name of the orders instance on a port: the first is "orders".
+orders_name() {
+  local first=${ORDERS_PORTS%% *}
+  if [ "$1" = "$first" ]; then echo orders; else echo "orders-$1"; fi
 }
 
 # ---- commands ----
@@ -191,14 +240,20 @@ up() {
   pg_start
   broker_start
   service_start payments "$PAYMENTS_PORT" PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
-  service_start orders "$ORDERS_PORT" ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
+  local port
+  for port in $ORDERS_PORTS; do
+    service_start "$(orders_name "$port")" "$port" ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
+  done
+  gateway_start
   status
 }
 
 down() {
   [ -d "$SHOP_VAR" ] || return 0
   mkdir -p "$LOG_DIR" "$RUN_DIR"
-  service_stop orders
+  gateway_stop
+  local port
+  for port in $ORDERS_PORTS; do service_stop "$(orders_name "$port")"; done
   service_stop payments
   broker_stop
   pg_stop
@@ -209,13 +264,22 @@ status() {
   say "Shop ($SHOP_VAR):"
   if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: orders, payments)"; else say "  postgres   stopped"; fi
   if p=$(alive_pid broker devbroker); then say "  broker     pid $p   $(cat "$BROKER_ADDR_FILE" 2>/dev/null)"; else say "  broker     stopped"; fi
-  if p=$(alive_pid orders bin/orders); then
-    say "  orders     pid $p   http://127.0.0.1:$ORDERS_PORT  (health: /healthz /readyz /metrics)"
-  else say "  orders     stopped"; fi
+  local port name
+  for port in $ORDERS_PORTS; do
+    name=$(orders_name "$port")
+    if p=$(alive_pid "$name" bin/orders); then
+      say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
+    else say "  $(printf '%-10s' "$name") stopped"; fi
+  done
   if p=$(alive_pid payments bin/payments); then
-    say "  payments   pid $p   http://127.0.0.1:$PAYMENTS_PORT  (health: /healthz /readyz /metrics)"
+    say "  payments   pid $p   http://127.0.0.1:$PAYMENTS_PORT  (docs: /docs/)"
   else say "  payments   stopped"; fi
+  if p=$(alive_pid gateway "nginx: master"); then
+    say "  gateway    pid $p   http://127.0.0.1:$GATEWAY_PORT  (shop: /  API: /api/  docs: /docs/)"
+  else say "  gateway    stopped"; fi
   say "  logs       $LOG_DIR/"
+  say ""
+  say "Open http://localhost:$GATEWAY_PORT/ to shop."
 }
 
 
@@ -227,7 +291,7 @@ case "${1:-}" in
   pg-stop) pg_stop ;;
   broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
   broker-stop) broker_stop ;;
-  kill) pid=$(alive_pid "$2" "bin/$2") && kill -KILL "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
+  kill) pid=$(alive_pid "$2" "bin/${2%%-*}") && kill -KILL "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
   # Deletes all data: var/, and the PostgreSQL folder var/pg may link to.
   wipe) down; [ -L "$SHOP_VAR/pg" ] && rm -rf "$(readlink -f "$SHOP_VAR/pg")"; rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).

@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-scripts/deps.sh
+scripts/deps.sh test
 make --no-print-directory build
 make --no-print-directory BUILD=build/san SAN=1 build
 

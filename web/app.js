@@ -1,0 +1,219 @@
+// Shop's web page: sign in by user id, open the account, top up, buy, and
+// watch each order's status change live over the /api/ws WebSocket.
+// No framework: the page is small and the DOM API does the job.
+
+const $ = (id) => document.getElementById(id);
+const state = { user: null, socket: null, retry: 0, orders: new Map() };
+
+// ---- money: the API counts minor units (cents); the page shows 12.34 ----
+
+function toCents(text) {
+  const m = /^(\d{1,10})(?:\.(\d{1,2}))?$/.exec(text.trim());
+  if (!m) return null;
+  return Number(m[1]) * 100 + Number((m[2] || "0").padEnd(2, "0"));
+}
+
+function formatCents(cents) {
+  return (cents / 100).toFixed(2);
+}
+
+// ---- API calls: errors come back as {"error": {"code", "message"}} ----
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  // A fresh key per submission: a retried or double-sent request creates
+  // nothing twice.
+  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  let response;
+  try {
+    response = await fetch("/api" + path, { method, headers, body: body && JSON.stringify(body) });
+  } catch {
+    throw new Error("The shop cannot be reached. Check your connection and try again.");
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(data?.error?.message || `The shop answered ${response.status}.`);
+    error.status = response.status;
+    error.code = data?.error?.code;
+    throw error;
+  }
+  return data;
+}
+
+function showError(error) {
+  const box = $("error");
+  box.textContent = error ? error.message : "";
+  box.hidden = !error;
+}
+
+// Runs a form's action with its button disabled and errors shown.
+function handle(form, action) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    showError(null);
+    try {
+      await action(new FormData(form));
+      form.reset();
+    } catch (error) {
+      showError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// ---- account ----
+
+function showAccount(account) {
+  $("no-account").hidden = Boolean(account);
+  $("account").hidden = !account;
+  if (account) $("balance").value = formatCents(account.balance);
+}
+
+async function loadAccount() {
+  try {
+    showAccount(await api("GET", `/accounts/${encodeURIComponent(state.user)}`));
+  } catch (error) {
+    if (error.status === 404) showAccount(null);
+    else showError(error);
+  }
+}
+
+// ---- orders ----
+
+function renderOrders() {
+  const rows = [...state.orders.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+  const body = $("orders");
+  body.replaceChildren(...rows.map((order) => {
+    const row = document.createElement("tr");
+    row.dataset.orderId = order.id;
+    const when = document.createElement("td");
+    when.textContent = new Date(order.created_at).toLocaleTimeString();
+    const what = document.createElement("td");
+    what.textContent = order.description || "—";
+    const price = document.createElement("td");
+    price.className = "num";
+    price.textContent = formatCents(order.amount);
+    const status = document.createElement("td");
+    status.className = `status ${order.status}`;
+    status.textContent = order.status;
+    if (order.reason) {
+      const reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = order.reason.replaceAll("_", " ");
+      status.append(reason);
+    }
+    row.append(when, what, price, status);
+    return row;
+  }));
+  $("no-orders").hidden = rows.length > 0;
+}
+
+function remember(order) {
+  const known = state.orders.get(order.id);
+  // A late NEW (the POST's answer) never hides a final status from the socket.
+  if (known && known.status !== "NEW" && order.status === "NEW") return;
+  state.orders.set(order.id, order);
+}
+
+async function loadOrders() {
+  try {
+    const page = await api("GET", `/orders?user_id=${encodeURIComponent(state.user)}&limit=50`);
+    state.orders.clear();
+    page.orders.forEach(remember);
+    renderOrders();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// ---- live updates ----
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/ws?user_id=${encodeURIComponent(state.user)}`);
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    state.retry = 0;
+    $("live").classList.add("on");
+    // Whatever changed while we were away.
+    loadOrders();
+    loadAccount();
+  });
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type !== "order.updated") return;
+    remember(message.order);
+    renderOrders();
+    if (message.order.status === "FINISHED") loadAccount();
+  });
+  socket.addEventListener("close", () => {
+    $("live").classList.remove("on");
+    if (state.socket !== socket) return; // signed out
+    const delay = Math.min(10000, 500 * 2 ** state.retry++);
+    setTimeout(() => state.socket === socket && connect(), delay);
+  });
+}
+
+// ---- session ----
+
+function signIn(user) {
+  state.user = user;
+  localStorage.setItem("shop.user", user);
+  $("who-name").textContent = user;
+  $("who").hidden = false;
+  $("sign-in").hidden = true;
+  $("shop").hidden = false;
+  state.orders.clear();
+  renderOrders();
+  loadAccount();
+  loadOrders();
+  connect();
+}
+
+function signOut() {
+  const socket = state.socket;
+  state.socket = null;
+  socket?.close();
+  state.user = null;
+  localStorage.removeItem("shop.user");
+  $("who").hidden = true;
+  $("sign-in").hidden = false;
+  $("shop").hidden = true;
+  showError(null);
+}
+
+handle($("sign-in-form"), async (form) => signIn(form.get("user_id").trim()));
+
+$("sign-out").addEventListener("click", signOut);
+
+$("create-account").addEventListener("click", async () => {
+  showError(null);
+  try {
+    showAccount(await api("POST", "/accounts", { user_id: state.user }));
+  } catch (error) {
+    if (error.code === "account_exists") loadAccount();
+    else showError(error);
+  }
+});
+
+handle($("deposit-form"), async (form) => {
+  const amount = toCents(form.get("amount"));
+  if (amount === null) throw new Error("Enter an amount like 100 or 12.50.");
+  showAccount(await api("POST", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
+});
+
+handle($("order-form"), async (form) => {
+  const amount = toCents(form.get("amount"));
+  if (amount === null) throw new Error("Enter a price like 30 or 4.99.");
+  const order = await api("POST", "/orders", {
+    user_id: state.user, amount, description: form.get("description").trim(),
+  });
+  remember(order);
+  renderOrders();
+});
+
+const saved = localStorage.getItem("shop.user");
+if (saved) signIn(saved);
