@@ -17,13 +17,20 @@ export SHOP_ROOT=$ROOT
 export SHOP_VAR=$ROOT/var/test
 export SHOP_BUILD=$ROOT/build/san
 export PG_PORT=${TEST_PG_PORT:-54330}
+export GATEWAY_PORT=${TEST_GATEWAY_PORT:-18000}
 export ORDERS_PORT=${TEST_ORDERS_PORT:-18080}
+# Two orders instances behind the gateway, as when scaled out.
+export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
 export PAYMENTS_PORT=${TEST_PAYMENTS_PORT:-18081}
 export SHOP_LOG_LEVEL=info
 # Heal lost messages sooner than the default 5 s, so the drills end sooner.
 export REDRIVE_AFTER_MS=1000 REDRIVE_MAX_MS=4000 PURGE_INTERVAL_MS=500
+# Ping idle WebSockets after 1 s (drop after 3 s of silence).
+export WS_PING_MS=1000
 export DEVBROKER_TOPICS=payment.requests,payment.results,shop.test
+export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_ORDERS_URL=http://127.0.0.1:$ORDERS_PORT
+export SHOP_ORDERS_URLS="http://127.0.0.1:$ORDERS_PORT http://127.0.0.1:$((ORDERS_PORT + 2))"
 export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT
 export ORDERS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/orders
 export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
@@ -49,6 +56,9 @@ finish() {
 }
 trap finish EXIT
 
+echo "== OpenAPI lint (@redocly/cli)"
+npx --no-install redocly lint api/orders.yaml api/payments.yaml || status=1
+
 echo "== unit tests (sanitizers on)"
 build/san/tests/unit "${CRITERION[@]}" || status=1
 
@@ -59,5 +69,9 @@ scripts/stack.sh up
 export KAFKA_BROKERS=$(cat "$SHOP_VAR/broker.addr")
 build/san/tests/integration "${CRITERION[@]}" || status=1
 
-echo "== chaos drills: broker loss, kill -9 (sanitizers on)"
+echo "== chaos drills: broker loss, kill -9, database down (sanitizers on)"
 build/san/tests/chaos "${CRITERION[@]}" || status=1
+
+echo "== through the gateway: live status, browser story, API contract"
+node --experimental-websocket --no-warnings --test --test-concurrency=1 \
+  tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs || status=1

@@ -31,6 +31,9 @@ struct http_server {
     metrics_histogram *latency; /* [(nroutes + NBUILTIN) * NSTATUS] */
 };
 
+/* Oversized bodies up to this size are read and dropped before the 413. */
+#define DRAIN_MAX (1024 * 1024)
+
 /* Per-request state, freed when MHD reports the request completed. */
 typedef struct req_ctx {
     http_req req;
@@ -363,8 +366,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         *con_cls = ctx;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > srv->max_body) {
-            /* Refuse before reading the body; MHD closes the connection. */
+        unsigned long long length = cl ? strtoull(cl, NULL, 10) : 0;
+        if (length > srv->max_body && length > DRAIN_MAX) {
+            /* Far too large to read: refuse at once; MHD closes the
+             * connection, and a client still sending may see a reset.
+             * Anything smaller is read and dropped, then refused (below),
+             * so the client reads the 413 and keeps its connection. */
             http_error(&res, 413, "body_too_large", "request body exceeds %zu bytes",
                        srv->max_body);
             return send_response(conn, ctx, &res);

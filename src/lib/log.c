@@ -54,7 +54,7 @@ static void log_write(log_level level, const char *req_id, json_t *fields, const
     if (fields)
         json_object_update_missing(line, fields);
 
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
     if (text) {
         size_t len = strlen(text);
         text[len] = '\n'; /* replaces the terminator: written by length */

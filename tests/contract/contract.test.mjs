@@ -1,0 +1,156 @@
+// The running services against their OpenAPI documents: every documented
+// path, method and status is produced by a real request, and every JSON
+// answer validates against the documented schema (Ajv, JSON Schema 2020-12
+// as OpenAPI 3.1 uses it). A status the services answer but the documents
+// do not list fails too.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import { parse } from "yaml";
+import Ajv2020 from "ajv/dist/2020.js";
+import addFormats from "ajv-formats";
+
+const root = new URL("../../", import.meta.url).pathname;
+const services = {
+  orders: { url: process.env.SHOP_ORDERS_URL || "http://127.0.0.1:18080" },
+  payments: { url: process.env.SHOP_PAYMENTS_URL || "http://127.0.0.1:18081" },
+};
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+addFormats(ajv);
+ajv.addFormat("int64", true);
+for (const name of Object.keys(services)) {
+  services[name].spec = parse(readFileSync(`${root}api/${name}.yaml`, "utf8"));
+  ajv.addSchema(services[name].spec, name);
+}
+
+const covered = new Set();
+
+function documented(service, method, template, status) {
+  const spec = services[service].spec;
+  const op = spec.paths[template]?.[method.toLowerCase()];
+  assert.ok(op, `${service}: ${method} ${template} is not documented`);
+  let response = op.responses[String(status)];
+  assert.ok(response, `${service}: ${method} ${template} answered ${status}, which is not documented`);
+  if (response.$ref) response = spec.components.responses[response.$ref.split("/").pop()];
+  return response;
+}
+
+// Sends one request and checks its answer against the document.
+async function call(service, method, template, path, { body, headers = {}, status }) {
+  const response = await fetch(services[service].url + path, {
+    method, headers: { "Content-Type": "application/json", ...headers },
+    body: typeof body === "string" ? body : body && JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.equal(response.status, status, `${method} ${path}: ${text}`);
+  const doc = documented(service, method, template, status);
+  const type = response.headers.get("content-type") || "";
+  const media = Object.keys(doc.content || {})[0];
+  if (media === "application/json") {
+    assert.match(type, /^application\/json/, `${method} ${path}`);
+    const schema = doc.content[media].schema;
+    const ref = schema.$ref ? `${service}${schema.$ref}` : null;
+    const valid = ref ? ajv.validate({ $ref: ref }, JSON.parse(text)) : true;
+    assert.ok(valid, `${method} ${path} -> ${status}: ${ajv.errorsText()}\n${text}`);
+  } else if (media) {
+    assert.ok(type.startsWith(media), `${method} ${path}: ${type} is not ${media}`);
+  }
+  covered.add(`${service} ${method} ${template} ${status}`);
+  return text && type.startsWith("application/json") ? JSON.parse(text) : text;
+}
+
+// The WebSocket upgrade, by hand: fetch cannot ask for one.
+function upgrade(path, headers) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(services.orders.url + path, { headers });
+    req.on("upgrade", (res, socket) => { socket.destroy(); resolve(res.statusCode); });
+    req.on("response", (res) => { res.resume(); resolve(res.statusCode); });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+function stack(command) {
+  execFileSync(`${root}scripts/stack.sh`, [command], { stdio: ["ignore", "ignore", "inherit"] });
+}
+
+function psql(sql) {
+  const bin = (process.env.PG_BIN || "/usr/lib/postgresql/15/bin") + "/psql";
+  execFileSync(bin, [process.env.PAYMENTS_DATABASE_URL, "-qc", sql]);
+}
+
+const run = `${process.pid}-${Date.now() % 100000}`;
+const big = `{"user_id": "${"x".repeat(20000)}"}`;
+const key = (name) => ({ "Idempotency-Key": `${name}-${run}` });
+
+test("every documented answer is what the services give", { timeout: 120000 }, async () => {
+  const user = `contract-${run}`, rich = `rich-${run}`;
+  // payments
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, status: 201 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: 7 }, status: 400 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, status: 409 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: big, status: 413 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: `k-${run}` }, headers: key("a"), status: 201 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: `k2-${run}` }, headers: key("a"), status: 422 });
+  const acct = "/accounts/{user_id}", dep = "/accounts/{user_id}/deposits";
+  await call("payments", "GET", acct, `/accounts/${user}`, { status: 200 });
+  await call("payments", "GET", acct, "/accounts/bad%20id", { status: 400 });
+  await call("payments", "GET", acct, `/accounts/nobody-${run}`, { status: 404 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 500 }, status: 201 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 0 }, status: 400 });
+  await call("payments", "POST", dep, `/accounts/nobody-${run}/deposits`, { body: { amount: 5 }, status: 404 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: big, status: 413 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 5 }, headers: key("d"), status: 201 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 6 }, headers: key("d"), status: 422 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: rich }, status: 201 });
+  psql(`UPDATE accounts SET balance = 9223372036854775000 WHERE user_id = '${rich}'`);
+  await call("payments", "POST", dep, `/accounts/${rich}/deposits`, { body: { amount: 1000000 }, status: 409 });
+
+  // orders
+  const order = await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 100, description: "contract" }, status: 201 });
+  await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: -1 }, status: 400 });
+  await call("orders", "POST", "/orders", "/orders", { body: big, status: 413 });
+  await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, headers: key("o"), status: 201 });
+  await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 2 }, headers: key("o"), status: 422 });
+  await call("orders", "GET", "/orders", `/orders?user_id=${user}&limit=1`, { status: 200 });
+  await call("orders", "GET", "/orders", "/orders?limit=1", { status: 400 });
+  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 200 });
+  await call("orders", "GET", "/orders/{id}", "/orders/00000000-0000-4000-8000-000000000000", { status: 404 });
+  const ws = { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" };
+  assert.equal(await upgrade(`/ws?user_id=${user}`, ws), 101);
+  covered.add("orders GET /ws 101");
+  await call("orders", "GET", "/ws", `/ws?user_id=${user}`, { status: 426 });
+  assert.equal(await upgrade("/ws", ws), 400, "an upgrade without user_id is refused");
+  covered.add("orders GET /ws 400");
+
+  for (const service of ["orders", "payments"]) {
+    await call(service, "GET", "/healthz", "/healthz", { status: 200 });
+    await call(service, "GET", "/readyz", "/readyz", { status: 200 });
+    await call(service, "GET", "/metrics", "/metrics", { status: 200 });
+  }
+
+  // The database down: every operation that needs it answers 503.
+  stack("pg-stop");
+  try {
+    await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: `down-${run}` }, status: 503 });
+    await call("payments", "GET", acct, `/accounts/${user}`, { status: 503 });
+    await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 5 }, status: 503 });
+    await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, status: 503 });
+    await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { status: 503 });
+    await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 503 });
+    for (const service of ["orders", "payments"])
+      await call(service, "GET", "/readyz", "/readyz", { status: 503 });
+  } finally {
+    stack("pg-start");
+  }
+
+  // Every documented answer was produced.
+  for (const [service, { spec }] of Object.entries(services))
+    for (const [template, ops] of Object.entries(spec.paths))
+      for (const [method, op] of Object.entries(ops))
+        for (const status of Object.keys(op.responses))
+          assert.ok(covered.has(`${service} ${method.toUpperCase()} ${template} ${status}`),
+            `no test produced ${service} ${method.toUpperCase()} ${template} ${status}`);
+});

@@ -1,0 +1,104 @@
+// Live order status over WebSocket, with two orders instances behind the
+// gateway: a change processed by either instance reaches sockets on both
+// and through the gateway; a user sees only their own orders; idle sockets
+// are kept by ping/pong; a peer that stops answering is dropped.
+// Runs with node --experimental-websocket (Node 20's WebSocket client).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+
+const gateway = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:18000";
+const [orderA, orderB] = (process.env.SHOP_ORDERS_URLS || "http://127.0.0.1:18080 http://127.0.0.1:18082").split(" ");
+const run = `${process.pid}-${Date.now() % 100000}`;
+const wsUrl = (base, user) => base.replace(/^http/, "ws") + `/ws?user_id=${user}`;
+
+// A socket that records the final statuses it is told about.
+function follow(url) {
+  const socket = new WebSocket(url);
+  const finals = new Map();
+  const waiters = [];
+  socket.addEventListener("message", (event) => {
+    const { type, order } = JSON.parse(event.data);
+    if (type === "order.updated" && order.status !== "NEW") finals.set(order.id, order);
+    waiters.forEach((w) => w());
+  });
+  const opened = new Promise((resolve, reject) => {
+    socket.addEventListener("open", resolve);
+    socket.addEventListener("error", reject);
+  });
+  const until = (cond, ms = 30000) => new Promise((resolve, reject) => {
+    const check = () => cond() && resolve();
+    waiters.push(check);
+    check();
+    setTimeout(() => reject(new Error(`timed out: ${finals.size} final statuses seen`)), ms);
+  });
+  const closed = new Promise((resolve) => socket.addEventListener("close", (e) => resolve(e.code)));
+  return { socket, finals, opened, until, closed };
+}
+
+async function post(path, body) {
+  const r = await fetch(gateway + "/api" + path, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  assert.ok(r.ok, `${path}: ${r.status} ${text}`);
+  return JSON.parse(text);
+}
+
+async function metric(base, name) {
+  const text = await (await fetch(base + "/metrics")).text();
+  const line = text.split("\n").find((l) => l.startsWith(name + " "));
+  return Number(line.split(" ")[1]);
+}
+
+test("changes reach sockets on both instances and through the gateway", { timeout: 60000 }, async () => {
+  const user = `live-${run}`, other = `other-${run}`;
+  await post("/accounts", { user_id: user });
+  await post(`/accounts/${user}/deposits`, { amount: 300 });
+  const onA = follow(wsUrl(orderA, user));
+  const onB = follow(wsUrl(orderB, user));
+  const viaGateway = follow(wsUrl(gateway + "/api", user));
+  const stranger = follow(wsUrl(orderB, other));
+  await Promise.all([onA.opened, onB.opened, viaGateway.opened, stranger.opened]);
+
+  const ids = [];
+  for (let i = 0; i < 6; i++) ids.push((await post("/orders", { user_id: user, amount: 100 })).id);
+  const allFinal = (s) => () => ids.every((id) => s.finals.has(id));
+  await Promise.all([onA.until(allFinal(onA)), onB.until(allFinal(onB)), viaGateway.until(allFinal(viaGateway))]);
+
+  for (const s of [onA, onB, viaGateway]) {
+    const statuses = ids.map((id) => s.finals.get(id).status);
+    assert.equal(statuses.filter((x) => x === "FINISHED").length, 3);
+    assert.equal(statuses.filter((x) => x === "CANCELLED").length, 3);
+  }
+  assert.equal(stranger.finals.size, 0, "another user's socket heard nothing");
+
+  for (const s of [onA, onB, viaGateway, stranger]) s.socket.close(1000);
+  const codes = await Promise.all([onA.closed, onB.closed, viaGateway.closed, stranger.closed]);
+  assert.deepEqual(codes, [1000, 1000, 1000, 1000], "a clean close is answered cleanly");
+});
+
+test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 }, async () => {
+  // The test stack pings after 1 s of silence and drops after three.
+  const user = `idle-${run}`;
+  const alive = follow(wsUrl(orderA, user));
+  await alive.opened;
+
+  // A raw socket that completes the handshake, then never answers a ping.
+  const silent = net.connect(new URL(orderA).port, "127.0.0.1");
+  silent.write(`GET /ws?user_id=${user} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+  const greeting = await new Promise((resolve) => silent.once("data", (d) => resolve(String(d))));
+  assert.match(greeting, /^HTTP\/1.1 101/);
+  silent.on("data", () => {}); // reads pings, never answers
+  const dropped = new Promise((resolve) => silent.on("close", resolve));
+  const started = Date.now();
+  await dropped;
+  const silentFor = Date.now() - started;
+  assert.ok(silentFor >= 2000 && silentFor < 15000, `dropped after ${silentFor} ms`);
+
+  assert.equal(alive.socket.readyState, WebSocket.OPEN, "the answering socket is still open");
+  assert.ok(await metric(orderA, "ws_connections") >= 1);
+  alive.socket.close(1000);
+  await alive.closed;
+});
