@@ -1,0 +1,2 @@
+-- The official image creates the orders database; payments gets its own.
+CREATE DATABASE payments OWNER shop;
