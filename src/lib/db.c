@@ -1,4 +1,5 @@
 #include "lib/db.h"
+#include "lib/file.h"
 #include "lib/log.h"
 
 #include <dirent.h>
@@ -300,6 +301,15 @@ int db_exec_count(db_conn *c, const char *stmt, int nparams, const char *const *
     return rc;
 }
 
+int db_purge(db_conn *c, const char *stmt, int max_age_s, int batch)
+{
+    char age[16], lim[16];
+    snprintf(age, sizeof age, "%d", max_age_s);
+    snprintf(lim, sizeof lim, "%d", batch);
+    const char *params[] = {age, lim};
+    return db_exec_count(c, stmt, 2, params);
+}
+
 int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *params,
                 const int *lengths, const int *formats, PGresult **out)
 {
@@ -352,24 +362,6 @@ static int sql_file(const struct dirent *e)
     return n > 4 && strcmp(e->d_name + n - 4, ".sql") == 0;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&text, &len);
-    char buf[4096];
-    size_t n;
-    while (out && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, out);
-    if (out)
-        fclose(out);
-    fclose(f);
-    return text;
-}
-
 int db_migrate(db_pool *pool, const char *dir)
 {
     struct dirent **files = NULL;
@@ -389,7 +381,7 @@ int db_migrate(db_pool *pool, const char *dir)
     for (int i = 0; rc == 0 && i < nfiles; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, files[i]->d_name);
-        char *sql = read_file(path);
+        char *sql = file_read(path, NULL);
         if (!sql) {
             log_msg(LOG_ERROR, NULL, "cannot read %s", path);
             rc = -DB_FAILED;

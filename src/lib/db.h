@@ -65,6 +65,10 @@ int db_exec_bin(db_conn *conn, const char *stmt, int nparams, const char *const 
 /* Runs a statement and returns how many rows it changed, or -DB_*. */
 int db_exec_count(db_conn *conn, const char *stmt, int nparams, const char *const *params);
 
+/* Runs a purge statement taking ($1 = max age in seconds, $2 = batch
+ * size); returns how many rows it deleted, or -DB_*. */
+int db_purge(db_conn *conn, const char *stmt, int max_age_s, int batch);
+
 /* Runs plain SQL with no parameters (BEGIN, COMMIT, SET ...). */
 int db_exec_sql(db_conn *conn, const char *sql);
 

@@ -1,4 +1,5 @@
 #include "lib/docs.h"
+#include "lib/file.h"
 #include "lib/log.h"
 
 #include <errno.h>
@@ -9,27 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *text = NULL;
-    FILE *out = open_memstream(&text, len);
-    char buf[8192];
-    size_t n;
-    while (out && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, n, out);
-    if (out)
-        fclose(out);
-    fclose(f);
-    return text;
-}
-
 int docs_load(docs *d, const char *spec_path, const char *assets_dir, const char *title)
 {
     memset(d, 0, sizeof *d);
-    d->spec = slurp(spec_path, &d->spec_len);
+    d->spec = file_read(spec_path, &d->spec_len);
     if (!d->spec) {
         int rc = -errno;
         log_msg(LOG_ERROR, NULL, "cannot read the OpenAPI document %s: %s", spec_path,

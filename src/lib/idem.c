@@ -115,9 +115,5 @@ done:
 
 int idem_purge(db_conn *c, int max_age_s, int batch)
 {
-    char age[16], lim[16];
-    snprintf(age, sizeof age, "%d", max_age_s);
-    snprintf(lim, sizeof lim, "%d", batch);
-    const char *params[] = {age, lim};
-    return db_exec_count(c, "idem_purge", 2, params);
+    return db_purge(c, "idem_purge", max_age_s, batch);
 }

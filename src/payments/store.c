@@ -129,9 +129,5 @@ int store_payment_process(db_conn *c, const payment_msg *req, payment_msg *resul
 
 int store_inbox_purge(db_conn *c, int max_age_s, int batch)
 {
-    char age[16], lim[16];
-    snprintf(age, sizeof age, "%d", max_age_s);
-    snprintf(lim, sizeof lim, "%d", batch);
-    const char *params[] = {age, lim};
-    return db_exec_count(c, "inbox_purge", 2, params);
+    return db_purge(c, "inbox_purge", max_age_s, batch);
 }
