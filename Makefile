@@ -36,6 +36,7 @@ CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
+BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
 .PHONY: help build construct tests deps run stop clean rerun start restart fresh test status logs
@@ -50,7 +51,7 @@ help:
 	@echo "make clean    stop, delete var/ (all data)"
 	@echo "make fresh    clean + start                 make status     what is running"
 
-build: $(BINS) $(TESTS)
+build: $(BINS) $(BENCH) $(TESTS)
 
 construct:
 	rm -rf $(BUILD)
@@ -109,6 +110,11 @@ $(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)
+
+$(BUILD)/bin/loadgen: $(call obj,bench/loadgen.c)
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs libcurl) $(LDFLAGS)
 
 $(BUILD)/tests/chaos: $(call obj,$(CHAOS_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)

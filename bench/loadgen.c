@@ -1,0 +1,531 @@
+/* Shop's end-to-end load generator. It creates users with accounts and
+ * deposits, follows each user's orders on a WebSocket through the gateway,
+ * and places orders OPEN-LOOP: order i is due at start + i/rate and its
+ * latency counts from that due time, so a stalled system cannot hide its
+ * queue behind a slow client. Latency ends when the order's final status
+ * (FINISHED or CANCELLED) arrives on the WebSocket.
+ *
+ * Phase 1: a fixed rate (default 1,000/s) -> p50, p99, p99.9 and a
+ *          per-second timeline.
+ * Phase 2: rates stepped up until the rate of final statuses stops
+ *          following the offered rate -> the highest sustained rate.
+ *
+ * One thread: libcurl's multi interface for the POSTs (keep-alive
+ * connections), libwslay for WebSocket framing, and curl_multi_poll waiting
+ * on both. Prints one JSON object on stdout.
+ *
+ * usage: loadgen GATEWAY_URL RUN_ID USERS FIXED_RATE FIXED_SECONDS
+ *                "STEP_RATES" STEP_SECONDS */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <search.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <time.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#define MAX_INFLIGHT 256
+#define MAX_CONNECTIONS 64
+
+typedef struct order_rec {
+    char id[40];
+    double due;      /* scheduled send time */
+    double final_at; /* 0 until the WebSocket says FINISHED or CANCELLED */
+    int status;      /* 0 pending, 201 accepted, else the error status */
+    int phase, step;
+    int user;
+    int amount;
+    bool cancelled;
+} order_rec;
+
+typedef struct ws_client {
+    int fd;
+    wslay_event_context_ptr ctx;
+} ws_client;
+
+typedef struct request {
+    CURL *easy;
+    size_t order; /* index into orders */
+    char *body;
+    size_t len;
+    FILE *out;
+    char payload[160];
+} request;
+
+/* Everything the loop touches: one per process. */
+typedef struct loadgen {
+    const char *gateway;
+    char host[64];
+    int port;
+    const char *run;
+    int users;
+    CURLM *multi;
+    struct curl_slist *headers;
+    request *free_reqs[MAX_INFLIGHT];
+    int nfree;
+    order_rec *orders;
+    size_t norders, cap;
+    struct hsearch_data ids; /* order id -> index + 1 */
+    struct hsearch_data early; /* final statuses seen before the POST answered */
+    ws_client *ws;
+    struct curl_waitfd *waitfds;
+    unsigned seed;
+    size_t finals;
+} loadgen;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+__attribute__((noreturn)) static void die(const char *what)
+{
+    fprintf(stderr, "loadgen: %s\n", what);
+    exit(2);
+}
+
+/* ---- finals from the WebSocket ---- */
+
+static void record_final(loadgen *g, const char *id, bool cancelled, double at)
+{
+    ENTRY q = {.key = (char *)id}, *hit = NULL;
+    if (hsearch_r(q, FIND, &hit, &g->ids) && hit) {
+        order_rec *o = &g->orders[(size_t)hit->data - 1];
+        if (o->final_at == 0) {
+            o->final_at = at;
+            o->cancelled = cancelled;
+            g->finals++;
+        }
+        return;
+    }
+    /* Faster than the POST's answer: keep it for when the id is known. */
+    ENTRY e = {.key = strdup(id), .data = (void *)(intptr_t)(cancelled ? 2 : 1)};
+    double *when = malloc(sizeof *when);
+    *when = at;
+    e.data = when;
+    hsearch_r(e, ENTER, &hit, &g->early);
+    (void)cancelled;
+}
+
+static void on_ws_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    (void)ctx;
+    loadgen *g = user;
+    if (arg->opcode != WSLAY_TEXT_FRAME)
+        return;
+    json_t *j = json_loadb((const char *)arg->msg, arg->msg_length, 0, NULL);
+    const char *id = NULL, *status = NULL;
+    if (j && json_unpack(j, "{s:{s:s, s:s}}", "order", "id", &id, "status", &status) == 0 &&
+        strcmp(status, "NEW") != 0)
+        record_final(g, id, strcmp(status, "CANCELLED") == 0, now_s());
+    json_decref(j);
+}
+
+typedef struct ws_ctx {
+    loadgen *g;
+    int fd;
+} ws_ctx;
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *u)
+{
+    (void)flags;
+    ws_ctx *w = u;
+    ssize_t n = recv(w->fd, buf, len, 0);
+    if (n > 0)
+        return n;
+    wslay_event_set_error(ctx, n < 0 && errno == EAGAIN ? WSLAY_ERR_WOULDBLOCK
+                                                         : WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *d, size_t len, int flags, void *u)
+{
+    (void)flags;
+    ws_ctx *w = u;
+    ssize_t n = send(w->fd, d, len, MSG_NOSIGNAL);
+    if (n >= 0)
+        return n;
+    wslay_event_set_error(ctx, errno == EAGAIN ? WSLAY_ERR_WOULDBLOCK : WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static int ws_mask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *u)
+{
+    (void)ctx, (void)u;
+    return getrandom(buf, len, 0) == (ssize_t)len ? 0 : -1;
+}
+
+static void ws_msg_trampoline(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_msg_recv_arg *arg, void *u)
+{
+    on_ws_msg(ctx, arg, ((ws_ctx *)u)->g);
+}
+
+/* Connects and upgrades; the handshake is blocking (set-up time only). */
+static void ws_open(loadgen *g, int user, ws_client *c)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+    inet_pton(AF_INET, g->host, &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        die("cannot connect the WebSocket");
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /api/ws?user_id=bench-%s-%d HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                     g->run, user, g->host, g->port);
+    if (send(fd, req, (size_t)n, 0) != n)
+        die("cannot send the WebSocket handshake");
+    char resp[1024];
+    size_t got = 0;
+    while (got < sizeof resp - 1 && !strstr(resp, "\r\n\r\n")) {
+        ssize_t r = recv(fd, resp + got, 1, 0); /* byte by byte: no frame is read early */
+        if (r <= 0)
+            die("the WebSocket handshake was cut");
+        got += (size_t)r;
+        resp[got] = '\0';
+    }
+    if (strncmp(resp, "HTTP/1.1 101", 12) != 0)
+        die("the WebSocket upgrade was refused");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    static const struct wslay_event_callbacks cb = {
+        .recv_callback = ws_recv, .send_callback = ws_send, .genmask_callback = ws_mask,
+        .on_msg_recv_callback = ws_msg_trampoline};
+    ws_ctx *w = malloc(sizeof *w);
+    *w = (ws_ctx){g, fd};
+    c->fd = fd;
+    if (wslay_event_context_client_init(&c->ctx, &cb, w) != 0)
+        die("wslay");
+}
+
+/* ---- POSTs through libcurl ---- */
+
+static size_t collect(char *d, size_t s, size_t n, void *u)
+{
+    return fwrite(d, s, n, ((request *)u)->out);
+}
+
+static size_t sync_request(loadgen *g, const char *path, const char *body, long *status)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s%s", g->gateway, path);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, g->headers);
+    FILE *devnull = fopen("/dev/null", "w");
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    fclose(devnull);
+    curl_easy_cleanup(c);
+    return rc == CURLE_OK;
+}
+
+static void start_order(loadgen *g, size_t i)
+{
+    order_rec *o = &g->orders[i];
+    request *r = g->free_reqs[--g->nfree];
+    r->order = i;
+    snprintf(r->payload, sizeof r->payload,
+             "{\"user_id\":\"bench-%s-%d\",\"amount\":%d,\"description\":\"bench\"}", g->run,
+             o->user, o->amount);
+    free(r->body);
+    r->body = NULL;
+    r->out = open_memstream(&r->body, &r->len);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->payload);
+    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    curl_multi_add_handle(g->multi, r->easy);
+}
+
+static void finish_requests(loadgen *g)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(g->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        request *r = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        long status = 0;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+        curl_multi_remove_handle(g->multi, m->easy_handle);
+        fclose(r->out);
+        order_rec *o = &g->orders[r->order];
+        o->status = m->data.result == CURLE_OK ? (int)status : -1;
+        json_t *j = o->status == 201 ? json_loads(r->body, 0, NULL) : NULL;
+        const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;
+        if (id) {
+            snprintf(o->id, sizeof o->id, "%s", id);
+            ENTRY e = {.key = o->id, .data = (void *)(r->order + 1)}, *hit = NULL;
+            hsearch_r(e, ENTER, &hit, &g->ids);
+            ENTRY q = {.key = o->id};
+            if (hsearch_r(q, FIND, &hit, &g->early) && hit && hit->data) {
+                o->final_at = *(double *)hit->data;
+                g->finals++;
+                hit->data = NULL;
+            }
+        } else if (o->status != 201) {
+            fprintf(stderr, "loadgen: POST /orders answered %d: %s\n", o->status,
+                    r->body ? r->body : "");
+        }
+        json_decref(j);
+        g->free_reqs[g->nfree++] = r;
+    }
+}
+
+/* One turn of the loop: waits up to `ms` for sockets, then reads them. */
+static void pump(loadgen *g, int ms)
+{
+    for (int u = 0; u < g->users; u++) {
+        g->waitfds[u].fd = g->ws[u].fd;
+        g->waitfds[u].events = CURL_WAIT_POLLIN;
+        g->waitfds[u].revents = 0;
+    }
+    int running = 0;
+    curl_multi_poll(g->multi, g->waitfds, (unsigned)g->users, ms, NULL);
+    curl_multi_perform(g->multi, &running);
+    finish_requests(g);
+    for (int u = 0; u < g->users; u++) {
+        if (!g->waitfds[u].revents)
+            continue;
+        wslay_event_recv(g->ws[u].ctx);
+        if (wslay_event_want_write(g->ws[u].ctx))
+            wslay_event_send(g->ws[u].ctx);
+    }
+}
+
+/* Places `rate * seconds` orders open-loop; returns the index of the first. */
+static size_t run_rate(loadgen *g, int phase, int step, double rate, double seconds)
+{
+    size_t n = (size_t)(rate * seconds + 0.5), first = g->norders;
+    if (g->norders + n > g->cap)
+        die("more orders than planned");
+    double start = now_s() + 0.05;
+    for (size_t k = 0; k < n; k++) {
+        order_rec *o = &g->orders[first + k];
+        *o = (order_rec){.due = start + (double)k / rate, .phase = phase, .step = step,
+                         .user = (int)((first + k) % (size_t)g->users),
+                         .amount = 1 + (int)(rand_r(&g->seed) % 20)};
+    }
+    g->norders += n;
+    size_t next = first;
+    while (next < first + n) {
+        double now = now_s();
+        while (next < first + n && g->orders[next].due <= now && g->nfree > 0)
+            start_order(g, next++);
+        double wait = next < first + n ? g->orders[next].due - now : 0;
+        pump(g, wait > 0.005 ? 5 : wait > 0 ? (int)(wait * 1000) : 0);
+    }
+    return first;
+}
+
+/* Keeps reading until every accepted order since `first` is final, or
+ * `timeout` seconds pass. */
+static void drain(loadgen *g, size_t first, double timeout)
+{
+    double until = now_s() + timeout;
+    for (;;) {
+        int running = 0;
+        curl_multi_perform(g->multi, &running);
+        bool done = running == 0;
+        for (size_t i = first; done && i < g->norders; i++)
+            if (g->orders[i].status == 0 || (g->orders[i].status == 201 && !g->orders[i].final_at))
+                done = false;
+        if (done || now_s() > until)
+            return;
+        pump(g, 10);
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+/* Latencies (ms) of orders [first, last) that became final. */
+static size_t latencies(loadgen *g, size_t first, size_t last, double *out)
+{
+    size_t n = 0;
+    for (size_t i = first; i < last; i++)
+        if (g->orders[i].final_at)
+            out[n++] = (g->orders[i].final_at - g->orders[i].due) * 1000.0;
+    qsort(out, n, sizeof *out, cmp_double);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 8)
+        die("usage: loadgen GATEWAY_URL RUN_ID USERS FIXED_RATE FIXED_SECONDS \"STEP_RATES\" "
+            "STEP_SECONDS");
+    loadgen g = {.gateway = argv[1], .run = argv[2], .users = atoi(argv[3]), .seed = 42};
+    double fixed_rate = atof(argv[4]), fixed_s = atof(argv[5]), step_s = atof(argv[7]);
+    if (sscanf(g.gateway, "http://%63[^:]:%d", g.host, &g.port) != 2 || g.users < 1)
+        die("GATEWAY_URL must look like http://127.0.0.1:8000, USERS >= 1");
+    double rates[32];
+    int nrates = 0;
+    for (char *save = NULL, *t = strtok_r(argv[6], " ,", &save); t && nrates < 32;
+         t = strtok_r(NULL, " ,", &save))
+        rates[nrates++] = atof(t);
+    double planned = fixed_rate * fixed_s;
+    for (int i = 0; i < nrates; i++)
+        planned += rates[i] * step_s;
+    g.cap = (size_t)planned + 16;
+    g.orders = calloc(g.cap, sizeof *g.orders);
+    if (!g.orders || !hcreate_r(g.cap * 2, &g.ids) || !hcreate_r(g.cap * 2, &g.early))
+        die("out of memory");
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    g.headers = curl_slist_append(NULL, "Content-Type: application/json");
+    g.multi = curl_multi_init();
+    curl_multi_setopt(g.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)MAX_CONNECTIONS);
+    curl_multi_setopt(g.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)MAX_CONNECTIONS);
+    char url[256];
+    snprintf(url, sizeof url, "%s/api/orders", g.gateway);
+    for (int i = 0; i < MAX_INFLIGHT; i++) {
+        request *r = calloc(1, sizeof *r);
+        r->easy = curl_easy_init();
+        curl_easy_setopt(r->easy, CURLOPT_URL, url);
+        curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, g.headers);
+        curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(r->easy, CURLOPT_TCP_NODELAY, 1L);
+        g.free_reqs[g.nfree++] = r;
+    }
+
+    /* Users: funds for about 90% of what they will be asked to pay, so that
+     * some orders fail for lack of funds, as in real life. */
+    long per_user = (long)(planned / g.users * 10.5 * 0.9) + 1;
+    for (int u = 0; u < g.users; u++) {
+        char path[128], body[128];
+        long status = 0;
+        snprintf(body, sizeof body, "{\"user_id\":\"bench-%s-%d\"}", g.run, u);
+        if (!sync_request(&g, "/api/accounts", body, &status) || status != 201)
+            die("cannot create a user's account");
+        snprintf(path, sizeof path, "/api/accounts/bench-%s-%d/deposits", g.run, u);
+        snprintf(body, sizeof body, "{\"amount\":%ld}", per_user);
+        if (!sync_request(&g, path, body, &status) || status != 201)
+            die("cannot deposit");
+    }
+    size_t nusers = g.users > 0 ? (size_t)g.users : 1;
+    g.ws = calloc(nusers, sizeof *g.ws);
+    g.waitfds = calloc(nusers, sizeof *g.waitfds);
+    for (int u = 0; u < g.users; u++)
+        ws_open(&g, u, &g.ws[u]);
+
+    /* Warm-up: consumer groups form, connections open. */
+    size_t warm = g.norders;
+    g.cap += 64;
+    g.orders = realloc(g.orders, g.cap * sizeof *g.orders);
+    run_rate(&g, 0, 0, 20, 1);
+    drain(&g, warm, 30);
+
+    json_t *out = json_object();
+    double *lat = malloc(g.cap * sizeof *lat);
+
+    /* Phase 1: the fixed rate. */
+    size_t first = run_rate(&g, 1, 0, fixed_rate, fixed_s);
+    drain(&g, first, 60);
+    size_t n = latencies(&g, first, g.norders, lat);
+    json_object_set_new(out, "fixed_rate", json_real(fixed_rate));
+    json_object_set_new(out, "fixed_placed", json_integer((json_int_t)(g.norders - first)));
+    json_object_set_new(out, "fixed_final", json_integer((json_int_t)n));
+    json_object_set_new(out, "p50_ms", json_real(pct(lat, n, 0.50)));
+    json_object_set_new(out, "p99_ms", json_real(pct(lat, n, 0.99)));
+    json_object_set_new(out, "p999_ms", json_real(pct(lat, n, 0.999)));
+    json_object_set_new(out, "max_ms", json_real(n ? lat[n - 1] : 0));
+    /* A timeline, second by second of due time. */
+    json_t *timeline = json_array();
+    double t0 = g.orders[first].due;
+    for (int sec = 0; sec < (int)(fixed_s + 0.5); sec++) {
+        size_t a = first, b;
+        while (a < g.norders && g.orders[a].due < t0 + sec)
+            a++;
+        b = a;
+        while (b < g.norders && g.orders[b].due < t0 + sec + 1)
+            b++;
+        size_t k = latencies(&g, a, b, lat);
+        json_array_append_new(timeline, json_pack("{s:i, s:I, s:f, s:f}", "second", sec,
+                                                  "final", (json_int_t)k, "p50_ms",
+                                                  pct(lat, k, 0.5), "p99_ms", pct(lat, k, 0.99)));
+    }
+    json_object_set_new(out, "timeline", timeline);
+
+    /* Phase 2: step the rate up until finals stop following. */
+    json_t *steps = json_array();
+    double best = 0;
+    for (int s = 0; s < nrates; s++) {
+        size_t f = run_rate(&g, 2, s, rates[s], step_s);
+        double window_end = g.orders[g.norders - 1].due + 1.0 / rates[s];
+        drain(&g, f, 30);
+        size_t on_time = 0, final = 0;
+        for (size_t i = f; i < g.norders; i++) {
+            final += g.orders[i].final_at > 0;
+            on_time += g.orders[i].final_at > 0 && g.orders[i].final_at <= window_end + 1.0;
+        }
+        double achieved = (double)on_time / step_s;
+        size_t k = latencies(&g, f, g.norders, lat);
+        bool sustained = achieved >= 0.95 * rates[s];
+        json_array_append_new(steps, json_pack("{s:f, s:f, s:I, s:f, s:f, s:b}", "offered",
+                                               rates[s], "achieved", achieved, "final",
+                                               (json_int_t)final, "p50_ms", pct(lat, k, 0.5),
+                                               "p99_ms", pct(lat, k, 0.99), "sustained",
+                                               sustained));
+        fprintf(stderr, "loadgen: offered %.0f/s, final on time %.0f/s, p99 %.1f ms%s\n",
+                rates[s], achieved, pct(lat, k, 0.99), sustained ? "" : " (not sustained)");
+        if (sustained && achieved > best)
+            best = achieved;
+        if (!sustained)
+            break;
+    }
+    json_object_set_new(out, "steps", steps);
+    json_object_set_new(out, "orders_per_s", json_real(best));
+
+    /* What the client saw; the script checks the databases. */
+    size_t accepted = 0, rejected = 0, final_seen = 0, cancelled = 0;
+    for (size_t i = 0; i < g.norders; i++) {
+        accepted += g.orders[i].status == 201;
+        rejected += g.orders[i].status != 201;
+        final_seen += g.orders[i].final_at > 0;
+        cancelled += g.orders[i].cancelled;
+    }
+    json_object_set_new(out, "orders_total", json_integer((json_int_t)g.norders));
+    json_object_set_new(out, "accepted", json_integer((json_int_t)accepted));
+    json_object_set_new(out, "rejected", json_integer((json_int_t)rejected));
+    json_object_set_new(out, "final_seen", json_integer((json_int_t)final_seen));
+    json_object_set_new(out, "cancelled_seen", json_integer((json_int_t)cancelled));
+    json_object_set_new(out, "users", json_integer(g.users));
+    json_dumpf(out, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+    putchar('\n');
+    json_decref(out);
+    free(lat);
+    return 0;
+}
