@@ -192,7 +192,7 @@ static void ws_open(loadgen *g, int user, ws_client *c)
                      g->run, user, g->host, g->port);
     if (send(fd, req, (size_t)n, 0) != n)
         die("cannot send the WebSocket handshake");
-    char resp[1024];
+    char resp[1024] = "";
     size_t got = 0;
     while (got < sizeof resp - 1 && !strstr(resp, "\r\n\r\n")) {
         ssize_t r = recv(fd, resp + got, 1, 0); /* byte by byte: no frame is read early */
@@ -295,21 +295,29 @@ static void finish_requests(loadgen *g)
 /* One turn of the loop: waits up to `ms` for sockets, then reads them. */
 static void pump(loadgen *g, int ms)
 {
+    unsigned n = 0;
+    int which[g->users];
     for (int u = 0; u < g->users; u++) {
-        g->waitfds[u].fd = g->ws[u].fd;
-        g->waitfds[u].events = CURL_WAIT_POLLIN;
-        g->waitfds[u].revents = 0;
+        if (g->ws[u].fd < 0)
+            continue;
+        g->waitfds[n] = (struct curl_waitfd){.fd = g->ws[u].fd, .events = CURL_WAIT_POLLIN};
+        which[n++] = u;
     }
     int running = 0;
-    curl_multi_poll(g->multi, g->waitfds, (unsigned)g->users, ms, NULL);
+    curl_multi_poll(g->multi, g->waitfds, n, ms, NULL);
     curl_multi_perform(g->multi, &running);
     finish_requests(g);
-    for (int u = 0; u < g->users; u++) {
-        if (!g->waitfds[u].revents)
+    for (unsigned i = 0; i < n; i++) {
+        if (!g->waitfds[i].revents)
             continue;
-        wslay_event_recv(g->ws[u].ctx);
-        if (wslay_event_want_write(g->ws[u].ctx))
-            wslay_event_send(g->ws[u].ctx);
+        ws_client *c = &g->ws[which[i]];
+        if (wslay_event_recv(c->ctx) != 0 ||
+            (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0)) {
+            /* Lost: its user's finals will be missing, and the run says so. */
+            fprintf(stderr, "loadgen: WebSocket of user %d closed\n", which[i]);
+            close(c->fd);
+            c->fd = -1;
+        }
     }
 }
 

@@ -43,25 +43,23 @@ static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
 static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead)
 {
     db_conn *c = NULL;
-    int rc = db_acquire(cs->pool, 1000, &c);
+    consumer_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
+    int rc = verdicts ? db_acquire(cs->pool, 1000, &c) : -DB_FAILED;
     if (rc == 0)
         rc = db_begin(c);
     *dead = 0;
-    if (rc == 0 && cs->cfg.batch_begin)
-        cs->cfg.batch_begin(cs->cfg.app);
+    if (rc == 0)
+        rc = cs->cfg.handle(c, msgs, n, cs->cfg.app, verdicts);
     for (int i = 0; rc == 0 && i < n; i++) {
-        char why[256] = "";
-        rc = cs->cfg.handle(c, msgs[i], cs->cfg.app, why, sizeof why);
-        if (rc == CONSUMER_POISON) {
-            rc = dead_letter(c, msgs[i], why);
+        if (verdicts[i].poison) {
+            rc = dead_letter(c, msgs[i], verdicts[i].why);
             (*dead)++;
         }
     }
-    if (rc == 0 && cs->cfg.batch_end)
-        rc = cs->cfg.batch_end(c, cs->cfg.app);
     if (rc == 0)
         rc = db_commit(c);
     db_release(cs->pool, c);
+    free(verdicts);
     return rc;
 }
 

@@ -24,14 +24,21 @@
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 
-#define CONSUMER_POISON 1
+#include <stdbool.h>
 
 extern const db_stmt consumer_stmts[];
 
-/* Handles one message in the batch's transaction. Returns 0, or
- * CONSUMER_POISON with the reason in `why`, or a negative -DB_* code. */
-typedef int (*consumer_handle_fn)(db_conn *conn, const rd_kafka_message_t *m, void *app,
-                                  char *why, size_t whylen);
+/* What a handler says of one message of its batch. */
+typedef struct consumer_verdict {
+    bool poison;   /* set it aside in dead_letters */
+    char why[256]; /* the reason, when poison */
+} consumer_verdict;
+
+/* Handles msgs[0..n) in the batch's transaction, with as few statements as
+ * it can (set-based SQL over the whole batch). Marks each message it cannot
+ * handle in verdicts[] (zeroed by the caller). Returns 0 or -DB_*. */
+typedef int (*consumer_handle_fn)(db_conn *conn, rd_kafka_message_t *const *msgs, int n,
+                                  void *app, consumer_verdict *verdicts);
 
 typedef struct consumer_config {
     const char *brokers;
@@ -40,9 +47,6 @@ typedef struct consumer_config {
     const char *topic;
     int batch;
     consumer_handle_fn handle;
-    void (*batch_begin)(void *app); /* before a batch's first message; may be NULL */
-    /* Last step inside the batch's transaction; returns 0 or -DB_*. May be NULL. */
-    int (*batch_end)(db_conn *conn, void *app);
     void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
     void *app;
 } consumer_config;

@@ -319,6 +319,39 @@ int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *pa
     return finish(c, r, stmt, out);
 }
 
+void db_array_begin(db_array *a)
+{
+    *a = (db_array){0};
+    a->out = open_memstream(&a->text, &a->len);
+    fputc('{', a->out);
+}
+
+void db_array_add(db_array *a, const char *element)
+{
+    fputs(a->n++ ? ",\"" : "\"", a->out);
+    for (const char *p = element; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fputc('\\', a->out);
+        fputc(*p, a->out);
+    }
+    fputc('"', a->out);
+}
+
+void db_array_end(db_array *a)
+{
+    fputc('}', a->out);
+    fclose(a->out);
+    a->out = NULL;
+}
+
+void db_array_free(db_array *a)
+{
+    if (a->out)
+        fclose(a->out);
+    free(a->text);
+    *a = (db_array){0};
+}
+
 int db_exec_sql(db_conn *c, const char *sql)
 {
     return finish(c, PQexec(c->pg, sql), sql, NULL);

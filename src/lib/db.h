@@ -6,6 +6,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 /* Error codes (negated on return), above errno's range. */
 enum {
@@ -68,6 +69,23 @@ int db_exec_count(db_conn *conn, const char *stmt, int nparams, const char *cons
 /* Runs a purge statement taking ($1 = max age in seconds, $2 = batch
  * size); returns how many rows it deleted, or -DB_*. */
 int db_purge(db_conn *conn, const char *stmt, int max_age_s, int batch);
+
+/* A text literal of a PostgreSQL array, "{...}", built element by element:
+ * libpq has no array builder. Elements are quoted and escaped, so any text
+ * goes in. */
+typedef struct db_array {
+    char *text;
+    size_t len;
+    FILE *out;
+    int n;
+} db_array;
+
+void db_array_begin(db_array *a);
+void db_array_add(db_array *a, const char *element);
+/* Finishes the literal; a->text is then NUL-terminated (free with
+ * db_array_free). */
+void db_array_end(db_array *a);
+void db_array_free(db_array *a);
 
 /* Runs plain SQL with no parameters (BEGIN, COMMIT, SET ...). */
 int db_exec_sql(db_conn *conn, const char *sql);

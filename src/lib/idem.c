@@ -82,7 +82,9 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void 
         return;
     }
     int rc = db_acquire(pool, 1000, &c);
-    if (rc == 0)
+    /* Without a key the work is one statement, atomic by itself: no
+     * BEGIN/COMMIT round trips. */
+    if (rc == 0 && key)
         rc = db_begin(c);
     if (rc == 0 && key) {
         fp = fingerprint(req);
@@ -103,7 +105,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void 
         const char *params[] = {key, status, stored};
         rc = stored ? db_exec(c, "idem_save", 3, params, NULL) : -DB_FAILED;
     }
-    if (rc == 0)
+    if (rc == 0 && key)
         rc = db_commit(c);
     if (rc < 0)
         svc_db_error(res, rc);

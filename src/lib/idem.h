@@ -13,9 +13,11 @@
 /* Statements to give db_pool_new. */
 extern const db_stmt idem_stmts[];
 
-/* Does the request's work inside one transaction. Fills `res` and returns 0
- * to commit, including for a 4xx answer that wrote nothing; returns a
- * negative -DB_* code to roll back (the runner answers 503 or 500). */
+/* Does the request's work: inside the key's transaction when the request
+ * has a key, else in autocommit, so the work must change the database with
+ * ONE statement. Fills `res` and returns 0 to commit, including for a 4xx
+ * answer that wrote nothing; returns a negative -DB_* code to roll back
+ * (the runner answers 503 or 500). */
 typedef int (*idem_work)(db_conn *conn, http_req *req, http_res *res, void *arg);
 
 /* Runs `work` under the request's Idempotency-Key header, if it has one.

@@ -26,7 +26,9 @@ static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
     rd_kafka_conf_set_log_cb(conf, on_log);
     if (set(conf, "bootstrap.servers", brokers) && set(conf, "client.id", client_id) &&
         /* A lost broker is retried quickly: the dev broker restarts in ms. */
-        set(conf, "reconnect.backoff.ms", "50") && set(conf, "reconnect.backoff.max.ms", "1000"))
+        set(conf, "reconnect.backoff.ms", "50") && set(conf, "reconnect.backoff.max.ms", "1000") &&
+        /* Small messages must not wait for Nagle and delayed ACKs (~40 ms). */
+        set(conf, "socket.nagle.disable", "true"))
         return conf;
     rd_kafka_conf_destroy(conf);
     return NULL;

@@ -12,6 +12,9 @@
 
 const db_stmt outbox_stmts[] = {
     {"outbox_add", "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)"},
+    {"outbox_add_many", "INSERT INTO outbox (topic, key, payload)"
+                        " SELECT $1, k, p FROM unnest($2::text[], $3::text[])"
+                        " WITH ORDINALITY AS m(k, p, n) ORDER BY n"},
     {"outbox_claim", "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1"
                      " FOR UPDATE SKIP LOCKED"},
     {"outbox_delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
@@ -34,6 +37,22 @@ int outbox_add(db_conn *c, const char *topic, const char *key, const char *paylo
 {
     const char *params[] = {topic, key, payload};
     return db_exec(c, "outbox_add", 3, params, NULL);
+}
+
+int outbox_add_many(db_conn *c, const char *topic, const char *const *keys,
+                    const char *const *payloads, int n)
+{
+    db_array k, p;
+    db_array_begin(&k), db_array_begin(&p);
+    for (int i = 0; i < n; i++) {
+        db_array_add(&k, keys[i]);
+        db_array_add(&p, payloads[i]);
+    }
+    db_array_end(&k), db_array_end(&p);
+    const char *params[] = {topic, k.text, p.text};
+    int rc = n ? db_exec(c, "outbox_add_many", 3, params, NULL) : 0;
+    db_array_free(&k), db_array_free(&p);
+    return rc;
 }
 
 /* Delivery outcome of one row: 0 waiting, 1 acknowledged, -1 failed. */

@@ -20,6 +20,10 @@ extern const db_stmt outbox_stmts[];
 /* Queues a message inside the caller's transaction. Returns 0 or -DB_*. */
 int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload);
 
+/* Queues n messages to one topic, in this order, in one statement. */
+int outbox_add_many(db_conn *conn, const char *topic, const char *const *keys,
+                    const char *const *payloads, int n);
+
 typedef struct outbox_relay outbox_relay;
 
 typedef struct outbox_relay_config {

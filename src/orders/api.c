@@ -34,17 +34,18 @@ static int create_order_tx(db_conn *c, http_req *req, http_res *res, void *arg)
 {
     create_args *a = arg;
     (void)req;
-    order o;
+    order o = {.amount = a->amount}, stored;
+    order_new_id(o.id);
+    snprintf(o.user_id, sizeof o.user_id, "%s", a->user_id);
+    snprintf(o.description, sizeof o.description, "%s", a->description);
     payment_msg request;
-    int rc = store_order_create(c, a->user_id, a->amount, a->description, a->redrive_ms, &o);
-    if (rc < 0)
-        return rc;
     order_payment_request(&o, &request);
     char *payload = msg_encode(&request);
-    rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, o.user_id, payload) : -DB_FAILED;
+    int rc = payload ? store_order_create(c, &o, MSG_TOPIC_REQUESTS, payload, a->redrive_ms, &stored)
+                     : -DB_FAILED;
     free(payload);
     if (rc == 0)
-        http_json(res, 201, order_json(&o));
+        http_json(res, 201, order_json(&stored));
     return rc;
 }
 

@@ -35,11 +35,9 @@ json_t *order_json(const order *o);
 bool orders_ready(void *app, json_t *checks);
 void orders_metrics(void *app, FILE *out);
 
-/* The payment.results consumer's handler (consumer_handle_fn). */
-int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *app, char *why,
-                         size_t whylen);
-void orders_batch_begin(void *app);
-int orders_batch_end(db_conn *c, void *app);
+/* The payment.results consumer's batch handler (consumer_handle_fn). */
+int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *app,
+                          consumer_verdict *verdicts);
 
 /* Publishes the payment request of NEW orders whose re-drive is due
  * (a ticker). */

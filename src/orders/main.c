@@ -66,9 +66,7 @@ int main(void)
         goto done;
     consumer_config results = {.brokers = brokers, .group = "orders", .client_id = "orders",
                                .topic = MSG_TOPIC_RESULTS, .batch = (int)consumer_batch,
-                               .handle = orders_handle_result,
-                               .batch_begin = orders_batch_begin,
-                               .batch_end = orders_batch_end, .app = &app};
+                               .handle = orders_handle_results, .app = &app};
     if (!(app.hub = ws_hub_start((int)ws_queue, (int)ws_ping_ms)) ||
         !(app.live = live_start(db_url, app.hub)))
         goto done;

@@ -1,6 +1,8 @@
 #include "orders/order.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
 #include <string.h>
 
 bool order_description_valid(const char *s, size_t len)
@@ -11,6 +13,18 @@ bool order_description_valid(const char *s, size_t len)
     for (const char *p = s; *p; p++)
         chars += ((unsigned char)*p & 0xC0) != 0x80; /* count UTF-8 lead bytes */
     return chars <= ORDER_DESCRIPTION_MAX;
+}
+
+void order_new_id(char *out)
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        abort(); /* the kernel's random source does not fail once booted */
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    sprintf(out, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+            b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+            b[15]);
 }
 
 void order_final_status(const payment_msg *result, const char **status, const char **reason)

@@ -27,6 +27,9 @@ typedef struct order {
  * shows), at most ORDER_DESCRIPTION_MAX characters of UTF-8. */
 bool order_description_valid(const char *s, size_t len);
 
+/* A new order id: a random (version 4) UUID. `out` has room for 37. */
+void order_new_id(char *out);
+
 /* The status and reason a payment result moves a NEW order to. */
 void order_final_status(const payment_msg *result, const char **status, const char **reason);
 

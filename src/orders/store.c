@@ -11,15 +11,21 @@
     TS("updated_at") ", seq"
 
 const db_stmt orders_stmts[] = {
+    /* The order and its payment request in one statement: atomic without
+     * an explicit transaction, one round trip. */
     {"order_create",
-     "INSERT INTO orders (user_id, amount, description, next_redrive_at)"
-     " VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8 / 1000))"
-     " RETURNING " ORDER_COLS},
+     "WITH o AS (INSERT INTO orders (id, user_id, amount, description, next_redrive_at)"
+     "           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8 / 1000))"
+     "           RETURNING *),"
+     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $6, user_id, $7 FROM o)"
+     " SELECT " ORDER_COLS " FROM o"},
     {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = $1"},
     {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
                    " AND ($2::bigint = 0 OR seq < $2) ORDER BY seq DESC LIMIT $3"},
-    {"order_finish", "UPDATE orders SET status = $2, reason = nullif($3, ''), updated_at = now()"
-                     " WHERE id = $1 AND status = 'NEW' RETURNING " ORDER_COLS},
+    {"orders_finish",
+     "UPDATE orders o SET status = r.status, reason = nullif(r.reason, ''), updated_at = now()"
+     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, status, reason)"
+     " WHERE o.id = r.id AND o.status = 'NEW' RETURNING o.id, o.user_id, o.status"},
     {"redrive_claim",
      "UPDATE orders SET redrive_count = redrive_count + 1,"
      " next_redrive_at = now() + make_interval(secs =>"
@@ -68,14 +74,14 @@ static int run_one(db_conn *c, const char *stmt, int n, const char *const *param
     return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
 }
 
-int store_order_create(db_conn *c, const char *user_id, int64_t amount, const char *description,
+int store_order_create(db_conn *c, const order *o, const char *topic, const char *payload,
                        int redrive_ms, order *out)
 {
     char amt[24], after[16];
-    snprintf(amt, sizeof amt, "%" PRId64, amount);
+    snprintf(amt, sizeof amt, "%" PRId64, o->amount);
     snprintf(after, sizeof after, "%d", redrive_ms);
-    const char *params[] = {user_id, amt, description, after};
-    return run_one(c, "order_create", 4, params, out);
+    const char *params[] = {o->id, o->user_id, amt, o->description, after, topic, payload};
+    return run_one(c, "order_create", 7, params, out);
 }
 
 int store_order_get(db_conn *c, const char *id, order *out)
@@ -93,11 +99,11 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
     return run(c, "order_list", 3, params, out, limit);
 }
 
-int store_order_finish(db_conn *c, const char *id, const char *status, const char *reason,
-                       order *out)
+int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
+                        PGresult **changed)
 {
-    const char *params[] = {id, status, reason};
-    return run_one(c, "order_finish", 3, params, out);
+    const char *params[] = {ids, statuses, reasons};
+    return db_exec(c, "orders_finish", 3, params, changed);
 }
 
 int store_orders_by_ids(db_conn *c, const char *ids, order *out, int max)

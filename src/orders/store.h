@@ -8,9 +8,11 @@
 
 extern const db_stmt orders_stmts[];
 
-/* Inserts a NEW order whose first re-drive is due after `redrive_ms`.
- * Returns 0 with the stored order, or -DB_*. */
-int store_order_create(db_conn *c, const char *user_id, int64_t amount, const char *description,
+/* Inserts the NEW order `o` (id, user_id, amount, description) and, in
+ * the same statement, its message `payload` into the outbox for `topic`;
+ * its first re-drive is due after `redrive_ms`. Returns 0 with the stored
+ * order, or -DB_*. */
+int store_order_create(db_conn *c, const order *o, const char *topic, const char *payload,
                        int redrive_ms, order *out);
 
 /* Returns 0, -ENOENT, or -DB_*. */
@@ -21,11 +23,12 @@ int store_order_get(db_conn *c, const char *id, order *out);
  * out[0..limit)), or -DB_*. */
 int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out);
 
-/* Moves the order from NEW to `status` with `reason` ("" for none).
- * Returns 0 with the updated order, -ENOENT when it is unknown or no longer
- * NEW (a replay: nothing changes), or -DB_*. */
-int store_order_finish(db_conn *c, const char *id, const char *status, const char *reason,
-                       order *out);
+/* Moves each order of `ids` from NEW to its status and reason (three
+ * array literals of equal length). Orders no longer NEW, or unknown, do
+ * not change (a replay). Returns 0 with the changed orders (id, user_id,
+ * status; caller PQclear()s), or -DB_*. */
+int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
+                        PGresult **changed);
 
 /* Claims up to `limit` NEW orders whose re-drive is due and schedules
  * their next one with exponential back-off (after_ms * 2^n, at most

@@ -11,46 +11,60 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define REDRIVE_BATCH 100
 
-int orders_handle_result(db_conn *c, const rd_kafka_message_t *m, void *arg, char *why,
-                         size_t whylen)
+int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
+                          consumer_verdict *verdicts)
 {
     orders_app *app = arg;
-    payment_msg result;
-    if (msg_decode(m->payload, m->len, &result, why, whylen) < 0)
-        return CONSUMER_POISON;
-    if (result.type == MSG_PAYMENT_REQUESTED) {
-        snprintf(why, whylen, "payment.requested does not belong on %s", MSG_TOPIC_RESULTS);
-        return CONSUMER_POISON;
+    db_array ids, statuses, reasons;
+    PGresult *changed = NULL;
+    db_array_begin(&ids), db_array_begin(&statuses), db_array_begin(&reasons);
+    for (int i = 0; i < n; i++) {
+        consumer_verdict *v = &verdicts[i];
+        payment_msg result;
+        if (msg_decode(msgs[i]->payload, msgs[i]->len, &result, v->why, sizeof v->why) < 0) {
+            v->poison = true;
+        } else if (result.type == MSG_PAYMENT_REQUESTED) {
+            snprintf(v->why, sizeof v->why, "payment.requested does not belong on %s",
+                     MSG_TOPIC_RESULTS);
+            v->poison = true;
+        } else {
+            const char *status, *reason;
+            order_final_status(&result, &status, &reason);
+            db_array_add(&ids, result.order_id);
+            db_array_add(&statuses, status);
+            db_array_add(&reasons, reason);
+        }
     }
-    const char *status, *reason;
-    order_final_status(&result, &status, &reason);
-    order o;
-    int rc = store_order_finish(c, result.order_id, status, reason, &o);
-    if (rc == -ENOENT) { /* a replay, or not ours: nothing changes */
-        atomic_fetch_add(&app->ignored_results, 1);
-        return 0;
+    db_array_end(&ids), db_array_end(&statuses), db_array_end(&reasons);
+    int rc = 0, valid = ids.n;
+    if (valid)
+        rc = store_orders_finish(c, ids.text, statuses.text, reasons.text, &changed);
+    if (rc == 0 && changed) {
+        /* Everyone following these users hears of it once this commits. */
+        live_batch_reset(&app->changed);
+        uint64_t finished = 0, cancelled = 0;
+        for (int i = 0; i < PQntuples(changed); i++) {
+            live_batch_add(&app->changed, PQgetvalue(changed, i, 0), PQgetvalue(changed, i, 1));
+            if (strcmp(PQgetvalue(changed, i, 2), "FINISHED") == 0)
+                finished++;
+            else
+                cancelled++;
+        }
+        rc = live_batch_flush(&app->changed, c);
+        if (rc == 0) {
+            atomic_fetch_add(&app->finished, finished);
+            atomic_fetch_add(&app->cancelled, cancelled);
+            /* Replays, or results for orders that are not ours. */
+            atomic_fetch_add(&app->ignored_results, (uint64_t)(valid - PQntuples(changed)));
+        }
     }
-    if (rc == 0) {
-        atomic_fetch_add(result.type == MSG_PAYMENT_COMPLETED ? &app->finished : &app->cancelled,
-                         1);
-        live_batch_add(&app->changed, o.id, o.user_id);
-    }
+    PQclear(changed);
+    db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
     return rc;
-}
-
-void orders_batch_begin(void *arg)
-{
-    orders_app *app = arg;
-    live_batch_reset(&app->changed);
-}
-
-int orders_batch_end(db_conn *c, void *arg)
-{
-    orders_app *app = arg;
-    return live_batch_flush(&app->changed, c);
 }
 
 void orders_redrive(void *arg)

@@ -28,9 +28,9 @@ extern const size_t payments_nroutes;
 bool payments_ready(void *app, json_t *checks);
 void payments_metrics(void *app, FILE *out);
 
-/* The payment.requests consumer's handler (consumer_handle_fn). */
-int payments_handle_request(db_conn *c, const rd_kafka_message_t *m, void *app, char *why,
-                            size_t whylen);
+/* The payment.requests consumer's batch handler (consumer_handle_fn). */
+int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *app,
+                             consumer_verdict *verdicts);
 
 /* Wakes the relay after a consumer batch committed. */
 void payments_after_commit(void *app);

@@ -60,7 +60,7 @@ int main(void)
         goto done;
     consumer_config requests = {.brokers = brokers, .group = "payments", .client_id = "payments",
                                 .topic = MSG_TOPIC_REQUESTS, .batch = (int)consumer_batch,
-                                .handle = payments_handle_request,
+                                .handle = payments_handle_requests,
                                 .after_commit = payments_after_commit, .app = &app};
     if (!(app.requests = consumer_start(app.db, &requests)))
         goto done;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define ACCOUNT_COLS "user_id, balance, " TS("created_at") ", " TS("updated_at")
@@ -24,21 +25,14 @@ const db_stmt payments_stmts[] = {
      "     l AS (INSERT INTO ledger (user_id, kind, amount)"
      "           SELECT user_id, 'deposit', $2 FROM a)"
      " SELECT " ACCOUNT_COLS " FROM a"},
-    {"inbox_claim", "INSERT INTO inbox (order_id, user_id, amount) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (order_id) DO NOTHING RETURNING 1"},
-    {"inbox_get", "SELECT outcome, coalesce(reason, ''), user_id, amount FROM inbox"
-                  " WHERE order_id = $1"},
-    {"inbox_decide", "UPDATE inbox SET outcome = $2, reason = nullif($3, '') WHERE order_id = $1"},
+    {"payment_batch", "SELECT order_id, replayed, debited, has_account, coalesce(outcome, ''),"
+                      " coalesce(reason, ''), user_id, amount"
+                      " FROM payment_batch($1::uuid[], $2::text[], $3::bigint[])"},
+    {"inbox_decide", "UPDATE inbox i SET outcome = d.outcome, reason = nullif(d.reason, '')"
+                     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(order_id, outcome, reason)"
+                     " WHERE i.order_id = d.order_id"},
     {"inbox_purge", "DELETE FROM inbox WHERE order_id IN (SELECT order_id FROM inbox"
                     " WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"},
-    /* The row lock of the UPDATE serialises concurrent debits of one
-     * account, and its condition is re-checked after the wait. */
-    {"payment_debit",
-     "WITH a AS (UPDATE accounts SET balance = balance - $2, updated_at = now()"
-     "           WHERE user_id = $1 AND balance >= $2 RETURNING user_id),"
-     "     l AS (INSERT INTO ledger (user_id, kind, amount, order_id)"
-     "           SELECT user_id, 'debit', $2, $3 FROM a)"
-     " SELECT EXISTS (SELECT 1 FROM a), EXISTS (SELECT 1 FROM accounts WHERE user_id = $1)"},
     {NULL, NULL},
 };
 
@@ -88,43 +82,78 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
     return rc;
 }
 
-int store_payment_process(db_conn *c, const payment_msg *req, payment_msg *result, bool *replayed)
+/* The first message of the batch with the same order id, or i itself. */
+static int first_of(const payment_msg *reqs, int i)
 {
-    char amount[24];
-    snprintf(amount, sizeof amount, "%" PRId64, req->amount);
-    const char *claim[] = {req->order_id, req->user_id, amount};
+    for (int j = 0; j < i; j++)
+        if (strcasecmp(reqs[j].order_id, reqs[i].order_id) == 0)
+            return j;
+    return i;
+}
+
+int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
+                        bool *replayed)
+{
+    db_array orders, users, amounts, d_orders, d_outcomes, d_reasons;
     PGresult *r = NULL;
-    int rc = db_exec(c, "inbox_claim", 3, claim, &r);
-    if (rc < 0)
-        return rc;
-    *replayed = PQntuples(r) == 0;
-    PQclear(r);
-
-    if (*replayed) {
-        const char *key[] = {req->order_id};
-        if ((rc = db_exec(c, "inbox_get", 1, key, &r)) < 0)
-            return rc;
-        *result = *req;
-        result->type = strcmp(PQgetvalue(r, 0, 0), "completed") == 0 ? MSG_PAYMENT_COMPLETED
-                                                                       : MSG_PAYMENT_FAILED;
-        snprintf(result->reason, sizeof result->reason, "%s", PQgetvalue(r, 0, 1));
-        snprintf(result->user_id, sizeof result->user_id, "%s", PQgetvalue(r, 0, 2));
-        result->amount = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-        PQclear(r);
-        return 0;
+    int *row = calloc((size_t)n, sizeof *row), rc = 0;
+    db_array_begin(&orders), db_array_begin(&users), db_array_begin(&amounts);
+    db_array_begin(&d_orders), db_array_begin(&d_outcomes), db_array_begin(&d_reasons);
+    if (!row) {
+        rc = -DB_FAILED;
+        goto done;
     }
-
-    const char *debit[] = {req->user_id, amount, req->order_id};
-    if ((rc = db_exec(c, "payment_debit", 3, debit, &r)) < 0)
-        return rc;
-    bool debited = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-    bool has_account = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    /* A duplicate inside the batch is answered like the first one. */
+    for (int i = 0; i < n; i++) {
+        if (first_of(reqs, i) != i)
+            continue;
+        char amount[24];
+        snprintf(amount, sizeof amount, "%" PRId64, reqs[i].amount);
+        row[i] = orders.n;
+        db_array_add(&orders, reqs[i].order_id);
+        db_array_add(&users, reqs[i].user_id);
+        db_array_add(&amounts, amount);
+    }
+    db_array_end(&orders), db_array_end(&users), db_array_end(&amounts);
+    const char *params[] = {orders.text, users.text, amounts.text};
+    if ((rc = db_exec(c, "payment_batch", 3, params, &r)) < 0)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        int first = first_of(reqs, i), k = row[first];
+        if (first != i) {
+            results[i] = results[first];
+            replayed[i] = true;
+            continue;
+        }
+        replayed[i] = strcmp(PQgetvalue(r, k, 1), "t") == 0;
+        if (replayed[i]) {
+            results[i] = reqs[i];
+            results[i].type = strcmp(PQgetvalue(r, k, 4), "completed") == 0
+                                  ? MSG_PAYMENT_COMPLETED
+                                  : MSG_PAYMENT_FAILED;
+            snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, k, 5));
+            snprintf(results[i].user_id, sizeof results[i].user_id, "%s", PQgetvalue(r, k, 6));
+            results[i].amount = strtoll(PQgetvalue(r, k, 7), NULL, 10);
+            continue;
+        }
+        payment_decide(&reqs[i], strcmp(PQgetvalue(r, k, 2), "t") == 0,
+                       strcmp(PQgetvalue(r, k, 3), "t") == 0, &results[i]);
+        db_array_add(&d_orders, reqs[i].order_id);
+        db_array_add(&d_outcomes,
+                     results[i].type == MSG_PAYMENT_COMPLETED ? "completed" : "failed");
+        db_array_add(&d_reasons, results[i].reason);
+    }
+    db_array_end(&d_orders), db_array_end(&d_outcomes), db_array_end(&d_reasons);
+    if (d_orders.n) {
+        const char *decide[] = {d_orders.text, d_outcomes.text, d_reasons.text};
+        rc = db_exec(c, "inbox_decide", 3, decide, NULL);
+    }
+done:
     PQclear(r);
-    payment_decide(req, debited, has_account, result);
-    const char *decide[] = {req->order_id,
-                            result->type == MSG_PAYMENT_COMPLETED ? "completed" : "failed",
-                            result->reason};
-    return db_exec(c, "inbox_decide", 3, decide, NULL);
+    free(row);
+    db_array_free(&orders), db_array_free(&users), db_array_free(&amounts);
+    db_array_free(&d_orders), db_array_free(&d_outcomes), db_array_free(&d_reasons);
+    return rc;
 }
 
 int store_inbox_purge(db_conn *c, int max_age_s, int batch)

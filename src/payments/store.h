@@ -24,15 +24,16 @@ int store_account_get(db_conn *c, const char *user_id, account *out);
  * balance would overflow), or -DB_*. */
 int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out);
 
-/* Handles one payment.requested exactly once: records it in the inbox
- * (unique on the order id), debits the account with a conditional UPDATE
- * when the funds suffice (never a read-then-write: two concurrent requests
- * cannot both pass), writes the debit to the ledger, and records the
- * outcome, all in the caller's transaction. A request for an order already
- * decided changes nothing and returns the recorded outcome, with
- * *replayed set, so that the caller publishes it again.
- * Returns 0 with `result` filled, or -DB_*. */
-int store_payment_process(db_conn *c, const payment_msg *req, payment_msg *result, bool *replayed);
+/* Handles a batch of payment.requested exactly once, in the caller's
+ * transaction and in message order: records each in the inbox (unique on
+ * the order id), debits the account with a conditional UPDATE when the
+ * funds suffice (never a read-then-write: two concurrent requests cannot
+ * both pass), writes the debit to the ledger, and records the outcome. A
+ * request for an order already decided (before, or earlier in the batch)
+ * changes nothing: results[i] is the recorded outcome and replayed[i] is
+ * set, so that the caller publishes it again. Returns 0 or -DB_*. */
+int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
+                        bool *replayed);
 
 /* Deletes up to `batch` inbox rows older than `max_age_s`; returns how
  * many, or -DB_*. */

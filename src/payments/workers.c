@@ -10,34 +10,53 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-int payments_handle_request(db_conn *c, const rd_kafka_message_t *m, void *arg, char *why,
-                            size_t whylen)
+int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
+                             consumer_verdict *verdicts)
 {
     payments_app *app = arg;
-    payment_msg req, result;
-    bool replayed = false;
-    if (msg_decode(m->payload, m->len, &req, why, whylen) < 0)
-        return CONSUMER_POISON;
-    if (req.type != MSG_PAYMENT_REQUESTED) {
-        snprintf(why, whylen, "%s does not belong on %s", msg_type_name(req.type),
-                 MSG_TOPIC_REQUESTS);
-        return CONSUMER_POISON;
+    payment_msg *reqs = calloc((size_t)n, sizeof *reqs), *results = calloc((size_t)n, sizeof *results);
+    bool *replayed = calloc((size_t)n, sizeof *replayed);
+    char **payloads = calloc((size_t)n, sizeof *payloads);
+    const char **keys = calloc((size_t)n, sizeof *keys);
+    int valid = 0, rc = -DB_FAILED;
+    if (!reqs || !results || !replayed || !payloads || !keys)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        consumer_verdict *v = &verdicts[i];
+        if (msg_decode(msgs[i]->payload, msgs[i]->len, &reqs[valid], v->why, sizeof v->why) < 0)
+            v->poison = true;
+        else if (reqs[valid].type != MSG_PAYMENT_REQUESTED) {
+            snprintf(v->why, sizeof v->why, "%s does not belong on %s",
+                     msg_type_name(reqs[valid].type), MSG_TOPIC_REQUESTS);
+            v->poison = true;
+        } else
+            valid++;
     }
-    int rc = store_payment_process(c, &req, &result, &replayed);
-    if (rc < 0)
-        return rc;
+    if ((rc = store_payment_batch(c, reqs, valid, results, replayed)) < 0)
+        goto done;
     /* Published again for a replay: the first result may have been lost. */
-    char *payload = msg_encode(&result);
-    rc = payload ? outbox_add(c, MSG_TOPIC_RESULTS, result.order_id, payload) : -DB_FAILED;
-    free(payload);
-    if (rc == 0) {
-        if (replayed)
-            atomic_fetch_add(&app->replayed, 1);
-        else if (result.type == MSG_PAYMENT_COMPLETED)
-            atomic_fetch_add(&app->completed, 1);
-        else
-            atomic_fetch_add(&app->failed, 1);
+    uint64_t completed = 0, failed = 0, again = 0;
+    for (int i = 0; i < valid; i++) {
+        payloads[i] = msg_encode(&results[i]);
+        keys[i] = results[i].order_id;
+        if (!payloads[i]) {
+            rc = -DB_FAILED;
+            goto done;
+        }
+        again += replayed[i];
+        completed += !replayed[i] && results[i].type == MSG_PAYMENT_COMPLETED;
+        failed += !replayed[i] && results[i].type == MSG_PAYMENT_FAILED;
     }
+    rc = outbox_add_many(c, MSG_TOPIC_RESULTS, keys, (const char *const *)payloads, valid);
+    if (rc == 0) {
+        atomic_fetch_add(&app->completed, completed);
+        atomic_fetch_add(&app->failed, failed);
+        atomic_fetch_add(&app->replayed, again);
+    }
+done:
+    for (int i = 0; payloads && i < valid; i++)
+        free(payloads[i]);
+    free(reqs), free(results), free(replayed), free(payloads), free(keys);
     return rc;
 }
 
