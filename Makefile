@@ -39,7 +39,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status logs
+.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status bench
 .DEFAULT_GOAL := help
 
 help:
@@ -50,6 +50,7 @@ help:
 	@echo "make rerun    stop + run                    make restart    stop + start"
 	@echo "make clean    stop, delete var/ (all data)"
 	@echo "make fresh    clean + start                 make status     what is running"
+	@echo "make bench    benchmark: orders/s and latency vs pgbench on the same cluster"
 
 build: $(BINS) $(BENCH) $(TESTS)
 
@@ -85,6 +86,11 @@ fresh: clean start
 
 test:
 	@scripts/test.sh
+
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory build
+	@scripts/bench.sh
 
 $(BUILD)/bin/payments: $(call obj,src/payments/main.c $(PAYMENTS_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)

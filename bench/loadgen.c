@@ -321,6 +321,22 @@ static void pump(loadgen *g, int ms)
     }
 }
 
+/* Tops every user up with about 90% of what `orders` orders (spread over
+ * all users, 10.5 on average) will ask, so that the end of each phase sees
+ * some orders fail for lack of funds, as in real life. */
+static void fund(loadgen *g, double orders)
+{
+    long each = (long)(orders / g->users * 10.5 * 0.9);
+    for (int u = 0; each > 0 && u < g->users; u++) {
+        char path[128], body[64];
+        long status = 0;
+        snprintf(path, sizeof path, "/api/accounts/bench-%s-%d/deposits", g->run, u);
+        snprintf(body, sizeof body, "{\"amount\":%ld}", each);
+        if (!sync_request(g, path, body, &status) || status != 201)
+            die("cannot deposit");
+    }
+}
+
 /* Places `rate * seconds` orders open-loop; returns the index of the first. */
 static size_t run_rate(loadgen *g, int phase, int step, double rate, double seconds)
 {
@@ -403,7 +419,7 @@ int main(int argc, char **argv)
     for (char *save = NULL, *t = strtok_r(argv[6], " ,", &save); t && nrates < 32;
          t = strtok_r(NULL, " ,", &save))
         rates[nrates++] = atof(t);
-    double planned = fixed_rate * fixed_s;
+    double planned = fixed_rate * fixed_s + 40;
     for (int i = 0; i < nrates; i++)
         planned += rates[i] * step_s;
     g.cap = (size_t)planned + 16;
@@ -429,20 +445,14 @@ int main(int argc, char **argv)
         g.free_reqs[g.nfree++] = r;
     }
 
-    /* Users: funds for about 90% of what they will be asked to pay, so that
-     * some orders fail for lack of funds, as in real life. */
-    long per_user = (long)(planned / g.users * 10.5 * 0.9) + 1;
     for (int u = 0; u < g.users; u++) {
-        char path[128], body[128];
+        char body[128];
         long status = 0;
         snprintf(body, sizeof body, "{\"user_id\":\"bench-%s-%d\"}", g.run, u);
         if (!sync_request(&g, "/api/accounts", body, &status) || status != 201)
             die("cannot create a user's account");
-        snprintf(path, sizeof path, "/api/accounts/bench-%s-%d/deposits", g.run, u);
-        snprintf(body, sizeof body, "{\"amount\":%ld}", per_user);
-        if (!sync_request(&g, path, body, &status) || status != 201)
-            die("cannot deposit");
     }
+    fund(&g, 40);
     size_t nusers = g.users > 0 ? (size_t)g.users : 1;
     g.ws = calloc(nusers, sizeof *g.ws);
     g.waitfds = calloc(nusers, sizeof *g.waitfds);
@@ -453,13 +463,14 @@ int main(int argc, char **argv)
     size_t warm = g.norders;
     g.cap += 64;
     g.orders = realloc(g.orders, g.cap * sizeof *g.orders);
-    run_rate(&g, 0, 0, 20, 1);
+    run_rate(&g, 0, 0, 20, 2);
     drain(&g, warm, 30);
 
     json_t *out = json_object();
     double *lat = malloc(g.cap * sizeof *lat);
 
     /* Phase 1: the fixed rate. */
+    fund(&g, fixed_rate * fixed_s);
     size_t first = run_rate(&g, 1, 0, fixed_rate, fixed_s);
     drain(&g, first, 60);
     size_t n = latencies(&g, first, g.norders, lat);
@@ -491,6 +502,7 @@ int main(int argc, char **argv)
     json_t *steps = json_array();
     double best = 0;
     for (int s = 0; s < nrates; s++) {
+        fund(&g, rates[s] * step_s);
         size_t f = run_rate(&g, 2, s, rates[s], step_s);
         double window_end = g.orders[g.norders - 1].due + 1.0 / rates[s];
         drain(&g, f, 30);

@@ -4,7 +4,8 @@
 # then the npm packages of package.json (Swagger UI, lint and test tools).
 #
 #   deps.sh        what `make start` needs
-#   deps.sh test   that, plus what `make test` needs (Criterion, Chromium)
+#   deps.sh test   that, plus what `make test` needs (Criterion, Chromium, ...)
+#   deps.sh bench  that, plus what `make bench` needs (wrk, jq, gnuplot)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -16,9 +17,10 @@ packages=(
   # run
   postgresql-15 postgresql-client-15 nginx curl util-linux procps
 )
-if [ "${1:-}" = test ]; then
-  packages+=(libcriterion-dev chromium)
-fi
+case "${1:-}" in
+  test) packages+=(libcriterion-dev chromium wrk jq gnuplot-nox) ;; # the suite runs a bench smoke
+  bench) packages+=(wrk jq gnuplot-nox) ;;
+esac
 # Node.js may come from elsewhere than Debian (it carries its own npm then):
 # only a machine without node or npm gets Debian's.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

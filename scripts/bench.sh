@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# `make bench`: measures Shop against what its own database can do, in one
+# run on one PostgreSQL cluster, and checks that no money went astray.
+#
+#   1. pgbench -N (8 and 32 clients, best tps) and pgbench -S on a scratch
+#      database of the same cluster: the ceiling to compare with;
+#   2. bench/loadgen through the gateway: open-loop orders at BENCH_RATE
+#      (latency from the scheduled send to the final status pushed on the
+#      WebSocket), then rates stepped up until finals stop following;
+#   3. wrk: GET /api/orders/{id} and GET /api/accounts/{user} at keep-alive;
+#   4. honesty checks in both databases: every order final, none debited
+#      twice, and for every user balance = deposits - FINISHED amounts.
+# Writes build/bench/results.json, results.md and two SVG plots; exits 1 if
+# an honesty check fails, whatever the speed.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+. scripts/env.sh
+
+BENCH_SECONDS=${BENCH_SECONDS:-10}           # the fixed-rate phase
+BENCH_RATE=${BENCH_RATE:-1000}               # orders/s of the fixed-rate phase
+BENCH_RATES=${BENCH_RATES:-"1000 1250 1500 1750 2000 2500 3000"}
+BENCH_STEP_SECONDS=${BENCH_STEP_SECONDS:-5}
+BENCH_USERS=${BENCH_USERS:-100}
+BENCH_PGBENCH_SECONDS=${BENCH_PGBENCH_SECONDS:-10}
+BENCH_READ_SECONDS=${BENCH_READ_SECONDS:-10}
+BENCH_BUILD=${BENCH_BUILD:-$ROOT/build}
+OUT=${BENCH_OUT:-$ROOT/build/bench}
+GATEWAY=http://127.0.0.1:$GATEWAY_PORT
+RUN=$(date +%Y%m%d%H%M%S)
+mkdir -p "$OUT"
+
+psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+echo "== stack"
+scripts/stack.sh up | sed 's/^/   /'
+
+echo "== pgbench on the same cluster (scratch database shop_pgbench)"
+psql_ -d postgres -c "DROP DATABASE IF EXISTS shop_pgbench" -c "CREATE DATABASE shop_pgbench"
+"$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U shop -i -q -s 10 shop_pgbench >/dev/null 2>&1
+pgbench_run() { # clients mode-flag -> tps
+  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U shop -n -c "$1" -j 2 -T "$BENCH_PGBENCH_SECONDS" $2 shop_pgbench 2>/dev/null |
+    sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+tps8=$(pgbench_run 8 -N); tps32=$(pgbench_run 32 -N); read_tps=$(pgbench_run 8 -S)
+pgbench_tps=$(awk -v a="$tps8" -v b="$tps32" 'BEGIN { print (a > b ? a : b) }')
+echo "   pgbench -N: $tps8 tps (8 clients), $tps32 tps (32 clients); pgbench -S: $read_tps tps"
+psql_ -d postgres -c "DROP DATABASE shop_pgbench"
+
+echo "== orders end to end through the gateway (run $RUN, $BENCH_USERS users)"
+"$BENCH_BUILD/bin/loadgen" "$GATEWAY" "$RUN" "$BENCH_USERS" "$BENCH_RATE" "$BENCH_SECONDS" \
+  "$BENCH_RATES" "$BENCH_STEP_SECONDS" >"$OUT/loadgen.json" 2> >(sed 's/^/   /' >&2)
+jq -r '"   \(.fixed_rate)/s for '"$BENCH_SECONDS"' s: p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms; sustained \(.orders_per_s) orders/s"' "$OUT/loadgen.json"
+
+echo "== reads through the gateway (wrk, 64 keep-alive connections)"
+export BENCH_USER_ID="bench-$RUN-0"
+export BENCH_ORDER_ID=$(psql_ -d orders -c "SELECT id FROM orders WHERE user_id = '$BENCH_USER_ID' LIMIT 1")
+wrk -t2 -c64 -d"${BENCH_READ_SECONDS}s" --latency -s bench/reads.lua "$GATEWAY" >"$OUT/wrk.txt"
+reads_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$OUT/wrk.txt")
+reads_p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$OUT/wrk.txt")
+non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p' "$OUT/wrk.txt")
+echo "   $reads_per_s req/s, p99 $reads_p99 ms${non2xx:+, $non2xx non-2xx answers}"
+
+echo "== honesty checks"
+prefix="bench-$RUN-%"
+for _ in $(seq 120); do # wait for stragglers, a minute at most
+  [ "$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'NEW'")" = 0 ] && break
+  sleep 0.5
+done
+accepted=$(jq .accepted "$OUT/loadgen.json")
+in_db=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND description = 'bench'")
+still_new=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'NEW'")
+lost=$(( still_new + (accepted > in_db ? accepted - in_db : 0) ))
+psql_ -d orders -c "SELECT id FROM orders WHERE user_id LIKE '$prefix' AND status = 'FINISHED' ORDER BY 1" >"$OUT/finished.txt"
+psql_ -d payments -c "SELECT order_id FROM ledger WHERE user_id LIKE '$prefix' AND kind = 'debit' ORDER BY 1" >"$OUT/debited.txt"
+twice=$(sort "$OUT/debited.txt" | uniq -d | wc -l)
+unpaid_or_wrong=$(comm -3 <(sort -u "$OUT/finished.txt") <(sort -u "$OUT/debited.txt") | wc -l)
+double_debits=$((twice + unpaid_or_wrong))
+psql_ -d orders -c "SELECT user_id, sum(amount) FROM orders WHERE user_id LIKE '$prefix' AND status = 'FINISHED' GROUP BY 1 ORDER BY 1" >"$OUT/paid.txt"
+psql_ -d payments -c "SELECT a.user_id, coalesce(sum(l.amount) FILTER (WHERE l.kind = 'deposit'), 0) - a.balance, a.balance >= 0
+                      FROM accounts a LEFT JOIN ledger l USING (user_id) WHERE a.user_id LIKE '$prefix' GROUP BY a.user_id, a.balance ORDER BY 1" >"$OUT/spent.txt"
+# Spent by the books (deposits - balance) must equal what FINISHED orders cost.
+bad_users=$(join -t'|' -a1 -e0 -o '0,1.2,2.2,1.3' "$OUT/spent.txt" "$OUT/paid.txt" | awk -F'|' '$2 != $3 || $4 != "t"' | wc -l)
+conservation_ok=$([ "$bad_users" = 0 ] && echo true || echo false)
+cancelled=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'CANCELLED'")
+echo "   accepted $accepted, in the database $in_db, lost $lost, debited twice or wrongly $double_debits, users off the books $bad_users, cancelled for funds $cancelled"
+
+echo "== results"
+ratio=$(awk -v a="$(jq .orders_per_s "$OUT/loadgen.json")" -v b="$pgbench_tps" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
+read_ratio=$(awk -v a="$reads_per_s" -v b="$read_tps" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }')
+mem_gib=$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
+pg_version=$(psql_ -d postgres -c "SHOW server_version")
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+jq -n --slurpfile lg "$OUT/loadgen.json" \
+  --argjson pgbench_tps "$pgbench_tps" --argjson tps8 "$tps8" --argjson tps32 "$tps32" \
+  --argjson pgbench_read_tps "$read_tps" --argjson reads_per_s "$reads_per_s" \
+  --argjson reads_p99_ms "${reads_p99:-0}" --argjson ratio "$ratio" --argjson read_ratio "$read_ratio" \
+  --argjson lost "$lost" --argjson double_debits "$double_debits" \
+  --argjson conservation_ok "$conservation_ok" --argjson cancelled "$cancelled" \
+  --argjson nproc "$(nproc)" --argjson mem_gib "$mem_gib" --arg pg "$pg_version" \
+  --arg commit "$commit" --arg run "$RUN" --arg cmd "make bench" \
+  --arg seconds "$BENCH_SECONDS" --arg rates "$BENCH_RATES" '
+  $lg[0] as $l | {
+    pgbench_tps: $pgbench_tps, pgbench_tps_8: $tps8, pgbench_tps_32: $tps32,
+    pgbench_read_tps: $pgbench_read_tps,
+    orders_per_s: $l.orders_per_s, ratio: $ratio,
+    p50_ms: $l.p50_ms, p99_ms: $l.p99_ms, p999_ms: $l.p999_ms, fixed_rate: $l.fixed_rate,
+    reads_per_s: $reads_per_s, reads_p99_ms: $reads_p99_ms, reads_ratio: $read_ratio,
+    orders_total: $l.orders_total, accepted: $l.accepted, cancelled: $cancelled,
+    lost: $lost, double_debits: $double_debits, conservation_ok: $conservation_ok,
+    steps: $l.steps, timeline: $l.timeline,
+    machine: {nproc: $nproc, memory_gib: $mem_gib, postgresql: $pg},
+    commit: $commit, run: $run, command: $cmd,
+    settings: {fixed_seconds: $seconds, step_rates: $rates}
+  }' >"$OUT/results.json"
+
+# Plots: latency second by second at the fixed rate; finals vs offered rate.
+jq -r '.timeline[] | "\(.second) \(.p50_ms) \(.p99_ms)"' "$OUT/results.json" >"$OUT/timeline.dat"
+jq -r '.steps[] | "\(.offered) \(.achieved)"' "$OUT/results.json" >"$OUT/steps.dat"
+if command -v gnuplot >/dev/null; then
+  gnuplot <<GP
+set terminal svg size 720,360 font "sans,11" background "white"
+set output "$OUT/latency.svg"
+set title "Order to final status at $BENCH_RATE orders/s (open loop)"
+set xlabel "second of the run"; set ylabel "ms"; set key top left; set grid
+plot "$OUT/timeline.dat" using 1:2 with linespoints title "p50", "" using 1:3 with linespoints title "p99"
+set output "$OUT/throughput.svg"
+set title "Final statuses per second vs offered orders per second"
+set xlabel "offered orders/s"; set ylabel "final on time, orders/s"
+plot "$OUT/steps.dat" using 1:2 with linespoints title "achieved", x with lines dashtype 2 title "offered"
+GP
+fi
+
+lost_ok=$([ "$lost" = 0 ] && [ "$double_debits" = 0 ] && [ "$conservation_ok" = true ] && echo yes || echo NO)
+jq -r --arg ok "$lost_ok" '
+  "# Shop benchmark, run \(.run) (commit \(.commit))\n",
+  "Machine: \(.machine.nproc) cores, \(.machine.memory_gib) GiB, PostgreSQL \(.machine.postgresql). Command: `\(.command)`.\n",
+  "| figure | value |", "|---|---|",
+  "| pgbench -N, best of 8 and 32 clients (`pgbench_tps`) | \(.pgbench_tps | floor) tps |",
+  "| pgbench -S, 8 clients (`pgbench_read_tps`) | \(.pgbench_read_tps | floor) tps |",
+  "| highest sustained orders reaching a final status (`orders_per_s`) | \(.orders_per_s | floor)/s |",
+  "| **ratio** orders_per_s / pgbench_tps | **\(.ratio)** |",
+  "| p50 / p99 / p99.9 POST to final status at \(.fixed_rate | floor)/s | \(.p50_ms * 10 | floor / 10) / \(.p99_ms * 10 | floor / 10) / \(.p999_ms * 10 | floor / 10) ms |",
+  "| reads through the gateway (`reads_per_s`), p99 | \(.reads_per_s | floor) req/s, \(.reads_p99_ms) ms |",
+  "| reads_per_s / pgbench_read_tps | \(.reads_ratio) |",
+  "| orders placed / cancelled for lack of funds | \(.orders_total) / \(.cancelled) |",
+  "| lost, debited twice, conservation | \(.lost), \(.double_debits), \(.conservation_ok) |",
+  "| honesty checks hold | \($ok) |",
+  "\n## Steps\n", "| offered/s | final on time/s | p50 ms | p99 ms | sustained |", "|---|---|---|---|---|",
+  (.steps[] | "| \(.offered | floor) | \(.achieved | floor) | \(.p50_ms | floor) | \(.p99_ms | floor) | \(.sustained) |")
+' "$OUT/results.json" >"$OUT/results.md"
+cat "$OUT/results.md"
+echo
+echo "written: $OUT/results.json, results.md, latency.svg, throughput.svg"
+[ "$lost_ok" = yes ] || { echo "BENCH FAILED: an honesty check does not hold" >&2; exit 1; }
