@@ -106,16 +106,24 @@ pg_start() {
   if [ ! -f "$data/PG_VERSION" ]; then
     as_pg "$PG_BIN/initdb" -D "$data" -U shop --auth=trust -E UTF8 --locale=C.UTF-8 \
       --no-instructions >>"$LOG_DIR/postgres.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres.log"
-    as_pg tee -a "$data/postgresql.conf" >/dev/null <<CONF
-# Shop's embedded cluster: loopback only, no Unix socket.
+    echo "include_if_exists = 'shop.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
+  fi
+  # Rewritten at every start, so that an existing cluster follows too.
+  as_pg tee "$data/shop.conf" >/dev/null <<CONF
+# Shop's embedded cluster (written by scripts/stack.sh): loopback only, no
+# Unix socket. Durability as PostgreSQL ships it (fsync, synchronous_commit);
+# WAL sized so that a benchmark's writes do not force checkpoints.
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = ''
 max_connections = 200
 shared_buffers = 256MB
+wal_buffers = 16MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+checkpoint_completion_target = 0.9
 logging_collector = off
 CONF
-  fi
   if ! pg_pid >/dev/null; then
     # Opened by this shell, so the log need not be writable by PG_USER.
     setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &

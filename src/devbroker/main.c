@@ -14,6 +14,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,39 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
         }
     }
     return real_bind(fd, addr, len);
+}
+
+/* The mock broker writes its responses on sockets with Nagle's algorithm
+ * on: a second small response then waits for the client's delayed ACK,
+ * about 40 ms, and every produce or fetch of a busy stack pays it. The dev
+ * broker sets TCP_NODELAY on each connection it accepts, as a real Kafka
+ * broker does. */
+static void no_delay(int fd)
+{
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+    if (!real_accept)
+        real_accept = (int (*)(int, struct sockaddr *, socklen_t *))dlsym(RTLD_NEXT, "accept");
+    int s = real_accept(fd, addr, len);
+    no_delay(s);
+    return s;
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
+    if (!real_accept4)
+        real_accept4 =
+            (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+    int s = real_accept4(fd, addr, len, flags);
+    no_delay(s);
+    return s;
 }
 
 static int write_addr(const char *path, const char *addr)

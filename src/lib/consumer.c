@@ -154,6 +154,10 @@ static void *consumer_main(void *arg)
     while (msgs && !atomic_load(&cs->stopping)) {
         int n = 0;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(cs->rk, 200);
+        /* A batch takes what arrives within gather_ms of its first message:
+         * fewer, larger transactions, each one commit. */
+        struct timespec first;
+        clock_gettime(CLOCK_MONOTONIC, &first);
         while (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -163,7 +167,12 @@ static void *consumer_main(void *arg)
             } else {
                 msgs[n++] = m;
             }
-            m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, 0) : NULL;
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long left = cs->cfg.gather_ms - ((now.tv_sec - first.tv_sec) * 1000 +
+                                             (now.tv_nsec - first.tv_nsec) / 1000000);
+            m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0)
+                                  : NULL;
         }
         if (n == 0)
             continue;

@@ -46,6 +46,7 @@ typedef struct consumer_config {
     const char *client_id;
     const char *topic;
     int batch;
+    int gather_ms; /* after a batch's first message, wait this long for more */
     consumer_handle_fn handle;
     void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
     void *app;

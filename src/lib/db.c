@@ -62,6 +62,18 @@ db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_
     return pool;
 }
 
+int db_pool_warm(db_pool *pool)
+{
+    db_conn **taken = calloc((size_t)pool->size, sizeof *taken);
+    int n = 0;
+    while (taken && n < pool->size && db_acquire(pool, 0, &taken[n]) == 0)
+        n++;
+    for (int i = 0; i < n; i++)
+        db_release(pool, taken[i]);
+    free(taken);
+    return n;
+}
+
 void db_pool_free(db_pool *pool)
 {
     if (!pool)

@@ -34,6 +34,11 @@ typedef struct db_conn db_conn;
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets);
 void db_pool_free(db_pool *pool);
 
+/* Opens every connection now (each connects and prepares its statements),
+ * so that the first burst of requests does not pay for it. Returns how many
+ * are open; the rest open lazily, as ever. */
+int db_pool_warm(db_pool *pool);
+
 /* A connection of its own, outside any pool (a LISTEN needs one), with the
  * statements of `stmt_sets` prepared. NULL when the server cannot be
  * reached. Close with db_conn_close. */

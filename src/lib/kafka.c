@@ -41,7 +41,7 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
-    if (!set(conf, "enable.idempotence", "true") || !set(conf, "linger.ms", "2") ||
+    if (!set(conf, "enable.idempotence", "true") || !set(conf, "linger.ms", "1") ||
         !set(conf, "message.timeout.ms", "30000")) {
         rd_kafka_conf_destroy(conf);
         return NULL;

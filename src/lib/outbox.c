@@ -30,6 +30,7 @@ struct outbox_relay {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool woken, stopping;
+    int awaiting; /* delivery reports still to come: the relay thread's alone */
     _Atomic uint64_t published, failures, batches, backlog;
 };
 
@@ -59,7 +60,8 @@ int outbox_add_many(db_conn *c, const char *topic, const char *const *keys,
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
-    (void)opaque;
+    outbox_relay *r = opaque;
+    r->awaiting--;
     int *state = m->_private;
     *state = m->err ? -1 : 1;
     if (m->err)
@@ -96,6 +98,7 @@ static int relay_once(outbox_relay *r)
         goto done;
     }
     state = calloc((size_t)n, sizeof *state);
+    r->awaiting = 0;
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
         rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -106,10 +109,15 @@ static int relay_once(outbox_relay *r)
         if (e) {
             state[i] = -1;
             log_msg(LOG_WARN, NULL, "outbox produce: %s", rd_kafka_err2str(e));
+        } else {
+            r->awaiting++;
         }
     }
-    /* Every report arrives within message.timeout.ms, acknowledged or not. */
-    rd_kafka_flush(r->producer, 60000);
+    /* Every report arrives within message.timeout.ms, acknowledged or not.
+     * rd_kafka_poll returns as soon as one is there; rd_kafka_flush would
+     * look only every 10 ms, and that is the whole cost of a hop. */
+    for (int waited = 0; r->awaiting > 0 && waited < 600; waited++)
+        rd_kafka_poll(r->producer, 100);
 
     size_t len = 0;
     FILE *out = open_memstream(&ids, &len);
@@ -155,6 +163,11 @@ static void *relay_main(void *arg)
         /* Back off after a failure; go again at once after a full batch
          * (more rows may wait); else sleep until woken or the poll. */
         int wait_ms = n < 0 ? 500 : n == r->cfg.batch ? 0 : r->cfg.poll_ms;
+        if (n > 0 && n < r->cfg.batch && r->cfg.gather_ms > 0) {
+            struct timespec g = {.tv_nsec = (long)r->cfg.gather_ms * 1000000};
+            nanosleep(&g, NULL);
+            wait_ms = 0;
+        }
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += wait_ms / 1000;

@@ -31,6 +31,10 @@ typedef struct outbox_relay_config {
     const char *client_id;
     int batch;   /* rows per claim */
     int poll_ms; /* fallback poll interval */
+    /* After a round that sent rows, wait this long for more before the next
+     * (unless the batch was full): every round costs a commit, and commits
+     * are the database's scarcest resource under load. */
+    int gather_ms;
 } outbox_relay_config;
 
 /* Starts the relay thread. `pool` is borrowed for the relay's life.

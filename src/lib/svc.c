@@ -11,7 +11,9 @@ int svc_http_config(http_config *cfg, int default_port)
 {
     int64_t port, threads, max_body, timeout;
     if (cfg_int("HTTP_PORT", 1, 65535, default_port, &port) < 0 ||
-        cfg_int("HTTP_THREADS", 1, 256, 4, &threads) < 0 ||
+        /* Handlers block on the database: more threads, more commits
+         * in flight, and PostgreSQL flushes them together. */
+        cfg_int("HTTP_THREADS", 1, 256, 16, &threads) < 0 ||
         cfg_int("HTTP_MAX_BODY", 64, 1 << 24, 16384, &max_body) < 0 ||
         cfg_int("HTTP_IDLE_TIMEOUT_S", 1, 3600, 60, &timeout) < 0)
         return -EINVAL;
