@@ -10,7 +10,7 @@
 #   3. wrk: GET /api/orders/{id} and GET /api/accounts/{user} at keep-alive;
 #   4. honesty checks in both databases: every order final, none debited
 #      twice, and for every user balance = deposits - FINISHED amounts.
-# Writes build/bench/results.json, results.md and two SVG plots; exits 1 if
+# Writes build/bench/results.json, results.md and two PNG plots; exits 1 if
 # an honesty check fails, whatever the speed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -119,12 +119,12 @@ jq -r '.timeline[] | "\(.second) \(.p50_ms) \(.p99_ms)"' "$OUT/results.json" >"$
 jq -r '.steps[] | "\(.offered) \(.achieved)"' "$OUT/results.json" >"$OUT/steps.dat"
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
-set terminal svg size 720,360 font "sans,11" background "white"
-set output "$OUT/latency.svg"
+set terminal pngcairo size 720,360 font "sans,10"
+set output "$OUT/latency.png"
 set title "Order to final status at $BENCH_RATE orders/s (open loop)"
 set xlabel "second of the run"; set ylabel "ms"; set key top left; set grid
 plot "$OUT/timeline.dat" using 1:2 with linespoints title "p50", "" using 1:3 with linespoints title "p99"
-set output "$OUT/throughput.svg"
+set output "$OUT/throughput.png"
 set title "Final statuses per second vs offered orders per second"
 set xlabel "offered orders/s"; set ylabel "final on time, orders/s"
 plot "$OUT/steps.dat" using 1:2 with linespoints title "achieved", x with lines dashtype 2 title "offered"
@@ -151,5 +151,5 @@ jq -r --arg ok "$lost_ok" '
 ' "$OUT/results.json" >"$OUT/results.md"
 cat "$OUT/results.md"
 echo
-echo "written: $OUT/results.json, results.md, latency.svg, throughput.svg"
+echo "written: $OUT/results.json, results.md, latency.png, throughput.png"
 [ "$lost_ok" = yes ] || { echo "BENCH FAILED: an honesty check does not hold" >&2; exit 1; }

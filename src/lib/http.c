@@ -429,8 +429,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         metrics_histogram_observe(&srv->latency[(size_t)ctx->route * NSTATUS +
                                                 status_slot(ctx->status)],
                                   secs);
-        if (log_enabled(LOG_INFO))
-            log_fields(LOG_INFO, ctx->req_id,
+        /* The gateway keeps the access log (same request id); a service
+         * logs each request only at debug level, and its failures always. */
+        log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
+        if (log_enabled(level))
+            log_fields(level, ctx->req_id,
                        json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path",
                                  ctx->req.path, "status", ctx->status, "ms",
                                  round(secs * 1e6) / 1e3),
