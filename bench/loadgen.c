@@ -50,6 +50,12 @@ typedef struct order_rec {
     bool cancelled;
 } order_rec;
 
+/* A final status that arrived before its POST's answer. */
+typedef struct early_final {
+    double at;
+    bool cancelled;
+} early_final;
+
 typedef struct ws_client {
     int fd;
     wslay_event_context_ptr ctx;
@@ -113,12 +119,10 @@ static void record_final(loadgen *g, const char *id, bool cancelled, double at)
         return;
     }
     /* Faster than the POST's answer: keep it for when the id is known. */
-    ENTRY e = {.key = strdup(id), .data = (void *)(intptr_t)(cancelled ? 2 : 1)};
-    double *when = malloc(sizeof *when);
-    *when = at;
-    e.data = when;
+    early_final *f = malloc(sizeof *f);
+    *f = (early_final){.at = at, .cancelled = cancelled};
+    ENTRY e = {.key = strdup(id), .data = f};
     hsearch_r(e, ENTER, &hit, &g->early);
-    (void)cancelled;
 }
 
 static void on_ws_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -279,8 +283,11 @@ static void finish_requests(loadgen *g)
             hsearch_r(e, ENTER, &hit, &g->ids);
             ENTRY q = {.key = o->id};
             if (hsearch_r(q, FIND, &hit, &g->early) && hit && hit->data) {
-                o->final_at = *(double *)hit->data;
+                early_final *f = hit->data;
+                o->final_at = f->at;
+                o->cancelled = f->cancelled;
                 g->finals++;
+                free(f);
                 hit->data = NULL;
             }
         } else if (o->status != 201) {
