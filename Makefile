@@ -39,7 +39,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status bench
+.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status bench format
 .DEFAULT_GOAL := help
 
 help:
@@ -51,6 +51,7 @@ help:
 	@echo "make clean    stop, delete var/ (all data)"
 	@echo "make fresh    clean + start                 make status     what is running"
 	@echo "make bench    benchmark: orders/s and latency vs pgbench on the same cluster"
+	@echo "make format   clang-format every C file (make test checks it)"
 
 build: $(BINS) $(BENCH) $(TESTS)
 
@@ -86,6 +87,9 @@ fresh: clean start
 
 test:
 	@scripts/test.sh
+
+format:
+	@git ls-files '*.c' '*.h' | xargs clang-format -i
 
 bench:
 	@scripts/deps.sh bench

@@ -83,7 +83,7 @@ typedef struct loadgen {
     int nfree;
     order_rec *orders;
     size_t norders, cap;
-    struct hsearch_data ids; /* order id -> index + 1 */
+    struct hsearch_data ids;   /* order id -> index + 1 */
     struct hsearch_data early; /* final statuses seen before the POST answered */
     ws_client *ws;
     struct curl_waitfd *waitfds;
@@ -153,11 +153,12 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     if (n > 0)
         return n;
     wslay_event_set_error(ctx, n < 0 && errno == EAGAIN ? WSLAY_ERR_WOULDBLOCK
-                                                         : WSLAY_ERR_CALLBACK_FAILURE);
+                                                        : WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
 }
 
-static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *d, size_t len, int flags, void *u)
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *d, size_t len, int flags,
+                       void *u)
 {
     (void)flags;
     ws_ctx *w = u;
@@ -210,9 +211,10 @@ static void ws_open(loadgen *g, int user, ws_client *c)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(fd, F_SETFL, O_NONBLOCK);
-    static const struct wslay_event_callbacks cb = {
-        .recv_callback = ws_recv, .send_callback = ws_send, .genmask_callback = ws_mask,
-        .on_msg_recv_callback = ws_msg_trampoline};
+    static const struct wslay_event_callbacks cb = {.recv_callback = ws_recv,
+                                                    .send_callback = ws_send,
+                                                    .genmask_callback = ws_mask,
+                                                    .on_msg_recv_callback = ws_msg_trampoline};
     ws_ctx *w = malloc(sizeof *w);
     *w = (ws_ctx){g, fd};
     c->fd = fd;
@@ -353,7 +355,9 @@ static size_t run_rate(loadgen *g, int phase, int step, double rate, double seco
     double start = now_s() + 0.05;
     for (size_t k = 0; k < n; k++) {
         order_rec *o = &g->orders[first + k];
-        *o = (order_rec){.due = start + (double)k / rate, .phase = phase, .step = step,
+        *o = (order_rec){.due = start + (double)k / rate,
+                         .phase = phase,
+                         .step = step,
                          .user = (int)((first + k) % (size_t)g->users),
                          .amount = 1 + (int)(rand_r(&g->seed) % 20)};
     }
@@ -499,9 +503,9 @@ int main(int argc, char **argv)
         while (b < g.norders && g.orders[b].due < t0 + sec + 1)
             b++;
         size_t k = latencies(&g, a, b, lat);
-        json_array_append_new(timeline, json_pack("{s:i, s:I, s:f, s:f}", "second", sec,
-                                                  "final", (json_int_t)k, "p50_ms",
-                                                  pct(lat, k, 0.5), "p99_ms", pct(lat, k, 0.99)));
+        json_array_append_new(timeline, json_pack("{s:i, s:I, s:f, s:f}", "second", sec, "final",
+                                                  (json_int_t)k, "p50_ms", pct(lat, k, 0.5),
+                                                  "p99_ms", pct(lat, k, 0.99)));
     }
     json_object_set_new(out, "timeline", timeline);
 
@@ -521,13 +525,12 @@ int main(int argc, char **argv)
         double achieved = (double)on_time / step_s;
         size_t k = latencies(&g, f, g.norders, lat);
         bool sustained = achieved >= 0.95 * rates[s];
-        json_array_append_new(steps, json_pack("{s:f, s:f, s:I, s:f, s:f, s:b}", "offered",
-                                               rates[s], "achieved", achieved, "final",
-                                               (json_int_t)final, "p50_ms", pct(lat, k, 0.5),
-                                               "p99_ms", pct(lat, k, 0.99), "sustained",
-                                               sustained));
-        fprintf(stderr, "loadgen: offered %.0f/s, final on time %.0f/s, p99 %.1f ms%s\n",
-                rates[s], achieved, pct(lat, k, 0.99), sustained ? "" : " (not sustained)");
+        json_array_append_new(
+            steps, json_pack("{s:f, s:f, s:I, s:f, s:f, s:b}", "offered", rates[s], "achieved",
+                             achieved, "final", (json_int_t) final, "p50_ms", pct(lat, k, 0.5),
+                             "p99_ms", pct(lat, k, 0.99), "sustained", sustained));
+        fprintf(stderr, "loadgen: offered %.0f/s, final on time %.0f/s, p99 %.1f ms%s\n", rates[s],
+                achieved, pct(lat, k, 0.99), sustained ? "" : " (not sustained)");
         if (sustained && achieved > best)
             best = achieved;
         if (!sustained)

@@ -18,7 +18,7 @@ packages=(
   postgresql-15 postgresql-client-15 nginx curl util-linux procps
 )
 case "${1:-}" in
-  test) packages+=(libcriterion-dev chromium wrk jq gnuplot-nox) ;; # the suite runs a bench smoke
+  test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox) ;; # + a bench smoke
   bench) packages+=(wrk jq gnuplot-nox) ;;
 esac
 # Node.js may come from elsewhere than Debian (it carries its own npm then):

@@ -56,6 +56,9 @@ finish() {
 }
 trap finish EXIT
 
+echo "== C formatting (clang-format, .clang-format; fix with make format)"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror || status=1
+
 echo "== OpenAPI lint (@redocly/cli)"
 npx --no-install redocly lint api/orders.yaml api/payments.yaml || status=1
 

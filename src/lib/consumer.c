@@ -11,8 +11,9 @@
 #include <time.h>
 
 const db_stmt consumer_stmts[] = {
-    {"dead_letter_add", "INSERT INTO dead_letters (topic, partition, \"offset\", key, payload, reason)"
-                        " VALUES ($1, $2, $3, $4, $5, $6)"},
+    {"dead_letter_add",
+     "INSERT INTO dead_letters (topic, partition, \"offset\", key, payload, reason)"
+     " VALUES ($1, $2, $3, $4, $5, $6)"},
     {NULL, NULL},
 };
 
@@ -30,8 +31,8 @@ static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
     char partition[16], offset[24];
     snprintf(partition, sizeof partition, "%" PRId32, m->partition);
     snprintf(offset, sizeof offset, "%" PRId64, m->offset);
-    const char *params[] = {rd_kafka_topic_name(m->rkt), partition, offset, m->key, m->payload,
-                            why};
+    const char *params[] = {
+        rd_kafka_topic_name(m->rkt), partition, offset, m->key, m->payload, why};
     int lengths[] = {0, 0, 0, (int)m->key_len, (int)m->len, 0};
     int formats[] = {0, 0, 0, 1, 1, 0};
     log_msg(LOG_WARN, NULL, "dead letter %s[%" PRId32 "]@%" PRId64 ": %s",
@@ -171,8 +172,7 @@ static void *consumer_main(void *arg)
             clock_gettime(CLOCK_MONOTONIC, &now);
             long left = cs->cfg.gather_ms - ((now.tv_sec - first.tv_sec) * 1000 +
                                              (now.tv_nsec - first.tv_nsec) / 1000000);
-            m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0)
-                                  : NULL;
+            m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
         if (n == 0)
             continue;
@@ -226,8 +226,7 @@ static int64_t lag(consumer *cs)
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        if (rd_kafka_get_watermark_offsets(cs->rk, p->topic, p->partition, &lo, &hi) != 0 ||
-            hi < 0)
+        if (rd_kafka_get_watermark_offsets(cs->rk, p->topic, p->partition, &lo, &hi) != 0 || hi < 0)
             continue;
         int64_t pos = p->offset >= 0 ? p->offset : lo;
         if (hi > pos)
@@ -240,14 +239,17 @@ static int64_t lag(consumer *cs)
 void consumer_metrics(consumer *cs, FILE *out)
 {
     const char *t = cs->cfg.topic;
-    metrics_header(out, "consumer_batches_total", "counter", "Batches handled, one transaction each");
-    fprintf(out, "consumer_batches_total{topic=\"%s\"} %" PRIu64 "\n", t, atomic_load(&cs->batches));
+    metrics_header(out, "consumer_batches_total", "counter",
+                   "Batches handled, one transaction each");
+    fprintf(out, "consumer_batches_total{topic=\"%s\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->batches));
     metrics_header(out, "consumer_messages_total", "counter", "Messages handled");
     fprintf(out, "consumer_messages_total{topic=\"%s\"} %" PRIu64 "\n", t,
             atomic_load(&cs->messages));
     metrics_header(out, "consumer_retries_total", "counter",
                    "Batches retried after a transient failure");
-    fprintf(out, "consumer_retries_total{topic=\"%s\"} %" PRIu64 "\n", t, atomic_load(&cs->retries));
+    fprintf(out, "consumer_retries_total{topic=\"%s\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->retries));
     metrics_header(out, "dead_letters_total", "counter", "Messages set aside in dead_letters");
     fprintf(out, "dead_letters_total{topic=\"%s\"} %" PRIu64 "\n", t,
             atomic_load(&cs->dead_letters));

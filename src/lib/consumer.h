@@ -37,8 +37,8 @@ typedef struct consumer_verdict {
 /* Handles msgs[0..n) in the batch's transaction, with as few statements as
  * it can (set-based SQL over the whole batch). Marks each message it cannot
  * handle in verdicts[] (zeroed by the caller). Returns 0 or -DB_*. */
-typedef int (*consumer_handle_fn)(db_conn *conn, rd_kafka_message_t *const *msgs, int n,
-                                  void *app, consumer_verdict *verdicts);
+typedef int (*consumer_handle_fn)(db_conn *conn, rd_kafka_message_t *const *msgs, int n, void *app,
+                                  consumer_verdict *verdicts);
 
 typedef struct consumer_config {
     const char *brokers;

@@ -445,8 +445,8 @@ int db_migrate(db_pool *pool, const char *dir)
         if (rc == 0 && !applied) {
             rc = db_exec_sql(c, sql);
             if (rc == 0) {
-                r = PQexecParams(c->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1,
-                                 NULL, &name, NULL, NULL, 0);
+                r = PQexecParams(c->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL,
+                                 &name, NULL, NULL, 0);
                 rc = finish(c, r, "schema_migrations insert", NULL);
             }
             if (rc == 0)

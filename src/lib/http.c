@@ -13,13 +13,12 @@
 #include <time.h>
 
 /* Statuses that get their own metrics series; anything else is "other". */
-static const int tracked_statuses[] = {200, 201, 204, 400, 404, 405, 409,
-                                       413, 422, 500, 503, 0 /* other */};
+static const int tracked_statuses[] = {200, 201, 204, 400, 404, 405,
+                                       409, 413, 422, 500, 503, 0 /* other */};
 #define NSTATUS (sizeof tracked_statuses / sizeof *tracked_statuses)
 
 enum { BUILTIN_HEALTHZ, BUILTIN_READYZ, BUILTIN_METRICS, BUILTIN_UNMATCHED, NBUILTIN };
-static const char *const builtin_names[NBUILTIN] = {"/healthz", "/readyz", "/metrics",
-                                                    "unmatched"};
+static const char *const builtin_names[NBUILTIN] = {"/healthz", "/readyz", "/metrics", "unmatched"};
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -85,8 +84,8 @@ static void new_request_id(char *out)
         sprintf(out + 2 * i, "%02x", raw[i]);
 }
 
-int http_match(const char *pattern, const char *path, char *buf, size_t buflen,
-               const char **params, size_t maxparams)
+int http_match(const char *pattern, const char *path, char *buf, size_t buflen, const char **params,
+               size_t maxparams)
 {
     size_t np = 0, used = 0;
     const char *p = pattern, *s = path;
@@ -163,10 +162,17 @@ int http_body_unpack(http_req *req, http_res *res, const char *fmt, ...)
         return 0;
     const char *code = "invalid_body";
     switch (json_error_code(&err)) {
-    case json_error_item_not_found: code = "missing_field"; break;
-    case json_error_wrong_type: code = "invalid_type"; break;
-    case json_error_end_of_input_expected: code = "unknown_field"; break;
-    default: break;
+    case json_error_item_not_found:
+        code = "missing_field";
+        break;
+    case json_error_wrong_type:
+        code = "invalid_type";
+        break;
+    case json_error_end_of_input_expected:
+        code = "unknown_field";
+        break;
+    default:
+        break;
     }
     http_error(res, 400, code, "%s", err.text);
     return -EINVAL;
@@ -352,8 +358,8 @@ static req_ctx *req_ctx_new(http_server *srv, struct MHD_Connection *conn, const
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     (void)version;
     http_server *srv = cls;
@@ -426,9 +432,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     double secs = elapsed_s(&ctx->start);
     if (ctx->status) {
-        metrics_histogram_observe(&srv->latency[(size_t)ctx->route * NSTATUS +
-                                                status_slot(ctx->status)],
-                                  secs);
+        metrics_histogram_observe(
+            &srv->latency[(size_t)ctx->route * NSTATUS + status_slot(ctx->status)], secs);
         /* The gateway keeps the access log (same request id); a service
          * logs each request only at debug level, and its failures always. */
         log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
@@ -475,12 +480,11 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
         goto fail;
     }
     srv->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE,
-        (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        NULL, MHD_OPTION_SOCK_ADDR, &addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE, (uint16_t)cfg->port,
+        NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->timeout_s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
     if (!srv->daemon) {
         log_msg(LOG_ERROR, NULL, "cannot listen on %s:%d", cfg->host, cfg->port);
         goto fail;

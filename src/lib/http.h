@@ -117,8 +117,8 @@ const char *http_header(const http_req *req, const char *name);
  * {param} segment into `buf` (NUL-terminated) and points params[] at them.
  * Returns the number of params, or -1 when the path does not match or
  * `buf` / `params` are too small. */
-int http_match(const char *pattern, const char *path, char *buf, size_t buflen,
-               const char **params, size_t maxparams);
+int http_match(const char *pattern, const char *path, char *buf, size_t buflen, const char **params,
+               size_t maxparams);
 
 /* True if `id` is acceptable as a client-supplied X-Request-Id:
  * 1..64 characters of [A-Za-z0-9._:-]. Pure. */

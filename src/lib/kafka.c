@@ -7,8 +7,10 @@
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    log_msg(level <= 3 ? LOG_ERROR : level <= 5 ? LOG_WARN : LOG_DEBUG, NULL, "kafka %s: %s",
-            fac, buf);
+    log_msg(level <= 3   ? LOG_ERROR
+            : level <= 5 ? LOG_WARN
+                         : LOG_DEBUG,
+            NULL, "kafka %s: %s", fac, buf);
 }
 
 static bool set(rd_kafka_conf_t *conf, const char *name, const char *value)

@@ -40,9 +40,9 @@ static bool valid_reason(const char *s)
 
 char *msg_encode(const payment_msg *m)
 {
-    json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:I}", "type", type_names[m->type], "version",
-                          MSG_VERSION, "order_id", m->order_id, "user_id", m->user_id, "amount",
-                          (json_int_t)m->amount);
+    json_t *j =
+        json_pack("{s:s, s:i, s:s, s:s, s:I}", "type", type_names[m->type], "version", MSG_VERSION,
+                  "order_id", m->order_id, "user_id", m->user_id, "amount", (json_int_t)m->amount);
     if (j && m->type == MSG_PAYMENT_FAILED)
         json_object_set_new(j, "reason", json_string(m->reason));
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;

@@ -102,10 +102,9 @@ static int relay_once(outbox_relay *r)
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rows, i, 1)),
-            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&state[i]),
-            RD_KAFKA_V_END);
+            r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rows, i, 1)), RD_KAFKA_V_KEY(key, strlen(key)),
+            RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&state[i]), RD_KAFKA_V_END);
         if (e) {
             state[i] = -1;
             log_msg(LOG_WARN, NULL, "outbox produce: %s", rd_kafka_err2str(e));
@@ -242,7 +241,8 @@ void outbox_relay_metrics(outbox_relay *r, FILE *out)
         atomic_store(&r->backlog, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
     db_release(r->pool, c);
-    metrics_header(out, "outbox_backlog", "gauge", "Outbox rows not yet acknowledged by the broker");
+    metrics_header(out, "outbox_backlog", "gauge",
+                   "Outbox rows not yet acknowledged by the broker");
     fprintf(out, "outbox_backlog %" PRIu64 "\n", atomic_load(&r->backlog));
     metrics_header(out, "outbox_published_total", "counter", "Outbox rows published and deleted");
     fprintf(out, "outbox_published_total %" PRIu64 "\n", atomic_load(&r->published));

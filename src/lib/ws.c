@@ -76,8 +76,7 @@ void ws_accept_key(const char *key, char *out)
 
 /* ---- wslay callbacks: the socket is non-blocking ---- */
 
-static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *user)
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
     ws_conn *c = user;
@@ -431,7 +430,8 @@ void ws_metrics(ws_hub *hub, FILE *out)
     fprintf(out, "ws_connections %d\n", ws_count(hub));
     metrics_header(out, "ws_accepted_total", "counter", "WebSocket connections accepted");
     fprintf(out, "ws_accepted_total %" PRIu64 "\n", atomic_load(&hub->accepted));
-    metrics_header(out, "ws_messages_sent_total", "counter", "Messages queued to WebSocket clients");
+    metrics_header(out, "ws_messages_sent_total", "counter",
+                   "Messages queued to WebSocket clients");
     fprintf(out, "ws_messages_sent_total %" PRIu64 "\n", atomic_load(&hub->sent));
     metrics_header(out, "ws_dropped_slow_total", "counter",
                    "WebSocket clients closed for not keeping up (1008)");

@@ -17,9 +17,9 @@
 
 json_t *order_json(const order *o)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id",
-                     o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
-                     "status", o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id", o->user_id,
+                     "amount", (json_int_t)o->amount, "description", o->description, "status",
+                     o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
                      "created_at", o->created_at, "updated_at", o->updated_at);
 }
 
@@ -41,8 +41,9 @@ static int create_order_tx(db_conn *c, http_req *req, http_res *res, void *arg)
     payment_msg request;
     order_payment_request(&o, &request);
     char *payload = msg_encode(&request);
-    int rc = payload ? store_order_create(c, &o, MSG_TOPIC_REQUESTS, payload, a->redrive_ms, &stored)
-                     : -DB_FAILED;
+    int rc = payload
+                 ? store_order_create(c, &o, MSG_TOPIC_REQUESTS, payload, a->redrive_ms, &stored)
+                 : -DB_FAILED;
     free(payload);
     if (rc == 0)
         http_json(res, 201, order_json(&stored));
@@ -58,7 +59,8 @@ static void create_order(http_req *req, http_res *res)
                          "description", &a.description) < 0)
         return;
     if (!valid_user_id(a.user_id)) {
-        http_error(res, 400, "invalid_user_id", "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+        http_error(res, 400, "invalid_user_id",
+                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
         return;
     }
     if (!valid_amount(amount)) {

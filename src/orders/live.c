@@ -91,8 +91,8 @@ static void push(live *l, db_conn *c, const char *payload)
     order *orders = calloc(LOAD_MAX, sizeof *orders);
     int got = orders ? store_orders_by_ids(c, ids, orders, LOAD_MAX) : 0;
     for (int i = 0; i < got; i++) {
-        json_t *event = json_pack("{s:s, s:o}", "type", "order.updated", "order",
-                                  order_json(&orders[i]));
+        json_t *event =
+            json_pack("{s:s, s:o}", "type", "order.updated", "order", order_json(&orders[i]));
         char *text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (text)
             ws_publish(l->hub, orders[i].user_id, text);

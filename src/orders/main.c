@@ -62,15 +62,21 @@ int main(void)
     if (!(app.db = db_pool_new(db_url, (int)pool_size, stmt_sets)))
         goto done;
     db_pool_warm(app.db);
-    outbox_relay_config relay = {.brokers = brokers, .client_id = "orders-relay",
-                                 .batch = (int)relay_batch, .poll_ms = (int)relay_poll_ms,
+    outbox_relay_config relay = {.brokers = brokers,
+                                 .client_id = "orders-relay",
+                                 .batch = (int)relay_batch,
+                                 .poll_ms = (int)relay_poll_ms,
                                  .gather_ms = (int)gather_ms};
     if (!(app.relay = outbox_relay_start(app.db, &relay)))
         goto done;
-    consumer_config results = {.brokers = brokers, .group = "orders", .client_id = "orders",
-                               .topic = MSG_TOPIC_RESULTS, .batch = (int)consumer_batch,
+    consumer_config results = {.brokers = brokers,
+                               .group = "orders",
+                               .client_id = "orders",
+                               .topic = MSG_TOPIC_RESULTS,
+                               .batch = (int)consumer_batch,
                                .gather_ms = (int)gather_ms,
-                               .handle = orders_handle_results, .app = &app};
+                               .handle = orders_handle_results,
+                               .app = &app};
     if (!(app.hub = ws_hub_start((int)ws_queue, (int)ws_ping_ms)) ||
         !(app.live = live_start(db_url, app.hub)))
         goto done;

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 
 #define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define ORDER_COLS                                                                              \
-    "id, user_id, amount, description, status, coalesce(reason, ''), " TS("created_at") ", "   \
-    TS("updated_at") ", seq"
+#define ORDER_COLS                                                                                 \
+    "id, user_id, amount, description, status, coalesce(reason, ''), " TS("created_at") ", " TS(   \
+        "updated_at") ", seq"
 
 const db_stmt orders_stmts[] = {
     /* The order and its payment request in one statement: atomic without
@@ -54,8 +54,7 @@ static void read_order(PGresult *r, int row, order *o)
 }
 
 /* Runs `stmt` and reads up to `max` orders; returns the count or -DB_*. */
-static int run(db_conn *c, const char *stmt, int n, const char *const *params, order *out,
-               int max)
+static int run(db_conn *c, const char *stmt, int n, const char *const *params, order *out, int max)
 {
     PGresult *r = NULL;
     int rc = db_exec(c, stmt, n, params, &r);

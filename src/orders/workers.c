@@ -77,8 +77,8 @@ void orders_redrive(void *arg)
     if (rc == 0)
         rc = db_begin(c);
     if (rc == 0)
-        rc = n = store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms,
-                                     due);
+        rc = n =
+            store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms, due);
     for (int i = 0; rc >= 0 && i < n; i++) {
         payment_msg request;
         order_payment_request(&due[i], &request);
@@ -118,7 +118,8 @@ void orders_metrics(void *arg, FILE *out)
     consumer_metrics(app->results, out);
     ws_metrics(app->hub, out);
     metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
-    fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n", atomic_load(&app->finished));
+    fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",
+            atomic_load(&app->finished));
     fprintf(out, "orders_final_total{status=\"CANCELLED\"} %" PRIu64 "\n",
             atomic_load(&app->cancelled));
     metrics_header(out, "orders_redrives_total", "counter",

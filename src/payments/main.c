@@ -24,7 +24,8 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, gather_ms, inbox_ret, idem_ret, purge_ms;
+    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, gather_ms, inbox_ret, idem_ret,
+        purge_ms;
     if (svc_http_config(&http, 8081) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 24, &pool_size) < 0 ||
         cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
@@ -56,16 +57,22 @@ int main(void)
     if (!app.db)
         goto done;
     db_pool_warm(app.db);
-    outbox_relay_config relay = {.brokers = brokers, .client_id = "payments-relay",
-                                 .batch = (int)relay_batch, .poll_ms = (int)relay_poll_ms,
+    outbox_relay_config relay = {.brokers = brokers,
+                                 .client_id = "payments-relay",
+                                 .batch = (int)relay_batch,
+                                 .poll_ms = (int)relay_poll_ms,
                                  .gather_ms = (int)gather_ms};
     if (!(app.relay = outbox_relay_start(app.db, &relay)))
         goto done;
-    consumer_config requests = {.brokers = brokers, .group = "payments", .client_id = "payments",
-                                .topic = MSG_TOPIC_REQUESTS, .batch = (int)consumer_batch,
+    consumer_config requests = {.brokers = brokers,
+                                .group = "payments",
+                                .client_id = "payments",
+                                .topic = MSG_TOPIC_REQUESTS,
+                                .batch = (int)consumer_batch,
                                 .gather_ms = (int)gather_ms,
                                 .handle = payments_handle_requests,
-                                .after_commit = payments_after_commit, .app = &app};
+                                .after_commit = payments_after_commit,
+                                .app = &app};
     if (!(app.requests = consumer_start(app.db, &requests)))
         goto done;
     if (!(purge = ticker_start((int)purge_ms, payments_purge, &app)))

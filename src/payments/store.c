@@ -28,9 +28,10 @@ const db_stmt payments_stmts[] = {
     {"payment_batch", "SELECT order_id, replayed, debited, has_account, coalesce(outcome, ''),"
                       " coalesce(reason, ''), user_id, amount"
                       " FROM payment_batch($1::uuid[], $2::text[], $3::bigint[])"},
-    {"inbox_decide", "UPDATE inbox i SET outcome = d.outcome, reason = nullif(d.reason, '')"
-                     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(order_id, outcome, reason)"
-                     " WHERE i.order_id = d.order_id"},
+    {"inbox_decide",
+     "UPDATE inbox i SET outcome = d.outcome, reason = nullif(d.reason, '')"
+     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(order_id, outcome, reason)"
+     " WHERE i.order_id = d.order_id"},
     {"inbox_purge", "DELETE FROM inbox WHERE order_id IN (SELECT order_id FROM inbox"
                     " WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"},
     {NULL, NULL},
@@ -128,9 +129,8 @@ int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg 
         replayed[i] = strcmp(PQgetvalue(r, k, 1), "t") == 0;
         if (replayed[i]) {
             results[i] = reqs[i];
-            results[i].type = strcmp(PQgetvalue(r, k, 4), "completed") == 0
-                                  ? MSG_PAYMENT_COMPLETED
-                                  : MSG_PAYMENT_FAILED;
+            results[i].type = strcmp(PQgetvalue(r, k, 4), "completed") == 0 ? MSG_PAYMENT_COMPLETED
+                                                                            : MSG_PAYMENT_FAILED;
             snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, k, 5));
             snprintf(results[i].user_id, sizeof results[i].user_id, "%s", PQgetvalue(r, k, 6));
             results[i].amount = strtoll(PQgetvalue(r, k, 7), NULL, 10);

@@ -14,7 +14,8 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
                              consumer_verdict *verdicts)
 {
     payments_app *app = arg;
-    payment_msg *reqs = calloc((size_t)n, sizeof *reqs), *results = calloc((size_t)n, sizeof *results);
+    payment_msg *reqs = calloc((size_t)n, sizeof *reqs),
+                *results = calloc((size_t)n, sizeof *results);
     bool *replayed = calloc((size_t)n, sizeof *replayed);
     char **payloads = calloc((size_t)n, sizeof *payloads);
     const char **keys = calloc((size_t)n, sizeof *keys);
@@ -90,7 +91,8 @@ void payments_metrics(void *arg, FILE *out)
     consumer_metrics(app->requests, out);
     metrics_header(out, "payments_total", "counter",
                    "Payment requests decided, by outcome (replayed: a duplicate answered again)");
-    fprintf(out, "payments_total{outcome=\"completed\"} %" PRIu64 "\n", atomic_load(&app->completed));
+    fprintf(out, "payments_total{outcome=\"completed\"} %" PRIu64 "\n",
+            atomic_load(&app->completed));
     fprintf(out, "payments_total{outcome=\"failed\"} %" PRIu64 "\n", atomic_load(&app->failed));
     fprintf(out, "payments_total{outcome=\"replayed\"} %" PRIu64 "\n", atomic_load(&app->replayed));
 }

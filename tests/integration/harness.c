@@ -164,8 +164,8 @@ long place_order(const char *user, int64_t amount, char *id)
 int64_t orders_with(const char *user, const char *status)
 {
     PGconn *db = orders_db();
-    int64_t n = db_int(db, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = $2", user,
-                       status);
+    int64_t n =
+        db_int(db, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = $2", user, status);
     PQfinish(db);
     return n;
 }
@@ -208,19 +208,29 @@ static char *column(PGconn *db, const char *sql, const char *param)
 void assert_money_adds_up(const char *user)
 {
     PGconn *o = orders_db(), *p = payments_db();
-    char *finished = column(o, "SELECT id::text FROM orders WHERE user_id = $1 AND status = "
-                               "'FINISHED' ORDER BY id::text", user);
-    char *debited = column(p, "SELECT order_id FROM ledger WHERE user_id = $1 AND kind = 'debit'"
-                              " ORDER BY order_id", user);
+    char *finished = column(o,
+                            "SELECT id::text FROM orders WHERE user_id = $1 AND status = "
+                            "'FINISHED' ORDER BY id::text",
+                            user);
+    char *debited = column(p,
+                           "SELECT order_id FROM ledger WHERE user_id = $1 AND kind = 'debit'"
+                           " ORDER BY order_id",
+                           user);
     cr_assert_str_eq(debited, finished, "debited orders differ from FINISHED ones for %s", user);
-    int64_t paid = db_int(o, "SELECT coalesce(sum(amount), 0) FROM orders WHERE user_id = $1 AND "
-                             "status = 'FINISHED'", user, NULL);
-    int64_t deposits = db_int(p, "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
-                                 "AND kind = 'deposit'", user, NULL);
-    int64_t debits = db_int(p, "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
-                               "AND kind = 'debit'", user, NULL);
-    int64_t balance = db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1",
-                             user, NULL);
+    int64_t paid = db_int(o,
+                          "SELECT coalesce(sum(amount), 0) FROM orders WHERE user_id = $1 AND "
+                          "status = 'FINISHED'",
+                          user, NULL);
+    int64_t deposits = db_int(p,
+                              "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
+                              "AND kind = 'deposit'",
+                              user, NULL);
+    int64_t debits = db_int(p,
+                            "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
+                            "AND kind = 'debit'",
+                            user, NULL);
+    int64_t balance =
+        db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1", user, NULL);
     cr_assert_eq(debits, paid, "debits %lld, FINISHED amounts %lld", (long long)debits,
                  (long long)paid);
     cr_assert_eq(balance, deposits - paid, "balance %lld != deposits %lld - paid %lld",
@@ -239,7 +249,8 @@ int64_t metric(const char *base_url, const char *series)
     cr_assert_eq(r.status, 200);
     int64_t v = -1;
     size_t n = strlen(series);
-    for (char *line = r.body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+    for (char *line = r.body; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
         if (strncmp(line, series, n) == 0 && line[n] == ' ')
             v = strtoll(line + n + 1, NULL, 10);
     resp_free(&r);

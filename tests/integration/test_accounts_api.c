@@ -75,8 +75,7 @@ Test(accounts, unknown_account_is_404)
     cr_assert_eq(r.status, 404);
     cr_assert_str_eq(err_code(&r), "account_not_found");
     resp_free(&r);
-    api(&r, "POST", payments_url(), "/accounts/nobody-here-ever/deposits", "{\"amount\": 5}",
-        NULL);
+    api(&r, "POST", payments_url(), "/accounts/nobody-here-ever/deposits", "{\"amount\": 5}", NULL);
     cr_assert_eq(r.status, 404);
     cr_assert_str_eq(err_code(&r), "account_not_found");
     resp_free(&r);
@@ -106,8 +105,8 @@ Test(accounts, bad_input_gets_4xx_and_changes_nothing)
         {"POST", "/accounts", "{\"user_id\": \"a b\"}", 400, "invalid_user_id"},
         {"POST", "/accounts", "{\"user_id\": \"\"}", 400, "invalid_user_id"},
         {"POST", "/accounts",
-         "{\"user_id\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}", 400,
-         "invalid_user_id"},
+         "{\"user_id\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+         400, "invalid_user_id"},
         {"POST", "/accounts", "{\"user_id\": \"ok\", \"admin\": true}", 400, "unknown_field"},
         {"POST", deposits, "{\"amount\": 0}", 400, "invalid_amount"},
         {"POST", deposits, "{\"amount\": -5}", 400, "invalid_amount"},
@@ -130,8 +129,8 @@ Test(accounts, bad_input_gets_4xx_and_changes_nothing)
         resp r;
         cr_assert_eq(api(&r, cases[i].method, payments_url(), cases[i].path, cases[i].body, NULL),
                      0, "case %zu", i);
-        cr_assert_eq(r.status, cases[i].status, "case %zu (%s %s): got %ld %s", i,
-                     cases[i].method, cases[i].path, r.status, r.body);
+        cr_assert_eq(r.status, cases[i].status, "case %zu (%s %s): got %ld %s", i, cases[i].method,
+                     cases[i].path, r.status, r.body);
         cr_assert_str_eq(err_code(&r), cases[i].code, "case %zu: %s", i, r.body);
         cr_assert(json_is_string(json_object_get(json_object_get(r.json, "error"), "message")));
         resp_free(&r);
@@ -307,9 +306,8 @@ Test(http, health_readiness_metrics_and_request_id)
     resp r;
     api(&r, "GET", payments_url(), "/readyz", NULL, NULL);
     cr_assert_eq(r.status, 200, "%s", r.body);
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "checks"),
-                                                       "database")),
-                     "ok");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(r.json, "checks"), "database")), "ok");
     cr_assert_str_eq(
         json_string_value(json_object_get(json_object_get(r.json, "checks"), "broker")), "ok");
     resp_free(&r);

@@ -46,9 +46,9 @@ Test(db_restart, service_answers_503_then_recovers_by_itself, .timeout = 90)
     resp_free(&r);
     api(&r, "GET", payments_url(), "/readyz", NULL, NULL);
     cr_assert_eq(r.status, 503);
-    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.json, "checks"),
-                                                       "database")),
-                     "unreachable");
+    cr_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(r.json, "checks"), "database")),
+        "unreachable");
     resp_free(&r);
     api(&r, "GET", payments_url(), "/healthz", NULL, NULL);
     cr_assert_eq(r.status, 200, "the process itself is alive");

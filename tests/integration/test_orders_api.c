@@ -89,8 +89,8 @@ Test(orders, unknown_and_malformed_ids_are_404)
 Test(orders, bad_bodies_get_4xx_and_write_nothing)
 {
     char long_desc[700];
-    snprintf(long_desc, sizeof long_desc, "{\"user_id\":\"u\",\"amount\":1,\"description\":\"%0501d\"}",
-             0);
+    snprintf(long_desc, sizeof long_desc,
+             "{\"user_id\":\"u\",\"amount\":1,\"description\":\"%0501d\"}", 0);
     struct {
         const char *body;
         const char *code;

@@ -122,8 +122,9 @@ typedef struct dead_wait {
 static bool dead_lettered(void *arg)
 {
     dead_wait *w = arg;
-    return db_int(w->db, "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
-                         " AND reason <> ''",
+    return db_int(w->db,
+                  "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
+                  " AND reason <> ''",
                   w->payload, NULL) >= w->want;
 }
 
@@ -133,8 +134,8 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     unique_name(run, sizeof run, "poison");
     unique_name(user, sizeof user, "afterpoison");
     snprintf(poison_req, sizeof poison_req, "not json at all %s", run);
-    snprintf(poison_res, sizeof poison_res, "{\"type\":\"payment.completed\",\"version\":99,\"run\":\"%s\"}",
-             run);
+    snprintf(poison_res, sizeof poison_res,
+             "{\"type\":\"payment.completed\",\"version\":99,\"run\":\"%s\"}", run);
     /* On every partition, so whatever comes next sits behind poison. */
     rd_kafka_t *p = producer();
     for (int32_t part = 0; part < 4; part++) {
@@ -153,8 +154,9 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     cr_assert(wait_until(dead_lettered, &pw, 20000), "payments did not dead-letter the poison");
     dead_wait ow = {.db = orders_db(), .payload = poison_res, .want = 4};
     cr_assert(wait_until(dead_lettered, &ow, 20000), "orders did not dead-letter the poison");
-    cr_assert_eq(db_int(ow.db, "SELECT count(*) FROM dead_letters WHERE payload = "
-                               "convert_to($1, 'UTF8') AND reason LIKE '%version 99%'",
+    cr_assert_eq(db_int(ow.db,
+                        "SELECT count(*) FROM dead_letters WHERE payload = "
+                        "convert_to($1, 'UTF8') AND reason LIKE '%version 99%'",
                         poison_res, NULL),
                  4);
     PQfinish(pw.db);
@@ -164,7 +166,8 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
      * orders instances. */
     int64_t orders_dead = 0;
     char urls[256];
-    snprintf(urls, sizeof urls, "%s", getenv("SHOP_ORDERS_URLS") ? getenv("SHOP_ORDERS_URLS") : orders_url());
+    snprintf(urls, sizeof urls, "%s",
+             getenv("SHOP_ORDERS_URLS") ? getenv("SHOP_ORDERS_URLS") : orders_url());
     for (char *save = NULL, *u = strtok_r(urls, " ", &save); u; u = strtok_r(NULL, " ", &save))
         orders_dead += metric(u, "dead_letters_total{topic=\"payment.results\"}");
     cr_assert_geq(orders_dead, 4);

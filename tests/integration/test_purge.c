@@ -33,12 +33,14 @@ Test(purge, expired_inbox_rows_and_keys_go_young_ones_stay, .timeout = 60)
     unique_name(young_key, sizeof young_key, "youngkey");
     const char *old_order = "11111111-2222-4333-8444-555555555555";
     PGconn *p = payments_db(), *o = orders_db();
-    exec(p, "INSERT INTO inbox (order_id, user_id, amount, outcome, processed_at)"
-            " VALUES ($1, $2, 1, 'completed', now() - interval '30 days')"
-            " ON CONFLICT (order_id) DO UPDATE SET processed_at = excluded.processed_at",
+    exec(p,
+         "INSERT INTO inbox (order_id, user_id, amount, outcome, processed_at)"
+         " VALUES ($1, $2, 1, 'completed', now() - interval '30 days')"
+         " ON CONFLICT (order_id) DO UPDATE SET processed_at = excluded.processed_at",
          old_order, "someone");
-    const char *key_sql = "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)"
-                          " VALUES ($1, '\\x00', 201, '{}', now() - ($2 || ' days')::interval)";
+    const char *key_sql =
+        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)"
+        " VALUES ($1, '\\x00', 201, '{}', now() - ($2 || ' days')::interval)";
     exec(p, key_sql, old_key, "3");
     exec(p, key_sql, young_key, "0");
     exec(o, key_sql, old_key, "3");
@@ -50,8 +52,10 @@ Test(purge, expired_inbox_rows_and_keys_go_young_ones_stay, .timeout = 60)
     cr_assert(wait_until(gone, &w, 20000), "the expired payments key stayed");
     w = (gone_wait){o, "SELECT count(*) FROM idempotency_keys WHERE key = $1", old_key};
     cr_assert(wait_until(gone, &w, 20000), "the expired orders key stayed");
-    cr_assert_eq(db_int(p, "SELECT count(*) FROM idempotency_keys WHERE key = $1", young_key, NULL), 1);
-    cr_assert_eq(db_int(o, "SELECT count(*) FROM idempotency_keys WHERE key = $1", young_key, NULL), 1);
+    cr_assert_eq(db_int(p, "SELECT count(*) FROM idempotency_keys WHERE key = $1", young_key, NULL),
+                 1);
+    cr_assert_eq(db_int(o, "SELECT count(*) FROM idempotency_keys WHERE key = $1", young_key, NULL),
+                 1);
     PQfinish(p);
     PQfinish(o);
 }
@@ -66,9 +70,9 @@ Test(purge, sent_outbox_rows_are_deleted, .timeout = 60)
     PGconn *p = payments_db(), *o = orders_db();
     gone_wait w = {o, "SELECT count(*) FROM outbox WHERE key = $1", user};
     cr_assert(wait_until(gone, &w, 10000), "the orders outbox kept a sent row");
-    cr_assert_eq(db_int(p, "SELECT count(*) FROM outbox WHERE payload LIKE '%' || $1 || '%'", user,
-                        NULL),
-                 0, "the payments outbox kept a sent row");
+    cr_assert_eq(
+        db_int(p, "SELECT count(*) FROM outbox WHERE payload LIKE '%' || $1 || '%'", user, NULL), 0,
+        "the payments outbox kept a sent row");
     PQfinish(p);
     PQfinish(o);
 }

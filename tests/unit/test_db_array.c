@@ -11,7 +11,8 @@ Test(db_array, quotes_and_escapes_every_element)
     db_array_add(&a, "back\\slash, comma");
     db_array_add(&a, "");
     db_array_end(&a);
-    cr_assert_str_eq(a.text, "{\"plain\",\"{\\\"type\\\":\\\"x\\\"}\",\"back\\\\slash, comma\",\"\"}");
+    cr_assert_str_eq(a.text,
+                     "{\"plain\",\"{\\\"type\\\":\\\"x\\\"}\",\"back\\\\slash, comma\",\"\"}");
     cr_assert_eq(a.n, 4);
     db_array_free(&a);
 

@@ -9,9 +9,8 @@ Test(http, matches_literal_and_param_segments)
     char buf[128];
     const char *p[HTTP_MAX_PARAMS];
     cr_assert_eq(http_match("/accounts", "/accounts", buf, sizeof buf, p, 4), 0);
-    cr_assert_eq(http_match("/accounts/{id}/deposits", "/accounts/bob/deposits", buf, sizeof buf,
-                            p, 4),
-                 1);
+    cr_assert_eq(
+        http_match("/accounts/{id}/deposits", "/accounts/bob/deposits", buf, sizeof buf, p, 4), 1);
     cr_assert_str_eq(p[0], "bob");
     cr_assert_eq(http_match("/a/{x}/b/{y}", "/a/1/b/22", buf, sizeof buf, p, 4), 2);
     cr_assert_str_eq(p[0], "1");
@@ -94,8 +93,8 @@ Test(http, error_body_has_the_agreed_shape)
     http_error(&res, 409, "account_exists", "user %s already has one", "bob");
     cr_assert_eq(res.status, 409);
     char *text = json_dumps(res.json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    cr_assert_str_eq(text,
-                     "{\"error\":{\"code\":\"account_exists\",\"message\":\"user bob already has one\"}}");
+    cr_assert_str_eq(
+        text, "{\"error\":{\"code\":\"account_exists\",\"message\":\"user bob already has one\"}}");
     free(text);
     json_decref(res.json);
 }

@@ -13,9 +13,10 @@ Test(msg, round_trips_every_type)
     strcpy(in.user_id, "alice");
     strcpy(in.reason, "insufficient_funds");
     char *text = msg_encode(&in);
-    cr_assert_str_eq(text, "{\"type\":\"payment.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-"
-                           "4c1e-9a7b-2f6d5e4c3b2a\",\"user_id\":\"alice\",\"amount\":1250,"
-                           "\"reason\":\"insufficient_funds\"}");
+    cr_assert_str_eq(text,
+                     "{\"type\":\"payment.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-"
+                     "4c1e-9a7b-2f6d5e4c3b2a\",\"user_id\":\"alice\",\"amount\":1250,"
+                     "\"reason\":\"insufficient_funds\"}");
     payment_msg out;
     char why[128];
     cr_assert_eq(msg_decode(text, strlen(text), &out, why, sizeof why), 0, "%s", why);
@@ -65,8 +66,7 @@ Test(msg, refuses_poison)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         payment_msg out;
         char why[128] = "";
-        cr_assert_eq(msg_decode(bad[i], strlen(bad[i]), &out, why, sizeof why), -22, "%s",
-                     bad[i]);
+        cr_assert_eq(msg_decode(bad[i], strlen(bad[i]), &out, why, sizeof why), -22, "%s", bad[i]);
         cr_assert_neq(why[0], '\0', "a reason is given for %s", bad[i]);
     }
 }
