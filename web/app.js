@@ -144,6 +144,11 @@ function connect() {
   });
   socket.addEventListener("message", (event) => {
     const message = JSON.parse(event.data);
+    if (message.type === "resync") { // the server may have missed changes
+      loadOrders();
+      loadAccount();
+      return;
+    }
     if (message.type !== "order.updated") return;
     remember(message.order);
     renderOrders();

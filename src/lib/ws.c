@@ -181,7 +181,7 @@ static void deliver(ws_hub *hub, ws_msg *m)
 {
     for (ws_conn *c = hub->conns, *next; c; c = next) {
         next = c->next;
-        if (strcmp(c->topic, m->topic) != 0)
+        if (m->topic && strcmp(c->topic, m->topic) != 0)
             continue;
         if ((int)wslay_event_get_queued_msg_count(c->ctx) >= hub->max_queue) {
             /* Too slow to follow: say so and let it reconnect and reload. */
@@ -361,12 +361,17 @@ void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic)
     http_add_header(res, "Sec-WebSocket-Accept", accept);
 }
 
+void ws_broadcast(ws_hub *hub, const char *text)
+{
+    ws_publish(hub, NULL, text);
+}
+
 void ws_publish(ws_hub *hub, const char *topic, const char *text)
 {
     ws_msg *m = calloc(1, sizeof *m);
     if (!m)
         return;
-    m->topic = strdup(topic);
+    m->topic = topic ? strdup(topic) : NULL; /* NULL: everyone */
     m->text = strdup(text);
     pthread_mutex_lock(&hub->lock);
     if (hub->pending_tail)

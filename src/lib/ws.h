@@ -27,9 +27,12 @@ void ws_hub_stop(ws_hub *hub);
  * not a WebSocket upgrade gets 426 upgrade_required. */
 void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic);
 
-/* Sends `text` to every connection following `topic`. Thread-safe; does not
- * block on the network. */
+/* Sends `text` to every connection following `topic` (NULL: every
+ * connection). Thread-safe; does not block on the network. */
 void ws_publish(ws_hub *hub, const char *topic, const char *text);
+
+/* Sends `text` to every connection, whatever it follows. Thread-safe. */
+void ws_broadcast(ws_hub *hub, const char *text);
 
 /* How many connections are open (for skipping work nobody watches). */
 int ws_count(ws_hub *hub);

@@ -18,6 +18,7 @@ struct live {
     ws_hub *hub;
     pthread_t thread;
     atomic_bool stopping;
+    bool lost_connection; /* the listener thread's alone */
 };
 
 void live_batch_reset(live_batch *b)
@@ -119,6 +120,11 @@ static void *live_main(void *arg)
                 continue;
             }
             log_msg(LOG_INFO, NULL, "listening for order changes");
+            /* Changes announced while we were not listening are lost to
+             * us: tell every browser here to reload its list. */
+            if (l->lost_connection)
+                ws_broadcast(l->hub, "{\"type\":\"resync\"}");
+            l->lost_connection = false;
         }
         PGconn *pg = db_pg(c);
         struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
@@ -126,6 +132,7 @@ static void *live_main(void *arg)
             log_msg(LOG_WARN, NULL, "order change listener lost the database; reconnecting");
             db_conn_close(c);
             c = NULL;
+            l->lost_connection = true;
             continue;
         }
         PGnotify *n;

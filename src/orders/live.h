@@ -3,7 +3,9 @@
  * orders instance); each instance's listener reads them, loads the orders
  * and pushes {"type":"order.updated","order":{...}} through its WebSocket
  * hub to the owners' connections. So a browser connected to one instance
- * sees changes processed by another. */
+ * sees changes processed by another. After the listener lost its database
+ * connection, it sends {"type":"resync"} to every socket: changes announced
+ * meanwhile were missed, and the browser reloads its list. */
 #ifndef ORDERS_LIVE_H
 #define ORDERS_LIVE_H
 

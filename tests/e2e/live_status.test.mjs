@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
+import { execFileSync } from "node:child_process";
 
 const gateway = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:18000";
 const [orderA, orderB] = (process.env.SHOP_ORDERS_URLS || "http://127.0.0.1:18080 http://127.0.0.1:18082").split(" ");
@@ -101,4 +102,20 @@ test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 },
   assert.ok(await metric(orderA, "ws_connections") >= 1);
   alive.socket.close(1000);
   await alive.closed;
+});
+
+test("after the database comes back, open sockets are told to resync", { timeout: 90000 }, async () => {
+  const socket = new WebSocket(wsUrl(orderA, `resync-${run}`));
+  const messages = [];
+  socket.addEventListener("message", (e) => messages.push(JSON.parse(e.data)));
+  await new Promise((resolve) => socket.addEventListener("open", resolve));
+  const stack = new URL("../../scripts/stack.sh", import.meta.url).pathname;
+  execFileSync(stack, ["pg-stop"], { stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(stack, ["pg-start"], { stdio: ["ignore", "ignore", "inherit"] });
+  const until = Date.now() + 30000;
+  while (!messages.some((m) => m.type === "resync") && Date.now() < until)
+    await new Promise((r) => setTimeout(r, 100));
+  assert.ok(messages.some((m) => m.type === "resync"), "no resync after the database restart");
+  assert.equal(socket.readyState, WebSocket.OPEN, "the socket itself stayed open");
+  socket.close(1000);
 });
