@@ -15,7 +15,7 @@ packages=(
   libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev
   libcurl4-openssl-dev
   # run
-  postgresql-15 postgresql-client-15 nginx curl util-linux procps
+  postgresql-15 postgresql-client-15 nginx curl util-linux procps iproute2
 )
 case "${1:-}" in
   test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox) ;; # + a bench smoke

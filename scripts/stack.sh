@@ -9,7 +9,8 @@
 #   stack.sh wipe    stop, then delete var/ (all data)
 #   stack.sh pg-stop | pg-start     one part alone (used by the tests)
 #   stack.sh broker-stop | broker-start
-#   stack.sh kill NAME       SIGKILL a service (chaos tests); `up` restarts it
+#   stack.sh kill NAME       SIGKILL a part (postgres, broker, gateway, orders,
+#                            payments; chaos tests); `up` restarts it
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -125,6 +126,10 @@ checkpoint_completion_target = 0.9
 logging_collector = off
 CONF
   if ! pg_pid >/dev/null; then
+    # A postmaster killed hard leaves its lock file; if the pid in it is not
+    # a live postgres (gone, or a zombie nobody reaped), PostgreSQL would
+    # still refuse to start on it.
+    rm -f "$data/postmaster.pid"
     # Opened by this shell, so the log need not be writable by PG_USER.
     setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
     wait_for 30 PostgreSQL pg_ready
@@ -222,6 +227,12 @@ gateway_render() {
 
 gateway_start() {
   alive_pid gateway "nginx: master" >/dev/null && return 0
+  # Workers of a master killed hard go on serving the port: stop them, or
+  # the new master cannot listen.
+  local pid
+  for pid in $(ss -ltnpH "sport = :$GATEWAY_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ] && stop_pid "$pid"
+  done
   gateway_render
   nginx -t -q -p "$SHOP_VAR/gateway" -c "$SHOP_VAR/gateway/nginx.conf" 2>>"$LOG_DIR/gateway.error.log" ||
     die "the gateway configuration does not load; see $LOG_DIR/gateway.error.log"
@@ -299,7 +310,16 @@ case "${1:-}" in
   pg-stop) pg_stop ;;
   broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
   broker-stop) broker_stop ;;
-  kill) pid=$(alive_pid "$2" "bin/${2%%-*}") && kill -KILL "$pid" && while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
+  kill) # SIGKILL one part, as a crash would (the chaos drills)
+    case "$2" in
+      postgres) pid=$(pg_pid) ;;
+      gateway) pid=$(alive_pid gateway "nginx: master") ;;
+      broker) pid=$(alive_pid broker devbroker) ;;
+      *) pid=$(alive_pid "$2" "bin/${2%%-*}") ;;
+    esac
+    kill -KILL "$pid"
+    # Gone, or a zombie (nobody may reap it here): either way, dead.
+    while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done ;;
   # Deletes all data: var/, and the PostgreSQL folder var/pg may link to.
   wipe) down; [ -L "$SHOP_VAR/pg" ] && rm -rf "$(readlink -f "$SHOP_VAR/pg")"; rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).

@@ -128,3 +128,28 @@ Test(chaos, database_down_mid_flow_is_retried_not_dropped, .timeout = 180)
                  "a transient failure was dead-lettered");
     assert_money_adds_up(user);
 }
+
+Test(chaos, every_part_killed_then_up_heals_and_keeps_the_data, .timeout = 180)
+{
+    char user[64];
+    unique_name(user, sizeof user, "killall");
+    account_with(user, 100);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(place_order(user, 10, NULL), 201);
+    cr_assert(all_final(user, 60000));
+
+    const char *parts[] = {"gateway", "orders", "payments", "broker", "postgres"};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "kill %s", parts[i]);
+        cr_assert_eq(stack(cmd), 0, "%s", cmd);
+    }
+    cr_assert_eq(stack("up >/dev/null"), 0, "up makes the stack whole again");
+
+    cr_assert_eq(orders_with(user, "FINISHED"), 5, "the data survived");
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(place_order(user, 10, NULL), 201, "orders are taken again");
+    cr_assert(all_final(user, 120000), "orders still NEW after the restart");
+    cr_assert_eq(orders_with(user, "FINISHED"), 10);
+    assert_money_adds_up(user);
+}
