@@ -5,7 +5,7 @@
  * are durable, and a crash anywhere redelivers it (the handler dedups).
  *
  * Failures are told apart:
- * - a poison message (the handler says CONSUMER_POISON: unparseable,
+ * - a poison message (the handler marks its verdict poison: unparseable,
  *   unknown type or version) is written to `dead_letters` with the reason
  *   and raw bytes, in the same transaction, and the partition moves on;
  * - a transient failure (database unreachable, serialization conflict)
