@@ -434,9 +434,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (ctx->status) {
         metrics_histogram_observe(
             &srv->latency[(size_t)ctx->route * NSTATUS + status_slot(ctx->status)], secs);
-        /* The gateway keeps the access log (same request id); a service
-         * logs each request only at debug level, and its failures always. */
-        log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
+        /* Every request, with the gateway's request id; failures louder. */
+        log_level level = ctx->status >= 500 ? LOG_WARN : LOG_INFO;
         if (log_enabled(level))
             log_fields(level, ctx->req_id,
                        json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path",
