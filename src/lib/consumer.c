@@ -40,8 +40,9 @@ static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
     return db_exec_bin(c, "dead_letter_add", 6, params, lengths, formats, NULL);
 }
 
-/* Handles msgs[0..n) in one transaction. Returns 0 or -DB_*. */
-static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead)
+/* Handles msgs[0..n) in one transaction. Returns 0 or -DB_*; on failure
+ * `sqlstate` holds the database's error code ("" when it gave none). */
+static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, char *sqlstate)
 {
     db_conn *c = NULL;
     consumer_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
@@ -59,20 +60,23 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead)
     }
     if (rc == 0)
         rc = db_commit(c);
+    snprintf(sqlstate, 6, "%s", rc < 0 && c ? db_sqlstate(c) : "");
     db_release(cs->pool, c);
     free(verdicts);
     return rc;
 }
 
-/* Waits `ms` unless stopping; returns false when stopping. */
-static bool pause_ms(consumer *cs, int ms)
+/* Waits *backoff_ms (doubling it, up to 2 s) unless stopping; returns
+ * false when stopping. */
+static bool back_off(consumer *cs, int *backoff_ms)
 {
-    for (int waited = 0; waited < ms; waited += 50) {
+    for (int waited = 0; waited < *backoff_ms; waited += 50) {
         if (atomic_load(&cs->stopping))
             return false;
         struct timespec t = {.tv_nsec = 50 * 1000000};
         nanosleep(&t, NULL);
     }
+    *backoff_ms = *backoff_ms < 2000 ? *backoff_ms * 2 : 2000;
     return !atomic_load(&cs->stopping);
 }
 
@@ -81,42 +85,46 @@ static bool transient(int rc)
     return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT;
 }
 
+/* Dead-letters one message in a transaction of its own. */
+static int dead_letter_alone(consumer *cs, const rd_kafka_message_t *m, const char *sqlstate)
+{
+    char why[128];
+    snprintf(why, sizeof why, "handling failed by itself: database error SQLSTATE %s",
+             sqlstate[0] ? sqlstate : "unknown");
+    db_conn *c = NULL;
+    int rc = db_acquire(cs->pool, 1000, &c);
+    if (rc == 0)
+        rc = dead_letter(c, m, why);
+    db_release(cs->pool, c);
+    return rc;
+}
+
 /* Runs `n` messages until they are durable: as a batch, or one by one when
- * the batch fails for a reason that retrying will not cure. Returns false
- * when the consumer is stopping first (nothing may be acknowledged). */
+ * the batch fails for a reason that retrying will not cure, dead-lettering
+ * the message that fails alone. Transient failures are waited out. Returns
+ * false when the consumer is stopping first (nothing may be acknowledged). */
 static bool process(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
     int dead = 0, rc, backoff = 100;
-    while ((rc = run_batch(cs, msgs, n, &dead)) != 0) {
-        if (!transient(rc))
-            break;
+    char sqlstate[6];
+    while (transient(rc = run_batch(cs, msgs, n, &dead, sqlstate))) {
         atomic_fetch_add(&cs->retries, 1);
-        if (!pause_ms(cs, backoff))
+        if (!back_off(cs, &backoff))
             return false;
-        backoff = backoff < 2000 ? backoff * 2 : 2000;
     }
     if (rc != 0) {
-        /* Find the message that fails alone, and set it aside. */
+        /* The batch rolled back: find the message that fails alone. */
         dead = 0;
         for (int i = 0; i < n; i++) {
-            int one_dead = 0;
+            int one_dead = 0, one;
             backoff = 100;
-            while ((rc = run_batch(cs, &msgs[i], 1, &one_dead)) != 0) {
-                if (!transient(rc)) {
-                    char why[128];
-                    snprintf(why, sizeof why, "handler failed: SQLSTATE error (%d)", rc);
-                    db_conn *c = NULL;
-                    rc = db_acquire(cs->pool, 1000, &c);
-                    if (rc == 0)
-                        rc = dead_letter(c, msgs[i], why);
-                    db_release(cs->pool, c);
+            while ((one = run_batch(cs, &msgs[i], 1, &one_dead, sqlstate)) != 0) {
+                if (!transient(one) && dead_letter_alone(cs, msgs[i], sqlstate) == 0) {
                     one_dead = 1;
-                    if (rc == 0)
-                        break;
+                    break;
                 }
-                if (!pause_ms(cs, backoff))
+                if (!back_off(cs, &backoff))
                     return false;
-                backoff = backoff < 2000 ? backoff * 2 : 2000;
             }
             dead += one_dead;
         }

@@ -1,4 +1,5 @@
 #include "lib/db.h"
+#include "lib/clock.h"
 #include "lib/file.h"
 #include "lib/log.h"
 
@@ -26,17 +27,10 @@ struct db_pool {
     db_conn *conns;
     int size;
     db_conn *free_list;
-    /* After a failed connect, others fail fast until this time instead of
-     * each paying for a connection attempt. */
-    struct timespec retry_after;
+    /* After a failed connect, others fail fast until this time (monotonic
+     * ms) instead of each paying for a connection attempt. */
+    int64_t retry_after_ms;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets)
 {
@@ -201,52 +195,37 @@ PGconn *db_pg(db_conn *c)
 int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
 {
     *out = NULL;
-    int64_t deadline = now_ms() + wait_ms;
+    int64_t deadline = clock_now_ms() + wait_ms;
     pthread_mutex_lock(&pool->lock);
     while (!pool->free_list) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_now_ms();
         if (left <= 0) {
             pthread_mutex_unlock(&pool->lock);
             log_msg(LOG_WARN, NULL, "no database connection free within %d ms", wait_ms);
             return -DB_UNAVAILABLE;
         }
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&pool->freed, &pool->lock, &ts);
+        struct timespec until = clock_deadline(left);
+        pthread_cond_timedwait(&pool->freed, &pool->lock, &until);
     }
     db_conn *c = pool->free_list;
     pool->free_list = c->next_free;
-    struct timespec retry_after = pool->retry_after;
+    int64_t retry_after_ms = pool->retry_after_ms;
     pthread_mutex_unlock(&pool->lock);
 
     if (conn_alive(c)) {
         *out = c;
         return 0;
     }
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    bool backing_off = now.tv_sec < retry_after.tv_sec ||
-                       (now.tv_sec == retry_after.tv_sec && now.tv_nsec < retry_after.tv_nsec);
+    int64_t now = clock_now_ms();
+    bool backing_off = now < retry_after_ms;
     int rc = backing_off ? -DB_UNAVAILABLE : conn_open(pool, c);
     if (rc == 0) {
         *out = c;
         return 0;
     }
     pthread_mutex_lock(&pool->lock);
-    if (!backing_off) {
-        pool->retry_after = now;
-        pool->retry_after.tv_nsec += 100 * 1000000; /* 100 ms */
-        if (pool->retry_after.tv_nsec >= 1000000000) {
-            pool->retry_after.tv_sec++;
-            pool->retry_after.tv_nsec -= 1000000000;
-        }
-    }
+    if (!backing_off)
+        pool->retry_after_ms = now + 100;
     c->next_free = pool->free_list;
     pool->free_list = c;
     pthread_cond_signal(&pool->freed);

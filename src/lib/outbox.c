@@ -1,4 +1,5 @@
 #include "lib/outbox.h"
+#include "lib/clock.h"
 #include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -167,14 +168,7 @@ static void *relay_main(void *arg)
             nanosleep(&g, NULL);
             wait_ms = 0;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = clock_deadline(wait_ms);
         pthread_mutex_lock(&r->lock);
         while (wait_ms > 0 && !r->stopping && !(n >= 0 && r->woken) &&
                pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)

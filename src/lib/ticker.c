@@ -1,4 +1,5 @@
 #include "lib/ticker.h"
+#include "lib/clock.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -20,14 +21,7 @@ static void *ticker_main(void *arg)
     ticker *t = arg;
     pthread_mutex_lock(&t->lock);
     while (!t->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += t->period_ms / 1000;
-        until.tv_nsec += (long)(t->period_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = clock_deadline(t->period_ms);
         while (!t->stopping && pthread_cond_timedwait(&t->cond, &t->lock, &until) == 0)
             ;
         if (t->stopping)

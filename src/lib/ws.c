@@ -1,4 +1,5 @@
 #include "lib/ws.h"
+#include "lib/clock.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -54,13 +55,6 @@ typedef struct upgrade_arg {
     char topic[128];
 } upgrade_arg;
 
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 void ws_accept_key(const char *key, char *out)
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -88,7 +82,7 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     }
     ssize_t n = recv(c->fd, buf, len, 0);
     if (n > 0) {
-        c->last_rx_ms = now_ms();
+        c->last_rx_ms = clock_now_ms();
         return n;
     }
     wslay_event_set_error(ctx, n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -232,7 +226,7 @@ static void take_new_work(ws_hub *hub)
 
 static void keep_alive(ws_hub *hub)
 {
-    int64_t now = now_ms();
+    int64_t now = clock_now_ms();
     for (ws_conn *c = hub->conns, *next; c; c = next) {
         next = c->next;
         bool ok = true;
@@ -301,7 +295,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_
     c->urh = urh;
     snprintf(c->topic, sizeof c->topic, "%s", a->topic);
     free(a);
-    c->last_rx_ms = c->last_ping_ms = now_ms();
+    c->last_rx_ms = c->last_ping_ms = clock_now_ms();
     if (extra_in_size) {
         c->extra = malloc(extra_in_size);
         memcpy(c->extra, extra_in, extra_in_size);

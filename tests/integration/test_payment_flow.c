@@ -172,3 +172,57 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
         orders_dead += metric(u, "dead_letters_total{topic=\"payment.results\"}");
     cr_assert_geq(orders_dead, 4);
 }
+
+typedef struct sqlstate_wait {
+    PGconn *db;
+    const char *payload;
+} sqlstate_wait;
+
+static bool dead_lettered_as_duplicate(void *arg)
+{
+    sqlstate_wait *w = arg;
+    return db_int(w->db,
+                  "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
+                  " AND reason LIKE '%SQLSTATE 23505%'",
+                  w->payload, NULL) == 1;
+}
+
+Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeout = 90)
+{
+    char user[64], id[37];
+    unique_name(user, sizeof user, "purged");
+    account_with(user, 100);
+    cr_assert_eq(place_order(user, 25, id), 201);
+    cr_assert(all_final(user, 30000));
+
+    /* As if the inbox had forgotten the order (past its retention): the
+     * ledger's unique order id is then what refuses a second debit, and
+     * the message that fails by itself is set aside, not retried for ever. */
+    PGconn *db = payments_db();
+    PGresult *r = PQexecParams(db, "DELETE FROM inbox WHERE order_id = $1", 1, NULL,
+                               (const char *[]){id}, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 25};
+    snprintf(m.order_id, sizeof m.order_id, "%s", id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    rd_kafka_t *p = producer();
+    produce(p, MSG_TOPIC_REQUESTS, RD_KAFKA_PARTITION_UA, user, payload, strlen(payload));
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_destroy(p);
+
+    sqlstate_wait w = {db, payload};
+    cr_assert(wait_until(dead_lettered_as_duplicate, &w, 30000),
+              "the duplicate was not dead-lettered with its SQLSTATE");
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 1);
+    cr_assert_eq(db_int(db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 75);
+    free(payload);
+    PQfinish(db);
+
+    /* The partition moved on: the next order of this user is paid. */
+    cr_assert_eq(place_order(user, 5, NULL), 201);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(orders_with(user, "FINISHED"), 2);
+    assert_money_adds_up(user);
+}
