@@ -80,7 +80,7 @@ node --experimental-websocket --no-warnings --test --test-concurrency=1 \
   tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs || status=1
 
 echo "== benchmark smoke: make bench in a few seconds (honesty checks asserted, speed not)"
-BENCH_BUILD=$ROOT/build BENCH_OUT=$ROOT/build/bench-smoke BENCH_SECONDS=2 BENCH_RATE=100 \
+BENCH_BUILD=$ROOT/build BENCH_OUT=$ROOT/build/bench-smoke BENCH_SECONDS=2 BENCH_WARMUP_SECONDS=1 BENCH_RATE=100 \
   BENCH_RATES="100 200" BENCH_STEP_SECONDS=1 BENCH_USERS=10 BENCH_PGBENCH_SECONDS=1 \
   BENCH_READ_SECONDS=1 scripts/bench.sh >"$ROOT/build/bench-smoke.log" 2>&1 || {
   status=1

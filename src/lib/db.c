@@ -355,6 +355,13 @@ int db_begin(db_conn *c)
     return rc;
 }
 
+int db_begin_unsynced(db_conn *c)
+{
+    int rc = db_exec_sql(c, "BEGIN; SET LOCAL synchronous_commit = off");
+    c->in_tx = rc == 0;
+    return rc;
+}
+
 int db_commit(db_conn *c)
 {
     c->in_tx = false;

@@ -11,7 +11,6 @@
 #include <time.h>
 
 #define NOTIFY_MAX 7900 /* PostgreSQL refuses payloads of 8000 bytes and more */
-#define LOAD_MAX 256
 
 struct live {
     char *db_url;
@@ -26,32 +25,52 @@ void live_batch_reset(live_batch *b)
     b->len = 0;
 }
 
-void live_batch_add(live_batch *b, const char *order_id, const char *user_id)
+int live_batch_add(live_batch *b, const order *o)
 {
-    size_t need = b->len + strlen(order_id) + strlen(user_id) + 3;
+    json_t *event = json_pack("{s:s, s:o}", "type", "order.updated", "order", order_json(o));
+    char *text = event ? json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(event);
+    if (!text)
+        return -1;
+    /* Compact JSON has no raw newline and a user id no tab: the line's
+     * separators cannot occur inside it. */
+    size_t need = b->len + strlen(o->user_id) + strlen(text) + 2;
     if (need > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
+        size_t cap = b->cap ? b->cap * 2 : 8192;
         while (cap < need)
             cap *= 2;
         char *grown = realloc(b->items, cap);
-        if (!grown)
-            return;
+        if (!grown) {
+            free(text);
+            return -1;
+        }
         b->items = grown;
         b->cap = cap;
     }
-    b->len += (size_t)sprintf(b->items + b->len, "%s%s:%s", b->len ? "," : "", order_id, user_id);
+    b->len += (size_t)sprintf(b->items + b->len, "%s\t%s\n", o->user_id, text);
+    free(text);
+    return 0;
 }
 
 int live_batch_flush(live_batch *b, db_conn *c)
 {
     size_t start = 0;
     while (start < b->len) {
-        /* Cut at the last item boundary under the limit. */
-        size_t end = b->len;
-        if (end - start > NOTIFY_MAX) {
-            end = start + NOTIFY_MAX;
-            while (end > start && b->items[end] != ',')
-                end--;
+        /* As many whole lines as fit under the limit. */
+        size_t end = start, next = start;
+        while (next < b->len) {
+            const char *nl = memchr(b->items + next, '\n', b->len - next);
+            next = nl ? (size_t)(nl - b->items) + 1 : b->len;
+            if (next - start > NOTIFY_MAX)
+                break;
+            end = next;
+        }
+        if (end == start) {
+            /* Cannot happen within the API's limits (an event is at most
+             * ~3.5 kB); the order is stored, only its push is skipped. */
+            log_msg(LOG_WARN, NULL, "an order event over %d bytes was not pushed", NOTIFY_MAX);
+            start = next;
+            continue;
         }
         char chunk[NOTIFY_MAX + 1];
         memcpy(chunk, b->items + start, end - start);
@@ -59,7 +78,7 @@ int live_batch_flush(live_batch *b, db_conn *c)
         int rc = store_notify(c, chunk);
         if (rc < 0)
             return rc;
-        start = end + 1;
+        start = end;
     }
     return 0;
 }
@@ -70,48 +89,32 @@ void live_batch_free(live_batch *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Loads the announced orders and pushes each to its owner's sockets. */
-static void push(live *l, db_conn *c, const char *payload)
+/* Pushes each announced event to its owner's sockets on this instance. */
+static void push(live *l, const char *payload)
 {
     if (ws_count(l->hub) == 0)
         return; /* nobody is watching this instance */
-    char *ids = NULL;
-    size_t len = 0;
-    FILE *out = open_memstream(&ids, &len);
-    fputc('{', out);
-    int n = 0;
     for (const char *p = payload; *p;) {
-        const char *colon = strchr(p, ':'), *comma = strchr(p, ',');
-        if (!colon)
+        const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
+        if (!tab || !nl || tab > nl)
             break;
-        fprintf(out, "%s%.*s", n++ ? "," : "", (int)(colon - p), p);
-        p = comma ? comma + 1 : p + strlen(p);
-    }
-    fputc('}', out);
-    fclose(out);
-    order *orders = calloc(LOAD_MAX, sizeof *orders);
-    int got = orders ? store_orders_by_ids(c, ids, orders, LOAD_MAX) : 0;
-    for (int i = 0; i < got; i++) {
-        json_t *event =
-            json_pack("{s:s, s:o}", "type", "order.updated", "order", order_json(&orders[i]));
-        char *text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        char user[65];
+        char *text = strndup(tab + 1, (size_t)(nl - tab - 1));
+        snprintf(user, sizeof user, "%.*s", (int)(tab - p), p);
         if (text)
-            ws_publish(l->hub, orders[i].user_id, text);
+            ws_publish(l->hub, user, text);
         free(text);
-        json_decref(event);
+        p = nl + 1;
     }
-    free(orders);
-    free(ids);
 }
 
 static void *live_main(void *arg)
 {
     live *l = arg;
-    static const db_stmt *const sets[] = {orders_stmts, NULL};
     db_conn *c = NULL;
     while (!atomic_load(&l->stopping)) {
         if (!c) {
-            c = db_conn_open(l->db_url, sets);
+            c = db_conn_open(l->db_url, NULL); /* LISTEN only */
             if (!c || db_exec_sql(c, "LISTEN " STORE_CHANNEL) != 0) {
                 db_conn_close(c);
                 c = NULL;
@@ -137,7 +140,7 @@ static void *live_main(void *arg)
         }
         PGnotify *n;
         while ((n = PQnotifies(pg))) {
-            push(l, c, n->extra);
+            push(l, n->extra);
             PQfreemem(n);
         }
     }

@@ -1,8 +1,9 @@
 /* Live order status for browsers. The results consumer announces each
- * batch's changed orders with one NOTIFY (delivered at commit, to every
- * orders instance); each instance's listener reads them, loads the orders
- * and pushes {"type":"order.updated","order":{...}} through its WebSocket
- * hub to the owners' connections. So a browser connected to one instance
+ * batch's changed orders, as the events themselves, with one NOTIFY per
+ * 7,900 bytes (delivered at commit, to every orders instance); each
+ * instance's listener pushes each {"type":"order.updated","order":{...}}
+ * through its WebSocket hub to the owner's connections, without reading
+ * the database again. So a browser connected to one instance
  * sees changes processed by another. After the listener lost its database
  * connection, it sends {"type":"resync"} to every socket: changes announced
  * meanwhile were missed, and the browser reloads its list. */
@@ -11,18 +12,21 @@
 
 #include "lib/db.h"
 #include "lib/ws.h"
+#include "orders/order.h"
 
 typedef struct live live;
 
 /* Collects a batch's changes, in the consumer thread: reset, add, flush
  * (inside the transaction). */
 typedef struct live_batch {
-    char *items; /* "order_id:user_id,..." */
+    char *items; /* one line per event: "user_id TAB event-json LF" */
     size_t len, cap;
 } live_batch;
 
 void live_batch_reset(live_batch *b);
-void live_batch_add(live_batch *b, const char *order_id, const char *user_id);
+/* Returns -1 when out of memory (that browser update is lost, the order
+ * is not). */
+int live_batch_add(live_batch *b, const order *o);
 /* Issues the NOTIFYs (chunks under PostgreSQL's 8000-byte limit). */
 int live_batch_flush(live_batch *b, db_conn *c);
 void live_batch_free(live_batch *b);

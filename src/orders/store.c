@@ -23,9 +23,10 @@ const db_stmt orders_stmts[] = {
     {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
                    " AND ($2::bigint = 0 OR seq < $2) ORDER BY seq DESC LIMIT $3"},
     {"orders_finish",
-     "UPDATE orders o SET status = r.status, reason = nullif(r.reason, ''), updated_at = now()"
-     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(id, status, reason)"
-     " WHERE o.id = r.id AND o.status = 'NEW' RETURNING o.id, o.user_id, o.status"},
+     "UPDATE orders o"
+     " SET status = r.to_status, reason = nullif(r.to_reason, ''), updated_at = now()"
+     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(order_id, to_status, to_reason)"
+     " WHERE o.id = r.order_id AND o.status = 'NEW' RETURNING " ORDER_COLS},
     {"redrive_claim",
      "UPDATE orders SET redrive_count = redrive_count + 1,"
      " next_redrive_at = now() + make_interval(secs =>"
@@ -33,7 +34,6 @@ const db_stmt orders_stmts[] = {
      " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= now()"
      "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
      " RETURNING " ORDER_COLS},
-    {"orders_by_ids", "SELECT " ORDER_COLS " FROM orders WHERE id = ANY($1::uuid[])"},
     /* One notification per chunk of a batch's changes, not per order:
      * NOTIFY serialises commits, so it stays off the per-order path. */
     {"orders_notify", "SELECT pg_notify('" STORE_CHANNEL "', $1)"},
@@ -99,16 +99,10 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
 }
 
 int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
-                        PGresult **changed)
+                        order *changed, int max)
 {
     const char *params[] = {ids, statuses, reasons};
-    return db_exec(c, "orders_finish", 3, params, changed);
-}
-
-int store_orders_by_ids(db_conn *c, const char *ids, order *out, int max)
-{
-    const char *params[] = {ids};
-    return run(c, "orders_by_ids", 1, params, out, max);
+    return run(c, "orders_finish", 3, params, changed, max);
 }
 
 int store_notify(db_conn *c, const char *payload)

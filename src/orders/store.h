@@ -25,19 +25,15 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
 
 /* Moves each order of `ids` from NEW to its status and reason (three
  * array literals of equal length). Orders no longer NEW, or unknown, do
- * not change (a replay). Returns 0 with the changed orders (id, user_id,
- * status; caller PQclear()s), or -DB_*. */
+ * not change (a replay). Returns how many changed, as they are now (into
+ * changed[0..max)), or -DB_*. */
 int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
-                        PGresult **changed);
+                        order *changed, int max);
 
 /* Claims up to `limit` NEW orders whose re-drive is due and schedules
  * their next one with exponential back-off (after_ms * 2^n, at most
  * max_ms). Returns the count (into out[]), or -DB_*. */
 int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out);
-
-/* The orders whose ids are in `ids`, a PostgreSQL array literal
- * ("{a,b}"). Returns the count (into out[0..max)), or -DB_*. */
-int store_orders_by_ids(db_conn *c, const char *ids, order *out, int max);
 
 /* Announces changed orders on STORE_CHANNEL, delivered at commit. */
 #define STORE_CHANNEL "order_updates"

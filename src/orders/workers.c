@@ -20,7 +20,6 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
 {
     orders_app *app = arg;
     db_array ids, statuses, reasons;
-    PGresult *changed = NULL;
     db_array_begin(&ids), db_array_begin(&statuses), db_array_begin(&reasons);
     for (int i = 0; i < n; i++) {
         consumer_verdict *v = &verdicts[i];
@@ -40,16 +39,21 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         }
     }
     db_array_end(&ids), db_array_end(&statuses), db_array_end(&reasons);
-    int rc = 0, valid = ids.n;
-    if (valid)
-        rc = store_orders_finish(c, ids.text, statuses.text, reasons.text, &changed);
-    if (rc == 0 && changed) {
+    int rc = 0, valid = ids.n, nchanged = 0;
+    order *changed = NULL;
+    if (valid) {
+        changed = calloc((size_t)valid, sizeof *changed);
+        rc = nchanged =
+            changed ? store_orders_finish(c, ids.text, statuses.text, reasons.text, changed, valid)
+                    : -DB_FAILED;
+    }
+    if (rc >= 0 && valid) {
         /* Everyone following these users hears of it once this commits. */
         live_batch_reset(&app->changed);
         uint64_t finished = 0, cancelled = 0;
-        for (int i = 0; i < PQntuples(changed); i++) {
-            live_batch_add(&app->changed, PQgetvalue(changed, i, 0), PQgetvalue(changed, i, 1));
-            if (strcmp(PQgetvalue(changed, i, 2), "FINISHED") == 0)
+        for (int i = 0; i < nchanged; i++) {
+            (void)live_batch_add(&app->changed, &changed[i]); /* fails only without memory */
+            if (strcmp(changed[i].status, "FINISHED") == 0)
                 finished++;
             else
                 cancelled++;
@@ -59,12 +63,12 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
             atomic_fetch_add(&app->finished, finished);
             atomic_fetch_add(&app->cancelled, cancelled);
             /* Replays, or results for orders that are not ours. */
-            atomic_fetch_add(&app->ignored_results, (uint64_t)(valid - PQntuples(changed)));
+            atomic_fetch_add(&app->ignored_results, (uint64_t)(valid - nchanged));
         }
     }
-    PQclear(changed);
+    free(changed);
     db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
 void orders_redrive(void *arg)

@@ -79,6 +79,31 @@ test("changes reach sockets on both instances and through the gateway", { timeou
   assert.deepEqual(codes, [1000, 1000, 1000, 1000], "a clean close is answered cleanly");
 });
 
+test("large events are pushed whole, split over several notifications", { timeout: 60000 }, async () => {
+  // 40 orders placed at once land in few consumer batches; each event is
+  // ~1 kB (a 500-character description with quotes and non-ASCII text), so
+  // a batch's events exceed one NOTIFY's 8,000 bytes and must be split at
+  // event boundaries, none cut or lost.
+  const user = `big-${run}`;
+  await post("/accounts", { user_id: user });
+  await post(`/accounts/${user}/deposits`, { amount: 1000 });
+  const s = follow(wsUrl(gateway + "/api", user));
+  await s.opened;
+  const description = ('"quoted" caf\u00e9 ' + "x".repeat(500)).slice(0, 500);
+  const placed = await Promise.all(
+    Array.from({ length: 40 }, () => post("/orders", { user_id: user, amount: 50, description })));
+  await s.until(() => placed.every((o) => s.finals.has(o.id)));
+  for (const o of placed) {
+    const pushed = s.finals.get(o.id);
+    const stored = await (await fetch(`${gateway}/api/orders/${o.id}`)).json();
+    assert.deepEqual(pushed, stored, "the pushed order is the stored one");
+    assert.equal(pushed.description, description);
+  }
+  const statuses = placed.map((o) => s.finals.get(o.id).status);
+  assert.equal(statuses.filter((x) => x === "FINISHED").length, 20, "1000 buys 20 orders of 50");
+  s.socket.close(1000);
+});
+
 test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 }, async () => {
   // The test stack pings after 1 s of silence and drops after three.
   const user = `idle-${run}`;
