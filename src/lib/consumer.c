@@ -160,11 +160,15 @@ static void *consumer_main(void *arg)
 {
     consumer *cs = arg;
     rd_kafka_message_t **msgs = calloc((size_t)cs->cfg.batch, sizeof *msgs);
+    int last_n = 0;
     while (msgs && !atomic_load(&cs->stopping)) {
         int n = 0;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(cs->rk, 200);
         /* A batch takes what arrives within gather_ms of its first message:
-         * fewer, larger transactions, each one commit. */
+         * fewer, larger transactions, each one commit. It waits only when
+         * the last batch had company: a lone message (light load, where
+         * commits are plentiful) goes at once. */
+        int gather_ms = last_n > 1 ? cs->cfg.gather_ms : 0;
         struct timespec first;
         clock_gettime(CLOCK_MONOTONIC, &first);
         while (m) {
@@ -178,12 +182,13 @@ static void *consumer_main(void *arg)
             }
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            long left = cs->cfg.gather_ms - ((now.tv_sec - first.tv_sec) * 1000 +
-                                             (now.tv_nsec - first.tv_nsec) / 1000000);
+            long left = gather_ms - ((now.tv_sec - first.tv_sec) * 1000 +
+                                     (now.tv_nsec - first.tv_nsec) / 1000000);
             m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
         if (n == 0)
             continue;
+        last_n = n;
         bool done = process(cs, msgs, n);
         if (done) {
             commit_offsets(cs, msgs, n);

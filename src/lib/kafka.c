@@ -61,7 +61,7 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
 rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
                                const char *const *topics)
 {
-    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "10");
+    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "5");
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;

@@ -24,13 +24,15 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, gather_ms, idem_ret, purge_ms;
+    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
+        consumer_gather_ms, idem_ret, purge_ms;
     int64_t redrive_after, redrive_max, redrive_check;
     if (svc_http_config(&http, 8080) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 24, &pool_size) < 0 ||
         cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
-        cfg_int("GATHER_MS", 0, 1000, 5, &gather_ms) < 0 ||
+        cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
+        cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
         cfg_int("REDRIVE_AFTER_MS", 100, 86400000, 5000, &redrive_after) < 0 ||
         cfg_int("REDRIVE_MAX_MS", 100, 86400000, 60000, &redrive_max) < 0 ||
         cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &redrive_check) < 0 ||
@@ -66,7 +68,7 @@ int main(void)
                                  .client_id = "orders-relay",
                                  .batch = (int)relay_batch,
                                  .poll_ms = (int)relay_poll_ms,
-                                 .gather_ms = (int)gather_ms};
+                                 .gather_ms = (int)relay_gather_ms};
     if (!(app.relay = outbox_relay_start(app.db, &relay)))
         goto done;
     consumer_config results = {.brokers = brokers,
@@ -74,7 +76,7 @@ int main(void)
                                .client_id = "orders",
                                .topic = MSG_TOPIC_RESULTS,
                                .batch = (int)consumer_batch,
-                               .gather_ms = (int)gather_ms,
+                               .gather_ms = (int)consumer_gather_ms,
                                .handle = orders_handle_results,
                                .app = &app};
     if (!(app.hub = ws_hub_start((int)ws_queue, (int)ws_ping_ms)) ||

@@ -24,13 +24,14 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, gather_ms, inbox_ret, idem_ret,
-        purge_ms;
+    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
+        consumer_gather_ms, inbox_ret, idem_ret, purge_ms;
     if (svc_http_config(&http, 8081) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 24, &pool_size) < 0 ||
         cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
-        cfg_int("GATHER_MS", 0, 1000, 5, &gather_ms) < 0 ||
+        cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
+        cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
         cfg_int("INBOX_RETENTION_S", 60, 365 * 86400, 7 * 86400, &inbox_ret) < 0 ||
         cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
         cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0)
@@ -61,7 +62,7 @@ int main(void)
                                  .client_id = "payments-relay",
                                  .batch = (int)relay_batch,
                                  .poll_ms = (int)relay_poll_ms,
-                                 .gather_ms = (int)gather_ms};
+                                 .gather_ms = (int)relay_gather_ms};
     if (!(app.relay = outbox_relay_start(app.db, &relay)))
         goto done;
     consumer_config requests = {.brokers = brokers,
@@ -69,7 +70,7 @@ int main(void)
                                 .client_id = "payments",
                                 .topic = MSG_TOPIC_REQUESTS,
                                 .batch = (int)consumer_batch,
-                                .gather_ms = (int)gather_ms,
+                                .gather_ms = (int)consumer_gather_ms,
                                 .handle = payments_handle_requests,
                                 .after_commit = payments_after_commit,
                                 .app = &app};
