@@ -31,23 +31,6 @@ Test(chaos, broker_lost_with_messages_in_flight_heals, .timeout = 180)
     assert_money_adds_up(user);
 }
 
-typedef struct burst {
-    const char *user;
-    int orders;
-    atomic_int accepted;
-    atomic_bool done;
-} burst;
-
-static void *place_many(void *arg)
-{
-    burst *b = arg;
-    for (int i = 0; i < b->orders; i++)
-        if (place_order(b->user, 10, NULL) == 201)
-            atomic_fetch_add(&b->accepted, 1);
-    atomic_store(&b->done, true);
-    return NULL;
-}
-
 static bool accepted_at_least(void *arg)
 {
     burst *b = arg;
@@ -59,9 +42,9 @@ static void kill_mid_burst(const char *service)
     char user[64], cmd[64];
     unique_name(user, sizeof user, service);
     account_with(user, 500);
-    burst b = {.user = user, .orders = 100};
+    burst b = {.user = user, .orders = 100, .amount = 10};
     pthread_t th;
-    pthread_create(&th, NULL, place_many, &b);
+    pthread_create(&th, NULL, place_orders, &b);
     cr_assert(wait_until(accepted_at_least, &b, 60000));
     snprintf(cmd, sizeof cmd, "kill %s", service);
     cr_assert_eq(stack(cmd), 0);

@@ -170,6 +170,16 @@ int64_t orders_with(const char *user, const char *status)
     return n;
 }
 
+void *place_orders(void *arg)
+{
+    burst *b = arg;
+    for (int i = 0; i < b->orders; i++)
+        if (place_order(b->user, b->amount, NULL) == 201)
+            atomic_fetch_add(&b->accepted, 1);
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
 typedef struct final_wait {
     PGconn *db;
     const char *user;

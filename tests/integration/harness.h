@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -53,6 +54,18 @@ void account_with(const char *user, int64_t amount);
 /* Places an order; returns the HTTP status, and the order id in `id`
  * (37 bytes) on 201. */
 long place_order(const char *user, int64_t amount, char *id);
+
+/* A client placing `orders` orders of `amount` one after the other, for a
+ * thread: pthread_create(&t, NULL, place_orders, &burst). `accepted`
+ * counts the 201s as they come; `done` is set at the end. */
+typedef struct burst {
+    const char *user;
+    int orders;
+    int64_t amount;
+    atomic_int accepted;
+    atomic_bool done;
+} burst;
+void *place_orders(void *burst);
 
 /* Waits until `user` has no order left in NEW; false after `timeout_ms`. */
 bool all_final(const char *user, int timeout_ms);

@@ -10,21 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct burst {
-    const char *user;
-    int orders;
-    int accepted;
-} burst;
-
-static void *place_many(void *arg)
-{
-    burst *b = arg;
-    for (int i = 0; i < b->orders; i++)
-        if (place_order(b->user, 1, NULL) == 201)
-            b->accepted++;
-    return NULL;
-}
-
 Test(flow, two_hundred_concurrent_orders_never_overdraw, .timeout = 120)
 {
     char user[64];
@@ -34,13 +19,13 @@ Test(flow, two_hundred_concurrent_orders_never_overdraw, .timeout = 120)
     pthread_t th[THREADS];
     burst b[THREADS];
     for (int i = 0; i < THREADS; i++) {
-        b[i] = (burst){.user = user, .orders = EACH};
-        pthread_create(&th[i], NULL, place_many, &b[i]);
+        b[i] = (burst){.user = user, .orders = EACH, .amount = 1};
+        pthread_create(&th[i], NULL, place_orders, &b[i]);
     }
     int accepted = 0;
     for (int i = 0; i < THREADS; i++) {
         pthread_join(th[i], NULL);
-        accepted += b[i].accepted;
+        accepted += atomic_load(&b[i].accepted);
     }
     cr_assert_eq(accepted, THREADS * EACH);
     cr_assert(all_final(user, 90000), "orders still NEW");
@@ -113,19 +98,25 @@ Test(flow, redelivered_request_debits_once, .timeout = 90)
     assert_money_adds_up(user);
 }
 
+/* Waits for `want` dead letters of `payload` whose reason is LIKE `reason`. */
 typedef struct dead_wait {
     PGconn *db;
-    const char *payload;
+    const char *payload, *reason;
     int64_t want;
 } dead_wait;
+
+static int64_t dead_letters_of(const dead_wait *w)
+{
+    return db_int(w->db,
+                  "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
+                  " AND reason LIKE $2",
+                  w->payload, w->reason);
+}
 
 static bool dead_lettered(void *arg)
 {
     dead_wait *w = arg;
-    return db_int(w->db,
-                  "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
-                  " AND reason <> ''",
-                  w->payload, NULL) >= w->want;
+    return dead_letters_of(w) >= w->want;
 }
 
 Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
@@ -150,15 +141,12 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     cr_assert(all_final(user, 30000), "an order behind poison messages stayed NEW");
     cr_assert_eq(orders_with(user, "FINISHED"), 1);
 
-    dead_wait pw = {.db = payments_db(), .payload = poison_req, .want = 4};
+    dead_wait pw = {.db = payments_db(), .payload = poison_req, .reason = "_%", .want = 4};
     cr_assert(wait_until(dead_lettered, &pw, 20000), "payments did not dead-letter the poison");
-    dead_wait ow = {.db = orders_db(), .payload = poison_res, .want = 4};
+    dead_wait ow = {.db = orders_db(), .payload = poison_res, .reason = "_%", .want = 4};
     cr_assert(wait_until(dead_lettered, &ow, 20000), "orders did not dead-letter the poison");
-    cr_assert_eq(db_int(ow.db,
-                        "SELECT count(*) FROM dead_letters WHERE payload = "
-                        "convert_to($1, 'UTF8') AND reason LIKE '%version 99%'",
-                        poison_res, NULL),
-                 4);
+    ow.reason = "%version 99%";
+    cr_assert_eq(dead_letters_of(&ow), 4);
     PQfinish(pw.db);
     PQfinish(ow.db);
     cr_assert_geq(metric(payments_url(), "dead_letters_total{topic=\"payment.requests\"}"), 4);
@@ -171,20 +159,6 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     for (char *save = NULL, *u = strtok_r(urls, " ", &save); u; u = strtok_r(NULL, " ", &save))
         orders_dead += metric(u, "dead_letters_total{topic=\"payment.results\"}");
     cr_assert_geq(orders_dead, 4);
-}
-
-typedef struct sqlstate_wait {
-    PGconn *db;
-    const char *payload;
-} sqlstate_wait;
-
-static bool dead_lettered_as_duplicate(void *arg)
-{
-    sqlstate_wait *w = arg;
-    return db_int(w->db,
-                  "SELECT count(*) FROM dead_letters WHERE payload = convert_to($1, 'UTF8')"
-                  " AND reason LIKE '%SQLSTATE 23505%'",
-                  w->payload, NULL) == 1;
 }
 
 Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeout = 90)
@@ -212,9 +186,10 @@ Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeo
     cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     kafka_destroy(p);
 
-    sqlstate_wait w = {db, payload};
-    cr_assert(wait_until(dead_lettered_as_duplicate, &w, 30000),
+    dead_wait w = {.db = db, .payload = payload, .reason = "%SQLSTATE 23505%", .want = 1};
+    cr_assert(wait_until(dead_lettered, &w, 30000),
               "the duplicate was not dead-lettered with its SQLSTATE");
+    cr_assert_eq(dead_letters_of(&w), 1, "set aside once");
     cr_assert_eq(db_int(db, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 1);
     cr_assert_eq(db_int(db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 75);
     free(payload);
