@@ -35,17 +35,18 @@ CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/devbroker
+BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: help build construct tests deps run stop clean rerun start restart fresh test status bench format
+.PHONY: help build services construct tests deps run stop clean rerun start restart fresh test status bench format
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make start    install what is missing, build, and start the whole stack"
 	@echo "make test     install what is missing, build (also with sanitizers), run every test"
-	@echo "make build    compile into build/          make construct  clean rebuild"
+	@echo "make build    compile everything into build/ (services, tests, bench)"
+	@echo "make services compile the services only     make construct  clean rebuild"
 	@echo "make run      start what is not running     make stop       stop everything"
 	@echo "make rerun    stop + run                    make restart    stop + start"
 	@echo "make clean    stop, delete var/ (all data)"
@@ -54,6 +55,9 @@ help:
 	@echo "make format   clang-format every C file (make test checks it)"
 
 build: $(BINS) $(BENCH) $(TESTS)
+
+# What `make start` runs, and nothing that needs the test packages.
+services: $(BINS)
 
 construct:
 	rm -rf $(BUILD)
@@ -64,7 +68,7 @@ deps:
 
 start:
 	@scripts/deps.sh
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory services
 	@scripts/stack.sh up
 
 run:
@@ -88,8 +92,12 @@ fresh: clean start
 test:
 	@scripts/test.sh
 
+# Every C file of ours: found on disk, so that a checkout without .git
+# (a downloaded archive) formats and checks the same.
+C_FILES = find src tests bench -name '*.[ch]' -not -path '*/corpus/*'
+
 format:
-	@git ls-files '*.c' '*.h' | xargs clang-format -i
+	@$(C_FILES) | xargs clang-format -i
 
 bench:
 	@scripts/deps.sh bench
@@ -105,11 +113,6 @@ $(BUILD)/bin/orders: $(call obj,src/orders/main.c $(ORDERS_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
-
-$(BUILD)/bin/devbroker: $(call obj,src/devbroker/main.c src/lib/log.c src/lib/config.c)
-	@mkdir -p $(dir $@)
-	@echo "  LD  $@"
-	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) -ldl $(LDFLAGS)
 
 $(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Shop needs, if anything is missing: Debian packages (as
 # root with apt-get, else through sudo, else it prints the line to run),
-# then the npm packages of package.json (Swagger UI, lint and test tools).
+# Apache Kafka's jars (Maven, once, into .cache/kafka/libs), then the npm
+# packages of package.json (Swagger UI, lint and test tools).
 #
 #   deps.sh        what `make start` needs
 #   deps.sh test   that, plus what `make test` needs (Criterion, Chromium, ...)
@@ -14,8 +15,10 @@ packages=(
   gcc make pkg-config libc6-dev
   libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev
   libcurl4-openssl-dev
-  # run
-  postgresql-15 postgresql-client-15 nginx curl util-linux procps iproute2
+  # run: the database, the broker (Debian's Java 17 runs Apache Kafka, which
+  # Maven fetches; kcat asks it for metadata), the gateway
+  postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven kcat nginx
+  curl util-linux procps iproute2 passwd
 )
 case "${1:-}" in
   test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox) ;; # + a bench smoke
@@ -45,6 +48,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Apache Kafka's jars, as kafka/pom.xml pins them, fetched once: a later
+# run, even offline, finds them in place (a new pom fetches again).
+kafka_libs=$ROOT/.cache/kafka/libs
+stamp=$(sha256sum "$ROOT/kafka/pom.xml" | cut -c1-16)
+if [ "$(cat "$kafka_libs/.complete" 2>/dev/null)" != "$stamp" ]; then
+  echo "Fetching Apache Kafka's jars with Maven (once; about 50 MB into .cache/kafka)"
+  rm -rf "$kafka_libs.tmp"
+  mvn -q -B -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$kafka_libs.tmp" || { echo "Maven could not fetch Apache Kafka" >&2; exit 1; }
+  echo "$stamp" >"$kafka_libs.tmp/.complete"
+  rm -rf "$kafka_libs"
+  mv "$kafka_libs.tmp" "$kafka_libs"
 fi
 
 # npm packages, exactly as package-lock.json says, when it changed.

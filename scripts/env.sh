@@ -10,13 +10,35 @@ ORDERS_PORT=${ORDERS_PORT:-8080}
 # One orders instance per port; the gateway balances across them.
 ORDERS_PORTS=${ORDERS_PORTS:-$ORDERS_PORT}
 PAYMENTS_PORT=${PAYMENTS_PORT:-8081}
+# One payments instance per port; they share the consumer group (Kafka
+# spreads the partitions over them) and the gateway balances across them.
+PAYMENTS_PORTS=${PAYMENTS_PORTS:-$PAYMENTS_PORT}
 SHOP_LOG_LEVEL=${SHOP_LOG_LEVEL:-info}
 # The user PostgreSQL runs as: it refuses to run as root.
 if [ "$(id -u)" = 0 ]; then PG_USER=${PG_USER:-postgres}; else PG_USER=$(id -un); fi
 
+# Apache Kafka (KRaft): KAFKA_NODES nodes, each a combined broker and
+# controller. Node N listens on KAFKA_PORT + 2(N-1) for clients and the next
+# port for the controller quorum: 9092/9093, 9094/9095, 9096/9097.
+KAFKA_NODES=${KAFKA_NODES:-1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_HEAP=${KAFKA_HEAP:-512m}
+KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-8}
+KAFKA_TOPICS=${KAFKA_TOPICS:-payment.requests payment.results}
+KAFKA_JAVA=${KAFKA_JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}
+# Where scripts/deps.sh puts the broker's jars (fetched once by Maven).
+KAFKA_LIBS=${KAFKA_LIBS:-$ROOT/.cache/kafka/libs}
+# The user Kafka runs as when started by root (created when missing).
+if [ "$(id -u)" = 0 ]; then KAFKA_USER=${KAFKA_USER:-shop-kafka}; else KAFKA_USER=$(id -un); fi
+kafka_brokers() {
+  local i out=""
+  for i in $(seq "$KAFKA_NODES"); do out+="${out:+,}127.0.0.1:$((KAFKA_PORT + 2 * (i - 1)))"; done
+  echo "$out"
+}
+KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_brokers)}
+
 LOG_DIR=$SHOP_VAR/log
 RUN_DIR=$SHOP_VAR/run
-BROKER_ADDR_FILE=$SHOP_VAR/broker.addr
 DB_URL_BASE="postgresql://shop@127.0.0.1:$PG_PORT"
 ORDERS_DATABASE_URL=${ORDERS_DATABASE_URL:-$DB_URL_BASE/orders}
 PAYMENTS_DATABASE_URL=${PAYMENTS_DATABASE_URL:-$DB_URL_BASE/payments}

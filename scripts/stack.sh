@@ -1,30 +1,39 @@
 #!/usr/bin/env bash
-# The local stack: PostgreSQL, the dev broker and the services, each a
-# background process with its pid file under var/run and its log under
-# var/log.
+# The local stack: PostgreSQL, Apache Kafka (KAFKA_NODES KRaft nodes), the
+# services and the gateway, each a background process with its pid file
+# under var/run and its log under var/log.
 #
 #   stack.sh up      start every part that is not running (touches no data)
 #   stack.sh down    stop every part, leaving no process behind
 #   stack.sh status  say what runs
 #   stack.sh wipe    stop, then delete var/ (all data)
 #   stack.sh pg-stop | pg-start     one part alone (used by the tests)
-#   stack.sh broker-stop | broker-start
-#   stack.sh kill NAME       SIGKILL a part (postgres, broker, gateway, orders,
-#                            payments; chaos tests); `up` restarts it
+#   stack.sh broker-stop | broker-start    every Kafka node
+#   stack.sh broker-wipe     stop Kafka and delete its logs (a lost disk);
+#                            the next start formats the nodes empty
+#   stack.sh services-stop | services-start
+#   stack.sh kill NAME       SIGKILL a part (postgres, kafka, kafka-2, gateway,
+#                            orders, payments-8083, ...; chaos tests); `up`
+#                            restarts it
+#   stack.sh stop NAME       SIGTERM a part, as an operator would
+#   stack.sh freeze NAME | thaw NAME     SIGSTOP / SIGCONT a part
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
 
-# Runs a command as the PostgreSQL user (exec, no extra process).
-as_pg() {
+# Runs a command as user $1 when root, else as ourselves (exec, no extra
+# process): the servers refuse root, or should.
+as_user() {
+  local user=$1; shift
   if [ "$(id -u)" = 0 ]; then
-    setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups -- "$@"
+    setpriv --reuid="$user" --regid="$(id -gn "$user")" --init-groups -- "$@"
   else
     "$@"
   fi
 }
+as_pg() { as_user "$PG_USER" "$@"; }
 
 # ---- process bookkeeping ----
 
@@ -65,30 +74,34 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   die "$what did not come up within ${secs}s; see $LOG_DIR"
 }
 
-# ---- PostgreSQL ----
+# ---- data folders ----
 
-# The data directory: var/pg, unless the PostgreSQL user cannot reach it
-# (a checkout under /root, say); then a folder under /var/tmp, with var/pg
-# a symlink to it.
-pg_data() {
-  local d=$SHOP_VAR/pg
+# The data folder of a server that runs as user $2: var/$1, unless that user
+# cannot reach it (a checkout under /root, say); then a folder under
+# /var/tmp, with var/$1 a symlink to it. Prints its real path.
+data_dir() {
+  local d=$SHOP_VAR/$1 user=$2
   if [ ! -e "$d" ]; then
     mkdir -p "$d"
     chmod 700 "$d"
-    [ "$(id -u)" = 0 ] && chown "$PG_USER:" "$d"
-    if ! as_pg test -w "$d"/. 2>/dev/null; then
+    [ "$(id -u)" = 0 ] && chown "$user:" "$d"
+    if ! as_user "$user" test -w "$d"/. 2>/dev/null; then
       rmdir "$d"
       local alt
-      alt=/var/tmp/shop-pg-$(printf '%s' "$SHOP_VAR" | md5sum | cut -c1-12)
+      alt=/var/tmp/shop-$1-$(printf '%s' "$SHOP_VAR" | md5sum | cut -c1-12)
       mkdir -p "$alt"
       chmod 700 "$alt"
-      chown "$PG_USER:" "$alt"
+      chown "$user:" "$alt"
       ln -s "$alt" "$d"
-      say "PostgreSQL user $PG_USER cannot enter $SHOP_VAR; its data lives in $alt (var/pg links there)" >&2
+      say "$user cannot enter $SHOP_VAR; the $1 data lives in $alt (var/$1 links there)" >&2
     fi
   fi
   readlink -f "$d"
 }
+
+# ---- PostgreSQL ----
+
+pg_data() { data_dir pg "$PG_USER"; }
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U shop; }
 
@@ -150,34 +163,158 @@ pg_stop() {
   as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 || true
 }
 
-# ---- dev broker ----
+# ---- Apache Kafka (KRaft) ----
 
-broker_start() {
-  alive_pid broker devbroker >/dev/null && return 0
-  # Come back on the same port as last time, so running clients reconnect.
-  local port=0
-  [ -f "$BROKER_ADDR_FILE" ] && port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$BROKER_ADDR_FILE")
-  rm -f "$BROKER_ADDR_FILE"
-  DEVBROKER_PORT=${port:-0} DEVBROKER_ADDR_FILE=$BROKER_ADDR_FILE LOG_LEVEL=$SHOP_LOG_LEVEL \
-    spawn broker "$SHOP_BUILD/bin/devbroker"
-  for _ in $(seq 50); do
-    [ -s "$BROKER_ADDR_FILE" ] && return 0
-    alive_pid broker devbroker >/dev/null || break
-    sleep 0.1
-  done
-  if [ "$port" != 0 ]; then # the old port is taken: any free one will do
-    say "dev broker: port $port is taken, taking another" >&2
-    DEVBROKER_PORT=0 DEVBROKER_ADDR_FILE=$BROKER_ADDR_FILE spawn broker "$SHOP_BUILD/bin/devbroker"
-    wait_for 5 "dev broker" test -s "$BROKER_ADDR_FILE"
-    return 0
-  fi
-  die "dev broker did not start; see $LOG_DIR/broker.log"
+# Node 1 is "kafka", the others "kafka-2", "kafka-3", ... (pid and log names).
+kafka_name() { if [ "$1" = 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+
+kafka_user() {
+  [ "$(id -u)" = 0 ] || return 0
+  id -u "$KAFKA_USER" >/dev/null 2>&1 ||
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$KAFKA_USER"
 }
 
-broker_stop() {
-  local pid
-  pid=$(alive_pid broker devbroker) && stop_pid "$pid"
-  rm -f "$RUN_DIR/broker.pid"
+# The broker's classpath folder, readable by the Kafka user: the project's
+# cache, or a hard-linked copy of it under /var/tmp when that user cannot
+# enter the checkout.
+kafka_libs() {
+  [ -f "$KAFKA_LIBS/.complete" ] ||
+    die "Apache Kafka's jars are not in $KAFKA_LIBS: run make start (or scripts/deps.sh) once"
+  if as_user "$KAFKA_USER" test -r "$KAFKA_LIBS/.complete" 2>/dev/null; then
+    echo "$KAFKA_LIBS"
+    return
+  fi
+  local alt
+  alt=/var/tmp/shop-kafka-libs-$(md5sum <"$KAFKA_LIBS/.complete" | cut -c1-12)
+  if [ ! -f "$alt/.complete" ]; then
+    rm -rf "$alt.tmp"
+    cp -al "$KAFKA_LIBS" "$alt.tmp" 2>/dev/null || cp -a "$KAFKA_LIBS" "$alt.tmp"
+    chmod -R a+rX "$alt.tmp"
+    rm -rf "$alt"
+    mv "$alt.tmp" "$alt"
+  fi
+  echo "$alt"
+}
+
+# Runs one of Kafka's command-line tools (a Java main class) as ourselves.
+kafka_tool() {
+  "$KAFKA_JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$ROOT/kafka/tools-log4j.properties" -cp "$KAFKA_LIBS/*" "$@"
+}
+
+# Formats each node's storage once (the cluster id is kept in var/kafka, so
+# a node whose data was lost is formatted into the same cluster) and renders
+# its configuration at every start.
+kafka_prepare() {
+  kafka_user
+  local base voters="" i id
+  base=$(data_dir kafka "$KAFKA_USER")
+  if [ -s "$base/nodes" ] && [ "$(cat "$base/nodes")" != "$KAFKA_NODES" ]; then
+    die "$SHOP_VAR/kafka holds a cluster of $(cat "$base/nodes") node(s), not $KAFKA_NODES: run with KAFKA_NODES=$(cat "$base/nodes"), or make clean first"
+  fi
+  if [ ! -s "$base/cluster.id" ]; then
+    id=$(kafka_tool kafka.tools.StorageTool random-uuid) || die "kafka-storage random-uuid failed"
+    echo "$id" | as_user "$KAFKA_USER" tee "$base/cluster.id" >/dev/null
+  fi
+  echo "$KAFKA_NODES" | as_user "$KAFKA_USER" tee "$base/nodes" >/dev/null
+  for i in $(seq "$KAFKA_NODES"); do voters+="${voters:+,}$i@127.0.0.1:$(($(kafka_port "$i") + 1))"; done
+  local replication=$((KAFKA_NODES < 3 ? KAFKA_NODES : 3)) min_isr=$((KAFKA_NODES < 3 ? 1 : 2))
+  for i in $(seq "$KAFKA_NODES"); do
+    local node=$base/node-$i
+    as_user "$KAFKA_USER" mkdir -p "$node"
+    sed -e "s|@NODE_ID@|$i|" -e "s|@VOTERS@|$voters|" -e "s|@HOST@|127.0.0.1|g" \
+      -e "s|@PORT@|$(kafka_port "$i")|g" -e "s|@CONTROLLER_PORT@|$(($(kafka_port "$i") + 1))|g" \
+      -e "s|@DATA_DIR@|$node/data|" -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
+      "$ROOT/kafka/server.properties.template" | as_user "$KAFKA_USER" tee "$node/server.properties" >/dev/null
+    as_user "$KAFKA_USER" tee "$node/log4j.properties" <"$ROOT/kafka/log4j.properties" >/dev/null
+    if [ ! -f "$node/data/meta.properties" ]; then
+      as_user "$KAFKA_USER" "$KAFKA_JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+        -Dlog4j.configuration="file:$node/log4j.properties" -cp "$(kafka_libs)/*" \
+        kafka.tools.StorageTool format --ignore-formatted -t "$(cat "$base/cluster.id")" \
+        -c "$node/server.properties" >>"$LOG_DIR/$(kafka_name "$i").log" 2>&1 ||
+        die "formatting Kafka node $i failed; see $LOG_DIR/$(kafka_name "$i").log"
+    fi
+  done
+}
+
+kafka_node_conf() { echo "$(readlink -f "$SHOP_VAR/kafka")/node-$1/server.properties"; }
+
+kafka_pid() { alive_pid "$(kafka_name "$1")" "kafka.Kafka $(kafka_node_conf "$1")"; }
+
+# True when node $1 answers a metadata request.
+kafka_answers() { kcat -L -b "127.0.0.1:$(kafka_port "$1")" -m 2 >/dev/null 2>&1; }
+
+# True when every topic of ours has all its partitions, each with a leader.
+kafka_topics_ready() {
+  local out t
+  out=$(kcat -L -b "$KAFKA_BROKERS" -m 3 2>/dev/null) || return 1
+  for t in $KAFKA_TOPICS; do
+    grep -q "topic \"$t\" with $KAFKA_PARTITIONS partitions:" <<<"$out" || return 1
+  done
+  ! grep -q 'leader -1' <<<"$out"
+}
+
+# Creates the topics that do not exist yet: KAFKA_PARTITIONS partitions,
+# three replicas (or as many as there are nodes), two of them in sync for a
+# write to count when there are three.
+kafka_topics_create() {
+  local out t replication=$((KAFKA_NODES < 3 ? KAFKA_NODES : 3)) min_isr=$((KAFKA_NODES < 3 ? 1 : 2))
+  out=$(kcat -L -b "$KAFKA_BROKERS" -m 10 2>/dev/null) || die "Kafka does not answer at $KAFKA_BROKERS"
+  for t in $KAFKA_TOPICS; do
+    grep -q "topic \"$t\" with" <<<"$out" && continue
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" --create \
+      --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" --replication-factor "$replication" \
+      --config "min.insync.replicas=$min_isr" 2>&1 | grep -v -e 'WARNING: Due to limitations' -e '^Created topic' >&2 || true
+  done
+}
+
+# Starts every node that is not running, waits until each answers and our
+# topics are there with a leader for every partition.
+kafka_start() {
+  local i libs started=()
+  for i in $(seq "$KAFKA_NODES"); do kafka_pid "$i" >/dev/null || started+=("$i"); done
+  [ ${#started[@]} -gt 0 ] || return 0
+  kafka_prepare
+  libs=$(kafka_libs)
+  for i in "${started[@]}"; do
+    local conf as=()
+    conf=$(kafka_node_conf "$i")
+    [ "$(id -u)" = 0 ] && as=(setpriv --reuid="$KAFKA_USER" --regid="$(id -gn "$KAFKA_USER")" --init-groups --)
+    # What bin/kafka-server-start.sh would run, with a capped heap.
+    spawn "$(kafka_name "$i")" "${as[@]}" "$KAFKA_JAVA" "-Xms$KAFKA_HEAP" "-Xmx$KAFKA_HEAP" \
+      -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+      -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+      "-Dlog4j.configuration=file:${conf%/*}/log4j.properties" -cp "$libs/*" kafka.Kafka "$conf"
+  done
+  for i in "${started[@]}"; do wait_for 90 "Kafka node $i" kafka_answers "$i"; done
+  kafka_topics_create
+  wait_for 60 "Kafka's topics" kafka_topics_ready
+}
+
+# Stops every node with a controlled shutdown (SIGTERM: leaderships move
+# first, logs close cleanly), all at once so that the quorum stays up while
+# they do; SIGKILL after 60 s.
+kafka_stop() {
+  local i pids=() pid
+  for i in $(seq "$KAFKA_NODES"); do
+    pid=$(kafka_pid "$i") && pids+=("$pid") && kill -TERM "$pid" 2>/dev/null
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  for i in $(seq "$KAFKA_NODES"); do rm -f "$RUN_DIR/$(kafka_name "$i").pid"; done
+}
+
+# The broker's data lost: stop, delete every node's log folder, so that the
+# next start formats them empty (same cluster id). The chaos drills use it.
+kafka_wipe_data() {
+  kafka_stop
+  local i base
+  base=$(readlink -f "$SHOP_VAR/kafka")
+  for i in $(seq "$KAFKA_NODES"); do rm -rf "$base/node-$i/data"; done
 }
 
 # ---- services ----
@@ -186,7 +323,7 @@ service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8082,
   local name=$1 port=$2 bin=${1%%-*}; shift 2
   alive_pid "$name" "bin/$bin" >/dev/null && return 0
   [ -x "$SHOP_BUILD/bin/$bin" ] || die "$SHOP_BUILD/bin/$bin is not built: run make build"
-  (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$(cat "$BROKER_ADDR_FILE")" \
+  (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$KAFKA_BROKERS" \
     LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$bin")
   wait_for 20 "$name" curl -fsS "http://127.0.0.1:$port/healthz"
 }
@@ -203,7 +340,7 @@ gateway_render() {
   local dir=$SHOP_VAR/gateway orders="" payments="" port user_line=""
   mkdir -p "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
   for port in $ORDERS_PORTS; do orders+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
-  payments="        server 127.0.0.1:$PAYMENTS_PORT;"
+  for port in $PAYMENTS_PORTS; do payments+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
   if [ "$(id -u)" = 0 ]; then
     # Workers drop to nobody when nobody can read the files they serve.
     if setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
@@ -216,7 +353,7 @@ gateway_render() {
   sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@ROOT@|$ROOT|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
       -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" \
       "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
-  awk -v o="${orders%$'\n'}" -v p="$payments" \
+  awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" \
     '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p; else print }' \
     "$dir/nginx.conf.tmp" >"$dir/nginx.conf"
   rm -f "$dir/nginx.conf.tmp"
@@ -246,10 +383,28 @@ gateway_stop() {
   rm -f "$RUN_DIR/gateway.pid"
 }
 
-# The name of the orders instance on a port: the first is "orders".
-orders_name() {
-  local first=${ORDERS_PORTS%% *}
-  if [ "$1" = "$first" ]; then echo orders; else echo "orders-$1"; fi
+# The name of a service's instance on a port: the first of its ports gets
+# the plain name ("orders"), the others "orders-PORT".
+instance_name() { # instance_name SERVICE PORT PORTS
+  if [ "$2" = "${3%% *}" ]; then echo "$1"; else echo "$1-$2"; fi
+}
+
+services_start() {
+  local port
+  for port in $PAYMENTS_PORTS; do
+    service_start "$(instance_name payments "$port" "$PAYMENTS_PORTS")" "$port" \
+      PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
+  done
+  for port in $ORDERS_PORTS; do
+    service_start "$(instance_name orders "$port" "$ORDERS_PORTS")" "$port" \
+      ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
+  done
+}
+
+services_stop() {
+  local port
+  for port in $ORDERS_PORTS; do service_stop "$(instance_name orders "$port" "$ORDERS_PORTS")"; done
+  for port in $PAYMENTS_PORTS; do service_stop "$(instance_name payments "$port" "$PAYMENTS_PORTS")"; done
 }
 
 # ---- commands ----
@@ -257,12 +412,8 @@ orders_name() {
 up() {
   mkdir -p "$LOG_DIR" "$RUN_DIR"
   pg_start
-  broker_start
-  service_start payments "$PAYMENTS_PORT" PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
-  local port
-  for port in $ORDERS_PORTS; do
-    service_start "$(orders_name "$port")" "$port" ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
-  done
+  kafka_start
+  services_start
   gateway_start
   status
 }
@@ -271,28 +422,33 @@ down() {
   [ -d "$SHOP_VAR" ] || return 0
   mkdir -p "$LOG_DIR" "$RUN_DIR"
   gateway_stop
-  local port
-  for port in $ORDERS_PORTS; do service_stop "$(orders_name "$port")"; done
-  service_stop payments
-  broker_stop
+  services_stop
+  kafka_stop
   pg_stop
 }
 
 status() {
-  local p
+  local p i port name
   say "Shop ($SHOP_VAR):"
   if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: orders, payments)"; else say "  postgres   stopped"; fi
-  if p=$(alive_pid broker devbroker); then say "  broker     pid $p   $(cat "$BROKER_ADDR_FILE" 2>/dev/null)"; else say "  broker     stopped"; fi
-  local port name
+  for i in $(seq "$KAFKA_NODES"); do
+    name=$(kafka_name "$i")
+    if p=$(kafka_pid "$i"); then
+      say "  $(printf '%-10s' "$name") pid $p   127.0.0.1:$(kafka_port "$i")  (Apache Kafka, KRaft node $i of $KAFKA_NODES)"
+    else say "  $(printf '%-10s' "$name") stopped"; fi
+  done
   for port in $ORDERS_PORTS; do
-    name=$(orders_name "$port")
+    name=$(instance_name orders "$port" "$ORDERS_PORTS")
     if p=$(alive_pid "$name" bin/orders); then
       say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
     else say "  $(printf '%-10s' "$name") stopped"; fi
   done
-  if p=$(alive_pid payments bin/payments); then
-    say "  payments   pid $p   http://127.0.0.1:$PAYMENTS_PORT  (docs: /docs/)"
-  else say "  payments   stopped"; fi
+  for port in $PAYMENTS_PORTS; do
+    name=$(instance_name payments "$port" "$PAYMENTS_PORTS")
+    if p=$(alive_pid "$name" bin/payments); then
+      say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
+    else say "  $(printf '%-10s' "$name") stopped"; fi
+  done
   if p=$(alive_pid gateway "nginx: master"); then
     say "  gateway    pid $p   http://127.0.0.1:$GATEWAY_PORT  (shop: /  API: /api/  docs: /docs/)"
   else say "  gateway    stopped"; fi
@@ -301,6 +457,17 @@ status() {
   say "Open http://localhost:$GATEWAY_PORT/ to shop."
 }
 
+# The pid of a part by name: postgres, kafka (kafka-2, ...; "broker" is
+# kafka), gateway, orders, orders-PORT, payments, payments-PORT.
+part_pid() {
+  case "$1" in
+    postgres) pg_pid ;;
+    gateway) alive_pid gateway "nginx: master" ;;
+    broker | kafka) kafka_pid 1 ;;
+    kafka-*) kafka_pid "${1#kafka-}" ;;
+    *) alive_pid "$1" "bin/${1%%-*}" ;;
+  esac
+}
 
 case "${1:-}" in
   up) up ;;
@@ -308,22 +475,25 @@ case "${1:-}" in
   status) mkdir -p "$LOG_DIR" "$RUN_DIR"; status ;;
   pg-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; pg_start ;;
   pg-stop) pg_stop ;;
-  broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; broker_start ;;
-  broker-stop) broker_stop ;;
+  broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; kafka_start ;;
+  broker-stop) kafka_stop ;;
+  broker-wipe) kafka_wipe_data ;;
+  services-start) services_start ;;
+  services-stop) services_stop ;;
   kill) # SIGKILL one part, as a crash would (the chaos drills)
-    case "$2" in
-      postgres) pid=$(pg_pid) ;;
-      gateway) pid=$(alive_pid gateway "nginx: master") ;;
-      broker) pid=$(alive_pid broker devbroker) ;;
-      *) pid=$(alive_pid "$2" "bin/${2%%-*}") ;;
-    esac
+    pid=$(part_pid "$2") || die "$2 is not running"
     kill -KILL "$pid"
     # Gone, or a zombie (nobody may reap it here): either way, dead.
     while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done ;;
-  # Deletes all data: var/, and the PostgreSQL folder var/pg may link to.
-  wipe) down; [ -L "$SHOP_VAR/pg" ] && rm -rf "$(readlink -f "$SHOP_VAR/pg")"; rm -rf "$SHOP_VAR" ;;
+  stop) pid=$(part_pid "$2") && stop_pid "$pid" ;; # a clean stop of one part (SIGTERM)
+  freeze) pid=$(part_pid "$2") || die "$2 is not running"; kill -STOP "$pid" ;; # a stalled process (SIGSTOP)
+  thaw) pid=$(part_pid "$2") || die "$2 is not running"; kill -CONT "$pid" ;;
+  # Deletes all data: var/, and the folders under /var/tmp it may link to.
+  wipe) down
+    for d in pg kafka; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
+    rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
 esac

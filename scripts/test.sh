@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make test`: installs what is missing, builds (plain, then with ASan and
 # UBSan), runs the unit tests, starts a separate test stack (its own
-# PostgreSQL cluster, dev broker and services under var/test, on ports of
-# its own, so a running `make run` stack is left alone), runs the
-# integration tests against it with the sanitizer builds, and stops it,
-# whatever happened.
+# PostgreSQL cluster, Apache Kafka node and services under var/test, on
+# ports of its own, so a running `make run` stack is left alone), runs the
+# integration tests, the chaos drills, the gateway/browser/contract tests and
+# a benchmark smoke against it with the sanitizer builds, then a three-node
+# Kafka cluster drill on a second stack (var/test-cluster), and stops every
+# stack, whatever happened. Its last line counts what passed and failed.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -14,76 +16,128 @@ make --no-print-directory build
 make --no-print-directory BUILD=build/san SAN=1 build
 
 export SHOP_ROOT=$ROOT
-export SHOP_VAR=$ROOT/var/test
 export SHOP_BUILD=$ROOT/build/san
-export PG_PORT=${TEST_PG_PORT:-54330}
-export GATEWAY_PORT=${TEST_GATEWAY_PORT:-18000}
-export ORDERS_PORT=${TEST_ORDERS_PORT:-18080}
-# Two orders instances behind the gateway, as when scaled out.
-export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
-export PAYMENTS_PORT=${TEST_PAYMENTS_PORT:-18081}
 export SHOP_LOG_LEVEL=info
 # Heal lost messages sooner than the default 5 s, so the drills end sooner.
 export REDRIVE_AFTER_MS=1000 REDRIVE_MAX_MS=4000 PURGE_INTERVAL_MS=500
 # Ping idle WebSockets after 1 s (drop after 3 s of silence).
 export WS_PING_MS=1000
-export DEVBROKER_TOPICS=payment.requests,payment.results,shop.test
-export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
-export SHOP_ORDERS_URL=http://127.0.0.1:$ORDERS_PORT
-export SHOP_ORDERS_URLS="http://127.0.0.1:$ORDERS_PORT http://127.0.0.1:$((ORDERS_PORT + 2))"
-export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT
-export ORDERS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/orders
-export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
+# A frozen broker fails a message after 10 s (not 30), and a consumer that
+# stopped polling leaves its group after 10 s (not 5 min): the drills that
+# test both take seconds, not minutes.
+export KAFKA_MESSAGE_TIMEOUT_MS=10000 KAFKA_MAX_POLL_INTERVAL_MS=10000
+export KAFKA_TOPICS="payment.requests payment.results shop.test"
 # Leaks are real failures; librdkafka's own threads end after destroy.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # Criterion forks each test; its own runner output goes to stderr.
 CRITERION=(--jobs 1 --full-stats)
 
+# The settings of one test stack; every URL and port the tests read.
+# test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES
+test_stack() {
+  local off=$2
+  export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3
+  export PG_PORT=$((54330 + off)) GATEWAY_PORT=$((18000 + off)) ORDERS_PORT=$((18080 + off))
+  export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off))
+  # Two instances of each service behind the gateway, as when scaled out.
+  export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
+  export PAYMENTS_PORTS="$PAYMENTS_PORT $((PAYMENTS_PORT + 2))"
+  KAFKA_BROKERS=""
+  local i
+  for i in $(seq "$KAFKA_NODES"); do KAFKA_BROKERS+="${KAFKA_BROKERS:+,}127.0.0.1:$((KAFKA_PORT + 2 * (i - 1)))"; done
+  export KAFKA_BROKERS
+  export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+  export SHOP_ORDERS_URL=http://127.0.0.1:$ORDERS_PORT
+  export SHOP_ORDERS_URLS="http://127.0.0.1:$ORDERS_PORT http://127.0.0.1:$((ORDERS_PORT + 2))"
+  export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT
+  export SHOP_PAYMENTS_URLS="http://127.0.0.1:$PAYMENTS_PORT http://127.0.0.1:$((PAYMENTS_PORT + 2))"
+  export ORDERS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/orders
+  export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
+}
+
+# Until the cluster drill, the first test stack: what `trap finish` stops.
+test_stack var/test 0 1
 status=0
+passed=0 failed=0
+LOGS=$ROOT/build/test-logs
+mkdir -p "$LOGS"
+
+# Runs one suite, shows its output, and adds its counts to the tally:
+# Criterion's "Synthesis" line, node's "# pass"/"# fail", or one check.
+suite() { # suite NAME COMMAND...
+  local name=$1 rc p f
+  shift
+  "$@" >"$LOGS/$name.log" 2>&1 &
+  local pid=$!
+  tail -n +1 -f --pid="$pid" "$LOGS/$name.log" 2>/dev/null || true
+  wait "$pid" && rc=0 || rc=$?
+  if line=$(grep -a 'Synthesis: Tested:' "$LOGS/$name.log" | tail -1) && [ -n "$line" ]; then
+    p=$(sed 's/.*Passing: \([0-9]*\).*/\1/' <<<"$line")
+    f=$(( $(sed 's/.*Failing: \([0-9]*\).*/\1/' <<<"$line") + $(sed 's/.*Crashing: \([0-9]*\).*/\1/' <<<"$line") ))
+  elif grep -aq '^# pass ' "$LOGS/$name.log"; then
+    p=$(grep -a '^# pass ' "$LOGS/$name.log" | awk '{s += $3} END {print s}')
+    f=$(grep -a '^# fail ' "$LOGS/$name.log" | awk '{s += $3} END {print s}')
+  else
+    p=$((rc == 0)) f=$((rc != 0))
+  fi
+  [ "$rc" = 0 ] || { status=1; [ "$f" -gt 0 ] || f=1; }
+  passed=$((passed + p)) failed=$((failed + f))
+}
+
 stop_stack() {
   scripts/stack.sh down || true
   # A sanitizer report in a service's log fails the run even if no test saw it.
   if grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$SHOP_VAR"/log/*.log 2>/dev/null; then
     echo "sanitizer reports in the logs above" >&2
-    status=1
+    status=1 failed=$((failed + 1))
   fi
 }
 finish() {
   stop_stack
   if [ "$status" = 0 ]; then echo "ALL TESTS PASSED"; else echo "TESTS FAILED"; fi
+  echo "tests: $passed passed, $failed failed"
   exit "$status"
 }
 trap finish EXIT
 
 echo "== C formatting (clang-format, .clang-format; fix with make format)"
-git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror || status=1
+suite format bash -c "find src tests bench -name '*.[ch]' | xargs clang-format --dry-run --Werror"
 
 echo "== OpenAPI lint (@redocly/cli)"
-npx --no-install redocly lint api/orders.yaml api/payments.yaml || status=1
+suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml
 
 echo "== unit tests (sanitizers on)"
-build/san/tests/unit "${CRITERION[@]}" || status=1
+suite unit build/san/tests/unit "${CRITERION[@]}"
 
-echo "== integration tests: real PostgreSQL and dev broker (sanitizers on)"
+echo "== integration tests: real PostgreSQL and Apache Kafka (sanitizers on)"
 scripts/stack.sh down >/dev/null 2>&1 || true
-rm -rf "$SHOP_VAR"
+scripts/stack.sh wipe >/dev/null 2>&1 || true
+t0=$(date +%s)
 scripts/stack.sh up
-export KAFKA_BROKERS=$(cat "$SHOP_VAR/broker.addr")
-build/san/tests/integration "${CRITERION[@]}" || status=1
+echo "   (the test stack came up in $(($(date +%s) - t0)) s)"
+suite integration build/san/tests/integration "${CRITERION[@]}"
 
-echo "== chaos drills: broker loss, kill -9, database down (sanitizers on)"
-build/san/tests/chaos "${CRITERION[@]}" || status=1
+echo "== chaos drills: Kafka killed, frozen and wiped, kill -9, database down, rebalance (sanitizers on)"
+suite chaos build/san/tests/chaos "${CRITERION[@]}" --filter 'chaos/*'
 
 echo "== through the gateway: live status, browser story, API contract"
-node --experimental-websocket --no-warnings --test --test-concurrency=1 \
-  tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs || status=1
+# One file at a time: they share the stack (Node 18 has no --test-concurrency).
+for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs; do
+  suite "node-$(basename "$f" .test.mjs)" node --no-warnings --test "$f"
+done
 
 echo "== benchmark smoke: make bench in a few seconds (honesty checks asserted, speed not)"
-BENCH_BUILD=$ROOT/build BENCH_OUT=$ROOT/build/bench-smoke BENCH_SECONDS=2 BENCH_WARMUP_SECONDS=1 BENCH_RATE=100 \
-  BENCH_RATES="100 200" BENCH_STEP_SECONDS=1 BENCH_USERS=10 BENCH_PGBENCH_SECONDS=1 \
-  BENCH_READ_SECONDS=1 scripts/bench.sh >"$ROOT/build/bench-smoke.log" 2>&1 || {
-  status=1
-  tail -20 "$ROOT/build/bench-smoke.log"
-}
+suite bench-smoke env BENCH_BUILD="$ROOT/build" BENCH_OUT="$ROOT/build/bench-smoke" BENCH_SECONDS=2 \
+  BENCH_WARMUP_SECONDS=1 BENCH_RATE=100 BENCH_RATES="100 200" BENCH_STEP_SECONDS=1 BENCH_USERS=10 \
+  BENCH_PGBENCH_SECONDS=1 BENCH_READ_SECONDS=1 scripts/bench.sh
 grep -A12 '^| figure' "$ROOT/build/bench-smoke/results.md" 2>/dev/null || true
+stop_stack
+
+echo "== three-node Kafka cluster: nodes killed mid-burst, one after the other (sanitizers on)"
+test_stack var/test-cluster 100 3
+scripts/stack.sh wipe >/dev/null 2>&1 || true
+t0=$(date +%s)
+scripts/stack.sh up
+echo "   (the cluster stack came up in $(($(date +%s) - t0)) s)"
+suite cluster build/san/tests/chaos "${CRITERION[@]}" --filter 'cluster/*'

@@ -1,4 +1,5 @@
 #include "lib/consumer.h"
+#include "lib/clock.h"
 #include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -23,7 +24,14 @@ struct consumer {
     rd_kafka_t *rk;
     pthread_t thread;
     atomic_bool stopping;
-    _Atomic uint64_t batches, messages, dead_letters, retries;
+    /* The consumer thread's alone (librdkafka calls the hooks from inside
+     * its polls): messages that arrived while the partitions were paused,
+     * to go with the next batch. */
+    rd_kafka_message_t **held;
+    int nheld, held_cap;
+    atomic_bool paused; /* while a transient failure is waited out */
+    _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
+        commits_failed;
 };
 
 static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
@@ -66,18 +74,97 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, 
     return rc;
 }
 
-/* Waits *backoff_ms (doubling it, up to 2 s) unless stopping; returns
- * false when stopping. */
+/* Keeps a message that arrived while the batch in hand waits: it goes with
+ * the next batch (its offset is past the application's position already, so
+ * it cannot be dropped). */
+static void hold(consumer *cs, rd_kafka_message_t *m)
+{
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            log_msg(LOG_WARN, NULL, "consumer %s: %s", cs->cfg.group, rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    if (cs->nheld == cs->held_cap) {
+        int cap = cs->held_cap ? cs->held_cap * 2 : 16;
+        rd_kafka_message_t **more = realloc(cs->held, (size_t)cap * sizeof *more);
+        if (!more) {
+            /* Not acknowledged, so not lost: a restart reads it again. */
+            log_msg(LOG_ERROR, NULL,
+                    "consumer %s: out of memory holding a message; it will be "
+                    "read again after a restart",
+                    cs->cfg.group);
+            rd_kafka_message_destroy(m);
+            return;
+        }
+        cs->held = more;
+        cs->held_cap = cap;
+    }
+    cs->held[cs->nheld++] = m;
+}
+
+/* Pauses (or resumes) fetching from every assigned partition. */
+static void pause_all(consumer *cs, bool pause)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(cs->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (pause)
+            rd_kafka_pause_partitions(cs->rk, parts);
+        else
+            rd_kafka_resume_partitions(cs->rk, parts);
+        rd_kafka_topic_partition_list_destroy(parts);
+    }
+    if (atomic_exchange(&cs->paused, pause) != pause)
+        log_msg(pause ? LOG_WARN : LOG_INFO, NULL,
+                pause ? "consumer %s: waiting out a failure with its partitions paused"
+                      : "consumer %s: partitions resumed",
+                cs->cfg.group);
+}
+
+/* Waits *backoff_ms (doubling it, up to 2 s) unless stopping; returns false
+ * when stopping. Meanwhile its partitions are paused and the consumer keeps
+ * polling: a consumer that stops polling for max.poll.interval.ms (5 min)
+ * is put out of its group, and a database outage may last longer. */
 static bool back_off(consumer *cs, int *backoff_ms)
 {
-    for (int waited = 0; waited < *backoff_ms; waited += 50) {
-        if (atomic_load(&cs->stopping))
-            return false;
-        struct timespec t = {.tv_nsec = 50 * 1000000};
-        nanosleep(&t, NULL);
+    pause_all(cs, true);
+    int64_t until = clock_now_ms() + *backoff_ms;
+    for (int64_t left; !atomic_load(&cs->stopping) && (left = until - clock_now_ms()) > 0;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(cs->rk, left < 50 ? (int)left : 50);
+        if (m)
+            hold(cs, m);
     }
     *backoff_ms = *backoff_ms < 2000 ? *backoff_ms * 2 : 2000;
     return !atomic_load(&cs->stopping);
+}
+
+/* True when the partition of `m` is still ours. */
+static bool assigned(const rd_kafka_topic_partition_list_t *parts, const rd_kafka_message_t *m)
+{
+    return parts && rd_kafka_topic_partition_list_find(parts, rd_kafka_topic_name(m->rkt),
+                                                       m->partition) != NULL;
+}
+
+/* Drops the messages of partitions revoked since they were fetched: their
+ * new owner reads them again from the last committed offset, and committing
+ * ours would move its offsets. Returns how many are left in msgs[]. */
+static int drop_revoked(consumer *cs, rd_kafka_message_t **msgs, int n)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(cs->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        parts = NULL;
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (assigned(parts, msgs[i])) {
+            msgs[kept++] = msgs[i];
+        } else {
+            rd_kafka_message_destroy(msgs[i]);
+            atomic_fetch_add(&cs->revoked, 1);
+        }
+    }
+    if (parts)
+        rd_kafka_topic_partition_list_destroy(parts);
+    return kept;
 }
 
 static bool transient(int rc)
@@ -99,17 +186,21 @@ static int dead_letter_alone(consumer *cs, const rd_kafka_message_t *m, const ch
     return rc;
 }
 
-/* Runs `n` messages until they are durable: as a batch, or one by one when
- * the batch fails for a reason that retrying will not cure, dead-lettering
- * the message that fails alone. Transient failures are waited out. Returns
- * false when the consumer is stopping first (nothing may be acknowledged). */
-static bool process(consumer *cs, rd_kafka_message_t **msgs, int n)
+/* Runs the *n messages until they are durable: as a batch, or one by one
+ * when the batch fails for a reason that retrying will not cure,
+ * dead-lettering the message that fails alone. Transient failures are
+ * waited out; messages whose partition is revoked meanwhile are dropped
+ * (*n shrinks). Returns false when nothing may be acknowledged: the consumer
+ * is stopping, or no message is left. */
+static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
 {
-    int dead = 0, rc, backoff = 100;
+    int dead = 0, rc, backoff = 100, n = *count;
     char sqlstate[6];
     while (transient(rc = run_batch(cs, msgs, n, &dead, sqlstate))) {
         atomic_fetch_add(&cs->retries, 1);
         if (!back_off(cs, &backoff))
+            return false;
+        if ((n = *count = drop_revoked(cs, msgs, n)) == 0)
             return false;
     }
     if (rc != 0) {
@@ -132,15 +223,22 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int n)
     atomic_fetch_add(&cs->batches, 1);
     atomic_fetch_add(&cs->messages, (uint64_t)n);
     atomic_fetch_add(&cs->dead_letters, (uint64_t)dead);
+    if (atomic_load(&cs->paused))
+        pause_all(cs, false);
     return true;
 }
 
-/* Acknowledges everything up to each partition's last message. */
+/* Acknowledges everything up to each partition's last message, for the
+ * partitions that are still ours. */
 static void commit_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(n);
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(n), *mine = NULL;
+    if (rd_kafka_assignment(cs->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        mine = NULL;
     for (int i = 0; i < n; i++) {
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
+        if (!assigned(mine, msgs[i]))
+            continue;
         rd_kafka_topic_partition_t *p =
             rd_kafka_topic_partition_list_find(offsets, topic, msgs[i]->partition);
         if (!p)
@@ -148,12 +246,55 @@ static void commit_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
         if (msgs[i]->offset + 1 > p->offset)
             p->offset = msgs[i]->offset + 1;
     }
-    /* Asynchronous: a lost commit only means a redelivery, which the
-     * handlers absorb. */
-    rd_kafka_resp_err_t e = rd_kafka_commit(cs->rk, offsets, 1);
-    if (e)
+    /* Asynchronous (on_committed hears the outcome): a lost commit only
+     * means a redelivery, which the handlers absorb. */
+    rd_kafka_resp_err_t e = offsets->cnt ? rd_kafka_commit(cs->rk, offsets, 1) : 0;
+    if (e) {
+        atomic_fetch_add(&cs->commits_failed, 1);
         log_msg(LOG_WARN, NULL, "offset commit: %s", rd_kafka_err2str(e));
+    }
     rd_kafka_topic_partition_list_destroy(offsets);
+    if (mine)
+        rd_kafka_topic_partition_list_destroy(mine);
+}
+
+static void on_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk, (void)offsets;
+    consumer *cs = opaque;
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        atomic_fetch_add(&cs->commits_ok, 1);
+    } else {
+        atomic_fetch_add(&cs->commits_failed, 1);
+        log_msg(LOG_WARN, NULL,
+                "consumer %s: offset commit failed: %s (the messages will be "
+                "delivered again)",
+                cs->cfg.group, rd_kafka_err2str(err));
+    }
+}
+
+/* Eager rebalancing: every partition is revoked, then the new set
+ * assigned. A batch in hand keeps going; drop_revoked and commit_offsets
+ * leave out what is no longer ours. */
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    consumer *cs = opaque;
+    atomic_fetch_add(&cs->rebalances, 1);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        /* Still waiting out a failure: the new partitions wait too. */
+        if (atomic_load(&cs->paused))
+            rd_kafka_pause_partitions(rk, parts);
+        log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) assigned", cs->cfg.group, parts->cnt);
+    } else {
+        if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+            log_msg(LOG_WARN, NULL, "consumer %s: rebalance: %s", cs->cfg.group,
+                    rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+        log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) revoked", cs->cfg.group, parts->cnt);
+    }
 }
 
 static void *consumer_main(void *arg)
@@ -162,15 +303,20 @@ static void *consumer_main(void *arg)
     rd_kafka_message_t **msgs = calloc((size_t)cs->cfg.batch, sizeof *msgs);
     int last_n = 0;
     while (msgs && !atomic_load(&cs->stopping)) {
-        int n = 0;
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(cs->rk, 200);
+        int n = 0, taken = 0;
+        /* What arrived while the last batch waited goes first. */
+        for (; taken < cs->nheld && n < cs->cfg.batch; taken++)
+            msgs[n++] = cs->held[taken];
+        memmove(cs->held, cs->held + taken, (size_t)(cs->nheld - taken) * sizeof *cs->held);
+        cs->nheld -= taken;
+        rd_kafka_message_t *m =
+            n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, n ? 0 : 200) : NULL;
         /* A batch takes what arrives within gather_ms of its first message:
          * fewer, larger transactions, each one commit. It waits only when
          * the last batch had company: a lone message (light load, where
          * commits are plentiful) goes at once. */
         int gather_ms = last_n > 1 ? cs->cfg.gather_ms : 0;
-        struct timespec first;
-        clock_gettime(CLOCK_MONOTONIC, &first);
+        int64_t first = clock_now_ms();
         while (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -180,17 +326,13 @@ static void *consumer_main(void *arg)
             } else {
                 msgs[n++] = m;
             }
-            struct timespec now;
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            long left = gather_ms - ((now.tv_sec - first.tv_sec) * 1000 +
-                                     (now.tv_nsec - first.tv_nsec) / 1000000);
+            int64_t left = gather_ms - (clock_now_ms() - first);
             m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
-        if (n == 0)
+        if (n == 0 || (n = drop_revoked(cs, msgs, n)) == 0)
             continue;
         last_n = n;
-        bool done = process(cs, msgs, n);
-        if (done) {
+        if (process(cs, msgs, &n)) {
             commit_offsets(cs, msgs, n);
             if (cs->cfg.after_commit)
                 cs->cfg.after_commit(cs->cfg.app);
@@ -210,7 +352,9 @@ consumer *consumer_start(db_pool *pool, const consumer_config *cfg)
     cs->pool = pool;
     cs->cfg = *cfg;
     const char *topics[] = {cfg->topic, NULL};
-    cs->rk = kafka_consumer_new(cfg->brokers, cfg->group, cfg->client_id, topics);
+    kafka_consumer_hooks hooks = {
+        .rebalance = on_rebalance, .committed = on_committed, .opaque = cs};
+    cs->rk = kafka_consumer_new(cfg->brokers, cfg->group, cfg->client_id, topics, &hooks);
     if (!cs->rk || pthread_create(&cs->thread, NULL, consumer_main, cs) != 0) {
         kafka_destroy(cs->rk);
         free(cs);
@@ -225,6 +369,9 @@ void consumer_stop(consumer *cs)
         return;
     atomic_store(&cs->stopping, true);
     pthread_join(cs->thread, NULL);
+    for (int i = 0; i < cs->nheld; i++)
+        rd_kafka_message_destroy(cs->held[i]); /* not acknowledged: read again later */
+    free(cs->held);
     kafka_destroy(cs->rk);
     free(cs);
 }
@@ -266,6 +413,23 @@ void consumer_metrics(consumer *cs, FILE *out)
     metrics_header(out, "dead_letters_total", "counter", "Messages set aside in dead_letters");
     fprintf(out, "dead_letters_total{topic=\"%s\"} %" PRIu64 "\n", t,
             atomic_load(&cs->dead_letters));
+    metrics_header(out, "consumer_rebalances_total", "counter",
+                   "Partition assignments and revocations the consumer took part in");
+    fprintf(out, "consumer_rebalances_total{topic=\"%s\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->rebalances));
+    metrics_header(out, "consumer_revoked_messages_total", "counter",
+                   "Messages in hand dropped because their partition went to another member");
+    fprintf(out, "consumer_revoked_messages_total{topic=\"%s\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->revoked));
+    metrics_header(out, "consumer_offset_commits_total", "counter",
+                   "Offset commits by outcome (a failed one means a redelivery)");
+    fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"ok\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->commits_ok));
+    fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"failed\"} %" PRIu64 "\n", t,
+            atomic_load(&cs->commits_failed));
+    metrics_header(out, "consumer_paused", "gauge",
+                   "1 while the consumer waits out a failure with its partitions paused");
+    fprintf(out, "consumer_paused{topic=\"%s\"} %d\n", t, atomic_load(&cs->paused) ? 1 : 0);
     metrics_header(out, "consumer_lag", "gauge", "Messages behind the partitions' ends");
     fprintf(out, "consumer_lag{topic=\"%s\"} %" PRId64 "\n", t, lag(cs));
 }

@@ -14,6 +14,12 @@
  * - any other database error on a batch is retried message by message, and
  *   the one message that fails by itself is dead-lettered, so one bad
  *   message never blocks its partition.
+ * While a transient failure is waited out, the consumer pauses its
+ * partitions and keeps polling, so that Kafka does not put it out of its
+ * group however long the outage lasts. When partitions are revoked (a
+ * rebalance: an instance joined or left), the messages of those partitions
+ * still in hand are neither handled nor committed: the new owner reads them
+ * from the last committed offset.
  * Each service's database has a `dead_letters` table: id, topic, partition,
  * "offset", key bytea, payload bytea, reason, created_at. */
 #ifndef SHOP_CONSUMER_H
@@ -62,7 +68,8 @@ consumer *consumer_start(db_pool *pool, const consumer_config *cfg);
  * later), leaves the group, frees. NULL-safe. */
 void consumer_stop(consumer *c);
 
-/* Writes batches, messages, dead letters and lag, labelled by topic. */
+/* Writes batches, messages, dead letters, retries, rebalances, offset
+ * commits by outcome, the paused flag and lag, labelled by topic. */
 void consumer_metrics(consumer *c, FILE *out);
 
 #endif

@@ -2,6 +2,7 @@
 #include "lib/config.h"
 #include "lib/log.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -27,13 +28,22 @@ static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, on_log);
     if (set(conf, "bootstrap.servers", brokers) && set(conf, "client.id", client_id) &&
-        /* A lost broker is retried quickly: the dev broker restarts in ms. */
+        /* A lost broker is retried soon, and at least every second: a
+         * restarted node is back in seconds. */
         set(conf, "reconnect.backoff.ms", "50") && set(conf, "reconnect.backoff.max.ms", "1000") &&
         /* Small messages must not wait for Nagle and delayed ACKs (~40 ms). */
         set(conf, "socket.nagle.disable", "true"))
         return conf;
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+int kafka_message_timeout_ms(void)
+{
+    int64_t ms;
+    if (cfg_int("KAFKA_MESSAGE_TIMEOUT_MS", 1000, 900000, 30000, &ms) < 0)
+        ms = 30000;
+    return (int)ms;
 }
 
 rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
@@ -43,8 +53,12 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
-    if (!set(conf, "enable.idempotence", "true") || !set(conf, "linger.ms", "1") ||
-        !set(conf, "message.timeout.ms", "30000")) {
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", kafka_message_timeout_ms());
+    /* Idempotence: retries neither duplicate nor reorder a partition's
+     * messages; it implies acks=all, said again here for the reader. */
+    if (!set(conf, "enable.idempotence", "true") || !set(conf, "acks", "all") ||
+        !set(conf, "linger.ms", "1") || !set(conf, "message.timeout.ms", timeout)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -59,23 +73,34 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
 }
 
 rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
-                               const char *const *topics)
+                               const char *const *topics, const kafka_consumer_hooks *hooks)
 {
-    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "5");
+    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "100");
+    /* A consumer that does not poll for this long is put out of its group.
+     * Ours poll even while they wait out a database outage (consumer.c). */
+    const char *max_poll_ms = cfg_str("KAFKA_MAX_POLL_INTERVAL_MS", "300000");
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
     if (!set(conf, "group.id", group) || !set(conf, "enable.auto.commit", "false") ||
         !set(conf, "enable.auto.offset.store", "false") ||
         !set(conf, "auto.offset.reset", "earliest") ||
-        /* A rejoin waits for this long: keep it short (DESIGN §2). */
-        !set(conf, "session.timeout.ms", "6000") ||
-        /* librdkafka's mock broker answers a fetch only when this wait is
-         * over, even if data arrived meanwhile (a real broker answers at
-         * once): the wait is the dev stack's latency per hop. */
-        !set(conf, "fetch.wait.max.ms", fetch_wait_ms)) {
+        /* A member that died is noticed after this long, and its
+         * partitions go to the others (the broker's minimum). */
+        !set(conf, "session.timeout.ms", "6000") || !set(conf, "heartbeat.interval.ms", "2000") ||
+        /* Kafka answers a fetch as soon as one byte is there; the wait only
+         * bounds an idle fetch, so it costs no latency. */
+        !set(conf, "fetch.min.bytes", "1") || !set(conf, "fetch.wait.max.ms", fetch_wait_ms) ||
+        !set(conf, "max.poll.interval.ms", max_poll_ms)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
+    }
+    if (hooks) {
+        if (hooks->rebalance)
+            rd_kafka_conf_set_rebalance_cb(conf, hooks->rebalance);
+        if (hooks->committed)
+            rd_kafka_conf_set_offset_commit_cb(conf, hooks->committed);
+        rd_kafka_conf_set_opaque(conf, hooks->opaque);
     }
     char err[256];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);

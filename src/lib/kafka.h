@@ -1,24 +1,44 @@
 /* Kafka through librdkafka: an idempotent producer and a consumer whose
  * offsets move only when the application says so. Thin on purpose: the
- * outbox relay and the inbox consumers own the policy. */
+ * outbox relay and the inbox consumers own the policy. Settings read here:
+ * KAFKA_FETCH_WAIT_MS (consumers' longest wait for data, 100),
+ * KAFKA_MESSAGE_TIMEOUT_MS (30000) and KAFKA_MAX_POLL_INTERVAL_MS (300000). */
 #ifndef SHOP_KAFKA_H
 #define SHOP_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 
+/* How long a produced message may take, retries included, before its
+ * delivery report says it failed (message.timeout.ms): KAFKA_MESSAGE_TIMEOUT_MS,
+ * 30000 by default, or that default when the setting is invalid (logged). */
+int kafka_message_timeout_ms(void);
+
 /* An idempotent producer (acks=all, in-order, no duplicates on retry).
- * `dr_cb` receives delivery reports from kafka_poll; may be NULL.
+ * `dr_cb` receives delivery reports from rd_kafka_poll; may be NULL.
  * Returns NULL and logs why on a configuration error. */
 rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
                                void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *, void *),
                                void *opaque);
 
+/* What a consumer's owner hears of, from inside rd_kafka_consumer_poll. */
+typedef struct kafka_consumer_hooks {
+    /* Partitions assigned or revoked. When set, it must call rd_kafka_assign
+     * itself (librdkafka's rule); when NULL, librdkafka does. */
+    void (*rebalance)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *partitions, void *opaque);
+    /* The outcome of each offset commit; may be NULL. */
+    void (*committed)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
+    void *opaque;
+} kafka_consumer_hooks;
+
 /* A consumer in `group` subscribed to `topics` (NULL-terminated). Offsets
  * are neither stored nor committed automatically: the caller commits after
- * its database transaction. Starts at the earliest offset of a new group. */
+ * its database transaction. Starts at the earliest offset of a new group.
+ * `hooks` may be NULL. */
 rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
-                               const char *const *topics);
+                               const char *const *topics, const kafka_consumer_hooks *hooks);
 
 /* True when the cluster answers a metadata request within `timeout_ms`. */
 bool kafka_reachable(rd_kafka_t *rk, int timeout_ms);

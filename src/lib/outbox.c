@@ -26,13 +26,17 @@ const db_stmt outbox_stmts[] = {
 struct outbox_relay {
     db_pool *pool;
     outbox_relay_config cfg;
+    /* Replaced by the relay thread when it fails for good; readers on
+     * other threads (the readiness check) take producer_lock to read it. */
     rd_kafka_t *producer;
+    pthread_rwlock_t producer_lock;
+    int message_timeout_ms;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool woken, stopping;
     int awaiting; /* delivery reports still to come: the relay thread's alone */
-    _Atomic uint64_t published, failures, batches, backlog;
+    _Atomic uint64_t published, failures, batches, backlog, renewals;
 };
 
 int outbox_add(db_conn *c, const char *topic, const char *key, const char *payload)
@@ -70,11 +74,44 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                 rd_kafka_err2str(m->err));
 }
 
+/* Replaces the producer: called with no delivery report outstanding. */
 static bool producer_renew(outbox_relay *r)
 {
-    kafka_destroy(r->producer);
-    r->producer = kafka_producer_new(r->cfg.brokers, r->cfg.client_id, on_delivery, r);
-    return r->producer != NULL;
+    rd_kafka_t *fresh = kafka_producer_new(r->cfg.brokers, r->cfg.client_id, on_delivery, r);
+    if (!fresh)
+        return false;
+    pthread_rwlock_wrlock(&r->producer_lock);
+    rd_kafka_t *old = r->producer;
+    r->producer = fresh;
+    pthread_rwlock_unlock(&r->producer_lock);
+    kafka_destroy(old);
+    return true;
+}
+
+/* Serves delivery reports until every one of this round's has come. Each
+ * comes within message.timeout.ms, delivered or not; past a little more than
+ * that, what is still out is purged, and its report (which points into the
+ * round's state array) is still awaited: librdkafka must never write into
+ * memory the relay has freed. */
+static void await_reports(outbox_relay *r)
+{
+    int64_t deadline = clock_now_ms() + r->message_timeout_ms + 5000;
+    /* rd_kafka_poll returns as soon as a report is there; rd_kafka_flush
+     * would look only every 10 ms, and that is the whole cost of a hop. */
+    while (r->awaiting > 0 && clock_now_ms() < deadline)
+        rd_kafka_poll(r->producer, 100);
+    if (r->awaiting == 0)
+        return;
+    log_msg(LOG_WARN, NULL, "outbox: %d delivery report(s) overdue; purging those messages",
+            r->awaiting);
+    rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    for (int64_t next_log = clock_now_ms() + 10000; r->awaiting > 0;) {
+        rd_kafka_poll(r->producer, 100);
+        if (r->awaiting > 0 && clock_now_ms() > next_log) {
+            log_msg(LOG_WARN, NULL, "outbox: still waiting for %d purged report(s)", r->awaiting);
+            next_log = clock_now_ms() + 10000;
+        }
+    }
 }
 
 /* One claim-produce-delete round. Returns the number of rows delivered,
@@ -101,7 +138,10 @@ static int relay_once(outbox_relay *r)
         rc = db_commit(c);
         goto done;
     }
-    state = calloc((size_t)n, sizeof *state);
+    if (!(state = calloc((size_t)n, sizeof *state))) {
+        rc = -1;
+        goto done;
+    }
     r->awaiting = 0;
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
@@ -116,11 +156,9 @@ static int relay_once(outbox_relay *r)
             r->awaiting++;
         }
     }
-    /* Every report arrives within message.timeout.ms, acknowledged or not.
-     * rd_kafka_poll returns as soon as one is there; rd_kafka_flush would
-     * look only every 10 ms, and that is the whole cost of a hop. */
-    for (int waited = 0; r->awaiting > 0 && waited < 600; waited++)
-        rd_kafka_poll(r->producer, 100);
+    await_reports(r);
+    /* A row is deleted only when its own report said delivered: a failed,
+     * purged or unknown outcome leaves it to be sent again. */
 
     size_t len = 0;
     FILE *out = open_memstream(&ids, &len);
@@ -143,12 +181,19 @@ static int relay_once(outbox_relay *r)
     if (delivered < n)
         rc = -1;
 
-    char why[256];
-    if (rd_kafka_fatal_error(r->producer, why, sizeof why)) {
-        log_msg(LOG_ERROR, NULL, "outbox producer failed for good (%s); making a new one", why);
-        producer_renew(r);
-    }
 done:
+    /* librdkafka 2.0.2's idempotent producer can fail for good after a
+     * broker is lost ("sequence desynchronization"; fixed in 2.3.0): every
+     * message then fails, so it is replaced, never left dead. */
+    if (state) {
+        char why[256];
+        if (rd_kafka_fatal_error(r->producer, why, sizeof why)) {
+            log_msg(LOG_ERROR, NULL, "outbox producer failed for good (%s); making a new one", why);
+            atomic_fetch_add(&r->renewals, 1);
+            if (!producer_renew(r))
+                log_msg(LOG_ERROR, NULL, "outbox: no new producer; trying again next round");
+        }
+    }
     /* A failed delete or commit leaves the rows: they go again (a duplicate
      * the consumers' dedup absorbs), never lost. */
     db_release(r->pool, c);
@@ -194,8 +239,13 @@ outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg)
     r->cfg = *cfg;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->wake, NULL);
+    pthread_rwlock_init(&r->producer_lock, NULL);
+    r->message_timeout_ms = kafka_message_timeout_ms();
     if (!producer_renew(r) || pthread_create(&r->thread, NULL, relay_main, r) != 0) {
         kafka_destroy(r->producer);
+        pthread_rwlock_destroy(&r->producer_lock);
+        pthread_mutex_destroy(&r->lock);
+        pthread_cond_destroy(&r->wake);
         free(r);
         return NULL;
     }
@@ -220,6 +270,7 @@ void outbox_relay_stop(outbox_relay *r)
     pthread_mutex_unlock(&r->lock);
     pthread_join(r->thread, NULL);
     kafka_destroy(r->producer);
+    pthread_rwlock_destroy(&r->producer_lock);
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->wake);
     free(r);
@@ -227,7 +278,10 @@ void outbox_relay_stop(outbox_relay *r)
 
 bool outbox_relay_broker_ok(outbox_relay *r, int timeout_ms)
 {
-    return kafka_reachable(r->producer, timeout_ms);
+    pthread_rwlock_rdlock(&r->producer_lock);
+    bool ok = kafka_reachable(r->producer, timeout_ms);
+    pthread_rwlock_unlock(&r->producer_lock);
+    return ok;
 }
 
 void outbox_relay_metrics(outbox_relay *r, FILE *out)
@@ -246,6 +300,9 @@ void outbox_relay_metrics(outbox_relay *r, FILE *out)
     metrics_header(out, "outbox_publish_failures_total", "counter",
                    "Outbox rows whose delivery failed (they are sent again)");
     fprintf(out, "outbox_publish_failures_total %" PRIu64 "\n", atomic_load(&r->failures));
+    metrics_header(out, "outbox_producer_renewals_total", "counter",
+                   "Producers replaced after a fatal error");
+    fprintf(out, "outbox_producer_renewals_total %" PRIu64 "\n", atomic_load(&r->renewals));
     metrics_header(out, "outbox_relay_batch_size", "summary", "Rows per relay batch");
     fprintf(out, "outbox_relay_batch_size_sum %" PRIu64 "\n",
             atomic_load(&r->published) + atomic_load(&r->failures));

@@ -1,31 +1,37 @@
-/* Failure drills against the running test stack: the broker lost with
- * messages in flight, and services killed with SIGKILL mid-burst. After
- * each, every accepted order must end FINISHED or CANCELLED and the money
- * must add up. */
+/* Failure drills against the running test stack and its Apache Kafka
+ * node: the broker killed, frozen and wiped with messages in flight,
+ * services killed with SIGKILL mid-burst, a consumer-group rebalance, the
+ * database down. After each, every accepted order must end FINISHED or
+ * CANCELLED and the money must add up across both databases. */
 #include "../integration/harness.h"
+
+#include "lib/clock.h"
 
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
-Test(chaos, broker_lost_with_messages_in_flight_heals, .timeout = 180)
+Test(chaos, broker_data_lost_is_healed_by_redrive, .timeout = 180)
 {
     char user[64];
-    unique_name(user, sizeof user, "brokerloss");
+    unique_name(user, sizeof user, "brokerwipe");
     account_with(user, 250);
     int accepted = 0;
     for (int i = 0; i < 30; i++)
         accepted += place_order(user, 10, NULL) == 201;
-    /* Down at once: requests and results are still in the outboxes, in the
-     * broker, or in the consumers' hands; the new broker knows none. */
-    cr_assert_eq(stack("broker-stop"), 0);
+    /* The broker's disk lost at once: requests and results still in the
+     * outboxes, in the log, or in the consumers' hands; the broker that
+     * comes back is empty, committed offsets included. */
+    cr_assert_eq(stack("broker-wipe"), 0);
     for (int i = 0; i < 10; i++)
         accepted += place_order(user, 10, NULL) == 201;
     cr_assert_eq(accepted, 40, "orders are accepted while the broker is down");
     cr_assert_eq(stack("broker-start"), 0);
 
-    cr_assert(all_final(user, 120000), "orders still NEW after the broker came back");
+    cr_assert(all_final(user, 120000), "orders still NEW after the broker came back empty");
     cr_assert_eq(orders_with(user, "FINISHED"), 25);
     cr_assert_eq(orders_with(user, "CANCELLED"), 15);
     assert_money_adds_up(user);
@@ -75,6 +81,94 @@ Test(chaos, orders_killed_mid_burst_loses_nothing, .timeout = 240)
     kill_mid_burst("orders");
 }
 
+Test(chaos, broker_killed_mid_burst_loses_nothing, .timeout = 240)
+{
+    kill_mid_burst("kafka");
+}
+
+typedef struct metric_wait {
+    const char *urls, *series;
+    int64_t above;
+} metric_wait;
+
+static bool metric_above(void *arg)
+{
+    metric_wait *w = arg;
+    return metric_sum(w->urls, w->series) > w->above;
+}
+
+Test(chaos, broker_frozen_past_the_timeouts_loses_nothing, .timeout = 240)
+{
+    char user[64];
+    unique_name(user, sizeof user, "frozen");
+    account_with(user, 500);
+    burst b = {.user = user, .orders = 100, .amount = 10};
+    pthread_t th;
+    pthread_create(&th, NULL, place_orders, &b);
+    cr_assert(wait_until(accepted_at_least, &b, 60000));
+    /* SIGSTOP: connections stay open and nothing answers, unlike a crash.
+     * The relays' messages time out (KAFKA_MESSAGE_TIMEOUT_MS) and their
+     * rows stay; nothing librdkafka still points at may be freed (the
+     * services run under ASan). */
+    metric_wait failed = {.urls = orders_urls(), .series = "outbox_publish_failures_total"};
+    failed.above = metric_sum(failed.urls, failed.series);
+    cr_assert_eq(stack("freeze kafka"), 0);
+    bool timed_out = wait_until(metric_above, &failed, 60000);
+    cr_assert_eq(stack("thaw kafka"), 0);
+    cr_assert(timed_out, "no delivery failed while the broker was frozen");
+    pthread_join(th, NULL);
+
+    cr_assert_eq(atomic_load(&b.accepted), 100, "orders are accepted while the broker is frozen");
+    cr_assert(all_final(user, 120000), "orders still NEW after the broker thawed");
+    cr_assert_eq(orders_with(user, "FINISHED"), 50);
+    cr_assert_eq(orders_with(user, "CANCELLED"), 50);
+    assert_money_adds_up(user);
+}
+
+/* The name and URL of the second payments instance (the test stack runs
+ * two: SHOP_PAYMENTS_URLS). */
+static void second_payments(char *name, size_t nlen, char *url, size_t ulen)
+{
+    const char *urls = payments_urls(), *second = strchr(urls, ' ');
+    cr_assert_not_null(second, "the test stack runs two payments instances");
+    snprintf(url, ulen, "%s", second + 1);
+    const char *port = strrchr(url, ':');
+    snprintf(name, nlen, "payments-%s", port + 1);
+}
+
+Test(chaos, consumer_group_rebalance_mid_burst_loses_nothing, .timeout = 240)
+{
+    char user[64], name[64], url[128], cmd[96];
+    unique_name(user, sizeof user, "rebalance");
+    second_payments(name, sizeof name, url, sizeof url);
+    account_with(user, 1000);
+    const char *series = "consumer_rebalances_total{topic=\"payment.requests\"}";
+    int64_t rebalances = metric(payments_url(), series);
+    burst b = {.user = user, .orders = 150, .amount = 10};
+    pthread_t th;
+    pthread_create(&th, NULL, place_orders, &b);
+    cr_assert(wait_until(accepted_at_least, &b, 60000));
+    /* One member leaves (a clean stop: it leaves the group at once) ... */
+    snprintf(cmd, sizeof cmd, "stop %s", name);
+    cr_assert_eq(stack(cmd), 0);
+    metric_wait moved = {.urls = payments_url(), .series = series, .above = rebalances};
+    cr_assert(wait_until(metric_above, &moved, 30000), "the other instance took no partitions");
+    /* ... and joins again while orders keep coming. */
+    cr_assert_eq(stack("up >/dev/null"), 0);
+    moved.above = metric(payments_url(), series);
+    cr_assert(wait_until(metric_above, &moved, 30000), "the partitions were not shared again");
+    pthread_join(th, NULL);
+
+    cr_assert_eq(atomic_load(&b.accepted), 150);
+    cr_assert(all_final(user, 120000), "orders still NEW after the rebalances");
+    cr_assert_eq(orders_with(user, "FINISHED"), 100);
+    cr_assert_eq(orders_with(user, "CANCELLED"), 50);
+    assert_money_adds_up(user);
+    cr_assert_gt(metric(url, "consumer_offset_commits_total{topic=\"payment.requests\","
+                             "result=\"ok\"}"),
+                 0, "the instance that joined again commits offsets");
+}
+
 static int64_t dead_letters(PGconn *(*connect)(void))
 {
     PGconn *db = connect();
@@ -112,6 +206,57 @@ Test(chaos, database_down_mid_flow_is_retried_not_dropped, .timeout = 180)
     assert_money_adds_up(user);
 }
 
+typedef struct inbox_wait {
+    PGconn *db;
+    const char *order_id;
+} inbox_wait;
+
+static bool recorded(void *arg)
+{
+    inbox_wait *w = arg;
+    return db_int(w->db, "SELECT count(*) FROM inbox WHERE order_id = $1", w->order_id, NULL) == 1;
+}
+
+static bool waited_ms(void *arg)
+{
+    return clock_now_ms() >= *(int64_t *)arg;
+}
+
+Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_group, .timeout = 180)
+{
+    char user[64], order_id[37];
+    unique_name(user, sizeof user, "longoutage");
+    account_with(user, 100);
+    /* An order id of our own, its request straight onto the topic while
+     * the database is down: a consumer holds it and cannot commit it. */
+    snprintf(order_id, sizeof order_id, "%08x-0000-4000-8000-%012lx", (unsigned)getpid(),
+             (unsigned long)clock_now_ms());
+    const char *series = "consumer_rebalances_total{topic=\"payment.requests\"}";
+    int64_t rebalances = metric_sum(payments_urls(), series);
+    cr_assert_eq(stack("pg-stop"), 0);
+    inject_request(order_id, user, 30, 1);
+    metric_wait paused = {.urls = payments_urls(),
+                          .series = "consumer_paused{topic=\"payment.requests\"}"};
+    cr_assert(wait_until(metric_above, &paused, 30000), "no consumer paused its partitions");
+    /* Past max.poll.interval.ms (KAFKA_MAX_POLL_INTERVAL_MS, 10 s in the
+     * test stack): a consumer that stopped polling would be put out of its
+     * group now. Time itself is what this test waits for. */
+    int64_t until = clock_now_ms() + 15000;
+    wait_until(waited_ms, &until, 20000);
+    cr_assert_eq(metric_sum(payments_urls(), series), rebalances,
+                 "a consumer left its group during the outage");
+    cr_assert_eq(stack("pg-start"), 0);
+
+    inbox_wait w = {.db = payments_db(), .order_id = order_id};
+    cr_assert(wait_until(recorded, &w, 60000), "the request held through the outage was lost");
+    cr_assert_eq(db_int(w.db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 70);
+    cr_assert_eq(db_int(w.db, "SELECT count(*) FROM ledger WHERE order_id = $1", order_id, NULL),
+                 1);
+    PQfinish(w.db);
+    cr_assert_eq(metric_sum(payments_urls(), "consumer_paused{topic=\"payment.requests\"}"), 0);
+    cr_assert_eq(metric_sum(payments_urls(), series), rebalances, "nobody left the group");
+}
+
 Test(chaos, every_part_killed_then_up_heals_and_keeps_the_data, .timeout = 180)
 {
     char user[64];
@@ -121,7 +266,7 @@ Test(chaos, every_part_killed_then_up_heals_and_keeps_the_data, .timeout = 180)
         cr_assert_eq(place_order(user, 10, NULL), 201);
     cr_assert(all_final(user, 60000));
 
-    const char *parts[] = {"gateway", "orders", "payments", "broker", "postgres"};
+    const char *parts[] = {"gateway", "orders", "payments", "kafka", "postgres"};
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
         char cmd[64];
         snprintf(cmd, sizeof cmd, "kill %s", parts[i]);

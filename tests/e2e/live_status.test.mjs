@@ -2,8 +2,10 @@
 // gateway: a change processed by either instance reaches sockets on both
 // and through the gateway; a user sees only their own orders; idle sockets
 // are kept by ping/pong; a peer that stops answering is dropped.
-// Runs with node --experimental-websocket (Node 20's WebSocket client).
+// The WebSocket client is the `ws` package: Debian 12's Node.js (18) has
+// none built in.
 import { test } from "node:test";
+import { WebSocket } from "ws";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { execFileSync } from "node:child_process";

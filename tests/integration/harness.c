@@ -1,4 +1,6 @@
 #include "harness.h"
+#include "lib/kafka.h"
+#include "lib/msg.h"
 
 #include <criterion/criterion.h>
 #include <curl/curl.h>
@@ -72,6 +74,18 @@ const char *orders_url(void)
 {
     const char *u = getenv("SHOP_ORDERS_URL");
     return u ? u : "http://127.0.0.1:18080";
+}
+
+const char *orders_urls(void)
+{
+    const char *u = getenv("SHOP_ORDERS_URLS");
+    return u ? u : orders_url();
+}
+
+const char *payments_urls(void)
+{
+    const char *u = getenv("SHOP_PAYMENTS_URLS");
+    return u ? u : payments_url();
 }
 
 static PGconn *connect_db(const char *env, const char *fallback)
@@ -265,4 +279,37 @@ int64_t metric(const char *base_url, const char *series)
             v = strtoll(line + n + 1, NULL, 10);
     resp_free(&r);
     return v;
+}
+
+int64_t metric_sum(const char *urls, const char *series)
+{
+    char list[512];
+    int64_t sum = 0;
+    snprintf(list, sizeof list, "%s", urls);
+    for (char *save = NULL, *u = strtok_r(list, " ", &save); u; u = strtok_r(NULL, " ", &save)) {
+        int64_t v = metric(u, series);
+        sum += v > 0 ? v : 0;
+    }
+    return sum;
+}
+
+void inject_request(const char *order_id, const char *user, int64_t amount, int copies)
+{
+    const char *brokers = getenv("KAFKA_BROKERS");
+    cr_assert_not_null(brokers, "KAFKA_BROKERS is not set (scripts/test.sh sets it)");
+    payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = amount};
+    snprintf(m.order_id, sizeof m.order_id, "%s", order_id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    rd_kafka_t *p = kafka_producer_new(brokers, "test-injector", NULL, NULL);
+    cr_assert_not_null(p);
+    for (int i = 0; i < copies; i++)
+        cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(MSG_TOPIC_REQUESTS),
+                                       RD_KAFKA_V_KEY(user, strlen(user)),
+                                       RD_KAFKA_V_VALUE(payload, strlen(payload)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_destroy(p);
+    free(payload);
 }

@@ -30,6 +30,11 @@ const char *err_code(const resp *r);
 const char *payments_url(void);
 const char *orders_url(void);
 
+/* Every instance's base URL, space-separated (SHOP_ORDERS_URLS,
+ * SHOP_PAYMENTS_URLS; the one URL above when unset). */
+const char *orders_urls(void);
+const char *payments_urls(void);
+
 /* A connection to the payments database; exits the test on failure. */
 PGconn *payments_db(void);
 
@@ -80,5 +85,13 @@ void assert_money_adds_up(const char *user);
 
 /* A counter from a service's /metrics, by its full series name with labels. */
 int64_t metric(const char *base_url, const char *series);
+
+/* The sum of a series over every instance in `urls` (space-separated):
+ * Kafka spreads the partitions, and so the work, over them. */
+int64_t metric_sum(const char *urls, const char *series);
+
+/* Sends one payment.requested for `order_id` straight onto the topic with a
+ * real producer, as a redelivery would; waits for the broker's ack. */
+void inject_request(const char *order_id, const char *user, int64_t amount, int copies);
 
 #endif

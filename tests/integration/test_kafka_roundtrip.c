@@ -55,7 +55,7 @@ Test(kafka, produce_consume_and_commit_through_the_dev_broker, .timeout = 60)
     kafka_destroy(p);
 
     const char *topics[] = {topic, NULL};
-    rd_kafka_t *c = kafka_consumer_new(brokers(), group, "test-consumer", topics);
+    rd_kafka_t *c = kafka_consumer_new(brokers(), group, "test-consumer", topics, NULL);
     cr_assert_not_null(c);
     bool seen[N] = {0};
     int distinct = 0;
