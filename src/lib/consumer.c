@@ -307,8 +307,10 @@ static void *consumer_main(void *arg)
         /* What arrived while the last batch waited goes first. */
         for (; taken < cs->nheld && n < cs->cfg.batch; taken++)
             msgs[n++] = cs->held[taken];
-        memmove(cs->held, cs->held + taken, (size_t)(cs->nheld - taken) * sizeof *cs->held);
-        cs->nheld -= taken;
+        if (taken) {
+            memmove(cs->held, cs->held + taken, (size_t)(cs->nheld - taken) * sizeof *cs->held);
+            cs->nheld -= taken;
+        }
         rd_kafka_message_t *m =
             n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, n ? 0 : 200) : NULL;
         /* A batch takes what arrives within gather_ms of its first message:

@@ -8,7 +8,9 @@
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    log_msg(level <= 3   ? LOG_ERROR
+    /* librdkafka says "error" (3) of every lost connection, and retries
+     * them all by itself: a warning here; 0-2 are its real emergencies. */
+    log_msg(level <= 2   ? LOG_ERROR
             : level <= 5 ? LOG_WARN
                          : LOG_DEBUG,
             NULL, "kafka %s: %s", fac, buf);
@@ -32,7 +34,12 @@ static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
          * restarted node is back in seconds. */
         set(conf, "reconnect.backoff.ms", "50") && set(conf, "reconnect.backoff.max.ms", "1000") &&
         /* Small messages must not wait for Nagle and delayed ACKs (~40 ms). */
-        set(conf, "socket.nagle.disable", "true"))
+        set(conf, "socket.nagle.disable", "true") &&
+        /* A topic that appears (created after a broker lost its data) or
+         * grows is seen within 10 s, not librdkafka's default 5 minutes: a
+         * consumer that joined while its topic was missing has no
+         * partitions until it looks again. */
+        set(conf, "topic.metadata.refresh.interval.ms", "10000"))
         return conf;
     rd_kafka_conf_destroy(conf);
     return NULL;

@@ -35,7 +35,10 @@ struct outbox_relay {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool woken, stopping;
-    int awaiting; /* delivery reports still to come: the relay thread's alone */
+    /* The relay thread's alone: delivery reports still to come this round,
+     * and how many said "not delivered" (the first one's reason). */
+    int awaiting, undelivered;
+    rd_kafka_resp_err_t first_failure;
     _Atomic uint64_t published, failures, batches, backlog, renewals;
 };
 
@@ -69,9 +72,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     r->awaiting--;
     int *state = m->_private;
     *state = m->err ? -1 : 1;
-    if (m->err)
-        log_msg(LOG_WARN, NULL, "outbox delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
-                rd_kafka_err2str(m->err));
+    if (m->err && !r->undelivered++)
+        r->first_failure = m->err;
 }
 
 /* Replaces the producer: called with no delivery report outstanding. */
@@ -122,7 +124,8 @@ static int relay_once(outbox_relay *r)
     PGresult *rows = NULL;
     int *state = NULL;
     char *ids = NULL;
-    int delivered = 0, rc;
+    int delivered = 0, refused = 0, rc;
+    rd_kafka_resp_err_t first_refusal = RD_KAFKA_RESP_ERR_NO_ERROR;
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg.batch);
     const char *lp[] = {limit};
@@ -142,7 +145,7 @@ static int relay_once(outbox_relay *r)
         rc = -1;
         goto done;
     }
-    r->awaiting = 0;
+    r->awaiting = r->undelivered = 0;
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
         rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -151,12 +154,19 @@ static int relay_once(outbox_relay *r)
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&state[i]), RD_KAFKA_V_END);
         if (e) {
             state[i] = -1;
-            log_msg(LOG_WARN, NULL, "outbox produce: %s", rd_kafka_err2str(e));
+            if (!refused++)
+                first_refusal = e;
         } else {
             r->awaiting++;
         }
     }
+    if (refused)
+        log_msg(LOG_WARN, NULL, "outbox: %d of %d row(s) refused by the producer (%s); they stay",
+                refused, n, rd_kafka_err2str(first_refusal));
     await_reports(r);
+    if (r->undelivered)
+        log_msg(LOG_WARN, NULL, "outbox: %d of %d message(s) not delivered (%s); they go again",
+                r->undelivered, n, rd_kafka_err2str(r->first_failure));
     /* A row is deleted only when its own report said delivered: a failed,
      * purged or unknown outcome leaves it to be sent again. */
 
