@@ -39,7 +39,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: help build services construct tests deps run stop clean rerun start restart fresh test status bench format
+.PHONY: help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
 .DEFAULT_GOAL := help
 
 help:
@@ -54,10 +54,19 @@ help:
 	@echo "make bench    benchmark: orders/s and latency vs pgbench on the same cluster"
 	@echo "make format   clang-format every C file (make test checks it)"
 
-build: $(BINS) $(BENCH) $(TESTS)
+# Each target installs what it needs first (scripts/deps.sh checks in a
+# fraction of a second and installs only what is missing); prerequisites
+# run left to right.
+build: deps-build $(BINS) $(BENCH) $(TESTS)
 
 # What `make start` runs, and nothing that needs the test packages.
-services: $(BINS)
+services: deps-run $(BINS)
+
+deps-run:
+	@scripts/deps.sh
+
+deps-build:
+	@scripts/deps.sh build
 
 construct:
 	rm -rf $(BUILD)
@@ -67,7 +76,6 @@ deps:
 	@scripts/deps.sh
 
 start:
-	@scripts/deps.sh
 	@$(MAKE) --no-print-directory services
 	@scripts/stack.sh up
 
@@ -97,11 +105,12 @@ test:
 C_FILES = find src tests bench -name '*.[ch]' -not -path '*/corpus/*'
 
 format:
+	@scripts/deps.sh format
 	@$(C_FILES) | xargs clang-format -i
 
 bench:
 	@scripts/deps.sh bench
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory services $(BENCH)
 	@scripts/bench.sh
 
 $(BUILD)/bin/payments: $(call obj,src/payments/main.c $(PAYMENTS_SRC) $(LIB_SRC))

@@ -5,8 +5,10 @@
 # packages of package.json (Swagger UI, lint and test tools).
 #
 #   deps.sh        what `make start` needs
+#   deps.sh build  that, plus what compiling the tests needs (Criterion)
 #   deps.sh test   that, plus what `make test` needs (Criterion, Chromium, ...)
 #   deps.sh bench  that, plus what `make bench` needs (wrk, jq, gnuplot)
+#   deps.sh format that, plus clang-format
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -21,8 +23,10 @@ packages=(
   curl util-linux procps iproute2 passwd
 )
 case "${1:-}" in
+  build) packages+=(libcriterion-dev) ;;                                          # tests compile
   test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox) ;; # + a bench smoke
   bench) packages+=(wrk jq gnuplot-nox) ;;
+  format) packages+=(clang-format) ;;
 esac
 # Node.js may come from elsewhere than Debian (it carries its own npm then):
 # only a machine without node or npm gets Debian's.

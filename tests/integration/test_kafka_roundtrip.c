@@ -1,4 +1,4 @@
-/* A produce/consume round trip through the dev broker over TCP, with the
+/* A produce/consume round trip through Apache Kafka over TCP, with the
  * shared Kafka wrappers: idempotent producer, manual commits. */
 #include "harness.h"
 #include "lib/kafka.h"
@@ -29,7 +29,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         d->ok++;
 }
 
-Test(kafka, produce_consume_and_commit_through_the_dev_broker, .timeout = 60)
+Test(kafka, produce_consume_and_commit_through_kafka, .timeout = 60)
 {
     enum { N = 100 };
     const char *topic = "shop.test";

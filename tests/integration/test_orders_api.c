@@ -1,5 +1,5 @@
 /* The orders API through real HTTP, and the payment flow end to end:
- * orders, outbox, relay, dev broker, payments inbox, results. */
+ * orders, outbox, relay, Kafka, payments inbox, results. */
 #include "harness.h"
 
 #include <criterion/criterion.h>
