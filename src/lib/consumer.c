@@ -200,8 +200,10 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
         atomic_fetch_add(&cs->retries, 1);
         if (!back_off(cs, &backoff))
             return false;
-        if ((n = *count = drop_revoked(cs, msgs, n)) == 0)
+        if ((n = *count = drop_revoked(cs, msgs, n)) == 0) {
+            pause_all(cs, false); /* nothing of ours waits any more */
             return false;
+        }
     }
     if (rc != 0) {
         /* The batch rolled back: find the message that fails alone. */

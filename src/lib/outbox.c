@@ -118,6 +118,22 @@ static void await_reports(outbox_relay *r)
 
 /* One claim-produce-delete round. Returns the number of rows delivered,
  * or -1 when something failed and the relay should back off. */
+/* librdkafka 2.0.2's idempotent producer can fail for good after a broker
+ * is lost ("sequence desynchronization"; fixed in 2.3.0): every message
+ * then fails, so it is replaced, never left dead. Called between rounds,
+ * when no delivery report is outstanding. */
+static void replace_failed_producer(outbox_relay *r)
+{
+    char why[256];
+    if (!rd_kafka_fatal_error(r->producer, why, sizeof why))
+        return;
+    log_msg(LOG_ERROR, NULL, "outbox producer failed for good (%s); making a new one", why);
+    if (producer_renew(r))
+        atomic_fetch_add(&r->renewals, 1);
+    else
+        log_msg(LOG_ERROR, NULL, "outbox: no new producer; trying again next round");
+}
+
 static int relay_once(outbox_relay *r)
 {
     db_conn *c = NULL;
@@ -192,18 +208,6 @@ static int relay_once(outbox_relay *r)
         rc = -1;
 
 done:
-    /* librdkafka 2.0.2's idempotent producer can fail for good after a
-     * broker is lost ("sequence desynchronization"; fixed in 2.3.0): every
-     * message then fails, so it is replaced, never left dead. */
-    if (state) {
-        char why[256];
-        if (rd_kafka_fatal_error(r->producer, why, sizeof why)) {
-            log_msg(LOG_ERROR, NULL, "outbox producer failed for good (%s); making a new one", why);
-            atomic_fetch_add(&r->renewals, 1);
-            if (!producer_renew(r))
-                log_msg(LOG_ERROR, NULL, "outbox: no new producer; trying again next round");
-        }
-    }
     /* A failed delete or commit leaves the rows: they go again (a duplicate
      * the consumers' dedup absorbs), never lost. */
     db_release(r->pool, c);
@@ -217,6 +221,7 @@ static void *relay_main(void *arg)
 {
     outbox_relay *r = arg;
     for (;;) {
+        replace_failed_producer(r);
         int n = relay_once(r);
         /* Back off after a failure; go again at once after a full batch
          * (more rows may wait); else sleep until woken or the poll. */
@@ -284,6 +289,15 @@ void outbox_relay_stop(outbox_relay *r)
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->wake);
     free(r);
+}
+
+void outbox_relay_fail_producer(outbox_relay *r)
+{
+    pthread_rwlock_rdlock(&r->producer_lock);
+    rd_kafka_test_fatal_error(r->producer, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                              "made to fail by a test");
+    pthread_rwlock_unlock(&r->producer_lock);
+    outbox_relay_wake(r);
 }
 
 bool outbox_relay_broker_ok(outbox_relay *r, int timeout_ms)

@@ -47,10 +47,16 @@ void outbox_relay_wake(outbox_relay *relay);
 /* Stops the thread (it finishes its batch) and frees the relay. NULL-safe. */
 void outbox_relay_stop(outbox_relay *relay);
 
+/* For tests: puts the producer in the fatal state librdkafka 2.0.2's
+ * idempotent producer can reach after a broker loss, as if it had; the
+ * relay must replace it. */
+void outbox_relay_fail_producer(outbox_relay *relay);
+
 /* True when the relay's producer can reach the broker. */
 bool outbox_relay_broker_ok(outbox_relay *relay, int timeout_ms);
 
-/* Writes the relay's series: backlog, published, failures, batches. */
+/* Writes the relay's series: backlog, published, failures, producer
+ * renewals, batches. */
 void outbox_relay_metrics(outbox_relay *relay, FILE *out);
 
 #endif

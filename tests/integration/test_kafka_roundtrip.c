@@ -1,7 +1,11 @@
 /* A produce/consume round trip through Apache Kafka over TCP, with the
- * shared Kafka wrappers: idempotent producer, manual commits. */
+ * shared Kafka wrappers: idempotent producer, manual commits; and an outbox
+ * relay whose producer fails for good and is replaced. */
 #include "harness.h"
+#include "lib/clock.h"
+#include "lib/db.h"
 #include "lib/kafka.h"
+#include "lib/outbox.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -96,4 +100,90 @@ Test(kafka, produce_consume_and_commit_through_kafka, .timeout = 60)
     cr_assert_geq(committed, N, "committed offsets sum to %lld", (long long)committed);
     rd_kafka_topic_partition_list_destroy(assigned);
     kafka_destroy(c);
+}
+
+typedef struct outbox_wait {
+    PGconn *db;
+} outbox_wait;
+
+static bool outbox_empty(void *arg)
+{
+    outbox_wait *w = arg;
+    return db_int(w->db, "SELECT count(*) FROM relaytest.outbox", NULL, NULL) == 0;
+}
+
+/* The relay's series, as /metrics shows them. Caller frees. */
+static char *relay_metrics(outbox_relay *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    outbox_relay_metrics(r, out);
+    fclose(out);
+    return text;
+}
+
+static void sql(PGconn *db, const char *statement)
+{
+    PGresult *r = PQexec(db, statement);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s: %s", statement, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+/* A relay of our own over an outbox table of our own (schema relaytest of
+ * the orders database, so the services' relays do not take its rows). */
+Test(kafka, a_relay_whose_producer_failed_for_good_replaces_it_and_delivers, .timeout = 90)
+{
+    char run[64], group[80], url[512];
+    unique_name(run, sizeof run, "fatal");
+    snprintf(group, sizeof group, "group-%s", run);
+    PGconn *db = orders_db();
+    sql(db, "DROP SCHEMA IF EXISTS relaytest CASCADE");
+    sql(db, "CREATE SCHEMA relaytest");
+    sql(db, "CREATE TABLE relaytest.outbox (LIKE public.outbox INCLUDING ALL)");
+    snprintf(url, sizeof url, "%s?options=-csearch_path%%3Drelaytest",
+             getenv("ORDERS_DATABASE_URL") ? getenv("ORDERS_DATABASE_URL")
+                                           : "postgresql://shop@127.0.0.1:54330/orders");
+    static const db_stmt *const sets[] = {outbox_stmts, NULL};
+    db_pool *pool = db_pool_new(url, 2, sets);
+    cr_assert_not_null(pool);
+    outbox_relay_config cfg = {
+        .brokers = brokers(), .client_id = "test-relay", .batch = 16, .poll_ms = 100};
+    outbox_relay *relay = outbox_relay_start(pool, &cfg);
+    cr_assert_not_null(relay);
+
+    /* The producer fails for good, then a row arrives: it must still go. */
+    outbox_relay_fail_producer(relay);
+    db_conn *c = NULL;
+    cr_assert_eq(db_acquire(pool, 1000, &c), 0);
+    cr_assert_eq(db_begin(c), 0);
+    cr_assert_eq(outbox_add(c, "shop.test", run, run), 0);
+    cr_assert_eq(db_commit(c), 0);
+    db_release(pool, c);
+    outbox_relay_wake(relay);
+    outbox_wait w = {.db = db};
+    cr_assert(wait_until(outbox_empty, &w, 30000), "the row was not delivered");
+    char *m = relay_metrics(relay);
+    cr_assert(strstr(m, "\noutbox_producer_renewals_total 1\n"), "no renewal in:\n%s", m);
+    cr_assert(strstr(m, "\noutbox_published_total 1\n"), "%s", m);
+    free(m);
+    outbox_relay_stop(relay);
+    db_pool_free(pool);
+    sql(db, "DROP SCHEMA relaytest CASCADE");
+    PQfinish(db);
+
+    /* And it is on the topic. */
+    const char *topics[] = {"shop.test", NULL};
+    rd_kafka_t *consumer = kafka_consumer_new(brokers(), group, "test-consumer", topics, NULL);
+    cr_assert_not_null(consumer);
+    bool found = false;
+    for (int64_t until = clock_now_ms() + 30000; !found && clock_now_ms() < until;) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer, 500);
+        if (msg && !msg->err && msg->len == strlen(run) && memcmp(msg->payload, run, msg->len) == 0)
+            found = true;
+        if (msg)
+            rd_kafka_message_destroy(msg);
+    }
+    kafka_destroy(consumer);
+    cr_assert(found, "the message is not on shop.test");
 }
