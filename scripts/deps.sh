@@ -61,7 +61,7 @@ stamp=$(sha256sum "$ROOT/kafka/pom.xml" | cut -c1-16)
 if [ "$(cat "$kafka_libs/.complete" 2>/dev/null)" != "$stamp" ]; then
   echo "Fetching Apache Kafka's jars with Maven (once; about 50 MB into .cache/kafka)"
   rm -rf "$kafka_libs.tmp"
-  mvn -q -B -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+  mvn -q -B -Dstyle.color=never -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$kafka_libs.tmp" || { echo "Maven could not fetch Apache Kafka" >&2; exit 1; }
   echo "$stamp" >"$kafka_libs.tmp/.complete"
   rm -rf "$kafka_libs"
