@@ -65,12 +65,13 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND... (LOG=file to quote on failure)
   local secs=$1 what=$2 i; shift 2
   for i in $(seq $((secs * 10))); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
+  [ -n "${LOG:-}" ] && [ -f "$LOG" ] && tail -n 8 "$LOG" >&2
   die "$what did not come up within ${secs}s; see $LOG_DIR"
 }
 
@@ -145,7 +146,7 @@ CONF
     rm -f "$data/postmaster.pid"
     # Opened by this shell, so the log need not be writable by PG_USER.
     setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
-    wait_for 30 PostgreSQL pg_ready
+    LOG=$LOG_DIR/postgres.log wait_for 60 PostgreSQL pg_ready
   fi
   local db
   for db in orders payments; do
@@ -288,7 +289,9 @@ kafka_start() {
       -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       "-Dlog4j.configuration=file:${conf%/*}/log4j.properties" -cp "$libs/*" kafka.Kafka "$conf"
   done
-  for i in "${started[@]}"; do wait_for 90 "Kafka node $i" kafka_answers "$i"; done
+  for i in "${started[@]}"; do
+    LOG=$LOG_DIR/$(kafka_name "$i").log wait_for 90 "Kafka node $i" kafka_answers "$i"
+  done
   kafka_topics_create
   wait_for 60 "Kafka's topics" kafka_topics_ready
 }
