@@ -430,8 +430,18 @@ down() {
   pg_stop
 }
 
+services_status() { # services_status SERVICE PORTS
+  local port name p
+  for port in $2; do
+    name=$(instance_name "$1" "$port" "$2")
+    if p=$(alive_pid "$name" "bin/$1"); then
+      say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
+    else say "  $(printf '%-10s' "$name") stopped"; fi
+  done
+}
+
 status() {
-  local p i port name
+  local p i name
   say "Shop ($SHOP_VAR):"
   if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: orders, payments)"; else say "  postgres   stopped"; fi
   for i in $(seq "$KAFKA_NODES"); do
@@ -440,18 +450,8 @@ status() {
       say "  $(printf '%-10s' "$name") pid $p   127.0.0.1:$(kafka_port "$i")  (Apache Kafka, KRaft node $i of $KAFKA_NODES)"
     else say "  $(printf '%-10s' "$name") stopped"; fi
   done
-  for port in $ORDERS_PORTS; do
-    name=$(instance_name orders "$port" "$ORDERS_PORTS")
-    if p=$(alive_pid "$name" bin/orders); then
-      say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
-    else say "  $(printf '%-10s' "$name") stopped"; fi
-  done
-  for port in $PAYMENTS_PORTS; do
-    name=$(instance_name payments "$port" "$PAYMENTS_PORTS")
-    if p=$(alive_pid "$name" bin/payments); then
-      say "  $(printf '%-10s' "$name") pid $p   http://127.0.0.1:$port  (docs: /docs/)"
-    else say "  $(printf '%-10s' "$name") stopped"; fi
-  done
+  services_status orders "$ORDERS_PORTS"
+  services_status payments "$PAYMENTS_PORTS"
   if p=$(alive_pid gateway "nginx: master"); then
     say "  gateway    pid $p   http://127.0.0.1:$GATEWAY_PORT  (shop: /  API: /api/  docs: /docs/)"
   else say "  gateway    stopped"; fi

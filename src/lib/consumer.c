@@ -400,40 +400,40 @@ static int64_t lag(consumer *cs)
     return total;
 }
 
+/* One counter or gauge of this consumer, labelled by its topic. */
+static void series(FILE *out, const char *name, const char *type, const char *help,
+                   const char *topic, uint64_t value)
+{
+    metrics_header(out, name, type, help);
+    fprintf(out, "%s{topic=\"%s\"} %" PRIu64 "\n", name, topic, value);
+}
+
 void consumer_metrics(consumer *cs, FILE *out)
 {
     const char *t = cs->cfg.topic;
-    metrics_header(out, "consumer_batches_total", "counter",
-                   "Batches handled, one transaction each");
-    fprintf(out, "consumer_batches_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->batches));
-    metrics_header(out, "consumer_messages_total", "counter", "Messages handled");
-    fprintf(out, "consumer_messages_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->messages));
-    metrics_header(out, "consumer_retries_total", "counter",
-                   "Batches retried after a transient failure");
-    fprintf(out, "consumer_retries_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->retries));
-    metrics_header(out, "dead_letters_total", "counter", "Messages set aside in dead_letters");
-    fprintf(out, "dead_letters_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->dead_letters));
-    metrics_header(out, "consumer_rebalances_total", "counter",
-                   "Partition assignments and revocations the consumer took part in");
-    fprintf(out, "consumer_rebalances_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->rebalances));
-    metrics_header(out, "consumer_revoked_messages_total", "counter",
-                   "Messages in hand dropped because their partition went to another member");
-    fprintf(out, "consumer_revoked_messages_total{topic=\"%s\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->revoked));
+    series(out, "consumer_batches_total", "counter", "Batches handled, one transaction each", t,
+           atomic_load(&cs->batches));
+    series(out, "consumer_messages_total", "counter", "Messages handled", t,
+           atomic_load(&cs->messages));
+    series(out, "consumer_retries_total", "counter", "Batches retried after a transient failure", t,
+           atomic_load(&cs->retries));
+    series(out, "dead_letters_total", "counter", "Messages set aside in dead_letters", t,
+           atomic_load(&cs->dead_letters));
+    series(out, "consumer_rebalances_total", "counter",
+           "Partition assignments and revocations the consumer took part in", t,
+           atomic_load(&cs->rebalances));
+    series(out, "consumer_revoked_messages_total", "counter",
+           "Messages in hand dropped because their partition went to another member", t,
+           atomic_load(&cs->revoked));
     metrics_header(out, "consumer_offset_commits_total", "counter",
                    "Offset commits by outcome (a failed one means a redelivery)");
     fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"ok\"} %" PRIu64 "\n", t,
             atomic_load(&cs->commits_ok));
     fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"failed\"} %" PRIu64 "\n", t,
             atomic_load(&cs->commits_failed));
-    metrics_header(out, "consumer_paused", "gauge",
-                   "1 while the consumer waits out a failure with its partitions paused");
-    fprintf(out, "consumer_paused{topic=\"%s\"} %d\n", t, atomic_load(&cs->paused) ? 1 : 0);
+    series(out, "consumer_paused", "gauge",
+           "1 while the consumer waits out a failure with its partitions paused", t,
+           atomic_load(&cs->paused) ? 1 : 0);
     metrics_header(out, "consumer_lag", "gauge", "Messages behind the partitions' ends");
     fprintf(out, "consumer_lag{topic=\"%s\"} %" PRId64 "\n", t, lag(cs));
 }

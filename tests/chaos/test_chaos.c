@@ -43,15 +43,23 @@ static bool accepted_at_least(void *arg)
     return atomic_load(&b->accepted) >= 40 || atomic_load(&b->done);
 }
 
+/* Starts a client placing b's orders and returns once 40 are accepted:
+ * the failure that follows strikes mid-burst. */
+static pthread_t burst_under_way(burst *b)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, place_orders, b);
+    cr_assert(wait_until(accepted_at_least, b, 60000), "the burst did not get going");
+    return th;
+}
+
 static void kill_mid_burst(const char *service)
 {
     char user[64], cmd[64];
     unique_name(user, sizeof user, service);
     account_with(user, 500);
     burst b = {.user = user, .orders = 100, .amount = 10};
-    pthread_t th;
-    pthread_create(&th, NULL, place_orders, &b);
-    cr_assert(wait_until(accepted_at_least, &b, 60000));
+    pthread_t th = burst_under_way(&b);
     snprintf(cmd, sizeof cmd, "kill %s", service);
     cr_assert_eq(stack(cmd), 0);
     cr_assert_eq(stack("up >/dev/null"), 0, "the stack restarts the killed service");
@@ -103,9 +111,7 @@ Test(chaos, broker_frozen_past_the_timeouts_loses_nothing, .timeout = 240)
     unique_name(user, sizeof user, "frozen");
     account_with(user, 500);
     burst b = {.user = user, .orders = 100, .amount = 10};
-    pthread_t th;
-    pthread_create(&th, NULL, place_orders, &b);
-    cr_assert(wait_until(accepted_at_least, &b, 60000));
+    pthread_t th = burst_under_way(&b);
     /* SIGSTOP: connections stay open and nothing answers, unlike a crash.
      * The relays' messages time out (KAFKA_MESSAGE_TIMEOUT_MS) and their
      * rows stay; nothing librdkafka still points at may be freed (the
@@ -145,9 +151,7 @@ Test(chaos, consumer_group_rebalance_mid_burst_loses_nothing, .timeout = 240)
     const char *series = "consumer_rebalances_total{topic=\"payment.requests\"}";
     int64_t rebalances = metric(payments_url(), series);
     burst b = {.user = user, .orders = 150, .amount = 10};
-    pthread_t th;
-    pthread_create(&th, NULL, place_orders, &b);
-    cr_assert(wait_until(accepted_at_least, &b, 60000));
+    pthread_t th = burst_under_way(&b);
     /* One member leaves (a clean stop: it leaves the group at once) ... */
     snprintf(cmd, sizeof cmd, "stop %s", name);
     cr_assert_eq(stack(cmd), 0);
