@@ -29,9 +29,12 @@ struct consumer {
      * to go with the next batch. */
     rd_kafka_message_t **held;
     int nheld, held_cap;
+    /* Since when the consumer has had no partition (0: it has some), and
+     * when to look next whether that is right (see rejoin_if_stranded). */
+    int64_t empty_since, next_stranded_check;
     atomic_bool paused; /* while a transient failure is waited out */
     _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
-        commits_failed;
+        commits_failed, rejoins;
 };
 
 static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
@@ -286,6 +289,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     atomic_fetch_add(&cs->rebalances, 1);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
+        cs->empty_since = parts->cnt ? 0 : clock_now_ms();
         /* Still waiting out a failure: the new partitions wait too. */
         if (atomic_load(&cs->paused))
             rd_kafka_pause_partitions(rk, parts);
@@ -295,8 +299,74 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             log_msg(LOG_WARN, NULL, "consumer %s: rebalance: %s", cs->cfg.group,
                     rd_kafka_err2str(err));
         rd_kafka_assign(rk, NULL);
+        cs->empty_since = clock_now_ms();
         log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) revoked", cs->cfg.group, parts->cnt);
     }
+}
+
+/* Number of partitions of the consumer's topic (0 when it does not exist,
+ * -1 when the cluster did not answer). */
+static int topic_partitions(consumer *cs)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(cs->rk, cs->cfg.topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (t && rd_kafka_metadata(cs->rk, 0, t, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        n = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (t)
+        rd_kafka_topic_destroy(t);
+    return n;
+}
+
+/* Number of members of the consumer's group, or -1. */
+static int group_members(consumer *cs)
+{
+    const struct rd_kafka_group_list *groups = NULL;
+    int n = -1;
+    if (rd_kafka_list_groups(cs->rk, cs->cfg.group, &groups, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        groups->group_cnt == 1)
+        n = groups->groups[0].member_cnt;
+    if (groups)
+        rd_kafka_group_list_destroy(groups);
+    return n;
+}
+
+/* librdkafka 2.0.2 can leave a whole group without partitions when the
+ * topic appears while the group rebalances (a broker that lost its data,
+ * the topic created again after the consumers came back): the group's
+ * leader assigned with the old metadata, and no later metadata refresh
+ * triggers a new rebalance (librdkafka issue 3008). A consumer that has had
+ * no partition for 20 s, while its topic has partitions enough for every
+ * member of its group, joins again. Checked every 10 s, only while empty;
+ * a consumer left out because the group has more members than partitions
+ * stays out. */
+static void rejoin_if_stranded(consumer *cs)
+{
+    int64_t now = clock_now_ms();
+    if (!cs->empty_since || now - cs->empty_since < 20000 || now < cs->next_stranded_check)
+        return;
+    cs->next_stranded_check = now + 10000;
+    int partitions = topic_partitions(cs), members = group_members(cs);
+    if (partitions <= 0 || members < 0 || members > partitions)
+        return;
+    log_msg(LOG_WARN, NULL,
+            "consumer %s: no partition for %lld s while %s has %d for %d member(s); joining "
+            "the group again",
+            cs->cfg.group, (long long)(now - cs->empty_since) / 1000, cs->cfg.topic, partitions,
+            members);
+    atomic_fetch_add(&cs->rejoins, 1);
+    rd_kafka_topic_partition_list_t *subs = NULL;
+    if (rd_kafka_subscription(cs->rk, &subs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_unsubscribe(cs->rk);
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(cs->rk, subs);
+        if (e)
+            log_msg(LOG_ERROR, NULL, "consumer %s: subscribing again: %s", cs->cfg.group,
+                    rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(subs);
+    }
+    cs->empty_since = clock_now_ms();
 }
 
 static void *consumer_main(void *arg)
@@ -333,8 +403,10 @@ static void *consumer_main(void *arg)
             int64_t left = gather_ms - (clock_now_ms() - first);
             m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
-        if (n == 0 || (n = drop_revoked(cs, msgs, n)) == 0)
+        if (n == 0 || (n = drop_revoked(cs, msgs, n)) == 0) {
+            rejoin_if_stranded(cs);
             continue;
+        }
         last_n = n;
         if (process(cs, msgs, &n)) {
             commit_offsets(cs, msgs, n);
@@ -355,6 +427,7 @@ consumer *consumer_start(db_pool *pool, const consumer_config *cfg)
         return NULL;
     cs->pool = pool;
     cs->cfg = *cfg;
+    cs->empty_since = clock_now_ms(); /* none until the first assignment */
     const char *topics[] = {cfg->topic, NULL};
     kafka_consumer_hooks hooks = {
         .rebalance = on_rebalance, .committed = on_committed, .opaque = cs};
@@ -422,6 +495,9 @@ void consumer_metrics(consumer *cs, FILE *out)
     series(out, "consumer_rebalances_total", "counter",
            "Partition assignments and revocations the consumer took part in", t,
            atomic_load(&cs->rebalances));
+    series(out, "consumer_rejoins_total", "counter",
+           "Times the consumer joined its group again after being left without partitions", t,
+           atomic_load(&cs->rejoins));
     series(out, "consumer_revoked_messages_total", "counter",
            "Messages in hand dropped because their partition went to another member", t,
            atomic_load(&cs->revoked));
