@@ -290,14 +290,20 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
         cs->empty_since = parts->cnt ? 0 : clock_now_ms();
-        /* Still waiting out a failure: the new partitions wait too. */
+        /* librdkafka keeps a partition's pause flag across revocation and
+         * assignment: set it to what the consumer is doing now, or a
+         * partition paused during an old outage would never be read again.
+         * Still waiting out a failure: the new partitions wait too. */
         if (atomic_load(&cs->paused))
             rd_kafka_pause_partitions(rk, parts);
+        else
+            rd_kafka_resume_partitions(rk, parts);
         log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) assigned", cs->cfg.group, parts->cnt);
     } else {
         if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
             log_msg(LOG_WARN, NULL, "consumer %s: rebalance: %s", cs->cfg.group,
                     rd_kafka_err2str(err));
+        rd_kafka_resume_partitions(rk, parts); /* no pause outlives its assignment */
         rd_kafka_assign(rk, NULL);
         cs->empty_since = clock_now_ms();
         log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) revoked", cs->cfg.group, parts->cnt);

@@ -178,7 +178,13 @@ static int64_t dead_letters(PGconn *(*connect)(void))
     return n;
 }
 
-Test(chaos, database_down_mid_flow_is_retried_not_dropped, .timeout = 180)
+/* Whatever a test did, the database runs again after it. */
+static void database_back(void)
+{
+    stack("pg-start >/dev/null");
+}
+
+Test(chaos, database_down_mid_flow_is_retried_not_dropped, .timeout = 180, .fini = database_back)
 {
     char user[64];
     unique_name(user, sizeof user, "dbdown");
@@ -223,7 +229,8 @@ static bool waited_ms(void *arg)
     return clock_now_ms() >= *(int64_t *)arg;
 }
 
-Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_group, .timeout = 180)
+Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_group, .timeout = 180,
+     .fini = database_back)
 {
     char user[64], order_id[37];
     unique_name(user, sizeof user, "longoutage");
