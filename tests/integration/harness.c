@@ -129,7 +129,8 @@ int stack(const char *cmd)
 {
     char line[512];
     const char *root = getenv("SHOP_ROOT");
-    snprintf(line, sizeof line, "%s/scripts/stack.sh %s >&2", root ? root : ".", cmd);
+    /* Its output goes to stderr, unless cmd sends it elsewhere itself. */
+    snprintf(line, sizeof line, "exec >&2; %s/scripts/stack.sh %s", root ? root : ".", cmd);
     return system(line);
 }
 
