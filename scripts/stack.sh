@@ -115,6 +115,52 @@ pg_pid() {
   echo "$pid"
 }
 
+# PG_PORT lies in the kernel's range of ephemeral ports (32768-60999). A
+# client that connects to it while PostgreSQL is down (the services'
+# pools, pg_isready) walks through ephemeral ports and, sooner or later,
+# gets PG_PORT itself as its own source port: TCP connects the socket to
+# itself, and after it closes, TIME_WAIT holds the port for a minute, so the
+# postmaster cannot bind it ("Address already in use"). Root reserves the
+# port (net.ipv4.ip_local_reserved_ports: never handed out as a source
+# port), which prevents it; without root, the start is retried past
+# TIME_WAIT.
+reserve_port() {
+  local port=$1 f=/proc/sys/net/ipv4/ip_local_reserved_ports cur item
+  [ "$(id -u)" = 0 ] && [ -w "$f" ] || return 0
+  cur=$(cat "$f")
+  for item in ${cur//,/ }; do
+    if [ "${item#*-}" != "$item" ]; then
+      [ "$port" -ge "${item%-*}" ] && [ "$port" -le "${item#*-}" ] && return 0
+    elif [ "$item" = "$port" ]; then
+      return 0
+    fi
+  done
+  echo "${cur:+$cur,}$port" >"$f" 2>/dev/null || true
+}
+
+# Starts the postmaster and waits until it answers; a port held for now
+# (see reserve_port) is tried again every second for 75 s.
+pg_launch() {
+  local data=$1 attempt pid said=""
+  for attempt in $(seq 75); do
+    # Opened by this shell, so the log need not be writable by PG_USER.
+    setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
+    pid=$!
+    for _ in $(seq 600); do
+      pg_ready && return 0
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && break # running but not answering: give up below
+    tail -n 6 "$LOG_DIR/postgres.log" | grep -q 'could not bind' || break
+    [ -n "$said" ] || say "PostgreSQL: port $PG_PORT is held for now (TIME_WAIT?); trying again every second" >&2
+    said=1
+    sleep 1
+  done
+  tail -n 8 "$LOG_DIR/postgres.log" >&2
+  die "PostgreSQL did not come up; see $LOG_DIR/postgres.log"
+}
+
 pg_start() {
   local data
   data=$(pg_data)
@@ -144,9 +190,8 @@ CONF
     # a live postgres (gone, or a zombie nobody reaped), PostgreSQL would
     # still refuse to start on it.
     rm -f "$data/postmaster.pid"
-    # Opened by this shell, so the log need not be writable by PG_USER.
-    setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
-    LOG=$LOG_DIR/postgres.log wait_for 60 PostgreSQL pg_ready
+    reserve_port "$PG_PORT"
+    pg_launch "$data"
   fi
   local db
   for db in orders payments; do
