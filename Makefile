@@ -29,6 +29,8 @@ PAYMENTS_SRC = $(filter-out src/payments/main.c,$(wildcard src/payments/*.c))
 ORDERS_SRC   = $(filter-out src/orders/main.c,$(wildcard src/orders/*.c))
 # Pure domain modules: what the unit tests may link besides src/lib.
 DOMAIN_SRC   = src/payments/payment.c src/orders/order.c
+# Modules of a service that unit tests exercise without a server.
+UNIT_EXTRA   = src/orders/live.c src/orders/store.c
 UNIT_SRC     = $(wildcard tests/unit/*.c)
 INTEG_SRC    = $(wildcard tests/integration/*.c)
 CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
@@ -123,7 +125,7 @@ $(BUILD)/bin/orders: $(call obj,src/orders/main.c $(ORDERS_SRC) $(LIB_SRC))
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
-$(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(DOMAIN_SRC) $(LIB_SRC))
+$(BUILD)/tests/unit: $(call obj,$(UNIT_SRC) $(DOMAIN_SRC) $(UNIT_EXTRA) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) $(LDFLAGS)

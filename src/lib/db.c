@@ -89,6 +89,26 @@ static void note_error(db_conn *c, const PGresult *r)
         c->broken = true;
 }
 
+const char *db_strerror(int rc)
+{
+    switch (rc) {
+    case 0:
+        return "ok";
+    case -DB_UNAVAILABLE:
+        return "database unavailable";
+    case -DB_UNIQUE:
+        return "unique violation";
+    case -DB_CHECK:
+        return "check violation";
+    case -DB_RANGE:
+        return "value out of range";
+    case -DB_CONFLICT:
+        return "serialization conflict";
+    default:
+        return "database error";
+    }
+}
+
 static int classify(db_conn *c)
 {
     const char *s = c->sqlstate;

@@ -18,6 +18,9 @@ enum {
     DB_FAILED,             /* anything else: a bug or bad SQL */
 };
 
+/* A short name for a return code of this module ("unavailable", ...). */
+const char *db_strerror(int rc);
+
 /* A named statement, prepared on every connection the pool opens. */
 typedef struct db_stmt {
     const char *name;

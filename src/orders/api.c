@@ -15,14 +15,6 @@
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
 
-json_t *order_json(const order *o)
-{
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id", o->user_id,
-                     "amount", (json_int_t)o->amount, "description", o->description, "status",
-                     o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
-                     "created_at", o->created_at, "updated_at", o->updated_at);
-}
-
 typedef struct create_args {
     const char *user_id, *description;
     int64_t amount;
@@ -166,7 +158,8 @@ const http_route orders_routes[] = {
     {"GET", "/orders/{id}", get_order, NULL},
     {"GET", "/ws", follow_orders, NULL},
 };
-const size_t orders_nroutes = sizeof orders_routes / sizeof *orders_routes;
+_Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,
+               "ORDERS_NROUTES (app.h) must count the routes: main.c sizes its table with it");
 
 bool orders_ready(void *arg, json_t *checks)
 {

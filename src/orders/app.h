@@ -24,13 +24,14 @@ typedef struct orders_app {
     int redrive_after_ms, redrive_max_ms;
     int idempotency_retention_s;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
+    _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;
 
-extern const http_route orders_routes[];
-extern const size_t orders_nroutes;
+/* The service's own routes; main.c adds the docs routes after them. */
+#define ORDERS_NROUTES 4
+extern const http_route orders_routes[]; /* ORDERS_NROUTES of them */
 
 /* An order as the API shows it. Caller owns the result. */
-json_t *order_json(const order *o);
 
 bool orders_ready(void *app, json_t *checks);
 void orders_metrics(void *app, FILE *out);

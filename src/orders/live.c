@@ -34,7 +34,8 @@ int live_batch_add(live_batch *b, const order *o)
         return -1;
     /* Compact JSON has no raw newline and a user id no tab: the line's
      * separators cannot occur inside it. */
-    size_t need = b->len + strlen(o->user_id) + strlen(text) + 2;
+    /* "user\ttext\n" and the NUL that sprintf writes after it. */
+    size_t need = b->len + strlen(o->user_id) + 1 + strlen(text) + 1 + 1;
     if (need > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8192;
         while (cap < need)

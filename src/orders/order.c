@@ -44,3 +44,11 @@ void order_payment_request(const order *o, payment_msg *out)
     snprintf(out->order_id, sizeof out->order_id, "%s", o->id);
     snprintf(out->user_id, sizeof out->user_id, "%s", o->user_id);
 }
+
+json_t *order_json(const order *o)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id", o->user_id,
+                     "amount", (json_int_t)o->amount, "description", o->description, "status",
+                     o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
+                     "created_at", o->created_at, "updated_at", o->updated_at);
+}

@@ -5,6 +5,7 @@
 
 #include "lib/msg.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,5 +36,8 @@ void order_final_status(const payment_msg *result, const char **status, const ch
 
 /* The payment request that pays `o`. */
 void order_payment_request(const order *o, payment_msg *out);
+
+/* The order as the API and the live pushes show it. Caller owns it. */
+json_t *order_json(const order *o);
 
 #endif

@@ -35,8 +35,11 @@ const db_stmt orders_stmts[] = {
      " RETURNING " ORDER_COLS},
     {"redrive_claim",
      "UPDATE orders SET redrive_count = redrive_count + 1,"
+     /* The exponent stops at 30: 2^redrive_count overflows float8 near
+      * 1,024 re-drives (an order NEW for ~17 h at the 60 s cap), and one
+      * such row would fail the claim of every other. */
      " next_redrive_at = now() + make_interval(secs =>"
-     "   least($2::float8 * power(2, redrive_count), $3::float8) / 1000)"
+     "   least($2::float8 * power(2, least(redrive_count, 30)), $3::float8) / 1000)"
      " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= now()"
      "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
      " RETURNING " ORDER_COLS},

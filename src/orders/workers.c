@@ -92,6 +92,11 @@ void orders_redrive(void *arg)
     }
     if (rc >= 0)
         rc = db_commit(c);
+    if (rc < 0) {
+        atomic_fetch_add(&app->redrive_failures, 1);
+        log_msg(LOG_WARN, NULL, "re-drive failed (%s, SQLSTATE %s); trying again next tick",
+                db_strerror(rc), c && db_sqlstate(c)[0] ? db_sqlstate(c) : "none");
+    }
     db_release(app->db, c);
     if (rc == 0 && n > 0) {
         atomic_fetch_add(&app->redrives, (uint64_t)n);
@@ -105,11 +110,13 @@ void orders_purge(void *arg)
 {
     orders_app *app = arg;
     db_conn *c = NULL;
-    if (db_acquire(app->db, 1000, &c) < 0)
-        return;
-    int n, keys = 0;
-    while ((n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+    int n = db_acquire(app->db, 1000, &c), keys = 0;
+    while (n == 0 && (n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
         keys += n;
+    if (n < 0) {
+        atomic_fetch_add(&app->purge_failures, 1);
+        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
+    }
     db_release(app->db, c);
     if (keys)
         log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
@@ -129,6 +136,12 @@ void orders_metrics(void *arg, FILE *out)
     metrics_header(out, "orders_redrives_total", "counter",
                    "Payment requests published again for orders still NEW");
     fprintf(out, "orders_redrives_total %" PRIu64 "\n", atomic_load(&app->redrives));
+    metrics_header(out, "worker_failures_total", "counter",
+                   "Rounds of a background worker that failed (each is logged)");
+    fprintf(out, "worker_failures_total{worker=\"redrive\"} %" PRIu64 "\n",
+            atomic_load(&app->redrive_failures));
+    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
+            atomic_load(&app->purge_failures));
     metrics_header(out, "orders_results_ignored_total", "counter",
                    "Payment results for orders already final or unknown (replays)");
     fprintf(out, "orders_results_ignored_total %" PRIu64 "\n", atomic_load(&app->ignored_results));

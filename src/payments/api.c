@@ -113,7 +113,8 @@ const http_route payments_routes[] = {
     {"GET", "/accounts/{user_id}", get_account, NULL},
     {"POST", "/accounts/{user_id}/deposits", deposit, NULL},
 };
-const size_t payments_nroutes = sizeof payments_routes / sizeof *payments_routes;
+_Static_assert(sizeof payments_routes / sizeof *payments_routes == PAYMENTS_NROUTES,
+               "PAYMENTS_NROUTES (app.h) must count the routes: main.c sizes its table with it");
 
 bool payments_ready(void *arg, json_t *checks)
 {

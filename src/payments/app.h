@@ -18,11 +18,13 @@ typedef struct payments_app {
     int inbox_retention_s;
     int idempotency_retention_s;
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
+    _Atomic uint64_t purge_failures;              /* logged, never swallowed */
 } payments_app;
 
 /* The routes of the payments API (DESIGN §8). */
-extern const http_route payments_routes[];
-extern const size_t payments_nroutes;
+/* The service's own routes; main.c adds the docs routes after them. */
+#define PAYMENTS_NROUTES 3
+extern const http_route payments_routes[]; /* PAYMENTS_NROUTES of them */
 
 /* /readyz and /metrics hooks. */
 bool payments_ready(void *app, json_t *checks);

@@ -71,14 +71,17 @@ void payments_purge(void *arg)
 {
     payments_app *app = arg;
     db_conn *c = NULL;
-    if (db_acquire(app->db, 1000, &c) < 0)
-        return;
-    int n, inbox = 0, keys = 0;
+    int n = db_acquire(app->db, 1000, &c), inbox = 0, keys = 0;
     /* Small batches, each its own transaction: no long lock on the table. */
-    while ((n = store_inbox_purge(c, app->inbox_retention_s, 1000)) > 0)
+    while (n == 0 && (n = store_inbox_purge(c, app->inbox_retention_s, 1000)) > 0)
         inbox += n;
-    while ((n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
-        keys += n;
+    if (n == 0)
+        while ((n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+            keys += n;
+    if (n < 0) {
+        atomic_fetch_add(&app->purge_failures, 1);
+        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
+    }
     db_release(app->db, c);
     if (inbox || keys)
         log_msg(LOG_INFO, NULL, "purged %d inbox rows and %d idempotency keys", inbox, keys);
@@ -95,4 +98,8 @@ void payments_metrics(void *arg, FILE *out)
             atomic_load(&app->completed));
     fprintf(out, "payments_total{outcome=\"failed\"} %" PRIu64 "\n", atomic_load(&app->failed));
     fprintf(out, "payments_total{outcome=\"replayed\"} %" PRIu64 "\n", atomic_load(&app->replayed));
+    metrics_header(out, "worker_failures_total", "counter",
+                   "Rounds of a background worker that failed (each is logged)");
+    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
+            atomic_load(&app->purge_failures));
 }
