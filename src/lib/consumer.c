@@ -32,7 +32,8 @@ struct consumer {
     /* Since when the consumer has had no partition (0: it has some), and
      * when to look next whether that is right (see rejoin_if_stranded). */
     int64_t empty_since, next_stranded_check;
-    atomic_bool paused; /* while a transient failure is waited out */
+    atomic_bool paused;  /* while a transient failure is waited out */
+    atomic_int assigned; /* partitions the consumer owns now */
     _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
         commits_failed, rejoins;
 };
@@ -289,6 +290,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     atomic_fetch_add(&cs->rebalances, 1);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
+        atomic_store(&cs->assigned, parts->cnt);
         cs->empty_since = parts->cnt ? 0 : clock_now_ms();
         /* librdkafka keeps a partition's pause flag across revocation and
          * assignment: set it to what the consumer is doing now, or a
@@ -305,6 +307,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     rd_kafka_err2str(err));
         rd_kafka_resume_partitions(rk, parts); /* no pause outlives its assignment */
         rd_kafka_assign(rk, NULL);
+        atomic_store(&cs->assigned, 0);
         cs->empty_since = clock_now_ms();
         log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) revoked", cs->cfg.group, parts->cnt);
     }
@@ -513,6 +516,8 @@ void consumer_metrics(consumer *cs, FILE *out)
             atomic_load(&cs->commits_ok));
     fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"failed\"} %" PRIu64 "\n", t,
             atomic_load(&cs->commits_failed));
+    series(out, "consumer_assigned_partitions", "gauge", "Partitions the consumer owns now", t,
+           (uint64_t)atomic_load(&cs->assigned));
     series(out, "consumer_paused", "gauge",
            "1 while the consumer waits out a failure with its partitions paused", t,
            atomic_load(&cs->paused) ? 1 : 0);

@@ -1,4 +1,5 @@
 #include "lib/http.h"
+#include "lib/valid.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 
@@ -132,6 +133,9 @@ void http_error(http_res *res, int status, const char *code, const char *fmt, ..
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* The message may echo a client's bytes (a path, a query value), or be
+     * cut inside a character: JSON wants UTF-8. */
+    valid_utf8_repair(msg);
     http_json(res, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 

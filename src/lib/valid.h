@@ -18,4 +18,11 @@ bool valid_amount(int64_t amount);
 /* An Idempotency-Key: 1-255 printable ASCII characters, no spaces. */
 bool valid_idempotency_key(const char *s);
 
+/* Makes `s` valid UTF-8 in place: every byte that does not belong to a
+ * well-formed sequence (overlong forms, surrogates and code points past
+ * U+10FFFF included) becomes '?'. Returns how many bytes it replaced. For
+ * text that echoes what a client sent (a path in an error message): JSON
+ * must be UTF-8, and jansson refuses anything else. */
+int valid_utf8_repair(char *s);
+
 #endif

@@ -20,6 +20,9 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+/* The longest message a client may send (they only listen). */
+#define WS_MAX_RECV_MSG 4096
+
 typedef struct ws_conn {
     int fd;
     struct MHD_UpgradeResponseHandle *urh;
@@ -29,6 +32,7 @@ typedef struct ws_conn {
     size_t extra_len, extra_off;
     int64_t last_rx_ms, last_ping_ms;
     uint32_t events; /* epoll interest */
+    bool dead;       /* removed; freed after the current epoll batch */
     struct ws_conn *next;
 } ws_conn;
 
@@ -46,6 +50,7 @@ struct ws_hub {
     ws_msg *pending, *pending_tail;
     bool stopping;
     ws_conn *conns; /* the hub thread's alone */
+    ws_conn *dead;  /* removed, to be freed once no epoll entry can name them */
     atomic_int count;
     _Atomic uint64_t sent, dropped_slow, accepted;
 };
@@ -160,14 +165,30 @@ static bool conn_io(ws_hub *hub, ws_conn *c, uint32_t events)
     return conn_rearm(hub, c);
 }
 
+/* Takes a connection out of the hub. It is freed later, by bury_dead:
+ * entries of the epoll batch being handled may still point at it (man 7
+ * epoll), and they must find it marked dead, not freed. */
 static void remove_conn(ws_hub *hub, ws_conn *dead)
 {
     for (ws_conn **p = &hub->conns; *p; p = &(*p)->next) {
         if (*p == dead) {
             *p = dead->next;
-            conn_close(hub, dead);
+            dead->dead = true;
+            epoll_ctl(hub->epfd, EPOLL_CTL_DEL, dead->fd, NULL);
+            dead->next = hub->dead;
+            hub->dead = dead;
             return;
         }
+    }
+}
+
+/* Frees the connections removed since the last call. */
+static void bury_dead(ws_hub *hub)
+{
+    while (hub->dead) {
+        ws_conn *c = hub->dead;
+        hub->dead = c->next;
+        conn_close(hub, c);
     }
 }
 
@@ -260,10 +281,11 @@ static void *hub_main(void *arg)
                 continue;
             }
             ws_conn *c = events[i].data.ptr;
-            if (!conn_io(hub, c, events[i].events))
+            if (!c->dead && !conn_io(hub, c, events[i].events))
                 remove_conn(hub, c);
         }
         keep_alive(hub);
+        bury_dead(hub);
     }
     /* Going away: a close frame to each, best effort, then the sockets. */
     take_new_work(hub);
@@ -274,6 +296,7 @@ static void *hub_main(void *arg)
         hub->conns = c->next;
         conn_close(hub, c);
     }
+    bury_dead(hub);
     return NULL;
 }
 
@@ -291,6 +314,10 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         return;
     }
+    /* Clients only listen (and answer pings): a message longer than this
+     * closes the connection with 1009, instead of wslay's default of
+     * buffering up to 2^31 bytes. */
+    wslay_event_config_set_max_recv_msg_length(c->ctx, WS_MAX_RECV_MSG);
     c->fd = sock;
     c->urh = urh;
     snprintf(c->topic, sizeof c->topic, "%s", a->topic);

@@ -131,6 +131,21 @@ test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 },
   await alive.closed;
 });
 
+test("a client's message longer than 4 KiB closes its socket with 1009, and only its", { timeout: 30000 }, async () => {
+  // Clients only listen; wslay's default would buffer up to 2 GiB of a message.
+  const user = `big-${run}`;
+  const other = follow(wsUrl(orderA, user));
+  await other.opened;
+  const socket = new WebSocket(wsUrl(orderA, user));
+  await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
+  const closed = new Promise((resolve) => socket.once("close", (code) => resolve(code)));
+  socket.send(Buffer.alloc(1 << 20, 120)); // 1 MiB of "x"
+  assert.equal(await closed, 1009, "closed as too big");
+  assert.equal(other.socket.readyState, WebSocket.OPEN, "another socket of the same user stays open");
+  other.socket.close(1000);
+  await other.closed;
+});
+
 test("after the database comes back, open sockets are told to resync", { timeout: 90000 }, async () => {
   const socket = new WebSocket(wsUrl(orderA, `resync-${run}`));
   const messages = [];

@@ -198,3 +198,27 @@ Test(orders, idempotency_key_creates_one_order, .timeout = 60)
     cr_assert_eq(orders_with(user, "NEW") + orders_with(user, "CANCELLED"), 0);
     assert_money_adds_up(user);
 }
+
+/* Bytes that are not UTF-8, in a path, a query or a header, used to come
+ * back as 500 "out of memory": the error message echoed them and jansson
+ * refuses to build a string that is not UTF-8. */
+Test(orders, bytes_that_are_not_utf8_get_a_4xx_with_a_json_error)
+{
+    const char *paths[] = {"/orders/%ff", "/orders/%c0%af", "/orders?user_id=%ff%fe",
+                           "/nowhere/%ed%a0%80", NULL};
+    for (int i = 0; paths[i]; i++) {
+        resp r;
+        cr_assert_eq(api(&r, "GET", orders_url(), paths[i], NULL, NULL), 0);
+        cr_assert(r.status >= 400 && r.status < 500, "%s: %ld %s", paths[i], r.status, r.body);
+        cr_assert_str_neq(err_code(&r), "", "%s: no JSON error: %s", paths[i], r.body);
+        resp_free(&r);
+    }
+    const char *key[] = {"Idempotency-Key: \xff\xfe-key", NULL};
+    resp r;
+    cr_assert_eq(
+        api(&r, "POST", orders_url(), "/orders", "{\"user_id\":\"utf8-check\",\"amount\":1}", key),
+        0);
+    cr_assert(r.status >= 400 && r.status < 500, "%ld %s", r.status, r.body);
+    cr_assert_str_neq(err_code(&r), "");
+    resp_free(&r);
+}

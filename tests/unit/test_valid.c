@@ -42,3 +42,14 @@ Test(valid, idempotency_keys)
     too_long[256] = '\0';
     cr_assert_not(valid_idempotency_key(too_long));
 }
+
+Test(valid, utf8_repair_keeps_good_text_and_replaces_each_bad_byte)
+{
+    char good[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 plain";
+    cr_assert_eq(valid_utf8_repair(good), 0);
+    cr_assert_str_eq(good, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 plain");
+
+    char bad[] = "/orders/\xff\xfe x \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe2\x82";
+    cr_assert_eq(valid_utf8_repair(bad), 13);
+    cr_assert_str_eq(bad, "/orders/?? x ?? ??? ???? ??");
+}
