@@ -123,8 +123,10 @@ suite chaos build/san/tests/chaos "${CRITERION[@]}" --filter 'chaos/*'
 
 echo "== through the gateway: live status, browser story, API contract"
 # One file at a time: they share the stack (Node 18 has no --test-concurrency).
+# A socket a failed test left open would keep node running for ever: each
+# file gets five minutes.
 for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs; do
-  suite "node-$(basename "$f" .test.mjs)" node --no-warnings --test "$f"
+  suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
 done
 
 echo "== benchmark smoke: make bench in a few seconds (honesty checks asserted, speed not)"

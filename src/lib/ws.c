@@ -52,7 +52,7 @@ struct ws_hub {
     ws_conn *conns; /* the hub thread's alone */
     ws_conn *dead;  /* removed, to be freed once no epoll entry can name them */
     atomic_int count;
-    _Atomic uint64_t sent, dropped_slow, accepted;
+    _Atomic uint64_t sent, dropped_slow, accepted, closed_too_big;
 };
 
 typedef struct upgrade_arg {
@@ -127,6 +127,9 @@ static const struct wslay_event_callbacks callbacks = {
 
 static void conn_close(ws_hub *hub, ws_conn *c)
 {
+    if (wslay_event_get_close_sent(c->ctx) &&
+        wslay_event_get_status_code_sent(c->ctx) == WSLAY_CODE_MESSAGE_TOO_BIG)
+        atomic_fetch_add(&hub->closed_too_big, 1);
     epoll_ctl(hub->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     wslay_event_context_free(c->ctx);
     MHD_upgrade_action(c->urh, MHD_UPGRADE_ACTION_CLOSE); /* MHD closes the socket */
@@ -462,4 +465,7 @@ void ws_metrics(ws_hub *hub, FILE *out)
     metrics_header(out, "ws_dropped_slow_total", "counter",
                    "WebSocket clients closed for not keeping up (1008)");
     fprintf(out, "ws_dropped_slow_total %" PRIu64 "\n", atomic_load(&hub->dropped_slow));
+    metrics_header(out, "ws_closed_too_big_total", "counter",
+                   "WebSocket clients closed for sending a message over 4 KiB (1009)");
+    fprintf(out, "ws_closed_too_big_total %" PRIu64 "\n", atomic_load(&hub->closed_too_big));
 }

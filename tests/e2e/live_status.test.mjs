@@ -131,7 +131,7 @@ test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 },
   await alive.closed;
 });
 
-test("a client's message longer than 4 KiB closes its socket with 1009, and only its", { timeout: 30000 }, async () => {
+test("a client's message longer than 4 KiB closes its socket with 1009, and only that one", { timeout: 30000 }, async () => {
   // Clients only listen; wslay's default would buffer up to 2 GiB of a message.
   const user = `big-${run}`;
   const other = follow(wsUrl(orderA, user));
@@ -139,10 +139,19 @@ test("a client's message longer than 4 KiB closes its socket with 1009, and only
   const socket = new WebSocket(wsUrl(orderA, user));
   await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
   const closed = new Promise((resolve) => socket.once("close", (code) => resolve(code)));
-  socket.send(Buffer.alloc(1 << 20, 120)); // 1 MiB of "x"
-  assert.equal(await closed, 1009, "closed as too big");
-  assert.equal(other.socket.readyState, WebSocket.OPEN, "another socket of the same user stays open");
-  other.socket.close(1000);
+  try {
+    const before = await metric(orderA, "ws_closed_too_big_total");
+    socket.send(Buffer.alloc(1 << 20, 120)); // 1 MiB of "x"
+    // The service sends 1009 and closes; with most of the megabyte still
+    // unread, its kernel answers the rest with a reset, which the client may
+    // see first (1006). What counts is the service's side.
+    assert.ok([1009, 1006].includes(await closed), "the socket is closed");
+    assert.equal(await metric(orderA, "ws_closed_too_big_total"), before + 1, "closed with 1009");
+    assert.equal(other.socket.readyState, WebSocket.OPEN, "another socket of the same user stays open");
+  } finally {
+    socket.terminate();
+    other.socket.close(1000);
+  }
   await other.closed;
 });
 
