@@ -61,8 +61,14 @@ stamp=$(sha256sum "$ROOT/kafka/pom.xml" | cut -c1-16)
 if [ "$(cat "$kafka_libs/.complete" 2>/dev/null)" != "$stamp" ]; then
   echo "Fetching Apache Kafka's jars with Maven (once; about 50 MB into .cache/kafka)"
   rm -rf "$kafka_libs.tmp"
-  mvn -q -B -Dstyle.color=never -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
-    -DoutputDirectory="$kafka_libs.tmp" || { echo "Maven could not fetch Apache Kafka" >&2; exit 1; }
+  mkdir -p "$ROOT/.cache/kafka"
+  # Maven's output (and its terminal colour codes) goes to a log, shown on failure.
+  mvn -q -B -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$kafka_libs.tmp" >"$ROOT/.cache/kafka/mvn.log" 2>&1 || {
+    cat "$ROOT/.cache/kafka/mvn.log" >&2
+    echo "Maven could not fetch Apache Kafka (log: .cache/kafka/mvn.log)" >&2
+    exit 1
+  }
   echo "$stamp" >"$kafka_libs.tmp/.complete"
   rm -rf "$kafka_libs"
   mv "$kafka_libs.tmp" "$kafka_libs"
