@@ -487,9 +487,14 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
         NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->timeout_s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        (unsigned)cfg->timeout_s, MHD_OPTION_END);
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+     * second (stale) instance would then share the port and split the
+     * traffic. libmicrohttpd's default, SO_REUSEADDR, still allows a
+     * restart while old connections sit in TIME_WAIT. */
     if (!srv->daemon) {
-        log_msg(LOG_ERROR, NULL, "cannot listen on %s:%d", cfg->host, cfg->port);
+        log_msg(LOG_ERROR, NULL, "cannot listen on %s:%d (is another process on that port?)",
+                cfg->host, cfg->port);
         goto fail;
     }
     return srv;

@@ -1,8 +1,12 @@
 /* The pure parts of the HTTP layer: routing, request ids, body shapes. */
 #include "lib/http.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 Test(http, matches_literal_and_param_segments)
 {
@@ -97,4 +101,27 @@ Test(http, error_body_has_the_agreed_shape)
         text, "{\"error\":{\"code\":\"account_exists\",\"message\":\"user bob already has one\"}}");
     free(text);
     json_decref(res.json);
+}
+
+/* A second server on a port that is taken must fail, not share the port
+ * (SO_REUSEPORT would let the kernel split the traffic between them). */
+Test(http, a_second_server_on_a_taken_port_fails)
+{
+    http_config cfg = {
+        .host = "127.0.0.1", .port = 0, .threads = 1, .max_body = 1024, .timeout_s = 5};
+    /* A free port: bind to 0 and read what the kernel chose. */
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(probe, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(probe, (struct sockaddr *)&a, &len), 0);
+    cfg.port = ntohs(a.sin_port);
+    close(probe);
+
+    http_server *first = http_start(&cfg, NULL, 0, NULL, NULL);
+    cr_assert_not_null(first, "the first server listens on %d", cfg.port);
+    http_server *second = http_start(&cfg, NULL, 0, NULL, NULL);
+    cr_assert_null(second, "a second server took port %d too", cfg.port);
+    http_stop(second);
+    http_stop(first);
 }
