@@ -109,10 +109,14 @@ const char *db_strerror(int rc)
     }
 }
 
-static int classify(db_conn *c)
+int db_classify(const char *s, bool broken)
 {
-    const char *s = c->sqlstate;
-    if (c->broken || s[0] == '\0' || strncmp(s, "08", 2) == 0 || strncmp(s, "57P", 3) == 0)
+    /* Class 08 (connection), 57P (shutting down, cannot connect now) and 53
+     * (out of resources: disk, memory, connections) pass with time; 57014
+     * (statement cancelled, a timeout) and 25006 (read-only: a standby
+     * during a failover) too. */
+    if (broken || s[0] == '\0' || strncmp(s, "08", 2) == 0 || strncmp(s, "57P", 3) == 0 ||
+        strncmp(s, "53", 2) == 0 || strcmp(s, "57014") == 0 || strcmp(s, "25006") == 0)
         return -DB_UNAVAILABLE;
     if (strcmp(s, "23505") == 0)
         return -DB_UNIQUE;
@@ -120,9 +124,15 @@ static int classify(db_conn *c)
         return -DB_CHECK;
     if (strcmp(s, "22003") == 0)
         return -DB_RANGE;
-    if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0)
+    /* Serialization failure, deadlock, lock not available: try again. */
+    if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 || strcmp(s, "55P03") == 0)
         return -DB_CONFLICT;
     return -DB_FAILED;
+}
+
+static int classify(db_conn *c)
+{
+    return db_classify(c->sqlstate, c->broken);
 }
 
 /* A server restart closes idle connections; PostgreSQL says so on the

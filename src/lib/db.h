@@ -18,6 +18,11 @@ enum {
     DB_FAILED,             /* anything else: a bug or bad SQL */
 };
 
+/* The return code for a failed command's SQLSTATE: -DB_UNAVAILABLE and
+ * -DB_CONFLICT for what passes with time (retry), the others for what
+ * does not. `broken`: the connection itself is gone. Pure. */
+int db_classify(const char *sqlstate, bool broken);
+
 /* A short name for a return code of this module ("unavailable", ...). */
 const char *db_strerror(int rc);
 
