@@ -267,8 +267,17 @@ void db_release(db_pool *pool, db_conn *c)
 {
     if (!c)
         return;
-    if (c->in_tx)
+    /* The server's word, not only our flag: a transaction opened by hand,
+     * or one a failed command left aborted, must not reach the next user;
+     * a connection still busy with a command or in an unknown state is
+     * dropped (the pool opens a new one when it is next taken). */
+    PGTransactionStatusType ts = c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
+    if (c->in_tx || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
         db_rollback(c);
+    else if (ts == PQTRANS_ACTIVE || (c->pg && ts == PQTRANS_UNKNOWN))
+        c->broken = true;
+    if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        c->broken = true;
     if (c->broken) {
         PQfinish(c->pg);
         c->pg = NULL;
