@@ -213,6 +213,10 @@ pg_stop() {
 
 # Node 1 is "kafka", the others "kafka-2", "kafka-3", ... (pid and log names).
 kafka_name() { if [ "$1" = 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+# Replicas per partition (3, or fewer nodes) and how many must be in sync
+# for a write to count (2 of 3).
+kafka_replication() { echo $((KAFKA_NODES < 3 ? KAFKA_NODES : 3)); }
+kafka_min_isr() { echo $((KAFKA_NODES < 3 ? 1 : 2)); }
 kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
 
 kafka_user() {
@@ -266,7 +270,8 @@ kafka_prepare() {
   fi
   echo "$KAFKA_NODES" | as_user "$KAFKA_USER" tee "$base/nodes" >/dev/null
   for i in $(seq "$KAFKA_NODES"); do voters+="${voters:+,}$i@127.0.0.1:$(($(kafka_port "$i") + 1))"; done
-  local replication=$((KAFKA_NODES < 3 ? KAFKA_NODES : 3)) min_isr=$((KAFKA_NODES < 3 ? 1 : 2))
+  local replication min_isr
+  replication=$(kafka_replication) min_isr=$(kafka_min_isr)
   for i in $(seq "$KAFKA_NODES"); do
     local node=$base/node-$i
     as_user "$KAFKA_USER" mkdir -p "$node"
@@ -306,13 +311,13 @@ kafka_topics_ready() {
 # three replicas (or as many as there are nodes), two of them in sync for a
 # write to count when there are three.
 kafka_topics_create() {
-  local out t replication=$((KAFKA_NODES < 3 ? KAFKA_NODES : 3)) min_isr=$((KAFKA_NODES < 3 ? 1 : 2))
+  local out t
   out=$(kcat -L -b "$KAFKA_BROKERS" -m 10 2>/dev/null) || die "Kafka does not answer at $KAFKA_BROKERS"
   for t in $KAFKA_TOPICS; do
     grep -q "topic \"$t\" with" <<<"$out" && continue
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" --create \
-      --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" --replication-factor "$replication" \
-      --config "min.insync.replicas=$min_isr" 2>&1 | grep -v -e 'WARNING: Due to limitations' -e '^Created topic' >&2 || true
+      --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" --replication-factor "$(kafka_replication)" \
+      --config "min.insync.replicas=$(kafka_min_isr)" 2>&1 | grep -v -e 'WARNING: Due to limitations' -e '^Created topic' >&2 || true
   done
 }
 

@@ -43,9 +43,8 @@ test_stack() {
   # Two instances of each service behind the gateway, as when scaled out.
   export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
   export PAYMENTS_PORTS="$PAYMENTS_PORT $((PAYMENTS_PORT + 2))"
-  KAFKA_BROKERS=""
-  local i
-  for i in $(seq "$KAFKA_NODES"); do KAFKA_BROKERS+="${KAFKA_BROKERS:+,}127.0.0.1:$((KAFKA_PORT + 2 * (i - 1)))"; done
+  # Every node's address, as the stack computes it (scripts/env.sh).
+  KAFKA_BROKERS=$(unset KAFKA_BROKERS && . scripts/env.sh && kafka_brokers)
   export KAFKA_BROKERS
   export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
   export SHOP_ORDERS_URL=http://127.0.0.1:$ORDERS_PORT

@@ -34,6 +34,10 @@ struct consumer {
     int64_t empty_since, next_stranded_check;
     atomic_bool paused;  /* while a transient failure is waited out */
     atomic_int assigned; /* partitions the consumer owns now */
+    /* What the last rebalance gave the consumer, kept here because it only
+     * changes inside its own polls: rd_kafka_assignment() is a round trip to
+     * librdkafka's main thread, and the hot path asks twice per batch. */
+    rd_kafka_topic_partition_list_t *owned;
     _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
         commits_failed, rejoins;
 };
@@ -110,13 +114,11 @@ static void hold(consumer *cs, rd_kafka_message_t *m)
 /* Pauses (or resumes) fetching from every assigned partition. */
 static void pause_all(consumer *cs, bool pause)
 {
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(cs->rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (cs->owned) {
         if (pause)
-            rd_kafka_pause_partitions(cs->rk, parts);
+            rd_kafka_pause_partitions(cs->rk, cs->owned);
         else
-            rd_kafka_resume_partitions(cs->rk, parts);
-        rd_kafka_topic_partition_list_destroy(parts);
+            rd_kafka_resume_partitions(cs->rk, cs->owned);
     }
     if (atomic_exchange(&cs->paused, pause) != pause)
         log_msg(pause ? LOG_WARN : LOG_INFO, NULL,
@@ -154,20 +156,15 @@ static bool assigned(const rd_kafka_topic_partition_list_t *parts, const rd_kafk
  * ours would move its offsets. Returns how many are left in msgs[]. */
 static int drop_revoked(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(cs->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        parts = NULL;
     int kept = 0;
     for (int i = 0; i < n; i++) {
-        if (assigned(parts, msgs[i])) {
+        if (assigned(cs->owned, msgs[i])) {
             msgs[kept++] = msgs[i];
         } else {
             rd_kafka_message_destroy(msgs[i]);
             atomic_fetch_add(&cs->revoked, 1);
         }
     }
-    if (parts)
-        rd_kafka_topic_partition_list_destroy(parts);
     return kept;
 }
 
@@ -238,12 +235,10 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
  * partitions that are still ours. */
 static void commit_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(n), *mine = NULL;
-    if (rd_kafka_assignment(cs->rk, &mine) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        mine = NULL;
+    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
-        if (!assigned(mine, msgs[i]))
+        if (!assigned(cs->owned, msgs[i]))
             continue;
         rd_kafka_topic_partition_t *p =
             rd_kafka_topic_partition_list_find(offsets, topic, msgs[i]->partition);
@@ -260,8 +255,6 @@ static void commit_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
         log_msg(LOG_WARN, NULL, "offset commit: %s", rd_kafka_err2str(e));
     }
     rd_kafka_topic_partition_list_destroy(offsets);
-    if (mine)
-        rd_kafka_topic_partition_list_destroy(mine);
 }
 
 static void on_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -290,6 +283,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     atomic_fetch_add(&cs->rebalances, 1);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         rd_kafka_assign(rk, parts);
+        if (cs->owned)
+            rd_kafka_topic_partition_list_destroy(cs->owned);
+        cs->owned = rd_kafka_topic_partition_list_copy(parts);
         atomic_store(&cs->assigned, parts->cnt);
         cs->empty_since = parts->cnt ? 0 : clock_now_ms();
         /* librdkafka keeps a partition's pause flag across revocation and
@@ -307,6 +303,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                     rd_kafka_err2str(err));
         rd_kafka_resume_partitions(rk, parts); /* no pause outlives its assignment */
         rd_kafka_assign(rk, NULL);
+        if (cs->owned)
+            rd_kafka_topic_partition_list_destroy(cs->owned);
+        cs->owned = NULL;
         atomic_store(&cs->assigned, 0);
         cs->empty_since = clock_now_ms();
         log_msg(LOG_INFO, NULL, "consumer %s: %d partition(s) revoked", cs->cfg.group, parts->cnt);
@@ -458,7 +457,9 @@ void consumer_stop(consumer *cs)
     for (int i = 0; i < cs->nheld; i++)
         rd_kafka_message_destroy(cs->held[i]); /* not acknowledged: read again later */
     free(cs->held);
-    kafka_destroy(cs->rk);
+    kafka_destroy(cs->rk); /* its close may revoke, through on_rebalance */
+    if (cs->owned)
+        rd_kafka_topic_partition_list_destroy(cs->owned);
     free(cs);
 }
 

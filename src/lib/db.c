@@ -274,8 +274,6 @@ void db_release(db_pool *pool, db_conn *c)
     PGTransactionStatusType ts = c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
     if (c->in_tx || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
         db_rollback(c);
-    else if (ts == PQTRANS_ACTIVE || (c->pg && ts == PQTRANS_UNKNOWN))
-        c->broken = true;
     if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         c->broken = true;
     if (c->broken) {
