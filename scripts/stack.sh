@@ -539,8 +539,16 @@ case "${1:-}" in
     # Gone, or a zombie (nobody may reap it here): either way, dead.
     while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done ;;
   stop) pid=$(part_pid "$2") && stop_pid "$pid" ;; # a clean stop of one part (SIGTERM)
-  freeze) pid=$(part_pid "$2") || die "$2 is not running"; kill -STOP "$pid" ;; # a stalled process (SIGSTOP)
-  thaw) pid=$(part_pid "$2") || die "$2 is not running"; kill -CONT "$pid" ;;
+  # A stalled part (SIGSTOP): its sockets stay open and nothing answers, as
+  # with a host that hangs. For postgres, the whole server: the postmaster
+  # and every backend (a frozen postmaster alone still serves the
+  # connections it has).
+  freeze) pid=$(part_pid "$2") || die "$2 is not running"
+    kill -STOP "$pid"
+    [ "$2" = postgres ] && pkill -STOP -P "$pid" || true ;;
+  thaw) pid=$(part_pid "$2") || die "$2 is not running"
+    [ "$2" = postgres ] && pkill -CONT -P "$pid" || true
+    kill -CONT "$pid" ;;
   # Deletes all data: var/, and the folders under /var/tmp it may link to.
   wipe) down
     for d in pg kafka; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done

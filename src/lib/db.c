@@ -7,12 +7,14 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 struct db_conn {
     PGconn *pg;
+    struct db_pool *pool; /* NULL for a connection of its own */
     bool in_tx;
     bool broken;
     char sqlstate[6];
@@ -30,6 +32,12 @@ struct db_pool {
     /* After a failed connect, others fail fast until this time (monotonic
      * ms) instead of each paying for a connection attempt. */
     int64_t retry_after_ms;
+    /* The stall guard (db_pool_guard): `stall_ms` 0 when off; the last time
+     * any connection heard from the server; set while the server is taken
+     * for unreachable, until a connection opens again. */
+    int stall_ms, connect_ms, statement_timeout_ms;
+    _Atomic int64_t heard_ms;
+    atomic_bool stalled;
 };
 
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets)
@@ -47,6 +55,9 @@ db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_
     }
     pool->size = size;
     pool->stmt_sets = stmt_sets;
+    pool->connect_ms = 10000;
+    for (int i = 0; i < size; i++)
+        pool->conns[i].pool = pool;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->freed, NULL);
     for (int i = size - 1; i >= 0; i--) {
@@ -66,6 +77,13 @@ int db_pool_warm(db_pool *pool)
         db_release(pool, taken[i]);
     free(taken);
     return n;
+}
+
+void db_pool_guard(db_pool *pool, int stall_ms, int connect_ms, int statement_timeout_ms)
+{
+    pool->stall_ms = stall_ms;
+    pool->connect_ms = connect_ms;
+    pool->statement_timeout_ms = statement_timeout_ms;
 }
 
 void db_pool_free(db_pool *pool)
@@ -165,12 +183,55 @@ static void on_notice(void *arg, const char *message)
     log_msg(strncmp(msg, "NOTICE", 6) == 0 ? LOG_DEBUG : LOG_WARN, NULL, "postgres: %s", msg);
 }
 
+/* libpq's connect_timeout counts whole seconds, at least 2, per address:
+ * our own loop bounds the whole connection and startup in milliseconds, so
+ * that a server that accepts TCP but never answers (a frozen postmaster)
+ * costs a request at most `connect_ms`. */
+static PGconn *connect_within(const db_pool *pool)
+{
+    /* TCP keepalives and a user timeout find a peer gone while idle or
+     * while our data sits unacknowledged; statement_timeout has the server
+     * cancel what runs too long (57014, retried). Later keywords override
+     * the same ones in the URL. */
+    char options[64] = "";
+    if (pool->statement_timeout_ms > 0)
+        snprintf(options, sizeof options, "-c statement_timeout=%d", pool->statement_timeout_ms);
+    const char *keys[] = {"dbname",         "connect_timeout",     "keepalives",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", options[0] ? "options" : NULL, NULL};
+    const char *values[] = {pool->conninfo, "10", "1", "10", "3", "3", "10000", options, NULL};
+    int connect_ms = pool->connect_ms;
+    PGconn *pg = PQconnectStartParams(keys, values, 1);
+    if (!pg || PQstatus(pg) == CONNECTION_BAD)
+        return pg;
+    int64_t deadline = clock_now_ms() + connect_ms;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        int64_t left = deadline - clock_now_ms();
+        struct pollfd p = {.fd = PQsocket(pg),
+                           .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int ready = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (ready == 0) {
+            PQfinish(pg);
+            log_msg(LOG_WARN, NULL, "database connection failed: no answer within %d ms",
+                    connect_ms);
+            return NULL;
+        }
+        if (ready < 0 && errno != EINTR)
+            break;
+        st = PQconnectPoll(pg);
+    }
+    return pg;
+}
+
 static int conn_open(db_pool *pool, db_conn *c)
 {
     PQfinish(c->pg);
     c->broken = false;
     c->in_tx = false;
-    c->pg = PQconnectdb(pool->conninfo);
+    c->pg = connect_within(pool);
+    if (!c->pg)
+        return -DB_UNAVAILABLE;
     if (PQstatus(c->pg) != CONNECTION_OK) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
@@ -201,7 +262,7 @@ static int conn_open(db_pool *pool, db_conn *c)
 
 db_conn *db_conn_open(const char *conninfo, const db_stmt *const *stmt_sets)
 {
-    db_pool fake = {.conninfo = (char *)conninfo, .stmt_sets = stmt_sets};
+    db_pool fake = {.conninfo = (char *)conninfo, .stmt_sets = stmt_sets, .connect_ms = 10000};
     db_conn *c = calloc(1, sizeof *c);
     if (c && conn_open(&fake, c) == 0)
         return c;
@@ -242,7 +303,10 @@ int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
     int64_t retry_after_ms = pool->retry_after_ms;
     pthread_mutex_unlock(&pool->lock);
 
-    if (conn_alive(c)) {
+    /* While the server is taken for unreachable, a connection that looks
+     * fine may lead to it: open a new one instead (bounded, and not more
+     * than one attempt per 100 ms), which also tells when it is back. */
+    if (!atomic_load(&pool->stalled) && conn_alive(c)) {
         *out = c;
         return 0;
     }
@@ -250,6 +314,9 @@ int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
     bool backing_off = now < retry_after_ms;
     int rc = backing_off ? -DB_UNAVAILABLE : conn_open(pool, c);
     if (rc == 0) {
+        if (atomic_exchange(&pool->stalled, false))
+            log_msg(LOG_INFO, NULL, "the database answers again");
+        atomic_store(&pool->heard_ms, clock_now_ms());
         *out = c;
         return 0;
     }
@@ -287,6 +354,64 @@ void db_release(db_pool *pool, db_conn *c)
     pthread_mutex_unlock(&pool->lock);
 }
 
+/* Waits for the answer to the command just sent, and returns its last
+ * result. Without the stall guard, as long as it takes (PQexec). With it,
+ * a wait gives up when the server has been silent to every connection of
+ * the pool for `stall_ms` (a frozen or unreachable host: the kernel keeps
+ * the socket open, so no error would ever come): the connection is closed
+ * (the server rolls its transaction back when it sees that) and the call
+ * answers -DB_UNAVAILABLE. A query that is merely slow while others
+ * complete is left alone; statement_timeout is the server's business. */
+static PGresult *await_result(db_conn *c)
+{
+    db_pool *pool = c->pool;
+    if (pool && pool->stall_ms > 0) {
+        int64_t start = clock_now_ms();
+        while (PQisBusy(c->pg)) {
+            struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+            int ready = poll(&p, 1, 50);
+            if (ready > 0 && !PQconsumeInput(c->pg))
+                break; /* the error is in the result */
+            int64_t now = clock_now_ms();
+            if (ready > 0 || PQisBusy(c->pg) == 0)
+                continue;
+            bool gone = atomic_load(&pool->stalled);
+            if (!gone && now - start >= pool->stall_ms &&
+                now - atomic_load(&pool->heard_ms) >= pool->stall_ms) {
+                gone = true;
+                if (!atomic_exchange(&pool->stalled, true))
+                    log_msg(LOG_ERROR, NULL,
+                            "the database has not answered for %d ms: taken for unreachable",
+                            pool->stall_ms);
+            }
+            if (gone) {
+                c->broken = true;
+                snprintf(c->sqlstate, sizeof c->sqlstate, "08006");
+                return NULL;
+            }
+        }
+    }
+    PGresult *r, *last = NULL;
+    while ((r = PQgetResult(c->pg))) {
+        PQclear(last);
+        last = r;
+    }
+    if (pool)
+        atomic_store(&pool->heard_ms, clock_now_ms());
+    return last;
+}
+
+/* Sends one command without blocking on the answer; NULL when it could not
+ * be sent. */
+static PGresult *run(db_conn *c, int sent)
+{
+    if (!sent) {
+        c->broken = PQstatus(c->pg) != CONNECTION_OK;
+        return NULL;
+    }
+    return await_result(c);
+}
+
 static int finish(db_conn *c, PGresult *r, const char *what, PGresult **out)
 {
     ExecStatusType st = PQresultStatus(r);
@@ -315,7 +440,7 @@ int db_exec(db_conn *c, const char *stmt, int nparams, const char *const *params
 {
     if (out)
         *out = NULL;
-    PGresult *r = PQexecPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0);
+    PGresult *r = run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0));
     return finish(c, r, stmt, out);
 }
 
@@ -343,7 +468,8 @@ int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *pa
 {
     if (out)
         *out = NULL;
-    PGresult *r = PQexecPrepared(c->pg, stmt, nparams, params, lengths, formats, 0);
+    PGresult *r =
+        run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, lengths, formats, 0));
     return finish(c, r, stmt, out);
 }
 
@@ -382,7 +508,7 @@ void db_array_free(db_array *a)
 
 int db_exec_sql(db_conn *c, const char *sql)
 {
-    return finish(c, PQexec(c->pg, sql), sql, NULL);
+    return finish(c, run(c, PQsendQuery(c->pg, sql)), sql, NULL);
 }
 
 int db_begin(db_conn *c)

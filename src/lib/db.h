@@ -42,6 +42,16 @@ typedef struct db_conn db_conn;
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets);
 void db_pool_free(db_pool *pool);
 
+/* Bounds every exchange with the server (a pool without this waits as long
+ * as libpq does, as migrations should). `connect_ms`: a connection attempt
+ * gives up after that. `stall_ms`: a command waiting for its answer gives up
+ * (-DB_UNAVAILABLE, the connection closed) when no connection of the pool
+ * has heard from the server for that long; from then on every acquire opens
+ * a new connection, once per 100 ms at most, until one succeeds. A merely
+ * slow command, while others complete, is not cut. `statement_timeout_ms`:
+ * the server's statement_timeout (0: the server's own setting). */
+void db_pool_guard(db_pool *pool, int stall_ms, int connect_ms, int statement_timeout_ms);
+
 /* Opens every connection now (each connects and prepares its statements),
  * so that the first burst of requests does not pay for it. Returns how many
  * are open; the rest open lazily, as ever. */

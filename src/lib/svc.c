@@ -51,6 +51,22 @@ int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set)
     }
 }
 
+db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets)
+{
+    int64_t size, stall, connect, statement;
+    if (cfg_int("DB_POOL_SIZE", 2, 256, 24, &size) < 0 ||
+        cfg_int("DB_STALL_MS", 0, 3600000, 800, &stall) < 0 ||
+        cfg_int("DB_CONNECT_TIMEOUT_MS", 100, 600000, 800, &connect) < 0 ||
+        cfg_int("DB_STATEMENT_TIMEOUT_MS", 0, 86400000, 30000, &statement) < 0)
+        return NULL;
+    db_pool *pool = db_pool_new(conninfo, (int)size, stmt_sets);
+    if (!pool)
+        return NULL;
+    db_pool_guard(pool, (int)stall, (int)connect, (int)statement);
+    db_pool_warm(pool);
+    return pool;
+}
+
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
 {
     db_conn *c = NULL;

@@ -21,6 +21,11 @@ void svc_block_signals(sigset_t *set);
  * `set` arrived meanwhile, or -DB_FAILED for a migration that cannot apply. */
 int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set);
 
+/* The service's connection pool, sized and bounded by DB_POOL_SIZE,
+ * DB_STALL_MS, DB_CONNECT_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS
+ * (db_pool_guard), opened now. NULL on a bad setting or no memory. */
+db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets);
+
 /* /readyz for a service with a database and an outbox relay: fills
  * `checks` and returns true when both the database and the broker answer. */
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);

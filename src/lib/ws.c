@@ -331,9 +331,17 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_
         memcpy(c->extra, extra_in, extra_in_size);
         c->extra_len = extra_in_size;
     }
+    pthread_mutex_lock(&hub->lock);
+    if (hub->stopping) { /* shutting down: the hub thread is gone */
+        pthread_mutex_unlock(&hub->lock);
+        wslay_event_context_free(c->ctx);
+        free(c->extra);
+        free(c);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
     atomic_fetch_add(&hub->count, 1);
     atomic_fetch_add(&hub->accepted, 1);
-    pthread_mutex_lock(&hub->lock);
     c->next = hub->incoming;
     hub->incoming = c;
     pthread_mutex_unlock(&hub->lock);
@@ -398,6 +406,13 @@ void ws_publish(ws_hub *hub, const char *topic, const char *text)
     m->topic = topic ? strdup(topic) : NULL; /* NULL: everyone */
     m->text = strdup(text);
     pthread_mutex_lock(&hub->lock);
+    if (hub->stopping || !m->text) { /* closed: nobody left to send it to */
+        pthread_mutex_unlock(&hub->lock);
+        free(m->topic);
+        free(m->text);
+        free(m);
+        return;
+    }
     if (hub->pending_tail)
         hub->pending_tail->next = m;
     else
@@ -436,17 +451,29 @@ ws_hub *ws_hub_start(int max_queue, int ping_ms)
     return hub;
 }
 
-void ws_hub_stop(ws_hub *hub)
+void ws_hub_close(ws_hub *hub)
 {
     if (!hub)
         return;
     pthread_mutex_lock(&hub->lock);
+    bool running = !hub->stopping;
     hub->stopping = true;
     pthread_mutex_unlock(&hub->lock);
+    if (!running)
+        return;
     uint64_t one = 1;
     ssize_t w = write(hub->evfd, &one, sizeof one);
     (void)w;
     pthread_join(hub->thread, NULL);
+}
+
+void ws_hub_free(ws_hub *hub)
+{
+    if (!hub)
+        return;
+    ws_hub_close(hub);
+    /* Whatever was published after the close was dropped by ws_publish;
+     * an upgrade completed after it was closed by on_upgraded. */
     close(hub->epfd);
     close(hub->evfd);
     pthread_mutex_destroy(&hub->lock);

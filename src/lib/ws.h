@@ -18,9 +18,14 @@ typedef struct ws_hub ws_hub;
  * before a ping (a peer silent for 3 pings is dropped). NULL on error. */
 ws_hub *ws_hub_start(int max_queue, int ping_ms);
 
-/* Closes every connection (1001, going away) and stops the thread.
- * Call before http_stop. NULL-safe. */
-void ws_hub_stop(ws_hub *hub);
+/* Shutting down takes two steps, because the hub is shared. ws_hub_close
+ * closes every connection (1001, going away) and stops the thread: call it
+ * before http_stop (libmicrohttpd wants upgraded sockets closed first).
+ * After it, ws_publish drops its message and a late upgrade is closed, so
+ * the threads that publish may still run. ws_hub_free, once none of them
+ * can touch the hub any more, releases it. Both NULL-safe. */
+void ws_hub_close(ws_hub *hub);
+void ws_hub_free(ws_hub *hub);
 
 /* For a GET handler: checks the upgrade request and answers 101 with the
  * hub taking the socket, subscribed to `topic` (copied). A request that is

@@ -24,11 +24,10 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
+    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
         consumer_gather_ms, idem_ret, purge_ms;
     int64_t redrive_after, redrive_max, redrive_check;
-    if (svc_http_config(&http, 8080) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 24, &pool_size) < 0 ||
-        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+    if (svc_http_config(&http, 8080) < 0 || cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
         cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
@@ -61,9 +60,8 @@ int main(void)
 
     if (svc_migrate(db_url, migrations, &signals) < 0)
         goto done;
-    if (!(app.db = db_pool_new(db_url, (int)pool_size, stmt_sets)))
+    if (!(app.db = svc_db_pool(db_url, stmt_sets)))
         goto done;
-    db_pool_warm(app.db);
     outbox_relay_config relay = {.brokers = brokers,
                                  .client_id = "orders-relay",
                                  .batch = (int)relay_batch,
@@ -103,15 +101,23 @@ int main(void)
     log_msg(LOG_INFO, NULL, "stopping on signal %d", sig);
     rc = 0;
 done:
-    ws_hub_stop(app.hub); /* its sockets first: MHD wants them closed */
+    /* In dependency order: each part stops before what it uses goes away.
+     * The hub's sockets close first (libmicrohttpd wants them closed), but
+     * the hub itself stays allocated until the last thread that publishes
+     * to it (HTTP, the consumer through NOTIFY, the live listener) is gone;
+     * the consumer stops before the batch it fills is freed. */
+    ws_hub_close(app.hub);
     http_stop(srv);
-    live_stop(app.live);
-    docs_free(&api_docs);
-    live_batch_free(&app.changed);
     ticker_stop(redrive);
     ticker_stop(purge);
     consumer_stop(app.results);
+    live_stop(app.live);
+    ws_hub_free(app.hub);
+    live_batch_free(&app.changed);
+    docs_free(&api_docs);
     outbox_relay_stop(app.relay);
     db_pool_free(app.db);
+    if (rc == 0)
+        log_msg(LOG_INFO, NULL, "stopped");
     return rc;
 }

@@ -24,10 +24,9 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t pool_size, consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
+    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
         consumer_gather_ms, inbox_ret, idem_ret, purge_ms;
-    if (svc_http_config(&http, 8081) < 0 || cfg_int("DB_POOL_SIZE", 2, 256, 24, &pool_size) < 0 ||
-        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+    if (svc_http_config(&http, 8081) < 0 || cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
         cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
@@ -54,10 +53,8 @@ int main(void)
 
     if (svc_migrate(db_url, migrations, &signals) < 0)
         goto done;
-    app.db = db_pool_new(db_url, (int)pool_size, stmt_sets);
-    if (!app.db)
+    if (!(app.db = svc_db_pool(db_url, stmt_sets)))
         goto done;
-    db_pool_warm(app.db);
     outbox_relay_config relay = {.brokers = brokers,
                                  .client_id = "payments-relay",
                                  .batch = (int)relay_batch,
@@ -100,5 +97,7 @@ done:
     consumer_stop(app.requests);
     outbox_relay_stop(app.relay);
     db_pool_free(app.db);
+    if (rc == 0)
+        log_msg(LOG_INFO, NULL, "stopped");
     return rc;
 }
