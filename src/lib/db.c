@@ -196,9 +196,15 @@ static PGconn *connect_within(const db_pool *pool)
     char options[64] = "";
     if (pool->statement_timeout_ms > 0)
         snprintf(options, sizeof options, "-c statement_timeout=%d", pool->statement_timeout_ms);
-    const char *keys[] = {"dbname",         "connect_timeout",     "keepalives",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count",
-                          "tcp_user_timeout", options[0] ? "options" : NULL, NULL};
+    const char *keys[] = {"dbname",
+                          "connect_timeout",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          options[0] ? "options" : NULL,
+                          NULL};
     const char *values[] = {pool->conninfo, "10", "1", "10", "3", "3", "10000", options, NULL};
     int connect_ms = pool->connect_ms;
     PGconn *pg = PQconnectStartParams(keys, values, 1);
@@ -468,8 +474,7 @@ int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *pa
 {
     if (out)
         *out = NULL;
-    PGresult *r =
-        run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, lengths, formats, 0));
+    PGresult *r = run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, lengths, formats, 0));
     return finish(c, r, stmt, out);
 }
 

@@ -24,10 +24,11 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
-        consumer_gather_ms, idem_ret, purge_ms;
+    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms, consumer_gather_ms,
+        idem_ret, purge_ms;
     int64_t redrive_after, redrive_max, redrive_check;
-    if (svc_http_config(&http, 8080) < 0 || cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+    if (svc_http_config(&http, 8080) < 0 ||
+        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
         cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||

@@ -15,7 +15,6 @@ typedef struct payments_app {
     db_pool *db;
     outbox_relay *relay;
     consumer *requests;
-    int inbox_retention_s;
     int idempotency_retention_s;
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
     _Atomic uint64_t purge_failures;              /* logged, never swallowed */

@@ -24,14 +24,14 @@ int main(void)
     svc_block_signals(&signals);
 
     http_config http;
-    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms,
-        consumer_gather_ms, inbox_ret, idem_ret, purge_ms;
-    if (svc_http_config(&http, 8081) < 0 || cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms, consumer_gather_ms,
+        idem_ret, purge_ms;
+    if (svc_http_config(&http, 8081) < 0 ||
+        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
         cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
         cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
         cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
-        cfg_int("INBOX_RETENTION_S", 60, 365 * 86400, 7 * 86400, &inbox_ret) < 0 ||
         cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
         cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0)
         return 2;
@@ -44,8 +44,7 @@ int main(void)
     docs api_docs = {0};
 
     int rc = 1;
-    payments_app app = {.inbox_retention_s = (int)inbox_ret,
-                        .idempotency_retention_s = (int)idem_ret};
+    payments_app app = {.idempotency_retention_s = (int)idem_ret};
     http_server *srv = NULL;
     ticker *purge = NULL;
     static const db_stmt *const stmt_sets[] = {payments_stmts, idem_stmts, outbox_stmts,

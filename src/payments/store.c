@@ -32,8 +32,6 @@ const db_stmt payments_stmts[] = {
      "UPDATE inbox i SET outcome = d.outcome, reason = nullif(d.reason, '')"
      " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(order_id, outcome, reason)"
      " WHERE i.order_id = d.order_id"},
-    {"inbox_purge", "DELETE FROM inbox WHERE order_id IN (SELECT order_id FROM inbox"
-                    " WHERE processed_at < now() - make_interval(secs => $1) LIMIT $2)"},
     {NULL, NULL},
 };
 
@@ -154,9 +152,4 @@ done:
     db_array_free(&orders), db_array_free(&users), db_array_free(&amounts);
     db_array_free(&d_orders), db_array_free(&d_outcomes), db_array_free(&d_reasons);
     return rc;
-}
-
-int store_inbox_purge(db_conn *c, int max_age_s, int batch)
-{
-    return db_purge(c, "inbox_purge", max_age_s, batch);
 }

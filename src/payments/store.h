@@ -35,8 +35,4 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
 int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
                         bool *replayed);
 
-/* Deletes up to `batch` inbox rows older than `max_age_s`; returns how
- * many, or -DB_*. */
-int store_inbox_purge(db_conn *c, int max_age_s, int batch);
-
 #endif

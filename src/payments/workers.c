@@ -71,20 +71,21 @@ void payments_purge(void *arg)
 {
     payments_app *app = arg;
     db_conn *c = NULL;
-    int n = db_acquire(app->db, 1000, &c), inbox = 0, keys = 0;
-    /* Small batches, each its own transaction: no long lock on the table. */
-    while (n == 0 && (n = store_inbox_purge(c, app->inbox_retention_s, 1000)) > 0)
-        inbox += n;
-    if (n == 0)
-        while ((n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
-            keys += n;
+    int n = db_acquire(app->db, 1000, &c), keys = 0;
+    /* Only what is transient: expired Idempotency-Keys, in small batches,
+     * each its own transaction. The inbox is never purged: it records each
+     * order's decided outcome for ever, so that a request replayed at any
+     * age (a consumer group whose offsets expired re-reads from the start)
+     * gets the same answer and never a debit it was refused. */
+    while (n == 0 && (n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+        keys += n;
     if (n < 0) {
         atomic_fetch_add(&app->purge_failures, 1);
         log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
     }
     db_release(app->db, c);
-    if (inbox || keys)
-        log_msg(LOG_INFO, NULL, "purged %d inbox rows and %d idempotency keys", inbox, keys);
+    if (keys)
+        log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
 }
 
 void payments_metrics(void *arg, FILE *out)

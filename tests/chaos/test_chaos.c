@@ -382,8 +382,8 @@ Test(chaos, sigterm_mid_burst_stops_cleanly_and_loses_nothing, .timeout = 240)
     for (int i = 0; i < 2; i++) {
         char *log = log_since(parts[i], from[i]);
         cr_assert(strstr(log, "\"stopped\""), "%s did not finish its shutdown:\n%s", parts[i], log);
-        cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error"),
-                  "%s's shutdown:\n%s", parts[i], log);
+        cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error"), "%s's shutdown:\n%s",
+                  parts[i], log);
         free(log);
     }
     close(ws);

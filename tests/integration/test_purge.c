@@ -1,6 +1,7 @@
-/* Outbox, inbox and Idempotency-Keys stay bounded: sent outbox rows are
- * deleted, and expired inbox rows and keys are purged in batches, while
- * younger ones stay. The test stack purges every half second. */
+/* What is transient goes, what is decided stays: sent outbox rows are
+ * deleted and expired Idempotency-Keys purged in batches (younger ones
+ * stay), while the inbox keeps every decided payment for ever. The test
+ * stack purges every half second. */
 #include "harness.h"
 
 #include <criterion/criterion.h>
@@ -26,29 +27,22 @@ static void exec(PGconn *db, const char *sql, const char *p1, const char *p2)
     PQclear(r);
 }
 
-Test(purge, expired_inbox_rows_and_keys_go_young_ones_stay, .timeout = 60)
+#define KEY_SQL                                                                                    \
+    "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)"                    \
+    " VALUES ($1, '\\x00', 201, '{}', now() - ($2 || ' days')::interval)"
+
+Test(purge, expired_keys_go_young_ones_stay, .timeout = 60)
 {
     char old_key[80], young_key[80];
     unique_name(old_key, sizeof old_key, "oldkey");
     unique_name(young_key, sizeof young_key, "youngkey");
-    const char *old_order = "11111111-2222-4333-8444-555555555555";
     PGconn *p = payments_db(), *o = orders_db();
-    exec(p,
-         "INSERT INTO inbox (order_id, user_id, amount, outcome, processed_at)"
-         " VALUES ($1, $2, 1, 'completed', now() - interval '30 days')"
-         " ON CONFLICT (order_id) DO UPDATE SET processed_at = excluded.processed_at",
-         old_order, "someone");
-    const char *key_sql =
-        "INSERT INTO idempotency_keys (key, fingerprint, status, body, created_at)"
-        " VALUES ($1, '\\x00', 201, '{}', now() - ($2 || ' days')::interval)";
-    exec(p, key_sql, old_key, "3");
-    exec(p, key_sql, young_key, "0");
-    exec(o, key_sql, old_key, "3");
-    exec(o, key_sql, young_key, "0");
+    exec(p, KEY_SQL, old_key, "3");
+    exec(p, KEY_SQL, young_key, "0");
+    exec(o, KEY_SQL, old_key, "3");
+    exec(o, KEY_SQL, young_key, "0");
 
-    gone_wait w = {p, "SELECT count(*) FROM inbox WHERE order_id = $1", old_order};
-    cr_assert(wait_until(gone, &w, 20000), "the expired inbox row stayed");
-    w = (gone_wait){p, "SELECT count(*) FROM idempotency_keys WHERE key = $1", old_key};
+    gone_wait w = {p, "SELECT count(*) FROM idempotency_keys WHERE key = $1", old_key};
     cr_assert(wait_until(gone, &w, 20000), "the expired payments key stayed");
     w = (gone_wait){o, "SELECT count(*) FROM idempotency_keys WHERE key = $1", old_key};
     cr_assert(wait_until(gone, &w, 20000), "the expired orders key stayed");
@@ -58,6 +52,55 @@ Test(purge, expired_inbox_rows_and_keys_go_young_ones_stay, .timeout = 60)
                  1);
     PQfinish(p);
     PQfinish(o);
+}
+
+static bool replays_above(void *arg)
+{
+    return metric_sum(payments_urls(), "payments_total{outcome=\"replayed\"}") > *(int64_t *)arg;
+}
+
+/* A refused payment stays refused at any age. The request fails (too
+ * little money), its inbox row ages past every retention and purges run,
+ * money arrives, and the same request comes again, as when a consumer
+ * group whose offsets expired re-reads the topic from the start: no debit,
+ * and the recorded failure is published again. */
+Test(purge, a_refused_payment_replayed_after_the_purges_is_never_debited, .timeout = 60)
+{
+    char user[64], id[37], key[80];
+    unique_name(user, sizeof user, "refused");
+    unique_name(key, sizeof key, "marker");
+    account_with(user, 5);
+    cr_assert_eq(place_order(user, 10, id), 201);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(orders_with(user, "CANCELLED"), 1);
+
+    PGconn *p = payments_db();
+    exec(p, "UPDATE inbox SET processed_at = now() - ($2 || ' days')::interval WHERE order_id = $1",
+         id, "400");
+    /* An expired key written after the ageing: once it is gone, a purge ran
+     * after the inbox row became old. */
+    exec(p, KEY_SQL, key, "3");
+    gone_wait w = {p, "SELECT count(*) FROM idempotency_keys WHERE key = $1", key};
+    cr_assert(wait_until(gone, &w, 20000), "no purge ran");
+    cr_assert_eq(db_int(p, "SELECT count(*) FROM inbox WHERE order_id = $1 AND outcome = 'failed'",
+                        id, NULL),
+                 1, "the decision was purged");
+
+    char path[128]; /* a deposit: enough money now */
+    snprintf(path, sizeof path, "/accounts/%s/deposits", user);
+    resp r;
+    cr_assert_eq(api(&r, "POST", payments_url(), path, "{\"amount\": 100}", NULL), 0);
+    cr_assert_eq(r.status, 201, "%ld %s", r.status, r.body);
+    resp_free(&r);
+    int64_t replays = metric_sum(payments_urls(), "payments_total{outcome=\"replayed\"}");
+    inject_request(id, user, 10, 1);
+    cr_assert(wait_until(replays_above, &replays, 30000), "the replay was not answered");
+
+    cr_assert_eq(db_int(p, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 0);
+    cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 105);
+    PQfinish(p);
+    cr_assert_eq(orders_with(user, "CANCELLED"), 1, "the order stays cancelled");
+    assert_money_adds_up(user);
 }
 
 Test(purge, sent_outbox_rows_are_deleted, .timeout = 60)
