@@ -15,6 +15,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# The load generators run on this machine: the gateway's per-address
+# limits (GATEWAY_RATE...) must not throttle them.
+export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
 . scripts/env.sh
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}           # the fixed-rate phase (measured part)
@@ -35,6 +38,7 @@ psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -
 
 echo "== stack"
 scripts/stack.sh up | sed 's/^/   /'
+scripts/stack.sh gateway-restart # with the limits above, if it ran before
 
 echo "== pgbench on the same cluster (scratch database shop_pgbench)"
 psql_ -d postgres -c "DROP DATABASE IF EXISTS shop_pgbench" -c "CREATE DATABASE shop_pgbench"

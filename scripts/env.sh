@@ -14,6 +14,14 @@ PAYMENTS_PORT=${PAYMENTS_PORT:-8081}
 # spreads the partitions over them) and the gateway balances across them.
 PAYMENTS_PORTS=${PAYMENTS_PORTS:-$PAYMENTS_PORT}
 SHOP_LOG_LEVEL=${SHOP_LOG_LEVEL:-info}
+# The gateway's limits per client address: API requests a second and the
+# burst allowed on top (beyond: 429), open connections, open WebSockets.
+# Addresses in GATEWAY_UNLIMITED (space-separated) are exempt.
+GATEWAY_RATE=${GATEWAY_RATE:-100}
+GATEWAY_BURST=${GATEWAY_BURST:-200}
+GATEWAY_CONNS=${GATEWAY_CONNS:-256}
+GATEWAY_WS_CONNS=${GATEWAY_WS_CONNS:-16}
+GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-}
 # The user PostgreSQL runs as: it refuses to run as root.
 if [ "$(id -u)" = 0 ]; then PG_USER=${PG_USER:-postgres}; else PG_USER=$(id -un); fi
 
@@ -37,6 +45,9 @@ kafka_brokers() {
 }
 KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_brokers)}
 
+# The database password's pgpass file (scripts/stack.sh writes it): every
+# client of ours (services, psql, pgbench, tests) reads it from here.
+export PGPASSFILE=$SHOP_VAR/pgpass
 LOG_DIR=$SHOP_VAR/log
 RUN_DIR=$SHOP_VAR/run
 DB_URL_BASE="postgresql://shop@127.0.0.1:$PG_PORT"

@@ -78,8 +78,9 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND... (LOG=file to quote on fai
 # ---- data folders ----
 
 # The data folder of a server that runs as user $2: var/$1, unless that user
-# cannot reach it (a checkout under /root, say); then a folder under
-# /var/tmp, with var/$1 a symlink to it. Prints its real path.
+# cannot reach it (a checkout under /root, say); then a new private folder
+# under /var/tmp (mktemp: a name nobody can guess or plant a symlink at
+# beforehand, mode 0700), with var/$1 a symlink to it. Prints its real path.
 data_dir() {
   local d=$SHOP_VAR/$1 user=$2
   if [ ! -e "$d" ]; then
@@ -89,9 +90,7 @@ data_dir() {
     if ! as_user "$user" test -w "$d"/. 2>/dev/null; then
       rmdir "$d"
       local alt
-      alt=/var/tmp/shop-$1-$(printf '%s' "$SHOP_VAR" | md5sum | cut -c1-12)
-      mkdir -p "$alt"
-      chmod 700 "$alt"
+      alt=$(mktemp -d "/var/tmp/shop-$1.XXXXXXXXXX")
       chown "$user:" "$alt"
       ln -s "$alt" "$d"
       say "$user cannot enter $SHOP_VAR; the $1 data lives in $alt (var/$1 links there)" >&2
@@ -103,6 +102,26 @@ data_dir() {
 # ---- PostgreSQL ----
 
 pg_data() { data_dir pg "$PG_USER"; }
+
+# The database password: generated once into var/pg-password (0600), and
+# given to every client of ours through a pgpass file (PGPASSFILE, set by
+# env.sh), never on a command line. The cluster accepts TCP from 127.0.0.1
+# with SCRAM only: another local user of the machine cannot get in.
+pg_secret() {
+  local secret=$SHOP_VAR/pg-password
+  if [ ! -s "$secret" ]; then
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '\n/+=' >"$secret.tmp" && mv "$secret.tmp" "$secret")
+  fi
+  (umask 077 && printf '127.0.0.1:*:*:shop:%s\n' "$(cat "$secret")" >"$PGPASSFILE")
+}
+
+pg_hba() { # written at every start, like shop.conf
+  as_pg tee "$1/pg_hba.conf" >/dev/null <<HBA
+# Written by scripts/stack.sh: TCP from loopback, SCRAM passwords only
+# (there is no Unix socket). The password is in var/pg-password.
+host all all 127.0.0.1/32 scram-sha-256
+HBA
+}
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U shop; }
 
@@ -162,13 +181,26 @@ pg_launch() {
 }
 
 pg_start() {
-  local data
+  local data legacy=0
   data=$(pg_data)
+  # A cluster made before passwords (trust): give it one once it runs.
+  [ -f "$data/PG_VERSION" ] && [ ! -s "$SHOP_VAR/pg-password" ] && legacy=1
+  pg_secret
   if [ ! -f "$data/PG_VERSION" ]; then
-    as_pg "$PG_BIN/initdb" -D "$data" -U shop --auth=trust -E UTF8 --locale=C.UTF-8 \
-      --no-instructions >>"$LOG_DIR/postgres.log" 2>&1 || die "initdb failed; see $LOG_DIR/postgres.log"
+    # The postgres user may not open our file: a private copy of its own
+    # (mktemp, 0600), deleted right after.
+    local pwfile
+    pwfile=$(as_pg mktemp)
+    as_pg tee "$pwfile" <"$SHOP_VAR/pg-password" >/dev/null
+    as_pg "$PG_BIN/initdb" -D "$data" -U shop --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 \
+      --locale=C.UTF-8 --no-instructions >>"$LOG_DIR/postgres.log" 2>&1 || {
+      rm -f "$pwfile"
+      die "initdb failed; see $LOG_DIR/postgres.log"
+    }
+    rm -f "$pwfile"
     echo "include_if_exists = 'shop.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
   fi
+  [ "$legacy" = 1 ] || pg_hba "$data"
   # Rewritten at every start, so that an existing cluster follows too.
   as_pg tee "$data/shop.conf" >/dev/null <<CONF
 # Shop's embedded cluster (written by scripts/stack.sh): loopback only, no
@@ -192,6 +224,13 @@ CONF
     rm -f "$data/postmaster.pid"
     reserve_port "$PG_PORT"
     pg_launch "$data"
+  fi
+  if [ "$legacy" = 1 ]; then
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -qX -v ON_ERROR_STOP=1 \
+      <<<"ALTER ROLE shop PASSWORD '$(cat "$SHOP_VAR/pg-password")'" >/dev/null
+    pg_hba "$data"
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -qXtAc "SELECT pg_reload_conf()" >/dev/null
+    say "the database now asks for the password in var/pg-password (was: trust)" >&2
   fi
   local db
   for db in orders payments; do
@@ -236,15 +275,19 @@ kafka_libs() {
     echo "$KAFKA_LIBS"
     return
   fi
-  local alt
-  alt=/var/tmp/shop-kafka-libs-$(md5sum <"$KAFKA_LIBS/.complete" | cut -c1-12)
-  if [ ! -f "$alt/.complete" ]; then
-    rm -rf "$alt.tmp"
-    cp -al "$KAFKA_LIBS" "$alt.tmp" 2>/dev/null || cp -a "$KAFKA_LIBS" "$alt.tmp"
-    chmod -R a+rX "$alt.tmp"
-    rm -rf "$alt"
-    mv "$alt.tmp" "$alt"
+  # A fresh private folder (mktemp: nobody can plant one at a guessed name),
+  # found again through the link var/kafka-libs while the jars are the same.
+  local link=$SHOP_VAR/kafka-libs alt old
+  if [ -L "$link" ] && cmp -s "$link/.complete" "$KAFKA_LIBS/.complete"; then
+    readlink -f "$link"
+    return
   fi
+  alt=$(mktemp -d /var/tmp/shop-kafka-libs.XXXXXXXXXX)
+  cp -al "$KAFKA_LIBS/." "$alt/" 2>/dev/null || cp -a "$KAFKA_LIBS/." "$alt/"
+  chmod -R a+rX "$alt"
+  old=$(readlink -f "$link" 2>/dev/null || true)
+  ln -sfn "$alt" "$link"
+  [ -n "$old" ] && [ "$old" != "$alt" ] && rm -rf "$old"
   echo "$alt"
 }
 
@@ -389,30 +432,45 @@ service_stop() {
 
 # ---- gateway (nginx) ----
 
+# nginx's workers never run as root: started by root, they run as nobody;
+# when nobody cannot read the checkout (under /root, say), the files they
+# serve are copied to a private folder nobody can (data_dir), refreshed at
+# every start. Their temporary folders live there too.
 gateway_render() {
-  local dir=$SHOP_VAR/gateway orders="" payments="" port user_line=""
-  mkdir -p "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
-  for port in $ORDERS_PORTS; do orders+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
-  for port in $PAYMENTS_PORTS; do payments+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  local dir=$SHOP_VAR/gateway orders="" payments="" port user_line="" static=$ROOT work=$SHOP_VAR/gateway
+  mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then
-    # Workers drop to nobody when nobody can read the files they serve.
-    if setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
-        test -r "$ROOT/web/index.html" -a -r "$ROOT/gateway/docs/index.html" 2>/dev/null; then
-      user_line="user nobody nogroup;"
-    else
-      user_line="user root root; # nobody cannot enter $ROOT"
+    user_line="user nobody nogroup;"
+    if ! setpriv --reuid=nobody --regid=nogroup --clear-groups -- \
+        test -r "$ROOT/web/index.html" -a -r "$ROOT/gateway/docs/index.html" -a -x "$dir" 2>/dev/null; then
+      work=$(data_dir gateway-files nobody)
+      static=$work/static
+      rm -rf "$static"
+      mkdir -p "$static/gateway" "$static/node_modules"
+      cp -r "$ROOT/web" "$static/web"
+      cp -r "$ROOT/gateway/docs" "$static/gateway/docs"
+      [ -d "$ROOT/node_modules/swagger-ui-dist" ] && cp -r "$ROOT/node_modules/swagger-ui-dist" "$static/node_modules/"
     fi
   fi
-  sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@ROOT@|$ROOT|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
-      -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" \
+  mkdir -p "$work"/{client_body,proxy,fastcgi,uwsgi,scgi}
+  [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$work"/{client_body,proxy,fastcgi,uwsgi,scgi}
+  [ "$work" != "$dir" ] && [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$work"
+  for port in $ORDERS_PORTS; do orders+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  for port in $PAYMENTS_PORTS; do payments+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  # Per client address: requests a second (burst on top), connections, and
+  # WebSockets; addresses in GATEWAY_UNLIMITED are not limited (the
+  # benchmark's and the tests' load generators).
+  local unlimited="" a
+  for a in $GATEWAY_UNLIMITED; do unlimited+="        $a 0;"$'\n'; done
+  sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@STATIC@|$static|g" -e "s|@WORK@|$work|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
+      -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" -e "s|@RATE@|$GATEWAY_RATE|g" \
+      -e "s|@BURST@|$GATEWAY_BURST|g" -e "s|@CONNS@|$GATEWAY_CONNS|g" -e "s|@WS_CONNS@|$GATEWAY_WS_CONNS|g" \
       "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
-  awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" \
-    '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p; else print }' \
+  awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" -v u="${unlimited%$'\n'}" \
+    '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p;
+       else if ($0 == "@UNLIMITED@") { if (u != "") print u } else print }' \
     "$dir/nginx.conf.tmp" >"$dir/nginx.conf"
   rm -f "$dir/nginx.conf.tmp"
-  if [ "$(id -u)" = 0 ] && [ "${user_line#user nobody}" != "$user_line" ]; then
-    chown -R nobody:nogroup "$dir"/{client_body,proxy,fastcgi,uwsgi,scgi}
-  fi
 }
 
 gateway_start() {
@@ -532,6 +590,7 @@ case "${1:-}" in
   broker-stop) kafka_stop ;;
   broker-wipe) kafka_wipe_data ;;
   services-start) services_start ;;
+  gateway-restart) mkdir -p "$LOG_DIR" "$RUN_DIR"; gateway_stop; gateway_start ;; # after changing its settings
   services-stop) services_stop ;;
   kill) # SIGKILL one part, as a crash would (the chaos drills)
     pid=$(part_pid "$2") || die "$2 is not running"
@@ -551,10 +610,10 @@ case "${1:-}" in
     kill -CONT "$pid" ;;
   # Deletes all data: var/, and the folders under /var/tmp it may link to.
   wipe) down
-    for d in pg kafka; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
+    for d in pg kafka kafka-libs gateway-files; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
     rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
 esac

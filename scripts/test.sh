@@ -27,6 +27,9 @@ export WS_PING_MS=1000
 # test both take seconds, not minutes.
 export KAFKA_MESSAGE_TIMEOUT_MS=10000 KAFKA_MAX_POLL_INTERVAL_MS=10000
 export KAFKA_TOPICS="payment.requests payment.results shop.test"
+# The tests' own clients connect from 127.0.0.1 and are not rate-limited;
+# the gateway's limits are tested from 127.0.0.2 (tests/e2e/gateway.test.mjs).
+export GATEWAY_UNLIMITED=127.0.0.1
 # Leaks are real failures; librdkafka's own threads end after destroy.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -37,7 +40,7 @@ CRITERION=(--jobs 1 --full-stats)
 # test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES
 test_stack() {
   local off=$2
-  export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3
+  export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3 PGPASSFILE=$ROOT/$1/pgpass
   export PG_PORT=$((54330 + off)) GATEWAY_PORT=$((18000 + off)) ORDERS_PORT=$((18080 + off))
   export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off))
   # Two instances of each service behind the gateway, as when scaled out.
@@ -124,7 +127,7 @@ echo "== through the gateway: live status, browser story, API contract"
 # One file at a time: they share the stack (Node 18 has no --test-concurrency).
 # A socket a failed test left open would keep node running for ever: each
 # file gets five minutes.
-for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/contract/contract.test.mjs; do
+for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/contract/contract.test.mjs; do
   suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
 done
 
