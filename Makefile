@@ -18,6 +18,10 @@ CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP -Isrc
 ifeq ($(SAN),1)
 CFLAGS_OPT = -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS_SAN = -fsanitize=address,undefined
+else ifeq ($(SAN),fuzz)
+# libFuzzer targets (clang): coverage, ASan and UBSan on every object.
+CFLAGS_OPT = -O1 -fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_SAN = -fsanitize=address,undefined,fuzzer
 else
 CFLAGS_OPT = -O2
 LDFLAGS_SAN =
@@ -41,7 +45,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
+.PHONY: fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
 .DEFAULT_GOAL := help
 
 help:
@@ -55,6 +59,7 @@ help:
 	@echo "make fresh    clean + start                 make status     what is running"
 	@echo "make bench    benchmark: orders/s and latency vs pgbench on the same cluster"
 	@echo "make format   clang-format every C file (make test checks it)"
+	@echo "make fuzz     every libFuzzer target for FUZZ_SECONDS (60) each"
 
 # Each target installs what it needs first (scripts/deps.sh checks in a
 # fraction of a second and installs only what is missing); prerequisites
@@ -109,6 +114,23 @@ C_FILES = find src tests bench -name '*.[ch]' -not -path '*/corpus/*'
 format:
 	@scripts/deps.sh format
 	@$(C_FILES) | xargs clang-format -i
+
+# libFuzzer targets: built by clang into build/fuzz (scripts/fuzz.sh).
+FUZZ_DIR = build/fuzz
+fuzz:
+	@scripts/fuzz.sh
+
+fuzzers: $(BUILD)/fuzz_msg $(BUILD)/fuzz_input $(BUILD)/fuzz_ws $(BUILD)/fuzz_http_orders $(BUILD)/fuzz_http_payments
+
+$(BUILD)/fuzz_msg: $(call obj,tests/fuzz/fuzz_msg.c $(LIB_SRC))
+$(BUILD)/fuzz_input: $(call obj,tests/fuzz/fuzz_input.c $(DOMAIN_SRC) $(LIB_SRC))
+$(BUILD)/fuzz_ws: $(call obj,tests/fuzz/fuzz_ws.c $(filter-out src/lib/ws.c,$(LIB_SRC)))
+$(BUILD)/fuzz_http_orders: $(call obj,tests/fuzz/fuzz_http_orders.c $(ORDERS_SRC) $(LIB_SRC))
+$(BUILD)/fuzz_http_payments: $(call obj,tests/fuzz/fuzz_http_payments.c $(PAYMENTS_SRC) $(LIB_SRC))
+$(BUILD)/fuzz_%:
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 bench:
 	@scripts/deps.sh bench

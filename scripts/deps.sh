@@ -9,6 +9,7 @@
 #   deps.sh test   that, plus what `make test` needs (Criterion, Chromium, ...)
 #   deps.sh bench  that, plus what `make bench` needs (wrk, jq, gnuplot)
 #   deps.sh format that, plus clang-format
+#   deps.sh fuzz   that, plus clang 14 and its libFuzzer
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -24,7 +25,9 @@ packages=(
 )
 case "${1:-}" in
   build) packages+=(libcriterion-dev) ;;                                          # tests compile
-  test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox) ;; # + a bench smoke
+  # + a bench smoke, the fuzz smoke (clang's libFuzzer), schemathesis (venv)
+  test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox clang-14 libclang-rt-14-dev python3-venv) ;;
+  fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
   bench) packages+=(wrk jq gnuplot-nox) ;;
   format) packages+=(clang-format) ;;
 esac
@@ -79,4 +82,23 @@ cd "$ROOT"
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "Installing npm packages (package-lock.json)"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# schemathesis for `make test`: the versions of tests/schemathesis/
+# requirements.txt (all pinned) in a virtual environment of its own, made
+# again when that file changes.
+if [ "${1:-}" = test ]; then
+  venv=$ROOT/.cache/schemathesis
+  req=$ROOT/tests/schemathesis/requirements.txt
+  if [ ! -f "$venv/.complete" ] || ! cmp -s "$req" "$venv/.complete"; then
+    echo "Installing schemathesis into .cache/schemathesis (pip, pinned)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" >"$ROOT/.cache/schemathesis.log" 2>&1 || {
+      cat "$ROOT/.cache/schemathesis.log" >&2
+      echo "pip could not install schemathesis (log: .cache/schemathesis.log)" >&2
+      exit 1
+    }
+    cp "$req" "$venv/.complete"
+  fi
 fi

@@ -3,8 +3,9 @@
 # UBSan), runs the unit tests, starts a separate test stack (its own
 # PostgreSQL cluster, Apache Kafka node and services under var/test, on
 # ports of its own, so a running `make run` stack is left alone), runs the
-# integration tests, the chaos drills, the gateway/browser/contract tests and
-# a benchmark smoke against it with the sanitizer builds, then a three-node
+# integration tests, the chaos drills, the gateway/browser/contract tests,
+# schemathesis and a benchmark smoke against it with the sanitizer builds
+# (the libFuzzer targets run a few seconds each before), then a three-node
 # Kafka cluster drill on a second stack (var/test-cluster), and stops every
 # stack, whatever happened. Its last line counts what passed and failed.
 set -euo pipefail
@@ -112,6 +113,9 @@ suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml
 echo "== unit tests (sanitizers on)"
 suite unit build/san/tests/unit "${CRITERION[@]}"
 
+echo "== fuzz smoke: every libFuzzer target for a few seconds (make fuzz runs them longer)"
+suite fuzz env FUZZ_SECONDS="${FUZZ_SMOKE_SECONDS:-5}" scripts/fuzz.sh
+
 echo "== integration tests: real PostgreSQL and Apache Kafka (sanitizers on)"
 scripts/stack.sh down >/dev/null 2>&1 || true
 scripts/stack.sh wipe >/dev/null 2>&1 || true
@@ -130,6 +134,9 @@ echo "== through the gateway: live status, browser story, API contract"
 for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/contract/contract.test.mjs; do
   suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
 done
+
+echo "== schemathesis: both OpenAPI documents against the services (every phase, every check)"
+suite schemathesis timeout --kill-after=10 300 tests/schemathesis/run.sh
 
 echo "== benchmark smoke: make bench in a few seconds (honesty checks asserted, speed not)"
 suite bench-smoke env BENCH_BUILD="$ROOT/build" BENCH_OUT="$ROOT/build/bench-smoke" BENCH_SECONDS=2 \

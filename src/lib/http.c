@@ -158,6 +158,18 @@ int http_body_unpack(http_req *req, http_res *res, const char *fmt, ...)
         http_error(res, 400, "invalid_body", "body must be a JSON object");
         return -EINVAL;
     }
+    /* JSON Schema's `integer` is any number without a fractional part, so
+     * 25.0 is one (the OpenAPI documents say `integer`): such numbers
+     * become integers before the shape check, when they are exactly
+     * representable (|v| <= 2^53). 25.5 stays a real and is refused. */
+    const char *name;
+    json_t *value;
+    json_object_foreach(root, name, value)
+    {
+        double v = json_is_real(value) ? json_real_value(value) : 0.5;
+        if (v >= -9007199254740992.0 && v <= 9007199254740992.0 && v == floor(v))
+            json_object_set_new(root, name, json_integer((json_int_t)v));
+    }
     va_list ap;
     va_start(ap, fmt);
     int rc = json_vunpack_ex(root, &err, JSON_STRICT, fmt, ap);
@@ -253,19 +265,24 @@ static void dispatch(req_ctx *ctx, http_res *res)
     http_server *srv = ctx->srv;
     http_req *req = &ctx->req;
 
-    if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0) {
-        for (int b = 0; b < BUILTIN_UNMATCHED; b++) {
-            if (strcmp(req->path, builtin_names[b]) != 0)
-                continue;
-            ctx->route = (int)srv->nroutes + b;
-            if (b == BUILTIN_HEALTHZ)
-                handle_healthz(req, res);
-            else if (b == BUILTIN_READYZ)
-                handle_readyz(srv, res);
-            else
-                handle_metrics(srv, res);
+    bool get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    for (int b = 0; b < BUILTIN_UNMATCHED; b++) {
+        if (strcmp(req->path, builtin_names[b]) != 0)
+            continue;
+        ctx->route = (int)srv->nroutes + b;
+        if (!get) {
+            snprintf(res->allow, sizeof res->allow, "GET, HEAD");
+            http_error(res, 405, "method_not_allowed", "%s is not allowed on %s; allowed: GET",
+                       req->method, req->path);
             return;
         }
+        if (b == BUILTIN_HEALTHZ)
+            handle_healthz(req, res);
+        else if (b == BUILTIN_READYZ)
+            handle_readyz(srv, res);
+        else
+            handle_metrics(srv, res);
+        return;
     }
 
     size_t allow_len = 0;

@@ -366,13 +366,21 @@ void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic)
 {
     const char *key = http_header(req, "Sec-WebSocket-Key");
     const char *version = http_header(req, "Sec-WebSocket-Version");
-    if (!header_has(req, "Upgrade", "websocket") || !header_has(req, "Connection", "upgrade") ||
-        !key || strlen(key) != 24) {
+    /* RFC 6455 §4.2: not an upgrade at all is 426; an upgrade whose
+     * handshake is malformed is 400; a version we do not speak is 426 with
+     * the one we do. */
+    if (!header_has(req, "Upgrade", "websocket")) {
         http_error(res, 426, "upgrade_required", "this is a WebSocket endpoint");
         http_add_header(res, "Upgrade", "websocket");
         return;
     }
-    if (!version || strcmp(version, "13") != 0) {
+    if (!header_has(req, "Connection", "upgrade") || !key || strlen(key) != 24 || !version) {
+        http_error(res, 400, "invalid_handshake",
+                   "a WebSocket handshake needs Connection: Upgrade, a 24-character "
+                   "Sec-WebSocket-Key and Sec-WebSocket-Version");
+        return;
+    }
+    if (strcmp(version, "13") != 0) {
         http_error(res, 426, "upgrade_required", "WebSocket version 13 is required");
         http_add_header(res, "Sec-WebSocket-Version", "13");
         return;

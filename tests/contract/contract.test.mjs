@@ -123,6 +123,9 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   covered.add("orders GET /ws 101");
   await call("orders", "GET", "/ws", `/ws?user_id=${user}`, { status: 426 });
   assert.equal(await upgrade("/ws", ws), 400, "an upgrade without user_id is refused");
+  // RFC 6455 §4.2: a malformed handshake is 400, another version is 426.
+  assert.equal(await upgrade(`/ws?user_id=${user}`, { ...ws, "Sec-WebSocket-Key": "short" }), 400);
+  assert.equal(await upgrade(`/ws?user_id=${user}`, { ...ws, "Sec-WebSocket-Version": "8" }), 426);
   covered.add("orders GET /ws 400");
 
   for (const service of ["orders", "payments"]) {

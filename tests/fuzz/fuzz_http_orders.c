@@ -1,0 +1,22 @@
+/* libFuzzer: raw HTTP to the orders service's routes (http_target.h). */
+#include "lib/db.h"
+#include "lib/ws.h"
+#include "orders/app.h"
+#include "orders/store.h"
+
+#include <signal.h>
+
+#define fuzz_routes orders_routes
+#define fuzz_nroutes ORDERS_NROUTES
+
+void *fuzz_app_start(void)
+{
+    static const db_stmt *const sets[] = {orders_stmts, NULL};
+    static orders_app app;
+    app.db = db_pool_new("postgresql://shop@127.0.0.1:1/orders", 4, sets);
+    app.hub = ws_hub_start(16, 60000);
+    app.redrive_after_ms = 5000;
+    return &app;
+}
+
+#include "http_target.h"

@@ -1,0 +1,19 @@
+/* libFuzzer: raw HTTP to the payments service's routes (http_target.h). */
+#include "lib/db.h"
+#include "payments/app.h"
+#include "payments/store.h"
+
+#include <signal.h>
+
+#define fuzz_routes payments_routes
+#define fuzz_nroutes PAYMENTS_NROUTES
+
+void *fuzz_app_start(void)
+{
+    static const db_stmt *const sets[] = {payments_stmts, NULL};
+    static payments_app app;
+    app.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
+    return &app;
+}
+
+#include "http_target.h"
