@@ -107,11 +107,22 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
     return run(c, "order_list", 3, params, out, limit);
 }
 
-int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
-                        order *changed, int max)
+int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *changed)
 {
-    const char *params[] = {ids, statuses, reasons};
-    return run(c, "orders_finish", 3, params, changed, max);
+    db_array ids, statuses, reasons;
+    db_array_begin(&ids), db_array_begin(&statuses), db_array_begin(&reasons);
+    for (int i = 0; i < n; i++) {
+        const char *status, *reason;
+        order_final_status(&results[i], &status, &reason);
+        db_array_add(&ids, results[i].order_id);
+        db_array_add(&statuses, status);
+        db_array_add(&reasons, reason);
+    }
+    db_array_end(&ids), db_array_end(&statuses), db_array_end(&reasons);
+    const char *params[] = {ids.text, statuses.text, reasons.text};
+    int rc = run(c, "orders_finish", 3, params, changed, n);
+    db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
+    return rc;
 }
 
 int store_notify(db_conn *c, const char *payload)

@@ -23,12 +23,11 @@ int store_order_get(db_conn *c, const char *id, order *out);
  * out[0..limit)), or -DB_*. */
 int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out);
 
-/* Moves each order of `ids` from NEW to its status and reason (three
- * array literals of equal length). Orders no longer NEW, or unknown, do
- * not change (a replay). Returns how many changed, as they are now (into
- * changed[0..max)), or -DB_*. */
-int store_orders_finish(db_conn *c, const char *ids, const char *statuses, const char *reasons,
-                        order *changed, int max);
+/* Moves the order of each of the `n` payment results from NEW to the
+ * status and reason it decides (order_final_status). Orders no longer NEW,
+ * or unknown, do not change (a replay). Returns how many changed, as they
+ * are now (into changed[0..n)), or -DB_*. */
+int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *changed);
 
 /* Claims up to `limit` NEW orders whose re-drive is due and schedules
  * their next one with exponential back-off (after_ms * 2^n, at most

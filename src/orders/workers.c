@@ -19,34 +19,29 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
                           consumer_verdict *verdicts)
 {
     orders_app *app = arg;
-    db_array ids, statuses, reasons;
-    db_array_begin(&ids), db_array_begin(&statuses), db_array_begin(&reasons);
+    payment_msg *results = calloc((size_t)n, sizeof *results);
+    order *changed = calloc((size_t)n, sizeof *changed);
+    if (!results || !changed) {
+        free(results), free(changed);
+        return -DB_FAILED;
+    }
+    int valid = 0;
     for (int i = 0; i < n; i++) {
         consumer_verdict *v = &verdicts[i];
-        payment_msg result;
-        if (msg_decode(msgs[i]->payload, msgs[i]->len, &result, v->why, sizeof v->why) < 0) {
+        if (msg_decode(msgs[i]->payload, msgs[i]->len, &results[valid], v->why, sizeof v->why) <
+            0) {
             v->poison = true;
-        } else if (result.type == MSG_PAYMENT_REQUESTED) {
+        } else if (results[valid].type == MSG_PAYMENT_REQUESTED) {
             snprintf(v->why, sizeof v->why, "payment.requested does not belong on %s",
                      MSG_TOPIC_RESULTS);
             v->poison = true;
         } else {
-            const char *status, *reason;
-            order_final_status(&result, &status, &reason);
-            db_array_add(&ids, result.order_id);
-            db_array_add(&statuses, status);
-            db_array_add(&reasons, reason);
+            valid++;
         }
     }
-    db_array_end(&ids), db_array_end(&statuses), db_array_end(&reasons);
-    int rc = 0, valid = ids.n, nchanged = 0;
-    order *changed = NULL;
-    if (valid) {
-        changed = calloc((size_t)valid, sizeof *changed);
-        rc = nchanged =
-            changed ? store_orders_finish(c, ids.text, statuses.text, reasons.text, changed, valid)
-                    : -DB_FAILED;
-    }
+    int rc = 0, nchanged = 0;
+    if (valid)
+        rc = nchanged = store_orders_finish(c, results, valid, changed);
     if (rc >= 0 && valid) {
         /* Everyone following these users hears of it once this commits. */
         live_batch_reset(&app->changed);
@@ -67,7 +62,7 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         }
     }
     free(changed);
-    db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
+    free(results);
     return rc < 0 ? rc : 0;
 }
 

@@ -1,5 +1,4 @@
 #include "payments/store.h"
-#include "payments/payment.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,13 +24,8 @@ const db_stmt payments_stmts[] = {
      "     l AS (INSERT INTO ledger (user_id, kind, amount)"
      "           SELECT user_id, 'deposit', $2 FROM a)"
      " SELECT " ACCOUNT_COLS " FROM a"},
-    {"payment_batch", "SELECT order_id, replayed, debited, has_account, coalesce(outcome, ''),"
-                      " coalesce(reason, ''), user_id, amount"
+    {"payment_batch", "SELECT order_id, replayed, outcome, coalesce(reason, ''), user_id, amount"
                       " FROM payment_batch($1::uuid[], $2::text[], $3::bigint[])"},
-    {"inbox_decide",
-     "UPDATE inbox i SET outcome = d.outcome, reason = nullif(d.reason, '')"
-     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(order_id, outcome, reason)"
-     " WHERE i.order_id = d.order_id"},
     {NULL, NULL},
 };
 
@@ -82,74 +76,36 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
 }
 
 /* The first message of the batch with the same order id, or i itself. */
-static int first_of(const payment_msg *reqs, int i)
-{
-    for (int j = 0; j < i; j++)
-        if (strcasecmp(reqs[j].order_id, reqs[i].order_id) == 0)
-            return j;
-    return i;
-}
-
 int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
                         bool *replayed)
 {
-    db_array orders, users, amounts, d_orders, d_outcomes, d_reasons;
-    PGresult *r = NULL;
-    int *row = calloc((size_t)n, sizeof *row), rc = 0;
+    if (n == 0)
+        return 0;
+    db_array orders, users, amounts;
     db_array_begin(&orders), db_array_begin(&users), db_array_begin(&amounts);
-    db_array_begin(&d_orders), db_array_begin(&d_outcomes), db_array_begin(&d_reasons);
-    if (!row) {
-        rc = -DB_FAILED;
-        goto done;
-    }
-    /* A duplicate inside the batch is answered like the first one. */
     for (int i = 0; i < n; i++) {
-        if (first_of(reqs, i) != i)
-            continue;
         char amount[24];
         snprintf(amount, sizeof amount, "%" PRId64, reqs[i].amount);
-        row[i] = orders.n;
         db_array_add(&orders, reqs[i].order_id);
         db_array_add(&users, reqs[i].user_id);
         db_array_add(&amounts, amount);
     }
     db_array_end(&orders), db_array_end(&users), db_array_end(&amounts);
     const char *params[] = {orders.text, users.text, amounts.text};
-    if ((rc = db_exec(c, "payment_batch", 3, params, &r)) < 0)
-        goto done;
-    for (int i = 0; i < n; i++) {
-        int first = first_of(reqs, i), k = row[first];
-        if (first != i) {
-            results[i] = results[first];
-            replayed[i] = true;
-            continue;
-        }
-        replayed[i] = strcmp(PQgetvalue(r, k, 1), "t") == 0;
-        if (replayed[i]) {
-            results[i] = reqs[i];
-            results[i].type = strcmp(PQgetvalue(r, k, 4), "completed") == 0 ? MSG_PAYMENT_COMPLETED
-                                                                            : MSG_PAYMENT_FAILED;
-            snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, k, 5));
-            snprintf(results[i].user_id, sizeof results[i].user_id, "%s", PQgetvalue(r, k, 6));
-            results[i].amount = strtoll(PQgetvalue(r, k, 7), NULL, 10);
-            continue;
-        }
-        payment_decide(&reqs[i], strcmp(PQgetvalue(r, k, 2), "t") == 0,
-                       strcmp(PQgetvalue(r, k, 3), "t") == 0, &results[i]);
-        db_array_add(&d_orders, reqs[i].order_id);
-        db_array_add(&d_outcomes,
-                     results[i].type == MSG_PAYMENT_COMPLETED ? "completed" : "failed");
-        db_array_add(&d_reasons, results[i].reason);
+    PGresult *r = NULL;
+    int rc = db_exec(c, "payment_batch", 3, params, &r);
+    /* One row per request, in order: the outcome as recorded (the rule is
+     * the function's, db/payments/005_payment_decides_once.sql). */
+    for (int i = 0; rc == 0 && i < n; i++) {
+        results[i] = reqs[i];
+        replayed[i] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+        results[i].type = strcmp(PQgetvalue(r, i, 2), "completed") == 0 ? MSG_PAYMENT_COMPLETED
+                                                                        : MSG_PAYMENT_FAILED;
+        snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, i, 3));
+        snprintf(results[i].user_id, sizeof results[i].user_id, "%s", PQgetvalue(r, i, 4));
+        results[i].amount = strtoll(PQgetvalue(r, i, 5), NULL, 10);
     }
-    db_array_end(&d_orders), db_array_end(&d_outcomes), db_array_end(&d_reasons);
-    if (d_orders.n) {
-        const char *decide[] = {d_orders.text, d_outcomes.text, d_reasons.text};
-        rc = db_exec(c, "inbox_decide", 3, decide, NULL);
-    }
-done:
     PQclear(r);
-    free(row);
     db_array_free(&orders), db_array_free(&users), db_array_free(&amounts);
-    db_array_free(&d_orders), db_array_free(&d_outcomes), db_array_free(&d_reasons);
     return rc;
 }

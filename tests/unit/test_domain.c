@@ -1,6 +1,7 @@
-/* The domain rules of both services: pure, no servers. */
+/* The orders domain rules: pure, no servers. (The payment rule lives in
+ * one place, the payment_batch function, and is tested against the real
+ * database: tests/integration.) */
 #include "orders/order.h"
-#include "payments/payment.h"
 
 #include <criterion/criterion.h>
 #include <string.h>
@@ -11,21 +12,6 @@ static payment_msg request(void)
     strcpy(r.order_id, "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a");
     strcpy(r.user_id, "alice");
     return r;
-}
-
-Test(payment, decides_by_debit_and_account)
-{
-    payment_msg req = request(), res;
-    payment_decide(&req, true, true, &res);
-    cr_assert_eq(res.type, MSG_PAYMENT_COMPLETED);
-    cr_assert_str_eq(res.order_id, req.order_id);
-    cr_assert_eq(res.amount, 30);
-    cr_assert_str_eq(res.reason, "");
-    payment_decide(&req, false, true, &res);
-    cr_assert_eq(res.type, MSG_PAYMENT_FAILED);
-    cr_assert_str_eq(res.reason, "insufficient_funds");
-    payment_decide(&req, false, false, &res);
-    cr_assert_str_eq(res.reason, "account_not_found");
 }
 
 Test(order, final_status_follows_the_result)
