@@ -32,6 +32,10 @@ typedef struct db_stmt {
     const char *sql;
 } db_stmt;
 
+/* A timestamptz column as the API shows it: UTC, milliseconds, ISO 8601
+ * ("2026-11-25T12:11:29.595Z"). For SQL text: TS("created_at"). */
+#define DB_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 typedef struct db_pool db_pool;
 typedef struct db_conn db_conn;
 

@@ -21,7 +21,7 @@ const db_stmt idem_stmts[] = {
     {NULL, NULL},
 };
 
-static char *fingerprint(const http_req *req)
+char *idem_fingerprint(const http_req *req)
 {
     char *body = NULL;
     if (req->json)
@@ -87,7 +87,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void 
     if (rc == 0 && key)
         rc = db_begin(c);
     if (rc == 0 && key) {
-        fp = fingerprint(req);
+        fp = idem_fingerprint(req);
         rc = fp ? claim(c, key, fp, res) : -DB_FAILED;
         if (rc == 1) { /* answered from the stored row */
             rc = 0;

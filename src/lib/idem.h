@@ -26,6 +26,12 @@ typedef int (*idem_work)(db_conn *conn, http_req *req, http_res *res, void *arg)
  * the work again. */
 void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void *arg);
 
+/* What a key remembers of its request, hashed by the database: method,
+ * path and the body, canonical (compact, keys sorted) when it was parsed
+ * as JSON, so that a retry with its members in another order matches.
+ * Caller frees; NULL without memory. */
+char *idem_fingerprint(const http_req *req);
+
 /* Deletes up to `batch` keys older than `max_age_s`; returns how many, or
  * a negative -DB_* code. */
 int idem_purge(db_conn *conn, int max_age_s, int batch);

@@ -1,10 +1,15 @@
 #include "lib/svc.h"
 #include "lib/config.h"
 #include "lib/db.h"
+#include "lib/docs.h"
+#include "lib/idem.h"
 #include "lib/log.h"
+#include "lib/ticker.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int svc_http_config(http_config *cfg, int default_port)
@@ -91,4 +96,106 @@ int svc_wait(const sigset_t *set)
     int sig = 0;
     sigwait(set, &sig);
     return sig;
+}
+
+int svc_run(const svc_def *def, void *app)
+{
+    log_init(def->name, log_level_parse(cfg_str("LOG_LEVEL", "info")));
+    sigset_t signals;
+    svc_block_signals(&signals);
+
+    svc_parts *parts = (svc_parts *)((char *)app + def->parts);
+    http_config http;
+    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms, consumer_gather_ms,
+        idem_ret, purge_ms;
+    if (svc_http_config(&http, def->port) < 0 ||
+        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
+        cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
+        cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
+        cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
+        cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
+        cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
+        cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0 ||
+        (def->configure && def->configure(app) < 0))
+        return 2;
+    parts->idempotency_retention_s = (int)idem_ret;
+    const char *db_url = cfg_str(def->db_url, def->db_url_default);
+    const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
+    const char *migrations = cfg_str(def->migrations, def->migrations_default);
+    const char *spec = cfg_str(def->spec, def->spec_default);
+    const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
+
+    /* The service's statements, then those every service shares. */
+    const db_stmt *sets[16];
+    size_t nsets = 0;
+    for (const db_stmt *const *set = def->stmt_sets; *set && nsets < 12; set++)
+        sets[nsets++] = *set;
+    sets[nsets++] = idem_stmts;
+    sets[nsets++] = outbox_stmts;
+    sets[nsets++] = consumer_stmts;
+    sets[nsets] = NULL;
+
+    int rc = 1;
+    bool started = false;
+    docs api_docs = {0};
+    http_server *srv = NULL;
+    ticker *purge = NULL;
+    http_route *routes = calloc(def->nroutes + DOCS_NROUTES, sizeof *routes);
+    char relay_id[64];
+    snprintf(relay_id, sizeof relay_id, "%s-relay", def->name);
+    outbox_relay_config relay = {.brokers = brokers,
+                                 .client_id = relay_id,
+                                 .batch = (int)relay_batch,
+                                 .poll_ms = (int)relay_poll_ms,
+                                 .gather_ms = (int)relay_gather_ms};
+    consumer_config cc = {.brokers = brokers,
+                          .group = def->name,
+                          .client_id = def->name,
+                          .topic = def->topic,
+                          .batch = (int)consumer_batch,
+                          .gather_ms = (int)consumer_gather_ms,
+                          .handle = def->handle,
+                          .after_commit = def->after_commit,
+                          .app = app};
+
+    if (!routes || svc_migrate(db_url, migrations, &signals) < 0 ||
+        !(parts->db = svc_db_pool(db_url, sets)) ||
+        !(parts->relay = outbox_relay_start(parts->db, &relay)))
+        goto done;
+    started = true;
+    if ((def->start && def->start(app, db_url) < 0) ||
+        !(parts->consumer = consumer_start(parts->db, &cc)) ||
+        !(purge = ticker_start((int)purge_ms, def->purge, app)) ||
+        docs_load(&api_docs, spec, docs_assets, def->docs_title) < 0)
+        goto done;
+    memcpy(routes, def->routes, def->nroutes * sizeof *routes);
+    docs_routes(&api_docs, routes + def->nroutes);
+    if (!(srv = http_start(&http, routes, def->nroutes + DOCS_NROUTES, &def->hooks, app)))
+        goto done;
+    log_msg(LOG_INFO, NULL, "%s listening on http://%s:%d", def->name, http.host, http.port);
+
+    int sig = svc_wait(&signals);
+    log_msg(LOG_INFO, NULL, "stopping on signal %d", sig);
+    rc = 0;
+done:
+    /* In dependency order: each part stops before what it uses goes away.
+     * The service's `close` first (orders closes its WebSockets, which
+     * libmicrohttpd wants closed before it stops), then no new request,
+     * no new batch, no purge; then the service's own parts (orders' live
+     * listener and hub, used by the consumer until here); the relay and
+     * the pool last, as everything above uses them. */
+    if (started && def->close)
+        def->close(app);
+    http_stop(srv);
+    ticker_stop(purge);
+    consumer_stop(parts->consumer);
+    if (started && def->stop)
+        def->stop(app);
+    docs_free(&api_docs);
+    free(routes);
+    outbox_relay_stop(parts->relay);
+    db_pool_free(parts->db);
+    if (rc == 0)
+        log_msg(LOG_INFO, NULL, "stopped");
+    return rc;
 }

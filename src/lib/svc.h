@@ -2,6 +2,7 @@
 #ifndef SHOP_SVC_H
 #define SHOP_SVC_H
 
+#include "lib/consumer.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
@@ -35,5 +36,51 @@ void svc_db_error(http_res *res, int rc);
 
 /* Waits for a signal of `set`; returns its number. */
 int svc_wait(const sigset_t *set);
+
+/* ---- the skeleton both services share ---- */
+
+/* What every service has, inside its app struct (svc_def.parts says where):
+ * filled by svc_run, borrowed by handlers and workers. */
+typedef struct svc_parts {
+    db_pool *db;
+    outbox_relay *relay;
+    consumer *consumer;
+    int idempotency_retention_s;
+} svc_parts;
+
+/* A service: what differs between orders and payments. */
+typedef struct svc_def {
+    const char *name;   /* "orders": logs and messages */
+    int port;           /* HTTP_PORT's default */
+    const char *db_url; /* the setting that names the database, and its default */
+    const char *db_url_default;
+    const char *migrations, *migrations_default;  /* setting, default folder */
+    const char *spec, *spec_default, *docs_title; /* the OpenAPI document */
+    const db_stmt *const *stmt_sets;              /* the service's own; shared ones added */
+    const http_route *routes;
+    size_t nroutes;
+    http_hooks hooks;
+    const char *topic; /* consumed, as the consumer group `name` */
+    consumer_handle_fn handle;
+    void (*after_commit)(void *app); /* may be NULL */
+    void (*purge)(void *app);        /* every PURGE_INTERVAL_MS */
+    size_t parts;                    /* offsetof(app type, its svc_parts) */
+    /* The service's own settings and parts (each may be NULL). `configure`
+     * reads settings (< 0: a bad one, logged). `start` runs once the pool
+     * and the relay exist, before the consumer and HTTP; `close` is the
+     * first step of shutting down (before HTTP stops); `stop` runs once
+     * HTTP, the consumer and the purge stopped, before the relay and the
+     * pool go. */
+    int (*configure)(void *app);
+    int (*start)(void *app, const char *db_url);
+    void (*close)(void *app);
+    void (*stop)(void *app);
+} svc_def;
+
+/* Runs a service until SIGTERM or SIGINT: settings, migrations, pool,
+ * relay, the service's own parts, consumer, purge, docs, HTTP; then stops
+ * them in the reverse order of what uses what. Returns the process's exit
+ * status (2: a bad setting). */
+int svc_run(const svc_def *def, void *app);
 
 #endif

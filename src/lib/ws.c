@@ -34,7 +34,19 @@ typedef struct ws_conn {
     uint32_t events; /* epoll interest */
     bool dead;       /* removed; freed after the current epoll batch */
     struct ws_conn *next;
+    struct ws_topic *t;              /* the index entry of its topic */
+    struct ws_conn *t_next, *t_prev; /* the other connections on that topic */
 } ws_conn;
+
+/* Connections by topic (a user id): a message for one user reaches that
+ * user's connections without a look at anybody else's. Chained hashing by
+ * hand: a few dozen lines, where a library would be a new dependency. */
+#define WS_BUCKETS 1024
+typedef struct ws_topic {
+    char *name;
+    ws_conn *conns;
+    struct ws_topic *next;
+} ws_topic;
 
 typedef struct ws_msg {
     char *topic, *text;
@@ -49,8 +61,10 @@ struct ws_hub {
     ws_conn *incoming;
     ws_msg *pending, *pending_tail;
     bool stopping;
-    ws_conn *conns; /* the hub thread's alone */
+    ws_conn *conns; /* the hub thread's alone, as are the three below */
     ws_conn *dead;  /* removed, to be freed once no epoll entry can name them */
+    ws_topic *topics[WS_BUCKETS];
+    int64_t next_keep_alive_ms;
     atomic_int count;
     _Atomic uint64_t sent, dropped_slow, accepted, closed_too_big;
 };
@@ -125,6 +139,56 @@ static const struct wslay_event_callbacks callbacks = {
 
 /* ---- the hub thread ---- */
 
+static ws_topic **topic_link(ws_hub *hub, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    ws_topic **link = &hub->topics[h % WS_BUCKETS];
+    while (*link && strcmp((*link)->name, name) != 0)
+        link = &(*link)->next;
+    return link; /* the entry, or the NULL at the end of its chain */
+}
+
+static bool index_add(ws_hub *hub, ws_conn *c)
+{
+    ws_topic **link = topic_link(hub, c->topic);
+    if (!*link) {
+        ws_topic *t = calloc(1, sizeof *t);
+        if (!t || !(t->name = strdup(c->topic))) {
+            free(t);
+            return false;
+        }
+        *link = t;
+    }
+    c->t = *link;
+    c->t_prev = NULL;
+    c->t_next = c->t->conns;
+    if (c->t_next)
+        c->t_next->t_prev = c;
+    c->t->conns = c;
+    return true;
+}
+
+static void index_remove(ws_hub *hub, ws_conn *c)
+{
+    if (!c->t)
+        return;
+    if (c->t_prev)
+        c->t_prev->t_next = c->t_next;
+    else
+        c->t->conns = c->t_next;
+    if (c->t_next)
+        c->t_next->t_prev = c->t_prev;
+    if (!c->t->conns) { /* the topic's last connection: the entry goes */
+        ws_topic **link = topic_link(hub, c->t->name);
+        *link = c->t->next;
+        free(c->t->name);
+        free(c->t);
+    }
+    c->t = NULL;
+}
+
 static void conn_close(ws_hub *hub, ws_conn *c)
 {
     if (wslay_event_get_close_sent(c->ctx) &&
@@ -177,6 +241,7 @@ static void remove_conn(ws_hub *hub, ws_conn *dead)
         if (*p == dead) {
             *p = dead->next;
             dead->dead = true;
+            index_remove(hub, dead);
             epoll_ctl(hub->epfd, EPOLL_CTL_DEL, dead->fd, NULL);
             dead->next = hub->dead;
             hub->dead = dead;
@@ -197,10 +262,11 @@ static void bury_dead(ws_hub *hub)
 
 static void deliver(ws_hub *hub, ws_msg *m)
 {
-    for (ws_conn *c = hub->conns, *next; c; c = next) {
-        next = c->next;
-        if (m->topic && strcmp(c->topic, m->topic) != 0)
-            continue;
+    ws_topic *t = NULL;
+    if (m->topic && !(t = *topic_link(hub, m->topic)))
+        return; /* nobody follows it */
+    for (ws_conn *c = t ? t->conns : hub->conns, *next; c; c = next) {
+        next = t ? c->t_next : c->next;
         if ((int)wslay_event_get_queued_msg_count(c->ctx) >= hub->max_queue) {
             /* Too slow to follow: say so and let it reconnect and reload. */
             atomic_fetch_add(&hub->dropped_slow, 1);
@@ -235,7 +301,8 @@ static void take_new_work(ws_hub *hub)
         c->events = EPOLLIN;
         c->next = hub->conns;
         hub->conns = c;
-        if (epoll_ctl(hub->epfd, EPOLL_CTL_ADD, c->fd, &e) != 0 || !conn_io(hub, c, 0))
+        if (!index_add(hub, c) || epoll_ctl(hub->epfd, EPOLL_CTL_ADD, c->fd, &e) != 0 ||
+            !conn_io(hub, c, 0))
             remove_conn(hub, c);
     }
     while (msgs) {
@@ -248,9 +315,14 @@ static void take_new_work(ws_hub *hub)
     }
 }
 
+/* Pings and drops, at most four times per ping interval (not at every
+ * wake-up: a busy hub wakes for every published batch). */
 static void keep_alive(ws_hub *hub)
 {
     int64_t now = clock_now_ms();
+    if (now < hub->next_keep_alive_ms)
+        return;
+    hub->next_keep_alive_ms = now + (hub->ping_ms >= 40 ? hub->ping_ms / 4 : 10);
     for (ws_conn *c = hub->conns, *next; c; c = next) {
         next = c->next;
         bool ok = true;
@@ -297,6 +369,7 @@ static void *hub_main(void *arg)
         wslay_event_queue_close(c->ctx, 1001, (const uint8_t *)"going away", 10);
         wslay_event_send(c->ctx);
         hub->conns = c->next;
+        index_remove(hub, c);
         conn_close(hub, c);
     }
     bury_dead(hub);

@@ -67,9 +67,9 @@ static void create_order(http_req *req, http_res *res)
         return;
     }
     a.amount = amount;
-    idem_run(app->db, req, res, create_order_tx, &a);
+    idem_run(app->svc.db, req, res, create_order_tx, &a);
     if (res->status == 201)
-        outbox_relay_wake(app->relay);
+        outbox_relay_wake(app->svc.relay);
 }
 
 static void get_order(http_req *req, http_res *res)
@@ -82,10 +82,10 @@ static void get_order(http_req *req, http_res *res)
     }
     db_conn *c = NULL;
     order o;
-    int rc = db_acquire(app->db, 1000, &c);
+    int rc = db_acquire(app->svc.db, 1000, &c);
     if (rc == 0)
         rc = store_order_get(c, id, &o);
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (rc == 0)
         http_json(res, 200, order_json(&o));
     else if (rc == -ENOENT)
@@ -115,11 +115,11 @@ static void list_orders(http_req *req, http_res *res)
     }
     order *orders = calloc((size_t)limit + 1, sizeof *orders);
     db_conn *c = NULL;
-    int rc = orders ? db_acquire(app->db, 1000, &c) : -DB_FAILED;
+    int rc = orders ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
     /* One more than asked tells whether a next page exists. */
     if (rc == 0)
         rc = store_order_list(c, user_id, cursor, (int)limit + 1, orders);
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (rc < 0) {
         svc_db_error(res, rc);
         free(orders);
@@ -164,5 +164,5 @@ _Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,
 bool orders_ready(void *arg, json_t *checks)
 {
     orders_app *app = arg;
-    return svc_ready(app->db, app->relay, checks);
+    return svc_ready(app->svc.db, app->svc.relay, checks);
 }

@@ -7,6 +7,8 @@
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
+#include "lib/svc.h"
+#include "lib/ticker.h"
 #include "lib/ws.h"
 #include "orders/live.h"
 #include "orders/order.h"
@@ -15,14 +17,13 @@
 #include <stdint.h>
 
 typedef struct orders_app {
-    db_pool *db;
-    outbox_relay *relay;
-    consumer *results;
+    svc_parts svc; /* pool, relay, the payment.results consumer */
     ws_hub *hub;
     live *live;
+    ticker *redrive;
     live_batch changed; /* the results consumer thread's alone */
-    int redrive_after_ms, redrive_max_ms;
-    int idempotency_retention_s;
+    int redrive_after_ms, redrive_max_ms, redrive_check_ms;
+    int ws_queue, ws_ping_ms;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;

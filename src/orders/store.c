@@ -5,10 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define ORDER_COLS                                                                                 \
-    "id, user_id, amount, description, status, coalesce(reason, ''), " TS("created_at") ", " TS(   \
-        "updated_at") ", seq"
+    "id, user_id, amount, description, status, coalesce(reason, ''), " DB_TS(                      \
+        "created_at") ", " DB_TS("updated_at") ", seq"
 
 const db_stmt orders_stmts[] = {
     /* The order and its payment request in one statement: atomic without

@@ -72,7 +72,7 @@ void orders_redrive(void *arg)
     order *due = calloc(REDRIVE_BATCH, sizeof *due);
     db_conn *c = NULL;
     int n = 0;
-    int rc = due ? db_acquire(app->db, 1000, &c) : -DB_FAILED;
+    int rc = due ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
     if (rc == 0)
         rc = db_begin(c);
     if (rc == 0)
@@ -92,11 +92,11 @@ void orders_redrive(void *arg)
         log_msg(LOG_WARN, NULL, "re-drive failed (%s, SQLSTATE %s); trying again next tick",
                 db_strerror(rc), c && db_sqlstate(c)[0] ? db_sqlstate(c) : "none");
     }
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (rc == 0 && n > 0) {
         atomic_fetch_add(&app->redrives, (uint64_t)n);
         log_msg(LOG_INFO, NULL, "re-drove %d orders still NEW", n);
-        outbox_relay_wake(app->relay);
+        outbox_relay_wake(app->svc.relay);
     }
     free(due);
 }
@@ -105,14 +105,14 @@ void orders_purge(void *arg)
 {
     orders_app *app = arg;
     db_conn *c = NULL;
-    int n = db_acquire(app->db, 1000, &c), keys = 0;
-    while (n == 0 && (n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+    int n = db_acquire(app->svc.db, 1000, &c), keys = 0;
+    while (n == 0 && (n = idem_purge(c, app->svc.idempotency_retention_s, 1000)) > 0)
         keys += n;
     if (n < 0) {
         atomic_fetch_add(&app->purge_failures, 1);
         log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
     }
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (keys)
         log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
 }
@@ -120,8 +120,8 @@ void orders_purge(void *arg)
 void orders_metrics(void *arg, FILE *out)
 {
     orders_app *app = arg;
-    outbox_relay_metrics(app->relay, out);
-    consumer_metrics(app->results, out);
+    outbox_relay_metrics(app->svc.relay, out);
+    consumer_metrics(app->svc.consumer, out);
     ws_metrics(app->hub, out);
     metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
     fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",

@@ -59,7 +59,7 @@ static void create_account(http_req *req, http_res *res)
     if (http_body_unpack(req, res, "{s:s}", "user_id", &user_id) < 0 ||
         !check_user_id(res, user_id))
         return;
-    idem_run(app->db, req, res, create_account_tx, (void *)user_id);
+    idem_run(app->svc.db, req, res, create_account_tx, (void *)user_id);
 }
 
 static void get_account(http_req *req, http_res *res)
@@ -70,10 +70,10 @@ static void get_account(http_req *req, http_res *res)
         return;
     db_conn *c = NULL;
     account a;
-    int rc = db_acquire(app->db, 1000, &c);
+    int rc = db_acquire(app->svc.db, 1000, &c);
     if (rc == 0)
         rc = store_account_get(c, user_id, &a);
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (answer(res, rc, 200, &a, user_id) < 0)
         svc_db_error(res, rc);
 }
@@ -105,7 +105,7 @@ static void deposit(http_req *req, http_res *res)
         return;
     }
     d.amount = amount;
-    idem_run(app->db, req, res, deposit_tx, &d);
+    idem_run(app->svc.db, req, res, deposit_tx, &d);
 }
 
 const http_route payments_routes[] = {
@@ -119,5 +119,5 @@ _Static_assert(sizeof payments_routes / sizeof *payments_routes == PAYMENTS_NROU
 bool payments_ready(void *arg, json_t *checks)
 {
     payments_app *app = arg;
-    return svc_ready(app->db, app->relay, checks);
+    return svc_ready(app->svc.db, app->svc.relay, checks);
 }

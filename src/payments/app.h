@@ -7,15 +7,13 @@
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
+#include "lib/svc.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
 
 typedef struct payments_app {
-    db_pool *db;
-    outbox_relay *relay;
-    consumer *requests;
-    int idempotency_retention_s;
+    svc_parts svc;                                /* pool, relay, the payment.requests consumer */
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
     _Atomic uint64_t purge_failures;              /* logged, never swallowed */
 } payments_app;

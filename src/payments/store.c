@@ -7,8 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define ACCOUNT_COLS "user_id, balance, " TS("created_at") ", " TS("updated_at")
+#define ACCOUNT_COLS "user_id, balance, " DB_TS("created_at") ", " DB_TS("updated_at")
 
 const db_stmt payments_stmts[] = {
     {"account_create", "INSERT INTO accounts (user_id) VALUES ($1)"

@@ -64,26 +64,26 @@ done:
 void payments_after_commit(void *arg)
 {
     payments_app *app = arg;
-    outbox_relay_wake(app->relay);
+    outbox_relay_wake(app->svc.relay);
 }
 
 void payments_purge(void *arg)
 {
     payments_app *app = arg;
     db_conn *c = NULL;
-    int n = db_acquire(app->db, 1000, &c), keys = 0;
+    int n = db_acquire(app->svc.db, 1000, &c), keys = 0;
     /* Only what is transient: expired Idempotency-Keys, in small batches,
      * each its own transaction. The inbox is never purged: it records each
      * order's decided outcome for ever, so that a request replayed at any
      * age (a consumer group whose offsets expired re-reads from the start)
      * gets the same answer and never a debit it was refused. */
-    while (n == 0 && (n = idem_purge(c, app->idempotency_retention_s, 1000)) > 0)
+    while (n == 0 && (n = idem_purge(c, app->svc.idempotency_retention_s, 1000)) > 0)
         keys += n;
     if (n < 0) {
         atomic_fetch_add(&app->purge_failures, 1);
         log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
     }
-    db_release(app->db, c);
+    db_release(app->svc.db, c);
     if (keys)
         log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
 }
@@ -91,8 +91,8 @@ void payments_purge(void *arg)
 void payments_metrics(void *arg, FILE *out)
 {
     payments_app *app = arg;
-    outbox_relay_metrics(app->relay, out);
-    consumer_metrics(app->requests, out);
+    outbox_relay_metrics(app->svc.relay, out);
+    consumer_metrics(app->svc.consumer, out);
     metrics_header(out, "payments_total", "counter",
                    "Payment requests decided, by outcome (replayed: a duplicate answered again)");
     fprintf(out, "payments_total{outcome=\"completed\"} %" PRIu64 "\n",

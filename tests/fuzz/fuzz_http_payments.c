@@ -12,7 +12,7 @@ void *fuzz_app_start(void)
 {
     static const db_stmt *const sets[] = {payments_stmts, NULL};
     static payments_app app;
-    app.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
+    app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
     return &app;
 }
 

@@ -1,10 +1,12 @@
 /* libFuzzer: the small parsers an outsider's bytes reach before any
  * database: user ids, order ids (UUIDs), Idempotency-Keys, request ids,
  * integers of the query string (limit, cursor), descriptions, the UTF-8
- * repair of echoed text, and the router's path matching against every
- * route pattern of both services. Checks what each promises. */
+ * repair of echoed text, the router's path matching against every route
+ * pattern of both services, and an Idempotency-Key's fingerprint of a
+ * body. Checks what each promises. */
 #include "lib/config.h"
 #include "lib/http.h"
+#include "lib/idem.h"
 #include "lib/valid.h"
 #include "orders/order.h"
 
@@ -54,6 +56,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int k = 0; k < n; k++) /* each parameter is one non-empty segment */
             if (params[k][0] == '\0' || strchr(params[k], '/'))
                 __builtin_trap();
+    }
+
+    /* The fingerprint of a JSON body is canonical: the same members in
+     * another order (jansson's own output, unsorted) give the same one. */
+    json_t *body = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+    if (body) {
+        http_req req = {.method = "POST",
+                        .path = "/orders",
+                        .body = (const char *)data,
+                        .body_len = size,
+                        .json = body};
+        char *fp = idem_fingerprint(&req);
+        char *again_text = json_dumps(body, JSON_INDENT(1) | JSON_ENCODE_ANY);
+        json_t *again = again_text ? json_loads(again_text, 0, NULL) : NULL;
+        req.json = again;
+        char *fp2 = again ? idem_fingerprint(&req) : NULL;
+        if (fp && fp2 && strcmp(fp, fp2) != 0)
+            __builtin_trap();
+        json_t *probe = fp ? json_string(fp) : NULL; /* UTF-8, as convert_to wants */
+        if (fp && !probe)
+            __builtin_trap();
+        json_decref(probe);
+        free(fp), free(fp2), free(again_text);
+        json_decref(again);
+        json_decref(body);
     }
 
     /* After the repair, the text is UTF-8 that jansson accepts. */
