@@ -188,9 +188,13 @@ int64_t orders_with(const char *user, const char *status)
 void *place_orders(void *arg)
 {
     burst *b = arg;
-    for (int i = 0; i < b->orders; i++)
-        if (place_order(b->user, b->amount, NULL) == 201)
+    for (int i = 0; i < b->orders; i++) {
+        long status = place_order(b->user, b->amount, NULL);
+        if (status == 201)
             atomic_fetch_add(&b->accepted, 1);
+        else if (status < 100)
+            atomic_fetch_add(&b->unanswered, 1);
+    }
     atomic_store(&b->done, true);
     return NULL;
 }

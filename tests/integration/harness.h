@@ -68,6 +68,7 @@ typedef struct burst {
     int orders;
     int64_t amount;
     atomic_int accepted;
+    atomic_int unanswered; /* no HTTP answer at all: committed or not, unknown */
     atomic_bool done;
 } burst;
 void *place_orders(void *burst);
