@@ -7,7 +7,7 @@ BUILD ?= build
 SAN   ?= 0
 
 CC     ?= cc
-PKGS    = libmicrohttpd jansson libpq rdkafka nettle
+PKGS    = libmicrohttpd jansson libpq rdkafka nettle libsodium
 # Deferred (=) so that pkg-config only runs when something is compiled: on a
 # fresh machine `make start` installs the packages before it gets that far.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -31,6 +31,7 @@ ALL_CFLAGS = $(CFLAGS_COMMON) $(CFLAGS_OPT) $(PKG_CFLAGS) $(CFLAGS)
 LIB_SRC      = $(wildcard src/lib/*.c)
 PAYMENTS_SRC = $(filter-out src/payments/main.c,$(wildcard src/payments/*.c))
 ORDERS_SRC   = $(filter-out src/orders/main.c,$(wildcard src/orders/*.c))
+IDENTITY_SRC = $(filter-out src/identity/main.c,$(wildcard src/identity/*.c))
 # Pure domain modules: what the unit tests may link besides src/lib.
 DOMAIN_SRC   = src/orders/order.c
 # Modules of a service that unit tests exercise without a server.
@@ -41,7 +42,7 @@ CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments
+BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/identity
 BENCH = $(BUILD)/bin/loadgen
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
@@ -120,9 +121,10 @@ FUZZ_DIR = build/fuzz
 fuzz:
 	@scripts/fuzz.sh
 
-fuzzers: $(BUILD)/fuzz_msg $(BUILD)/fuzz_input $(BUILD)/fuzz_ws $(BUILD)/fuzz_http_orders $(BUILD)/fuzz_http_payments
+fuzzers: $(BUILD)/fuzz_msg $(BUILD)/fuzz_token $(BUILD)/fuzz_input $(BUILD)/fuzz_ws $(BUILD)/fuzz_http_orders $(BUILD)/fuzz_http_payments
 
 $(BUILD)/fuzz_msg: $(call obj,tests/fuzz/fuzz_msg.c $(LIB_SRC))
+$(BUILD)/fuzz_token: $(call obj,tests/fuzz/fuzz_token.c $(LIB_SRC))
 $(BUILD)/fuzz_input: $(call obj,tests/fuzz/fuzz_input.c $(DOMAIN_SRC) $(LIB_SRC))
 $(BUILD)/fuzz_ws: $(call obj,tests/fuzz/fuzz_ws.c $(filter-out src/lib/ws.c,$(LIB_SRC)))
 $(BUILD)/fuzz_http_orders: $(call obj,tests/fuzz/fuzz_http_orders.c $(ORDERS_SRC) $(LIB_SRC))
@@ -138,6 +140,11 @@ bench:
 	@scripts/bench.sh
 
 $(BUILD)/bin/payments: $(call obj,src/payments/main.c $(PAYMENTS_SRC) $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/bin/identity: $(call obj,src/identity/main.c $(IDENTITY_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)

@@ -16,7 +16,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(
   # build
   gcc make pkg-config libc6-dev
-  libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev
+  libmicrohttpd-dev libjansson-dev libpq-dev librdkafka-dev libwslay-dev nettle-dev libsodium-dev
   libcurl4-openssl-dev
   # run: the database, the broker (Debian's Java 17 runs Apache Kafka, which
   # Maven fetches; kcat asks it for metadata), the gateway

@@ -13,6 +13,8 @@ PAYMENTS_PORT=${PAYMENTS_PORT:-8081}
 # One payments instance per port; they share the consumer group (Kafka
 # spreads the partitions over them) and the gateway balances across them.
 PAYMENTS_PORTS=${PAYMENTS_PORTS:-$PAYMENTS_PORT}
+IDENTITY_PORT=${IDENTITY_PORT:-8082}
+IDENTITY_PORTS=${IDENTITY_PORTS:-$IDENTITY_PORT}
 SHOP_LOG_LEVEL=${SHOP_LOG_LEVEL:-info}
 # The gateway's limits per client address: API requests a second and the
 # burst allowed on top (beyond: 429), open connections, open WebSockets.
@@ -21,6 +23,9 @@ GATEWAY_RATE=${GATEWAY_RATE:-100}
 GATEWAY_BURST=${GATEWAY_BURST:-200}
 GATEWAY_CONNS=${GATEWAY_CONNS:-256}
 GATEWAY_WS_CONNS=${GATEWAY_WS_CONNS:-16}
+# Sign-ins and sign-ups a minute per address (a burst of 10 on top); the
+# identity service also slows failures per user id.
+GATEWAY_SIGNIN_RATE=${GATEWAY_SIGNIN_RATE:-30}
 GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-}
 # The user PostgreSQL runs as: it refuses to run as root.
 if [ "$(id -u)" = 0 ]; then PG_USER=${PG_USER:-postgres}; else PG_USER=$(id -un); fi
@@ -53,3 +58,7 @@ RUN_DIR=$SHOP_VAR/run
 DB_URL_BASE="postgresql://shop@127.0.0.1:$PG_PORT"
 ORDERS_DATABASE_URL=${ORDERS_DATABASE_URL:-$DB_URL_BASE/orders}
 PAYMENTS_DATABASE_URL=${PAYMENTS_DATABASE_URL:-$DB_URL_BASE/payments}
+IDENTITY_DATABASE_URL=${IDENTITY_DATABASE_URL:-$DB_URL_BASE/identity}
+# The identity service's signing key (made on its first start, mode 0600)
+# and its public half (.pub), which orders and payments read.
+AUTH_KEY_FILE=${AUTH_KEY_FILE:-$SHOP_VAR/identity-signing.key}

@@ -233,7 +233,7 @@ CONF
     say "the database now asks for the password in var/pg-password (was: trust)" >&2
   fi
   local db
-  for db in orders payments; do
+  for db in identity orders payments; do
     if [ -z "$("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
       "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U shop "$db"
@@ -415,7 +415,7 @@ kafka_wipe_data() {
 
 # ---- services ----
 
-service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8082, payments)
+service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8090, payments)
   local name=$1 port=$2 bin=${1%%-*}; shift 2
   alive_pid "$name" "bin/$bin" >/dev/null && return 0
   [ -x "$SHOP_BUILD/bin/$bin" ] || die "$SHOP_BUILD/bin/$bin is not built: run make build"
@@ -457,6 +457,8 @@ gateway_render() {
   [ "$work" != "$dir" ] && [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$work"
   for port in $ORDERS_PORTS; do orders+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
   for port in $PAYMENTS_PORTS; do payments+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  local identity=""
+  for port in $IDENTITY_PORTS; do identity+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
   # Per client address: requests a second (burst on top), connections, and
   # WebSockets; addresses in GATEWAY_UNLIMITED are not limited (the
   # benchmark's and the tests' load generators).
@@ -465,9 +467,11 @@ gateway_render() {
   sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@STATIC@|$static|g" -e "s|@WORK@|$work|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
       -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" -e "s|@RATE@|$GATEWAY_RATE|g" \
       -e "s|@BURST@|$GATEWAY_BURST|g" -e "s|@CONNS@|$GATEWAY_CONNS|g" -e "s|@WS_CONNS@|$GATEWAY_WS_CONNS|g" \
+      -e "s|@SIGNIN_RATE@|$GATEWAY_SIGNIN_RATE|g" \
       "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
-  awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" -v u="${unlimited%$'\n'}" \
+  awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" -v i="${identity%$'\n'}" -v u="${unlimited%$'\n'}" \
     '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p;
+       else if ($0 == "@IDENTITY_SERVERS@") print i;
        else if ($0 == "@UNLIMITED@") { if (u != "") print u } else print }' \
     "$dir/nginx.conf.tmp" >"$dir/nginx.conf"
   rm -f "$dir/nginx.conf.tmp"
@@ -502,6 +506,12 @@ instance_name() { # instance_name SERVICE PORT PORTS
 
 services_start() {
   local port
+  # Identity first: it makes the signing key on its first start, and the
+  # other services read its public half.
+  for port in $IDENTITY_PORTS; do
+    service_start "$(instance_name identity "$port" "$IDENTITY_PORTS")" "$port" \
+      IDENTITY_DATABASE_URL="$IDENTITY_DATABASE_URL" AUTH_PRIVATE_KEY_FILE="$AUTH_KEY_FILE"
+  done
   for port in $PAYMENTS_PORTS; do
     service_start "$(instance_name payments "$port" "$PAYMENTS_PORTS")" "$port" \
       PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
@@ -516,6 +526,7 @@ services_stop() {
   local port
   for port in $ORDERS_PORTS; do service_stop "$(instance_name orders "$port" "$ORDERS_PORTS")"; done
   for port in $PAYMENTS_PORTS; do service_stop "$(instance_name payments "$port" "$PAYMENTS_PORTS")"; done
+  for port in $IDENTITY_PORTS; do service_stop "$(instance_name identity "$port" "$IDENTITY_PORTS")"; done
 }
 
 # ---- commands ----
@@ -551,13 +562,14 @@ services_status() { # services_status SERVICE PORTS
 status() {
   local p i name
   say "Shop ($SHOP_VAR):"
-  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: orders, payments)"; else say "  postgres   stopped"; fi
+  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: identity, orders, payments)"; else say "  postgres   stopped"; fi
   for i in $(seq "$KAFKA_NODES"); do
     name=$(kafka_name "$i")
     if p=$(kafka_pid "$i"); then
       say "  $(printf '%-10s' "$name") pid $p   127.0.0.1:$(kafka_port "$i")  (Apache Kafka, KRaft node $i of $KAFKA_NODES)"
     else say "  $(printf '%-10s' "$name") stopped"; fi
   done
+  services_status identity "$IDENTITY_PORTS"
   services_status orders "$ORDERS_PORTS"
   services_status payments "$PAYMENTS_PORTS"
   if p=$(alive_pid gateway "nginx: master"); then
@@ -590,6 +602,10 @@ case "${1:-}" in
   broker-stop) kafka_stop ;;
   broker-wipe) kafka_wipe_data ;;
   services-start) services_start ;;
+  # Makes $2 an operator with a new random password, printed once.
+  operator) [ -n "${2:-}" ] || die "usage: stack.sh operator USER_ID"
+    pg_pid >/dev/null || die "the database is not running: make run first"
+    (cd "$ROOT" && IDENTITY_DATABASE_URL="$IDENTITY_DATABASE_URL" "$SHOP_BUILD/bin/identity" operator "$2") ;;
   gateway-restart) mkdir -p "$LOG_DIR" "$RUN_DIR"; gateway_stop; gateway_start ;; # after changing its settings
   services-stop) services_stop ;;
   kill) # SIGKILL one part, as a crash would (the chaos drills)
@@ -615,5 +631,5 @@ case "${1:-}" in
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|operator NAME|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
 esac

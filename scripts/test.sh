@@ -43,7 +43,7 @@ test_stack() {
   local off=$2
   export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3 PGPASSFILE=$ROOT/$1/pgpass
   export PG_PORT=$((54330 + off)) GATEWAY_PORT=$((18000 + off)) ORDERS_PORT=$((18080 + off))
-  export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off))
+  export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off)) IDENTITY_PORT=$((18084 + off))
   # Two instances of each service behind the gateway, as when scaled out.
   export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
   export PAYMENTS_PORTS="$PAYMENTS_PORT $((PAYMENTS_PORT + 2))"
@@ -57,6 +57,9 @@ test_stack() {
   export SHOP_PAYMENTS_URLS="http://127.0.0.1:$PAYMENTS_PORT http://127.0.0.1:$((PAYMENTS_PORT + 2))"
   export ORDERS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/orders
   export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
+  export IDENTITY_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/identity
+  export SHOP_IDENTITY_URL=http://127.0.0.1:$IDENTITY_PORT
+  export AUTH_KEY_FILE=$SHOP_VAR/identity-signing.key
 }
 
 # Until the cluster drill, the first test stack: what `trap finish` stops.
@@ -108,7 +111,7 @@ echo "== C formatting (clang-format, .clang-format; fix with make format)"
 suite format bash -c "find src tests bench -name '*.[ch]' | xargs clang-format --dry-run --Werror"
 
 echo "== OpenAPI lint (@redocly/cli)"
-suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml
+suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml api/identity.yaml
 
 echo "== unit tests (sanitizers on)"
 suite unit build/san/tests/unit "${CRITERION[@]}"

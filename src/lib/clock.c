@@ -19,3 +19,15 @@ struct timespec clock_deadline(int64_t ms)
     }
     return t;
 }
+
+int64_t clock_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t clock_wall_s(void)
+{
+    return (int64_t)time(NULL);
+}

@@ -8,6 +8,12 @@
 /* Milliseconds on the monotonic clock: for measuring intervals. */
 int64_t clock_now_ms(void);
 
+/* Microseconds on the monotonic clock. */
+int64_t clock_now_us(void);
+
+/* Seconds since the epoch (wall clock): for token lifetimes. */
+int64_t clock_wall_s(void);
+
 /* The CLOCK_REALTIME instant `ms` from now, as pthread_cond_timedwait
  * wants its deadline. */
 struct timespec clock_deadline(int64_t ms);

@@ -329,6 +329,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *ctx, 
     } else if (res->raw) {
         r = MHD_create_response_from_buffer(res->raw_len, res->raw, MHD_RESPMEM_MUST_FREE);
         res->raw = NULL;
+    } else if (res->status == 204 && !res->json) { /* No Content */
+        r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     } else {
         char *text = res->json ? json_dumps(res->json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (!text) {
@@ -342,7 +344,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *ctx, 
     res->json = NULL;
     if (!r)
         return MHD_NO;
-    if (!res->upgrade)
+    if (!res->upgrade && res->status != 204)
         MHD_add_response_header(r, "Content-Type",
                                 res->content_type ? res->content_type : "application/json");
     MHD_add_response_header(r, "X-Request-Id", ctx->req_id);

@@ -51,7 +51,7 @@ typedef struct http_res {
     char allow[64];           /* Allow header of a 405 */
     struct {
         const char *name; /* static string */
-        char value[128];
+        char value[1024]; /* a Set-Cookie carries a token */
     } headers[HTTP_MAX_HEADERS];
     size_t nheaders;
     http_upgrade_fn upgrade; /* with status 101 */

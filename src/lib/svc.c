@@ -1,4 +1,5 @@
 #include "lib/svc.h"
+#include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/db.h"
 #include "lib/docs.h"
@@ -10,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 int svc_http_config(http_config *cfg, int default_port)
@@ -83,6 +85,56 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
     return db_ok && kafka_ok;
 }
 
+/* The value of cookie `name` in a Cookie header ("a=1; name=v; b=2"),
+ * copied into `out`; false when absent or too long. */
+static bool cookie_value(const char *header, const char *name, char *out, size_t len)
+{
+    size_t n = strlen(name);
+    for (const char *p = header; p && *p;) {
+        p += strspn(p, " \t");
+        const char *end = strchr(p, ';');
+        size_t item = end ? (size_t)(end - p) : strlen(p);
+        if (item > n && strncmp(p, name, n) == 0 && p[n] == '=') {
+            size_t vlen = item - n - 1;
+            if (vlen == 0 || vlen >= len)
+                return false;
+            memcpy(out, p + n + 1, vlen);
+            out[vlen] = '\0';
+            return true;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+int svc_authenticate(http_req *req, http_res *res, const auth_key *key, const char *audience,
+                     auth_claims *claims, bool *via_cookie)
+{
+    const char *authz = http_header(req, "Authorization");
+    const char *cookies = http_header(req, "Cookie");
+    char cookie[AUTH_TOKEN_MAX + 1];
+    const char *token = NULL;
+    bool from_cookie = false;
+    if (authz && strncasecmp(authz, "Bearer ", 7) == 0)
+        token = authz + 7;
+    else if (cookies && cookie_value(cookies, AUTH_COOKIE, cookie, sizeof cookie))
+        token = cookie, from_cookie = true;
+    if (via_cookie)
+        *via_cookie = from_cookie;
+    int rc = token ? auth_verify(key, token, audience, clock_wall_s(), claims) : AUTH_MALFORMED;
+    if (rc == AUTH_OK)
+        return 0;
+    if (!token && !authz)
+        http_error(res, 401, "unauthenticated",
+                   "sign in: this needs a Bearer token or the session cookie");
+    else if (rc == AUTH_EXPIRED)
+        http_error(res, 401, "token_expired", "the session has expired: sign in again");
+    else
+        http_error(res, 401, "invalid_token", "the token was refused: %s", auth_strerror(rc));
+    http_add_header(res, "WWW-Authenticate", "Bearer");
+    return -1;
+}
+
 void svc_db_error(http_res *res, int rc)
 {
     if (rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT)
@@ -125,14 +177,17 @@ int svc_run(const svc_def *def, void *app)
     const char *spec = cfg_str(def->spec, def->spec_default);
     const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
 
-    /* The service's statements, then those every service shares. */
+    /* The service's statements, then those of the parts a service with
+     * messages has (Idempotency-Keys, outbox, inbox and dead letters). */
     const db_stmt *sets[16];
     size_t nsets = 0;
     for (const db_stmt *const *set = def->stmt_sets; *set && nsets < 12; set++)
         sets[nsets++] = *set;
-    sets[nsets++] = idem_stmts;
-    sets[nsets++] = outbox_stmts;
-    sets[nsets++] = consumer_stmts;
+    if (def->topic) {
+        sets[nsets++] = idem_stmts;
+        sets[nsets++] = outbox_stmts;
+        sets[nsets++] = consumer_stmts;
+    }
     sets[nsets] = NULL;
 
     int rc = 1;
@@ -160,11 +215,11 @@ int svc_run(const svc_def *def, void *app)
 
     if (!routes || svc_migrate(db_url, migrations, &signals) < 0 ||
         !(parts->db = svc_db_pool(db_url, sets)) ||
-        !(parts->relay = outbox_relay_start(parts->db, &relay)))
+        (def->topic && !(parts->relay = outbox_relay_start(parts->db, &relay))))
         goto done;
     started = true;
     if ((def->start && def->start(app, db_url) < 0) ||
-        !(parts->consumer = consumer_start(parts->db, &cc)) ||
+        (def->topic && !(parts->consumer = consumer_start(parts->db, &cc))) ||
         !(purge = ticker_start((int)purge_ms, def->purge, app)) ||
         docs_load(&api_docs, spec, docs_assets, def->docs_title) < 0)
         goto done;

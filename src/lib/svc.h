@@ -2,6 +2,7 @@
 #ifndef SHOP_SVC_H
 #define SHOP_SVC_H
 
+#include "lib/auth.h"
 #include "lib/consumer.h"
 #include "lib/db.h"
 #include "lib/http.h"
@@ -30,6 +31,13 @@ db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets);
 /* /readyz for a service with a database and an outbox relay: fills
  * `checks` and returns true when both the database and the broker answer. */
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
+
+/* The caller's identity: the token of `Authorization: Bearer ...`, else of
+ * the AUTH_COOKIE cookie, verified with `key` for `audience` now. Returns 0
+ * and fills `claims` (and `via_cookie`, when not NULL), or -1 with a 401 in
+ * `res` (no token, or why it was refused). */
+int svc_authenticate(http_req *req, http_res *res, const auth_key *key, const char *audience,
+                     auth_claims *claims, bool *via_cookie);
 
 /* Answers a database failure: 503 when retrying may help, else 500. */
 void svc_db_error(http_res *res, int rc);
@@ -60,7 +68,8 @@ typedef struct svc_def {
     const http_route *routes;
     size_t nroutes;
     http_hooks hooks;
-    const char *topic; /* consumed, as the consumer group `name` */
+    const char *topic; /* consumed, as the consumer group `name`; NULL: a
+                        * service without messages (no relay, no consumer) */
     consumer_handle_fn handle;
     void (*after_commit)(void *app); /* may be NULL */
     void (*purge)(void *app);        /* every PURGE_INTERVAL_MS */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +24,8 @@ int api(resp *r, const char *method, const char *base, const char *path, const c
     memset(r, 0, sizeof *r);
     char url[1024];
     snprintf(url, sizeof url, "%s%s", base, path);
-    size_t len = 0;
-    FILE *out = open_memstream(&r->body, &len);
+    size_t len = 0, head_len = 0;
+    FILE *out = open_memstream(&r->body, &len), *head = open_memstream(&r->head, &head_len);
     CURL *c = curl_easy_init();
     struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
     for (size_t i = 0; headers && headers[i]; i++)
@@ -34,6 +35,8 @@ int api(resp *r, const char *method, const char *base, const char *path, const c
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, head);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -41,6 +44,7 @@ int api(resp *r, const char *method, const char *base, const char *path, const c
     }
     CURLcode rc = curl_easy_perform(c);
     fclose(out);
+    fclose(head);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     curl_easy_getinfo(c, CURLINFO_TOTAL_TIME, &r->seconds);
     curl_slist_free_all(hs);
@@ -54,6 +58,7 @@ void resp_free(resp *r)
 {
     json_decref(r->json);
     free(r->body);
+    free(r->head);
     memset(r, 0, sizeof *r);
 }
 
@@ -74,6 +79,37 @@ const char *orders_url(void)
 {
     const char *u = getenv("SHOP_ORDERS_URL");
     return u ? u : "http://127.0.0.1:18080";
+}
+
+const char *identity_url(void)
+{
+    const char *u = getenv("SHOP_IDENTITY_URL");
+    return u ? u : "http://127.0.0.1:18084";
+}
+
+const char *resp_header(const resp *r, const char *name, char *out, size_t len)
+{
+    size_t n = strlen(name);
+    for (const char *line = r->head; line && *line;) {
+        const char *end = strstr(line, "\r\n");
+        size_t l = end ? (size_t)(end - line) : strlen(line);
+        if (l > n && strncasecmp(line, name, n) == 0 && line[n] == ':') {
+            const char *v = line + n + 1;
+            v += strspn(v, " ");
+            snprintf(out, len, "%.*s", (int)(l - (size_t)(v - line)), v);
+            return out;
+        }
+        line = end ? end + 2 : NULL;
+    }
+    return NULL;
+}
+
+PGconn *identity_db(void)
+{
+    const char *url = getenv("IDENTITY_DATABASE_URL");
+    PGconn *db = PQconnectdb(url ? url : "postgresql://shop@127.0.0.1:54330/identity");
+    cr_assert_eq(PQstatus(db), CONNECTION_OK, "identity: %s", PQerrorMessage(db));
+    return db;
 }
 
 const char *orders_urls(void)

@@ -15,6 +15,7 @@ typedef struct resp {
     long status;
     json_t *json; /* parsed body, NULL if not JSON */
     char *body;   /* raw body, NUL-terminated */
+    char *head;   /* the status line and headers, raw */
     double seconds;
 } resp;
 
@@ -28,6 +29,14 @@ void resp_free(resp *r);
 const char *err_code(const resp *r);
 
 const char *payments_url(void);
+const char *identity_url(void);
+
+/* The value of the first header `name` of an answer, into `out`; NULL when
+ * absent. */
+const char *resp_header(const resp *r, const char *name, char *out, size_t len);
+
+/* A connection to the identity database; exits the test on failure. */
+PGconn *identity_db(void);
 const char *orders_url(void);
 
 /* Every instance's base URL, space-separated (SHOP_ORDERS_URLS,

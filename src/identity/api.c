@@ -1,0 +1,254 @@
+/* The identity HTTP API: sign up, sign in, sign out, who am I. */
+#include "identity/app.h"
+#include "identity/store.h"
+#include "lib/clock.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/valid.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#define PASSWORD_MIN 8 /* characters (code points), as the document counts */
+#define PASSWORD_MAX 128
+
+int identity_hash(identity_app *app, const char *password, char *out)
+{
+    int64_t t0 = clock_now_us();
+    sem_wait(&app->hashing);
+    int rc = crypto_pwhash_str(out, password, strlen(password), app->opslimit, app->memlimit);
+    sem_post(&app->hashing);
+    atomic_fetch_add(&app->hashes, 1);
+    atomic_fetch_add(&app->hash_us, (uint64_t)(clock_now_us() - t0));
+    return rc == 0 ? 0 : -1;
+}
+
+static bool verify(identity_app *app, const char *hash, const char *password)
+{
+    int64_t t0 = clock_now_us();
+    sem_wait(&app->hashing);
+    bool ok = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    sem_post(&app->hashing);
+    atomic_fetch_add(&app->hashes, 1);
+    atomic_fetch_add(&app->hash_us, (uint64_t)(clock_now_us() - t0));
+    return ok;
+}
+
+/* {user_id, password}, both checked; false when `res` holds the 400. */
+static bool credentials(http_req *req, http_res *res, const char **user_id, const char **password)
+{
+    if (http_body_unpack(req, res, "{s:s, s:s}", "user_id", user_id, "password", password) < 0)
+        return false;
+    if (!valid_user_id(*user_id)) {
+        http_error(res, 400, "invalid_user_id",
+                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+        return false;
+    }
+    size_t bytes = strlen(*password), chars = 0;
+    for (const char *s = *password; *s; s++)
+        chars += ((unsigned char)*s & 0xC0) != 0x80; /* UTF-8 lead bytes */
+    json_t *p = json_object_get(req->json, "password");
+    if (chars < PASSWORD_MIN || chars > PASSWORD_MAX || bytes != json_string_length(p)) {
+        http_error(res, 400, "invalid_password",
+                   "password must be %d to %d characters, without NUL", PASSWORD_MIN, PASSWORD_MAX);
+        return false;
+    }
+    return true;
+}
+
+static json_t *user_json(const user *u)
+{
+    return json_pack("{s:s, s:s, s:s}", "user_id", u->user_id, "role", auth_role_name(u->role),
+                     "created_at", u->created_at);
+}
+
+static void iso_time(int64_t t, char *out, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void sign_up(http_req *req, http_res *res)
+{
+    identity_app *app = req->app;
+    const char *user_id, *password;
+    if (!credentials(req, res, &user_id, &password))
+        return;
+    char hash[crypto_pwhash_STRBYTES];
+    if (identity_hash(app, password, hash) < 0) {
+        http_error(res, 503, "busy", "cannot hash the password now; retry");
+        return;
+    }
+    db_conn *c = NULL;
+    user u;
+    int rc = db_acquire(app->svc.db, 1000, &c);
+    if (rc == 0)
+        rc = store_user_create(c, user_id, hash, AUTH_USER, &u);
+    db_release(app->svc.db, c);
+    sodium_memzero(hash, sizeof hash);
+    if (rc == 0) {
+        atomic_fetch_add(&app->sign_ups, 1);
+        log_msg(LOG_INFO, req->req_id, "signed up %s", user_id);
+        http_json(res, 201, user_json(&u));
+    } else if (rc == -EEXIST) {
+        http_error(res, 409, "user_exists", "user %s exists already", user_id);
+    } else {
+        svc_db_error(res, rc);
+    }
+}
+
+static void set_cookie(identity_app *app, http_res *res, const char *token, int max_age)
+{
+    char cookie[1024];
+    snprintf(cookie, sizeof cookie, "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Strict%s",
+             AUTH_COOKIE, token, max_age, app->cookie_secure ? "; Secure" : "");
+    http_add_header(res, "Set-Cookie", cookie);
+}
+
+/* Wrong password and unknown user take the same steps (a count, a read,
+ * one Argon2id verification, a write) and get the same answer. */
+static void sign_in(http_req *req, http_res *res)
+{
+    identity_app *app = req->app;
+    const char *user_id, *password;
+    if (!credentials(req, res, &user_id, &password))
+        return;
+    db_conn *c = NULL;
+    user u;
+    int rc = db_acquire(app->svc.db, 1000, &c), failures = 0;
+    if (rc == 0 && (rc = failures = store_failures_count(c, user_id, app->window_s)) >= 0)
+        rc = 0;
+    if (rc == 0 && failures >= app->max_failures) {
+        db_release(app->svc.db, c);
+        atomic_fetch_add(&app->sign_ins_limited, 1);
+        char after[16];
+        snprintf(after, sizeof after, "%d", app->window_s);
+        http_error(res, 429, "too_many_attempts",
+                   "too many failed sign-ins for this user id; retry later");
+        http_add_header(res, "Retry-After", after);
+        return;
+    }
+    bool known = false;
+    if (rc == 0) {
+        rc = store_user_get(c, user_id, &u);
+        known = rc == 0;
+        if (rc == -ENOENT)
+            rc = 0;
+    }
+    if (rc < 0) {
+        db_release(app->svc.db, c);
+        svc_db_error(res, rc);
+        return;
+    }
+    bool ok = verify(app, known ? u.password_hash : app->dummy_hash, password) && known;
+    rc = ok ? store_failures_clear(c, user_id) : store_failure_add(c, user_id);
+    db_release(app->svc.db, c);
+    if (rc < 0) {
+        svc_db_error(res, rc);
+        return;
+    }
+    if (!ok) {
+        atomic_fetch_add(&app->sign_ins_failed, 1);
+        log_msg(LOG_INFO, req->req_id, "sign-in refused for %s", user_id);
+        http_error(res, 401, "invalid_credentials", "the user id or the password is wrong");
+        return;
+    }
+    auth_claims claims = {.role = u.role};
+    snprintf(claims.sub, sizeof claims.sub, "%s", u.user_id);
+    claims.iat = clock_wall_s();
+    claims.exp = claims.iat + app->token_ttl_s;
+    unsigned char id[16];
+    randombytes_buf(id, sizeof id);
+    sodium_bin2hex(claims.jti, sizeof claims.jti, id, sizeof id);
+    char *token = auth_sign(&app->key, &claims, app->audience);
+    if (!token) {
+        http_error(res, 500, "internal", "out of memory");
+        return;
+    }
+    char expires[32];
+    iso_time(claims.exp, expires, sizeof expires);
+    atomic_fetch_add(&app->sign_ins_ok, 1);
+    log_msg(LOG_INFO, req->req_id, "signed in %s (%s, token %s)", u.user_id, auth_role_name(u.role),
+            claims.jti);
+    set_cookie(app, res, token, app->token_ttl_s);
+    http_json(res, 200,
+              json_pack("{s:s, s:s, s:s, s:s, s:s}", "token", token, "token_type", "Bearer",
+                        "expires_at", expires, "user_id", u.user_id, "role",
+                        auth_role_name(u.role)));
+    free(token);
+}
+
+static void sign_out(http_req *req, http_res *res)
+{
+    identity_app *app = req->app;
+    set_cookie(app, res, "", 0);
+    res->status = 204;
+}
+
+static void who_am_i(http_req *req, http_res *res)
+{
+    identity_app *app = req->app;
+    auth_claims claims;
+    if (svc_authenticate(req, res, &app->key, app->audience, &claims, NULL) < 0)
+        return;
+    char expires[32];
+    iso_time(claims.exp, expires, sizeof expires);
+    http_json(res, 200,
+              json_pack("{s:s, s:s, s:s}", "user_id", claims.sub, "role",
+                        auth_role_name(claims.role), "expires_at", expires));
+}
+
+const http_route identity_routes[] = {
+    {"POST", "/users", sign_up, NULL},
+    {"POST", "/sessions", sign_in, NULL},
+    {"DELETE", "/sessions/current", sign_out, NULL},
+    {"GET", "/me", who_am_i, NULL},
+};
+_Static_assert(sizeof identity_routes / sizeof *identity_routes == IDENTITY_NROUTES,
+               "IDENTITY_NROUTES (app.h) must count the routes");
+
+bool identity_ready(void *arg, json_t *checks)
+{
+    identity_app *app = arg;
+    db_conn *c = NULL;
+    bool ok = db_acquire(app->svc.db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
+    db_release(app->svc.db, c);
+    json_object_set_new(checks, "database", json_string(ok ? "ok" : "unreachable"));
+    return ok;
+}
+
+void identity_purge(void *arg)
+{
+    identity_app *app = arg;
+    db_conn *c = NULL;
+    int n = db_acquire(app->svc.db, 1000, &c), purged = 0;
+    while (n == 0 && (n = store_failures_purge(c, app->window_s, 1000)) > 0)
+        purged += n;
+    db_release(app->svc.db, c);
+    if (n < 0)
+        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
+}
+
+void identity_metrics(void *arg, FILE *out)
+{
+    identity_app *app = arg;
+    metrics_header(out, "identity_sign_ups_total", "counter", "Users signed up");
+    fprintf(out, "identity_sign_ups_total %" PRIu64 "\n", atomic_load(&app->sign_ups));
+    metrics_header(out, "identity_sign_ins_total", "counter",
+                   "Sign-ins, by result (limited: refused with 429 before any check)");
+    fprintf(out, "identity_sign_ins_total{result=\"ok\"} %" PRIu64 "\n",
+            atomic_load(&app->sign_ins_ok));
+    fprintf(out, "identity_sign_ins_total{result=\"failed\"} %" PRIu64 "\n",
+            atomic_load(&app->sign_ins_failed));
+    fprintf(out, "identity_sign_ins_total{result=\"limited\"} %" PRIu64 "\n",
+            atomic_load(&app->sign_ins_limited));
+    metrics_header(out, "identity_password_hash_seconds", "summary",
+                   "Argon2id hashes and verifications, waiting for a slot included");
+    fprintf(out, "identity_password_hash_seconds_count %" PRIu64 "\n", atomic_load(&app->hashes));
+    fprintf(out, "identity_password_hash_seconds_sum %.6f\n",
+            (double)atomic_load(&app->hash_us) / 1e6);
+}

@@ -1,0 +1,42 @@
+/* What the identity service's handlers share: borrowed by every request,
+ * created by main. */
+#ifndef IDENTITY_APP_H
+#define IDENTITY_APP_H
+
+#include "lib/auth.h"
+#include "lib/http.h"
+#include "lib/svc.h"
+
+#include <semaphore.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct identity_app {
+    svc_parts svc; /* the pool; identity has no messages */
+    auth_key key;  /* the signing key: its secret half lives only here */
+    const char *audience;
+    const char *key_file; /* where the key is kept, when not given as a setting */
+    int token_ttl_s;
+    int max_failures, window_s;  /* sign-in attempts per user id */
+    unsigned long long opslimit; /* Argon2id's passes */
+    size_t memlimit;             /* and memory, bytes */
+    bool cookie_secure;
+    sem_t hashing;                           /* Argon2id takes memlimit bytes: a few at a time */
+    char dummy_hash[crypto_pwhash_STRBYTES]; /* verified for unknown users */
+    _Atomic uint64_t sign_ups, sign_ins_ok, sign_ins_failed, sign_ins_limited;
+    _Atomic uint64_t hashes, hash_us; /* count and total time of Argon2id */
+} identity_app;
+
+#define IDENTITY_NROUTES 4
+extern const http_route identity_routes[]; /* IDENTITY_NROUTES of them */
+
+bool identity_ready(void *app, json_t *checks);
+void identity_metrics(void *app, FILE *out);
+void identity_purge(void *app);
+
+/* Argon2id of `password` with the app's parameters into `out`
+ * (crypto_pwhash_STRBYTES); 0 or -1 without memory. */
+int identity_hash(identity_app *app, const char *password, char *out);
+
+#endif

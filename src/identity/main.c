@@ -1,0 +1,196 @@
+/* The identity service: users, Argon2id passwords, signed tokens. Settings:
+ * see the README's configuration table. `identity operator NAME` makes NAME
+ * an operator with a new random password, printed once (no default
+ * password exists). */
+#include "identity/app.h"
+#include "identity/store.h"
+#include "lib/config.h"
+#include "lib/file.h"
+#include "lib/log.h"
+#include "lib/svc.h"
+#include "lib/valid.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DB_URL "IDENTITY_DATABASE_URL"
+#define DB_URL_DEFAULT "postgresql://shop@127.0.0.1:54320/identity"
+
+/* Writes `text` to `path` with `mode`, atomically (a new file renamed). */
+static int write_file(const char *path, const char *text, mode_t mode)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -errno;
+    size_t n = strlen(text);
+    bool ok = write(fd, text, n) == (ssize_t)n && fchmod(fd, mode) == 0 && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The signing key: AUTH_PRIVATE_KEY when set; else the file, made on the
+ * first start (mode 0600). The public half goes next to it (.pub, 0644),
+ * where orders and payments read it. */
+static int load_key(identity_app *app)
+{
+    const char *given = cfg_str("AUTH_PRIVATE_KEY", "");
+    char text[AUTH_KEY_B64_MAX + 2];
+    if (given[0]) {
+        if (auth_key_from_secret_text(&app->key, given) < 0) {
+            log_msg(LOG_ERROR, NULL, "AUTH_PRIVATE_KEY is not a base64 Ed25519 secret key");
+            return -1;
+        }
+    } else {
+        char *stored = file_read(app->key_file, NULL);
+        if (stored) {
+            int bad = auth_key_from_secret_text(&app->key, stored);
+            sodium_memzero(stored, strlen(stored));
+            free(stored);
+            if (bad) {
+                log_msg(LOG_ERROR, NULL, "%s does not hold an Ed25519 secret key", app->key_file);
+                return -1;
+            }
+        } else {
+            auth_key_generate(&app->key);
+            auth_key_secret_text(&app->key, text);
+            strcat(text, "\n");
+            int rc = write_file(app->key_file, text, 0600);
+            sodium_memzero(text, sizeof text);
+            if (rc < 0) {
+                log_msg(LOG_ERROR, NULL, "cannot write the signing key to %s: %s", app->key_file,
+                        strerror(-rc));
+                return -1;
+            }
+            log_msg(LOG_INFO, NULL, "made a new signing key in %s", app->key_file);
+        }
+    }
+    char pub[4096];
+    snprintf(pub, sizeof pub, "%s", cfg_str("AUTH_PUBLIC_KEY_FILE", ""));
+    if (!pub[0])
+        snprintf(pub, sizeof pub, "%s.pub", app->key_file);
+    auth_key_public_text(&app->key, text);
+    strcat(text, "\n");
+    if (write_file(pub, text, 0644) < 0) {
+        log_msg(LOG_ERROR, NULL, "cannot write the public key to %s", pub);
+        return -1;
+    }
+    return 0;
+}
+
+static int configure(void *arg)
+{
+    identity_app *app = arg;
+    int64_t ttl, failures, window, ops, mem_kib, at_once, secure;
+    if (cfg_int("TOKEN_TTL_S", 30, 86400, 900, &ttl) < 0 ||
+        cfg_int("SIGNIN_MAX_FAILURES", 1, 1000, 5, &failures) < 0 ||
+        cfg_int("SIGNIN_WINDOW_S", 1, 86400, 900, &window) < 0 ||
+        cfg_int("PASSWORD_OPSLIMIT", 1, 32, 2, &ops) < 0 ||
+        cfg_int("PASSWORD_MEMLIMIT_KIB", 8, 4 << 20, 19456, &mem_kib) < 0 ||
+        cfg_int("PASSWORD_HASHES_AT_ONCE", 1, 256, 4, &at_once) < 0 ||
+        cfg_int("COOKIE_SECURE", 0, 1, 0, &secure) < 0)
+        return -1;
+    app->token_ttl_s = (int)ttl;
+    app->max_failures = (int)failures;
+    app->window_s = (int)window;
+    app->opslimit = (unsigned long long)ops;
+    app->memlimit = (size_t)mem_kib * 1024;
+    app->cookie_secure = secure != 0;
+    app->audience = cfg_str("TOKEN_AUDIENCE", "shop");
+    app->key_file = cfg_str("AUTH_PRIVATE_KEY_FILE", "var/identity-signing.key");
+    if (auth_init() < 0 || sem_init(&app->hashing, 0, (unsigned)at_once) != 0)
+        return -1;
+    return 0;
+}
+
+static int start(void *arg, const char *db_url)
+{
+    (void)db_url;
+    identity_app *app = arg;
+    if (load_key(app) < 0)
+        return -1;
+    /* An unknown user's sign-in verifies against this, as long as a real one. */
+    return identity_hash(app, "not a password of anyone", app->dummy_hash);
+}
+
+/* `identity operator NAME`: sets NAME up as an operator with a password
+ * made here and printed once. */
+static int make_operator(identity_app *app, const char *user_id)
+{
+    if (!valid_user_id(user_id)) {
+        fprintf(stderr, "not a user id: %s\n", user_id);
+        return 2;
+    }
+    if (configure(app) < 0)
+        return 2;
+    sigset_t none;
+    sigemptyset(&none);
+    const char *db_url = cfg_str(DB_URL, DB_URL_DEFAULT);
+    if (svc_migrate(db_url, cfg_str("IDENTITY_MIGRATIONS_DIR", "db/identity"), &none) < 0)
+        return 1;
+    unsigned char raw[18];
+    char password[32], hash[crypto_pwhash_STRBYTES];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(password, sizeof password, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    static const db_stmt *const sets[] = {identity_stmts, NULL};
+    db_pool *pool = db_pool_new(db_url, 1, sets);
+    db_conn *c = NULL;
+    int rc = pool && identity_hash(app, password, hash) == 0 ? db_acquire(pool, 5000, &c) : -1;
+    if (rc == 0)
+        rc = store_operator_set(c, user_id, hash);
+    db_release(pool, c);
+    db_pool_free(pool);
+    if (rc < 0) {
+        fprintf(stderr, "could not set %s up as an operator\n", user_id);
+        return 1;
+    }
+    log_msg(LOG_INFO, NULL, "%s is an operator now (a new password was made)", user_id);
+    printf("operator %s, password (shown once): %s\n", user_id, password);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static identity_app app;
+    if (argc == 3 && strcmp(argv[1], "operator") == 0) {
+        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "info")));
+        return make_operator(&app, argv[2]);
+    }
+    if (argc != 1) {
+        fprintf(stderr, "usage: identity [operator USER_ID]\n");
+        return 2;
+    }
+    static const db_stmt *const stmts[] = {identity_stmts, NULL};
+    static const svc_def def = {
+        .name = "identity",
+        .port = 8082,
+        .db_url = DB_URL,
+        .db_url_default = DB_URL_DEFAULT,
+        .migrations = "IDENTITY_MIGRATIONS_DIR",
+        .migrations_default = "db/identity",
+        .spec = "IDENTITY_OPENAPI",
+        .spec_default = "api/identity.yaml",
+        .docs_title = "Shop identity API",
+        .stmt_sets = stmts,
+        .routes = identity_routes,
+        .nroutes = IDENTITY_NROUTES,
+        .hooks = {.ready = identity_ready, .metrics = identity_metrics},
+        .purge = identity_purge,
+        .parts = offsetof(identity_app, svc),
+        .configure = configure,
+        .start = start,
+    };
+    return svc_run(&def, &app);
+}

@@ -1,0 +1,81 @@
+/* Signed tokens (DESIGN §3): identity signs, orders and payments verify
+ * in-process, with no call to identity per request. A token is a JWT (RFC
+ * 7519) in JWS compact form signed with Ed25519 ("EdDSA", RFC 8037) by
+ * libsodium: base64url(header).base64url(claims).base64url(signature).
+ * Verification accepts exactly that algorithm (never "none", never an HMAC
+ * keyed with the public key), one key, the audience asked for, and a token
+ * not expired; anything else is refused with the reason. The format is
+ * done by hand on libsodium and jansson: Debian's libjwt 1.10 has no EdDSA,
+ * and the part to get right (what a verifier accepts) is a few lines. */
+#ifndef SHOP_AUTH_H
+#define SHOP_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUTH_ISSUER "shop-identity"
+#define AUTH_COOKIE "shop_session" /* the browser's copy of the token */
+#define AUTH_TOKEN_MAX 2048        /* longer is refused unread */
+#define AUTH_KEY_B64_MAX 128
+
+typedef enum { AUTH_USER, AUTH_OPERATOR } auth_role;
+
+typedef struct auth_claims {
+    char sub[65]; /* the user id */
+    auth_role role;
+    int64_t iat, exp; /* seconds since the epoch */
+    char jti[33];     /* a random id, for the logs */
+} auth_claims;
+
+/* An Ed25519 key pair; `sk` is set only where tokens are signed. */
+typedef struct auth_key {
+    unsigned char pk[32];
+    unsigned char sk[64];
+    bool has_sk;
+} auth_key;
+
+/* Why a token was refused (negative), or 0. */
+enum {
+    AUTH_OK = 0,
+    AUTH_MALFORMED = -1, /* not three base64url parts of JSON, too long */
+    AUTH_ALGORITHM = -2, /* a header asking for anything but EdDSA */
+    AUTH_SIGNATURE = -3, /* not signed by our key */
+    AUTH_AUDIENCE = -4,  /* for another audience, or another issuer */
+    AUTH_EXPIRED = -5,   /* past its exp, or issued in the future */
+    AUTH_CLAIMS = -6,    /* a claim missing or of the wrong shape */
+};
+
+/* Initialises libsodium once; 0, or -1 when it cannot. Thread-safe. */
+int auth_init(void);
+
+/* A new key pair. */
+void auth_key_generate(auth_key *k);
+
+/* The key pair of a 32-byte seed (tests and fuzzing: a fixed key). */
+void auth_key_from_seed(auth_key *k, const unsigned char seed[32]);
+
+/* Keys as text (standard base64 of the raw bytes): the secret key's 64
+ * bytes (the public key is derived from them) and the public key's 32.
+ * `out` has room for AUTH_KEY_B64_MAX. Parsing returns 0 or -1. */
+void auth_key_secret_text(const auth_key *k, char *out);
+void auth_key_public_text(const auth_key *k, char *out);
+int auth_key_from_secret_text(auth_key *k, const char *text);
+int auth_key_from_public_text(auth_key *k, const char *text);
+
+/* Signs `c` for `audience`; the token, or NULL without memory. Caller
+ * frees. */
+char *auth_sign(const auth_key *k, const auth_claims *c, const char *audience);
+
+/* Checks `token` against `k` for `audience` at time `now` (seconds) and
+ * fills `out`. Returns AUTH_OK or the reason it was refused. */
+int auth_verify(const auth_key *k, const char *token, const char *audience, int64_t now,
+                auth_claims *out);
+
+/* "malformed token", ... */
+const char *auth_strerror(int rc);
+
+/* "user", "operator". */
+const char *auth_role_name(auth_role r);
+
+#endif
