@@ -88,7 +88,9 @@ typedef struct loadgen {
     const char *run;
     int users;
     CURLM *multi;
-    struct curl_slist *headers;
+    struct curl_slist *headers;       /* no token: sign-up and sign-in */
+    struct curl_slist **user_headers; /* per user: JSON and their token */
+    char **tokens;
     request *free_reqs[MAX_INFLIGHT];
     int nfree;
     order_rec *orders;
@@ -201,12 +203,13 @@ static void ws_open(loadgen *g, int user, ws_client *c)
     inet_pton(AF_INET, g->host, &a.sin_addr);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
         die("cannot connect the WebSocket");
-    char req[512];
-    int n = snprintf(req, sizeof req,
-                     "GET /api/ws?user_id=bench-%s-%d HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-                     g->run, user, g->host, g->port);
+    char req[2600];
+    int n =
+        snprintf(req, sizeof req,
+                 "GET /api/ws HTTP/1.1\r\nHost: %s:%d\r\n"
+                 "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer %s\r\n\r\n",
+                 g->host, g->port, g->tokens[user]);
     if (send(fd, req, (size_t)n, 0) != n)
         die("cannot send the WebSocket handshake");
     char resp[1024] = "";
@@ -241,21 +244,55 @@ static size_t collect(char *d, size_t s, size_t n, void *u)
     return fwrite(d, s, n, ((request *)u)->out);
 }
 
-static size_t sync_request(loadgen *g, const char *path, const char *body, long *status)
+/* One POST outside the measured part, as `user` (-1: no token); its
+ * answer into `answer` (caller frees) when not NULL. */
+static size_t sync_request(loadgen *g, int user, const char *path, const char *body, long *status,
+                           char **answer)
 {
     char url[256];
     snprintf(url, sizeof url, "%s%s", g->gateway, path);
     CURL *c = curl_easy_init();
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, g->headers);
-    FILE *devnull = fopen("/dev/null", "w");
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, devnull);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, user < 0 ? g->headers : g->user_headers[user]);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    fclose(devnull);
+    fclose(out);
     curl_easy_cleanup(c);
+    if (answer)
+        *answer = text;
+    else
+        free(text);
     return rc == CURLE_OK;
+}
+
+/* Signs user `u` up and in (Argon2id twice: outside the measured part) and
+ * keeps the token for their requests and WebSocket. */
+static void sign_in(loadgen *g, int u)
+{
+    char body[256], *answer = NULL;
+    long status = 0;
+    snprintf(body, sizeof body, "{\"user_id\":\"bench-%s-%d\",\"password\":\"bench password %s\"}",
+             g->run, u, g->run);
+    if (!sync_request(g, -1, "/api/users", body, &status, NULL) || (status != 201 && status != 409))
+        die("cannot sign a user up");
+    if (!sync_request(g, -1, "/api/sessions", body, &status, &answer) || status != 200)
+        die("cannot sign a user in");
+    json_t *j = json_loads(answer, 0, NULL);
+    const char *token = json_string_value(json_object_get(j, "token"));
+    if (!token)
+        die("no token in the sign-in's answer");
+    g->tokens[u] = strdup(token);
+    char auth[2200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    g->user_headers[u] =
+        curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), auth);
+    json_decref(j);
+    free(answer);
 }
 
 static void start_order(loadgen *g, size_t i)
@@ -269,6 +306,7 @@ static void start_order(loadgen *g, size_t i)
     free(r->body);
     r->body = NULL;
     r->out = open_memstream(&r->body, &r->len);
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, g->user_headers[o->user]);
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->payload);
     curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
     curl_multi_add_handle(g->multi, r->easy);
@@ -396,7 +434,7 @@ static void fund(loadgen *g, double orders)
         long status = 0;
         snprintf(path, sizeof path, "/api/accounts/bench-%s-%d/deposits", g->run, u);
         snprintf(body, sizeof body, "{\"amount\":%ld}", each);
-        if (!sync_request(g, path, body, &status) || status != 201)
+        if (!sync_request(g, u, path, body, &status, NULL) || status != 201)
             die("cannot deposit");
     }
 }
@@ -521,11 +559,14 @@ int main(int argc, char **argv)
         g.free_reqs[g.nfree++] = r;
     }
 
+    g.tokens = calloc((size_t)g.users, sizeof *g.tokens);
+    g.user_headers = calloc((size_t)g.users, sizeof *g.user_headers);
+    if (!g.tokens || !g.user_headers)
+        die("out of memory");
     for (int u = 0; u < g.users; u++) {
-        char body[128];
         long status = 0;
-        snprintf(body, sizeof body, "{\"user_id\":\"bench-%s-%d\"}", g.run, u);
-        if (!sync_request(&g, "/api/accounts", body, &status) || status != 201)
+        sign_in(&g, u);
+        if (!sync_request(&g, u, "/api/accounts", "{}", &status, NULL) || status != 201)
             die("cannot create a user's account");
     }
     fund(&g, 40);

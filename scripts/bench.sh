@@ -60,6 +60,10 @@ jq -r '"   \(.fixed_rate)/s for '"$BENCH_SECONDS"' s after '"$BENCH_WARMUP_SECON
 
 echo "== reads through the gateway (wrk, 64 keep-alive connections)"
 export BENCH_USER_ID="bench-$RUN-0"
+# The reads are that user's own, with their token (signed in as loadgen did).
+BENCH_TOKEN=$(curl -fsS -X POST "$GATEWAY/api/sessions" -H 'Content-Type: application/json' \
+  -d "{\"user_id\":\"$BENCH_USER_ID\",\"password\":\"bench password $RUN\"}" | jq -r .token)
+export BENCH_TOKEN
 export BENCH_ORDER_ID=$(psql_ -d orders -c "SELECT id FROM orders WHERE user_id = '$BENCH_USER_ID' LIMIT 1")
 wrk -t2 -c64 -d"${BENCH_READ_SECONDS}s" --latency -s bench/reads.lua "$GATEWAY" >"$OUT/wrk.txt"
 reads_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$OUT/wrk.txt")

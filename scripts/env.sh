@@ -62,3 +62,6 @@ IDENTITY_DATABASE_URL=${IDENTITY_DATABASE_URL:-$DB_URL_BASE/identity}
 # The identity service's signing key (made on its first start, mode 0600)
 # and its public half (.pub), which orders and payments read.
 AUTH_KEY_FILE=${AUTH_KEY_FILE:-$SHOP_VAR/identity-signing.key}
+# Where the shop's page is served from: a request that the session cookie
+# carries must come from there (no cross-site request forgery).
+ALLOWED_ORIGINS=${ALLOWED_ORIGINS:-http://localhost:$GATEWAY_PORT http://127.0.0.1:$GATEWAY_PORT}

@@ -514,11 +514,13 @@ services_start() {
   done
   for port in $PAYMENTS_PORTS; do
     service_start "$(instance_name payments "$port" "$PAYMENTS_PORTS")" "$port" \
-      PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL"
+      PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL" AUTH_PUBLIC_KEY_FILE="$AUTH_KEY_FILE.pub" \
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
   done
   for port in $ORDERS_PORTS; do
     service_start "$(instance_name orders "$port" "$ORDERS_PORTS")" "$port" \
-      ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL"
+      ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL" AUTH_PUBLIC_KEY_FILE="$AUTH_KEY_FILE.pub" \
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
   done
 }
 

@@ -1,6 +1,9 @@
-// Shop's web page: sign in by user id, open the account, top up, buy, and
-// watch each order's status change live over the /api/ws WebSocket.
-// No framework: the page is small and the DOM API does the job.
+// Shop's web page: sign up or in (identity sets an HttpOnly session
+// cookie, which every later request and the WebSocket carry; the page never
+// sees the token), open the account, top up, buy, and watch each order's
+// status change live over the /api/ws WebSocket. An expired session says so
+// and shows the sign-in form again. No framework: the page is small and the
+// DOM API does the job.
 
 const $ = (id) => document.getElementById(id);
 const state = { user: null, socket: null, retry: 0, orders: new Map() };
@@ -31,6 +34,11 @@ async function api(method, path, body) {
     throw new Error("The shop cannot be reached. Check your connection and try again.");
   }
   const data = await response.json().catch(() => null);
+  if (response.status === 401 && state.user) { // the session ended under us
+    sessionEnded(data?.error?.code === "token_expired"
+      ? "Your session has expired. Please sign in again."
+      : "You are signed out. Please sign in again.");
+  }
   if (!response.ok) {
     const error = new Error(data?.error?.message || `The shop answered ${response.status}.`);
     error.status = response.status;
@@ -73,6 +81,7 @@ function showAccount(account) {
 }
 
 async function loadAccount() {
+  if (!state.user) return;
   try {
     showAccount(await api("GET", `/accounts/${encodeURIComponent(state.user)}`));
   } catch (error) {
@@ -119,8 +128,9 @@ function remember(order) {
 }
 
 async function loadOrders() {
+  if (!state.user) return;
   try {
-    const page = await api("GET", `/orders?user_id=${encodeURIComponent(state.user)}&limit=50`);
+    const page = await api("GET", "/orders?limit=50");
     state.orders.clear();
     page.orders.forEach(remember);
     renderOrders();
@@ -133,7 +143,8 @@ async function loadOrders() {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/api/ws?user_id=${encodeURIComponent(state.user)}`);
+  // The session cookie goes with the upgrade: the socket follows its user.
+  const socket = new WebSocket(`${scheme}://${location.host}/api/ws`);
   state.socket = socket;
   socket.addEventListener("open", () => {
     state.retry = 0;
@@ -164,9 +175,8 @@ function connect() {
 
 // ---- session ----
 
-function signIn(user) {
+function showSignedIn(user) {
   state.user = user;
-  localStorage.setItem("shop.user", user);
   $("who-name").textContent = user;
   $("who").hidden = false;
   $("sign-in").hidden = true;
@@ -178,26 +188,60 @@ function signIn(user) {
   connect();
 }
 
-function signOut() {
+function showSignedOut() {
   const socket = state.socket;
   state.socket = null;
   socket?.close();
   state.user = null;
-  localStorage.removeItem("shop.user");
   $("who").hidden = true;
   $("sign-in").hidden = false;
   $("shop").hidden = true;
+}
+
+function sessionEnded(message) {
+  showSignedOut();
+  showError(new Error(message));
+}
+
+async function signOut() {
+  try {
+    await api("DELETE", "/sessions/current");
+  } catch { /* the cookie is cleared on the next answer anyway */ }
+  showSignedOut();
   showError(null);
 }
 
-handle($("sign-in-form"), async (form) => signIn(form.get("user_id").trim()));
+async function signIn(user, password) {
+  const session = await api("POST", "/sessions", { user_id: user, password });
+  showSignedIn(session.user_id);
+}
+
+handle($("sign-in-form"), async (form) =>
+  signIn(form.get("user_id").trim(), form.get("password")));
+
+$("sign-up-button").addEventListener("click", async () => {
+  const form = $("sign-in-form");
+  if (!form.reportValidity()) return;
+  const data = new FormData(form);
+  const user = data.get("user_id").trim(), password = data.get("password");
+  showError(null);
+  try {
+    await api("POST", "/users", { user_id: user, password });
+    await signIn(user, password);
+    form.reset();
+    // Every user gets their account at sign-up.
+    showAccount(await api("POST", "/accounts", {}));
+  } catch (error) {
+    showError(error);
+  }
+});
 
 $("sign-out").addEventListener("click", signOut);
 
 $("create-account").addEventListener("click", async () => {
   showError(null);
   try {
-    showAccount(await api("POST", "/accounts", { user_id: state.user }));
+    showAccount(await api("POST", "/accounts", {}));
   } catch (error) {
     if (error.code === "account_exists") loadAccount();
     else showError(error);
@@ -214,11 +258,15 @@ handle($("order-form"), async (form) => {
   const amount = toCents(form.get("amount"));
   if (amount === null) throw new Error("Enter a price like 30 or 4.99.");
   const order = await api("POST", "/orders", {
-    user_id: state.user, amount, description: form.get("description").trim(),
+    amount, description: form.get("description").trim(),
   });
   remember(order);
   renderOrders();
 });
 
-const saved = localStorage.getItem("shop.user");
-if (saved) signIn(saved);
+// A session from before (the cookie): who am I?
+localStorage.removeItem("shop.user"); // the old, password-less page's
+api("GET", "/me").then((me) => showSignedIn(me.user_id)).catch((error) => {
+  showSignedOut();
+  if (error.code === "token_expired") showError(new Error("Your session has expired. Please sign in again."));
+});

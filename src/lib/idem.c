@@ -71,15 +71,23 @@ static int claim(db_conn *c, const char *key, const char *fp, http_res *res)
     return 1;
 }
 
-void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void *arg)
+void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, idem_work work,
+              void *arg)
 {
-    const char *key = http_header(req, "Idempotency-Key");
-    char *fp = NULL, *stored = NULL;
+    const char *given = http_header(req, "Idempotency-Key");
+    char *fp = NULL, *stored = NULL, scoped[HTTP_IDEM_SCOPED_MAX];
+    const char *key = NULL;
     db_conn *c = NULL;
-    if (key && !valid_idempotency_key(key)) {
+    if (given && !valid_idempotency_key(given)) {
         http_error(res, 400, "invalid_idempotency_key",
                    "Idempotency-Key must be 1-255 printable ASCII characters");
         return;
+    }
+    /* A user's keys are theirs: the same key from two users is two keys
+     * (a user id has no ':'). */
+    if (given) {
+        snprintf(scoped, sizeof scoped, "%s:%s", scope, given);
+        key = scoped;
     }
     int rc = db_acquire(pool, 1000, &c);
     /* Without a key the work is one statement, atomic by itself: no

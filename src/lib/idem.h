@@ -24,7 +24,10 @@ typedef int (*idem_work)(db_conn *conn, http_req *req, http_res *res, void *arg)
  * Answers 400 for a malformed key, 422 for a reused one, 503 when the
  * database cannot be reached. 5xx answers are not stored: a retry runs
  * the work again. */
-void idem_run(db_pool *pool, http_req *req, http_res *res, idem_work work, void *arg);
+void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, idem_work work,
+              void *arg);
+/* The key as stored: "scope:key", `scope` the acting user's id. */
+#define HTTP_IDEM_SCOPED_MAX (64 + 1 + 255 + 1)
 
 /* What a key remembers of its request, hashed by the database: method,
  * path and the body, canonical (compact, keys sorted) when it was parsed

@@ -3,6 +3,7 @@
 #include "lib/config.h"
 #include "lib/db.h"
 #include "lib/docs.h"
+#include "lib/file.h"
 #include "lib/idem.h"
 #include "lib/log.h"
 #include "lib/ticker.h"
@@ -135,6 +136,85 @@ int svc_authenticate(http_req *req, http_res *res, const auth_key *key, const ch
     return -1;
 }
 
+bool svc_origin_allowed(const svc_parts *parts, const char *origin)
+{
+    size_t n = strlen(origin);
+    for (const char *p = parts->origins; *p;) {
+        p += strspn(p, " ");
+        size_t len = strcspn(p, " ");
+        if (len && len == n && strncmp(p, origin, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+bool svc_caller_of(http_req *req, http_res *res, const svc_parts *parts, bool write,
+                   svc_caller *who)
+{
+    if (svc_authenticate(req, res, &parts->key, parts->audience, &who->claims, &who->via_cookie) <
+        0)
+        return false;
+    if (!write)
+        return true;
+    const char *type = http_header(req, "Content-Type");
+    if (req->body_len && (!type || strncasecmp(type, "application/json", 16) != 0 ||
+                          (type[16] != '\0' && type[16] != ';' && type[16] != ' '))) {
+        http_error(res, 415, "unsupported_media_type", "the body must be application/json");
+        return false;
+    }
+    const char *origin = http_header(req, "Origin");
+    if (who->via_cookie && (!origin || !svc_origin_allowed(parts, origin))) {
+        http_error(res, 403, "cross_origin",
+                   "a request carried by the session cookie must come from the shop's own page");
+        return false;
+    }
+    return true;
+}
+
+bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, bool operator_may)
+{
+    if (strcmp(who->claims.sub, user_id) == 0 ||
+        (operator_may && who->claims.role == AUTH_OPERATOR))
+        return true;
+    http_error(res, 403, "forbidden", "this is not your account");
+    return false;
+}
+
+/* Identity's public key: AUTH_PUBLIC_KEY, else the file identity writes
+ * (waited for a while: identity may be starting next to us). */
+static int load_public_key(svc_parts *parts)
+{
+    const char *given = cfg_str("AUTH_PUBLIC_KEY", "");
+    const char *file = cfg_str("AUTH_PUBLIC_KEY_FILE", "var/identity-signing.key.pub");
+    int64_t wait_s;
+    if (cfg_int("AUTH_KEY_WAIT_S", 0, 3600, 30, &wait_s) < 0 || auth_init() < 0)
+        return -1;
+    if (given[0]) {
+        if (auth_key_from_public_text(&parts->key, given) == 0)
+            return 0;
+        log_msg(LOG_ERROR, NULL, "AUTH_PUBLIC_KEY is not a base64 Ed25519 public key");
+        return -1;
+    }
+    for (int64_t waited = 0;; waited += 100) {
+        char *text = file_read(file, NULL);
+        if (text) {
+            int rc = auth_key_from_public_text(&parts->key, text);
+            free(text);
+            if (rc == 0)
+                return 0;
+            log_msg(LOG_ERROR, NULL, "%s does not hold an Ed25519 public key", file);
+            return -1;
+        }
+        if (waited >= wait_s * 1000) {
+            log_msg(LOG_ERROR, NULL, "no public key in %s: is identity running?", file);
+            return -1;
+        }
+        struct timespec pause = {.tv_nsec = 100 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 void svc_db_error(http_res *res, int rc)
 {
     if (rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT)
@@ -171,6 +251,11 @@ int svc_run(const svc_def *def, void *app)
         (def->configure && def->configure(app) < 0))
         return 2;
     parts->idempotency_retention_s = (int)idem_ret;
+    parts->audience = cfg_str("TOKEN_AUDIENCE", "shop");
+    snprintf(parts->origins, sizeof parts->origins, "%s",
+             cfg_str("ALLOWED_ORIGINS", "http://localhost:8000 http://127.0.0.1:8000"));
+    if (def->tokens && load_public_key(parts) < 0)
+        return 1;
     const char *db_url = cfg_str(def->db_url, def->db_url_default);
     const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
     const char *migrations = cfg_str(def->migrations, def->migrations_default);

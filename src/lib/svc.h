@@ -54,7 +54,31 @@ typedef struct svc_parts {
     outbox_relay *relay;
     consumer *consumer;
     int idempotency_retention_s;
+    auth_key key;         /* identity's public key (svc_def.tokens) */
+    const char *audience; /* TOKEN_AUDIENCE */
+    char origins[512];    /* ALLOWED_ORIGINS, space-separated */
 } svc_parts;
+
+/* Who a request acts for: the token's user. */
+typedef struct svc_caller {
+    auth_claims claims;
+    bool via_cookie; /* the browser's cookie, not an Authorization header */
+} svc_caller;
+
+/* For a handler of a service that verifies tokens: fills `who` from the
+ * request's token, or answers 401 and returns false. For a request that
+ * changes something (`write`), also: the body must be application/json
+ * (else 415), and when the cookie carried the identity, the Origin must be
+ * one of ALLOWED_ORIGINS (else 403): no cross-site request forgery. */
+bool svc_caller_of(http_req *req, http_res *res, const svc_parts *parts, bool write,
+                   svc_caller *who);
+
+/* True when `who` may act on `user_id`'s resources: the same user, or an
+ * operator when `operator_may` (reads for support). Else answers 403. */
+bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, bool operator_may);
+
+/* True when `origin` is one of the allowed origins. */
+bool svc_origin_allowed(const svc_parts *parts, const char *origin);
 
 /* A service: what differs between orders and payments. */
 typedef struct svc_def {
@@ -74,6 +98,7 @@ typedef struct svc_def {
     void (*after_commit)(void *app); /* may be NULL */
     void (*purge)(void *app);        /* every PURGE_INTERVAL_MS */
     size_t parts;                    /* offsetof(app type, its svc_parts) */
+    bool tokens;                     /* verifies identity's tokens: loads its public key */
     /* The service's own settings and parts (each may be NULL). `configure`
      * reads settings (< 0: a bad one, logged). `start` runs once the pool
      * and the relay exist, before the consumer and HTTP; `close` is the

@@ -46,15 +46,21 @@ static void create_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     json_int_t amount = 0;
+    svc_caller who;
     create_args a = {.description = "", .redrive_ms = app->redrive_after_ms};
-    if (http_body_unpack(req, res, "{s:s, s:I, s?:s}", "user_id", &a.user_id, "amount", &amount,
+    if (!svc_caller_of(req, res, &app->svc, true, &who) ||
+        http_body_unpack(req, res, "{s?:s, s:I, s?:s}", "user_id", &a.user_id, "amount", &amount,
                          "description", &a.description) < 0)
         return;
-    if (!valid_user_id(a.user_id)) {
+    /* The order is the caller's; a user_id in the body, if any, must say so. */
+    if (a.user_id && !valid_user_id(a.user_id)) {
         http_error(res, 400, "invalid_user_id",
                    "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
         return;
     }
+    if (a.user_id && !svc_may_act_for(res, &who, a.user_id, false))
+        return;
+    a.user_id = who.claims.sub;
     if (!valid_amount(amount)) {
         http_error(res, 400, "invalid_amount",
                    "amount must be an integer number of minor units from 1 to 10^12");
@@ -67,7 +73,7 @@ static void create_order(http_req *req, http_res *res)
         return;
     }
     a.amount = amount;
-    idem_run(app->svc.db, req, res, create_order_tx, &a);
+    idem_run(app->svc.db, req, res, who.claims.sub, create_order_tx, &a);
     if (res->status == 201)
         outbox_relay_wake(app->svc.relay);
 }
@@ -76,6 +82,9 @@ static void get_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     const char *id = req->params[0];
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, false, &who))
+        return;
     if (!valid_uuid(id)) {
         http_error(res, 404, "order_not_found", "no order %s", id);
         return;
@@ -86,6 +95,10 @@ static void get_order(http_req *req, http_res *res)
     if (rc == 0)
         rc = store_order_get(c, id, &o);
     db_release(app->svc.db, c);
+    /* Another user's order does not exist for the caller (an operator
+     * sees every one). */
+    if (rc == 0 && strcmp(o.user_id, who.claims.sub) != 0 && who.claims.role != AUTH_OPERATOR)
+        rc = -ENOENT;
     if (rc == 0)
         http_json(res, 200, order_json(&o));
     else if (rc == -ENOENT)
@@ -100,11 +113,19 @@ static void list_orders(http_req *req, http_res *res)
     const char *user_id = http_query(req, "user_id");
     const char *limit_s = http_query(req, "limit"), *cursor_s = http_query(req, "cursor");
     int64_t limit = LIST_DEFAULT, cursor = 0;
-    if (!user_id || !valid_user_id(user_id)) {
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, false, &who))
+        return;
+    if (user_id && !valid_user_id(user_id)) {
         http_error(res, 400, "invalid_user_id",
-                   "the user_id query parameter is required: 1-64 characters of [A-Za-z0-9_.-]");
+                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
         return;
     }
+    /* The caller's orders, unless an operator asks for someone's. */
+    if (user_id && !svc_may_act_for(res, &who, user_id, true))
+        return;
+    if (!user_id)
+        user_id = who.claims.sub;
     if (limit_s && cfg_parse_int(limit_s, 1, LIST_MAX, &limit) < 0) {
         http_error(res, 400, "invalid_limit", "limit must be an integer from 1 to %d", LIST_MAX);
         return;
@@ -144,12 +165,23 @@ static void follow_orders(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     const char *user_id = http_query(req, "user_id");
-    if (!user_id || !valid_user_id(user_id)) {
-        http_error(res, 400, "invalid_user_id",
-                   "the user_id query parameter is required: 1-64 characters of [A-Za-z0-9_.-]");
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, false, &who))
+        return;
+    /* A browser's WebSocket carries the cookie: it must come from our page. */
+    const char *origin = http_header(req, "Origin");
+    if (origin && !svc_origin_allowed(&app->svc, origin)) {
+        http_error(res, 403, "cross_origin", "this WebSocket is for the shop's own page");
         return;
     }
-    ws_accept(app->hub, req, res, user_id);
+    if (user_id && !valid_user_id(user_id)) {
+        http_error(res, 400, "invalid_user_id",
+                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+        return;
+    }
+    if (user_id && !svc_may_act_for(res, &who, user_id, false))
+        return;
+    ws_accept(app->hub, req, res, who.claims.sub); /* only the caller's own orders */
 }
 
 const http_route orders_routes[] = {

@@ -78,6 +78,7 @@ int main(void)
         .handle = orders_handle_results,
         .purge = orders_purge,
         .parts = offsetof(orders_app, svc),
+        .tokens = true,
         .configure = configure,
         .start = start,
         .close = close_sockets,

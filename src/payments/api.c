@@ -49,6 +49,7 @@ static int create_account_tx(db_conn *c, http_req *req, http_res *res, void *arg
     const char *user_id = arg;
     (void)req;
     account a;
+    /* (the caller's own id: see create_account) */
     return answer(res, store_account_create(c, user_id, &a), 201, &a, user_id);
 }
 
@@ -56,17 +57,24 @@ static void create_account(http_req *req, http_res *res)
 {
     payments_app *app = req->app;
     const char *user_id = NULL;
-    if (http_body_unpack(req, res, "{s:s}", "user_id", &user_id) < 0 ||
-        !check_user_id(res, user_id))
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, true, &who))
         return;
-    idem_run(app->svc.db, req, res, create_account_tx, (void *)user_id);
+    /* The caller's account; a user_id in the body, if any, must say so. */
+    if (req->body_len && (http_body_unpack(req, res, "{s?:s}", "user_id", &user_id) < 0 ||
+                          (user_id && (!check_user_id(res, user_id) ||
+                                       !svc_may_act_for(res, &who, user_id, false)))))
+        return;
+    idem_run(app->svc.db, req, res, who.claims.sub, create_account_tx, who.claims.sub);
 }
 
 static void get_account(http_req *req, http_res *res)
 {
     payments_app *app = req->app;
     const char *user_id = req->params[0];
-    if (!check_user_id(res, user_id))
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, false, &who) || !check_user_id(res, user_id) ||
+        !svc_may_act_for(res, &who, user_id, true))
         return;
     db_conn *c = NULL;
     account a;
@@ -96,7 +104,9 @@ static void deposit(http_req *req, http_res *res)
     payments_app *app = req->app;
     json_int_t amount = 0;
     deposit_args d = {.user_id = req->params[0]};
-    if (!check_user_id(res, d.user_id) ||
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, true, &who) || !check_user_id(res, d.user_id) ||
+        !svc_may_act_for(res, &who, d.user_id, false) ||
         http_body_unpack(req, res, "{s:I}", "amount", &amount) < 0)
         return;
     if (!valid_amount(amount)) {
@@ -105,7 +115,7 @@ static void deposit(http_req *req, http_res *res)
         return;
     }
     d.amount = amount;
-    idem_run(app->svc.db, req, res, deposit_tx, &d);
+    idem_run(app->svc.db, req, res, who.claims.sub, deposit_tx, &d);
 }
 
 const http_route payments_routes[] = {

@@ -31,6 +31,7 @@ int main(void)
         .after_commit = payments_after_commit,
         .purge = payments_purge,
         .parts = offsetof(payments_app, svc),
+        .tokens = true,
     };
     static payments_app app;
     return svc_run(&def, &app);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -318,12 +319,14 @@ static int ws_follow(const char *base, const char *user)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[512], answer[512];
+    char req[2600], answer[512];
+    char *token = token_for(user, false);
     int n = snprintf(req, sizeof req,
                      "GET /ws?user_id=%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     user);
+                     "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n",
+                     user, token);
+    free(token);
     cr_assert_eq(write(fd, req, (size_t)n), n);
     ssize_t got = read(fd, answer, sizeof answer - 1);
     cr_assert_gt(got, 0);
@@ -433,6 +436,7 @@ Test(chaos, database_frozen_answers_503_within_a_second_then_recovers, .timeout 
 {
     char user[64], order_id[37];
     unique_name(user, sizeof user, "dbfrozen");
+    act_as(user); /* every request below is theirs */
     account_with(user, 100);
     cr_assert_eq(place_order(user, 10, order_id), 201);
     cr_assert(all_final(user, 60000));

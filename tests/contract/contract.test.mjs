@@ -11,11 +11,13 @@ import http from "node:http";
 import { parse } from "yaml";
 import Ajv2020 from "ajv/dist/2020.js";
 import addFormats from "ajv-formats";
+import { mint, bearer } from "../e2e/session.mjs";
 
 const root = new URL("../../", import.meta.url).pathname;
 const services = {
   orders: { url: process.env.SHOP_ORDERS_URL || "http://127.0.0.1:18080" },
   payments: { url: process.env.SHOP_PAYMENTS_URL || "http://127.0.0.1:18081" },
+  identity: { url: process.env.SHOP_IDENTITY_URL || "http://127.0.0.1:18084" },
 };
 const ajv = new Ajv2020({ strict: false, allErrors: true });
 addFormats(ajv);
@@ -38,9 +40,22 @@ function documented(service, method, template, status) {
 }
 
 // Sends one request and checks its answer against the document.
-async function call(service, method, template, path, { body, headers = {}, status }) {
+// As whom (a token minted for the user): `as`, else the user the request
+// names (/accounts/U, ?user_id=U, a body's user_id), else a bystander;
+// `as: null` sends no token. Identity's own calls carry none unless asked.
+function actingUser(service, path, body, as) {
+  if (as !== undefined) return as;
+  if (service === "identity") return null;
+  const named = /^\/accounts\/([^/?]+)/.exec(path)?.[1] || /user_id=([^&]+)/.exec(path)?.[1] ||
+    (typeof body === "object" && typeof body?.user_id === "string" ? body.user_id : null);
+  return named && /^[A-Za-z0-9_.-]{1,64}$/.test(named) ? named : "contract-bystander";
+}
+
+async function call(service, method, template, path, { body, headers = {}, status, as, type: bodyType }) {
+  const who = actingUser(service, path, body, as);
   const response = await fetch(services[service].url + path, {
-    method, headers: { "Content-Type": "application/json", ...headers },
+    method,
+    headers: { "Content-Type": bodyType || "application/json", ...(who ? bearer(mint(who)) : {}), ...headers },
     body: typeof body === "string" ? body : body && JSON.stringify(body),
   });
   const text = await response.text();
@@ -87,21 +102,46 @@ const key = (name) => ({ "Idempotency-Key": `${name}-${run}` });
 
 test("every documented answer is what the services give", { timeout: 120000 }, async () => {
   const user = `contract-${run}`, rich = `rich-${run}`;
+  const other = `other-${run}`;
+  // identity
+  const creds = { user_id: `id-${run}`, password: "a long test password" };
+  await call("identity", "POST", "/users", "/users", { body: creds, status: 201 });
+  await call("identity", "POST", "/users", "/users", { body: creds, status: 409 });
+  await call("identity", "POST", "/users", "/users", { body: { user_id: `x-${run}`, password: "short" }, status: 400 });
+  await call("identity", "POST", "/users", "/users", { body: big, status: 413 });
+  const session = await call("identity", "POST", "/sessions", "/sessions", { body: creds, status: 200 });
+  await call("identity", "POST", "/sessions", "/sessions", { body: { user_id: 7 }, status: 400 });
+  await call("identity", "POST", "/sessions", "/sessions", { body: big, status: 413 });
+  await call("identity", "GET", "/me", "/me", { headers: bearer(session.token), status: 200 });
+  await call("identity", "GET", "/me", "/me", { status: 401 });
+  await call("identity", "DELETE", "/sessions/current", "/sessions/current", { status: 204 });
+  for (let i = 0; i < 5; i++)
+    await call("identity", "POST", "/sessions", "/sessions", { body: { ...creds, password: "not the password" }, status: 401 });
+  await call("identity", "POST", "/sessions", "/sessions", { body: creds, status: 429 });
+
   // payments
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, status: 201 });
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: 7 }, status: 400 });
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, status: 409 });
   await call("payments", "POST", "/accounts", "/accounts", { body: big, status: 413 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, as: null, status: 401 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: user }, as: other, status: 403 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: "user_id=x", type: "text/plain", status: 415 });
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: `k-${run}` }, headers: key("a"), status: 201 });
-  await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: `k2-${run}` }, headers: key("a"), status: 422 });
+  await call("payments", "POST", "/accounts", "/accounts", { body: {}, as: `k-${run}`, headers: key("a"), status: 422 });
   const acct = "/accounts/{user_id}", dep = "/accounts/{user_id}/deposits";
   await call("payments", "GET", acct, `/accounts/${user}`, { status: 200 });
   await call("payments", "GET", acct, "/accounts/bad%20id", { status: 400 });
   await call("payments", "GET", acct, `/accounts/nobody-${run}`, { status: 404 });
+  await call("payments", "GET", acct, `/accounts/${user}`, { as: null, status: 401 });
+  await call("payments", "GET", acct, `/accounts/${user}`, { as: other, status: 403 });
   await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 500 }, status: 201 });
   await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 0 }, status: 400 });
   await call("payments", "POST", dep, `/accounts/nobody-${run}/deposits`, { body: { amount: 5 }, status: 404 });
   await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: big, status: 413 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 5 }, as: null, status: 401 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 5 }, as: other, status: 403 });
+  await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: "amount=5", type: "text/plain", status: 415 });
   await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 5 }, headers: key("d"), status: 201 });
   await call("payments", "POST", dep, `/accounts/${user}/deposits`, { body: { amount: 6 }, headers: key("d"), status: 422 });
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: rich }, status: 201 });
@@ -112,23 +152,37 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   const order = await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 100, description: "contract" }, status: 201 });
   await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: -1 }, status: 400 });
   await call("orders", "POST", "/orders", "/orders", { body: big, status: 413 });
+  await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, as: null, status: 401 });
+  await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, as: other, status: 403 });
+  await call("orders", "POST", "/orders", "/orders", { body: "amount=1", as: user, type: "text/plain", status: 415 });
   await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, headers: key("o"), status: 201 });
   await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 2 }, headers: key("o"), status: 422 });
   await call("orders", "GET", "/orders", `/orders?user_id=${user}&limit=1`, { status: 200 });
-  await call("orders", "GET", "/orders", "/orders?limit=1", { status: 400 });
-  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 200 });
+  await call("orders", "GET", "/orders", "/orders?limit=0", { status: 400 });
+  await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { as: null, status: 401 });
+  await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { as: other, status: 403 });
+  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: user, status: 200 });
+  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: other, status: 404 });
+  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: null, status: 401 });
   await call("orders", "GET", "/orders/{id}", "/orders/00000000-0000-4000-8000-000000000000", { status: 404 });
-  const ws = { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" };
+  const ws = { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", ...bearer(mint(user)) };
   assert.equal(await upgrade(`/ws?user_id=${user}`, ws), 101);
+  assert.equal(await upgrade("/ws", ws), 101, "without user_id: the token's user");
   covered.add("orders GET /ws 101");
   await call("orders", "GET", "/ws", `/ws?user_id=${user}`, { status: 426 });
-  assert.equal(await upgrade("/ws", ws), 400, "an upgrade without user_id is refused");
+  assert.equal(await upgrade("/ws?user_id=bad%20id", ws), 400, "a bad user_id is refused");
+  const { Authorization: _, ...anonymous } = ws;
+  assert.equal(await upgrade("/ws", anonymous), 401);
+  covered.add("orders GET /ws 401");
+  assert.equal(await upgrade(`/ws?user_id=${other}`, ws), 403, "another user's stream");
+  covered.add("orders GET /ws 403");
   // RFC 6455 §4.2: a malformed handshake is 400, another version is 426.
   assert.equal(await upgrade(`/ws?user_id=${user}`, { ...ws, "Sec-WebSocket-Key": "short" }), 400);
   assert.equal(await upgrade(`/ws?user_id=${user}`, { ...ws, "Sec-WebSocket-Version": "8" }), 426);
   covered.add("orders GET /ws 400");
 
-  for (const service of ["orders", "payments"]) {
+  for (const service of ["orders", "payments", "identity"]) {
     await call(service, "GET", "/healthz", "/healthz", { status: 200 });
     await call(service, "GET", "/readyz", "/readyz", { status: 200 });
     await call(service, "GET", "/metrics", "/metrics", { status: 200 });
@@ -143,8 +197,10 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
     await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, status: 503 });
     await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { status: 503 });
     await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 503 });
-    for (const service of ["orders", "payments"])
+    for (const service of ["orders", "payments", "identity"])
       await call(service, "GET", "/readyz", "/readyz", { status: 503 });
+    await call("identity", "POST", "/users", "/users", { body: { user_id: `down-${run}`, password: "a long test password" }, status: 503 });
+    await call("identity", "POST", "/sessions", "/sessions", { body: { user_id: `down-${run}`, password: "a long test password" }, status: 503 });
   } finally {
     stack("pg-start");
   }

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import fs from "node:fs";
 import { execFileSync } from "node:child_process";
+import { mint, bearer } from "./session.mjs";
 
 const gateway = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:18000";
 const wsConns = Number(process.env.GATEWAY_WS_CONNS || 16);
@@ -44,7 +45,8 @@ test("an answer carries one X-Request-Id, the client's when it is sane", async (
 
 test("WebSockets per client address are capped; one more gets 429", async () => {
   const open = (i) => new Promise((resolve) => {
-    const s = new WebSocket(gateway.replace(/^http/, "ws") + `/api/ws?user_id=cap-${run}-${i}`, { localAddress: stranger });
+    const s = new WebSocket(gateway.replace(/^http/, "ws") + `/api/ws?user_id=cap-${run}-${i}`,
+      { localAddress: stranger, headers: bearer(mint(`cap-${run}-${i}`)) });
     s.on("open", () => resolve({ s, status: 101 }));
     s.on("unexpected-response", (req, res) => resolve({ s, status: res.statusCode }));
     s.on("error", () => resolve({ s, status: 0 }));
@@ -56,7 +58,8 @@ test("WebSockets per client address are capped; one more gets 429", async () => 
   assert.equal(extra.status, 429);
   // From another address (the exempt one), sockets still open.
   const other = await new Promise((resolve) => {
-    const s = new WebSocket(gateway.replace(/^http/, "ws") + `/api/ws?user_id=cap-${run}-x`);
+    const s = new WebSocket(gateway.replace(/^http/, "ws") + `/api/ws?user_id=cap-${run}-x`,
+      { headers: bearer(mint(`cap-${run}-x`)) });
     s.on("open", () => resolve({ s, status: 101 }));
     s.on("unexpected-response", (req, res) => resolve({ s, status: res.statusCode }));
   });
@@ -74,15 +77,15 @@ test("a client over its request rate gets 429 with a JSON error; others are serv
   agent.destroy();
   const limited = answers.filter((a) => a.status === 429);
   assert.ok(limited.length > 0, "no request was limited");
-  assert.ok(answers.every((a) => a.status === 404 || a.status === 429), "only 404 (no such account) or 429");
+  assert.ok(answers.every((a) => a.status === 401 || a.status === 429), "only 401 (no token) or 429");
   assert.ok(n - limited.length >= burst, `the burst of ${burst} is served (${n - limited.length})`);
   assert.equal(JSON.parse(limited[0].body).error.code, "rate_limited");
   assert.equal(limited[0].headers["content-type"], "application/json");
   assert.equal(limited[0].headers["retry-after"], "1");
   // Meanwhile another address is not slowed down.
-  assert.equal((await get(`/api/accounts/nobody-${run}`)).status, 404);
+  assert.equal((await get(`/api/accounts/nobody-${run}`)).status, 401);
   await tokensBack();
-  assert.equal((await get(`/api/accounts/nobody-${run}`, { localAddress: stranger })).status, 404, "served again");
+  assert.equal((await get(`/api/accounts/nobody-${run}`, { localAddress: stranger })).status, 401, "served again");
 });
 
 test("nginx's workers do not run as root", { skip: process.getuid() !== 0 && "only root can switch users" }, () => {

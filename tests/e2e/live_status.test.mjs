@@ -9,15 +9,18 @@ import { WebSocket } from "ws";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { execFileSync } from "node:child_process";
+import { mint, bearer } from "./session.mjs";
 
 const gateway = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:18000";
 const [orderA, orderB] = (process.env.SHOP_ORDERS_URLS || "http://127.0.0.1:18080 http://127.0.0.1:18082").split(" ");
 const run = `${process.pid}-${Date.now() % 100000}`;
 const wsUrl = (base, user) => base.replace(/^http/, "ws") + `/ws?user_id=${user}`;
 
-// A socket that records the final statuses it is told about.
+// A socket that records the final statuses it is told about; it acts as
+// the user named in its URL (a token minted for them).
 function follow(url) {
-  const socket = new WebSocket(url);
+  const user = new URL(url).searchParams.get("user_id");
+  const socket = new WebSocket(url, { headers: bearer(mint(user)) });
   const finals = new Map();
   const waiters = [];
   socket.addEventListener("message", (event) => {
@@ -39,9 +42,12 @@ function follow(url) {
   return { socket, finals, opened, until, closed };
 }
 
+// As the user the body or the path names.
 async function post(path, body) {
+  const user = body.user_id || path.split("/")[2];
   const r = await fetch(gateway + "/api" + path, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: { "Content-Type": "application/json", ...bearer(mint(user)) },
+    body: JSON.stringify(body),
   });
   const text = await r.text();
   assert.ok(r.ok, `${path}: ${r.status} ${text}`);
@@ -97,7 +103,7 @@ test("large events are pushed whole, split over several notifications", { timeou
   await s.until(() => placed.every((o) => s.finals.has(o.id)));
   for (const o of placed) {
     const pushed = s.finals.get(o.id);
-    const stored = await (await fetch(`${gateway}/api/orders/${o.id}`)).json();
+    const stored = await (await fetch(`${gateway}/api/orders/${o.id}`, { headers: bearer(mint(user)) })).json();
     assert.deepEqual(pushed, stored, "the pushed order is the stored one");
     assert.equal(pushed.description, description);
   }
@@ -115,6 +121,7 @@ test("idle sockets live on pongs; a silent peer is dropped", { timeout: 60000 },
   // A raw socket that completes the handshake, then never answers a ping.
   const silent = net.connect(new URL(orderA).port, "127.0.0.1");
   silent.write(`GET /ws?user_id=${user} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+    `Authorization: Bearer ${mint(user)}\r\n` +
     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
   const greeting = await new Promise((resolve) => silent.once("data", (d) => resolve(String(d))));
   assert.match(greeting, /^HTTP\/1.1 101/);
@@ -136,7 +143,7 @@ test("a client's message longer than 4 KiB closes its socket with 1009, and only
   const user = `big-${run}`;
   const other = follow(wsUrl(orderA, user));
   await other.opened;
-  const socket = new WebSocket(wsUrl(orderA, user));
+  const socket = new WebSocket(wsUrl(orderA, user), { headers: bearer(mint(user)) });
   await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
   const closed = new Promise((resolve) => socket.once("close", (code) => resolve(code)));
   try {
@@ -156,7 +163,7 @@ test("a client's message longer than 4 KiB closes its socket with 1009, and only
 });
 
 test("after the database comes back, open sockets are told to resync", { timeout: 90000 }, async () => {
-  const socket = new WebSocket(wsUrl(orderA, `resync-${run}`));
+  const socket = new WebSocket(wsUrl(orderA, `resync-${run}`), { headers: bearer(mint(`resync-${run}`)) });
   const messages = [];
   socket.addEventListener("message", (e) => messages.push(JSON.parse(e.data)));
   await new Promise((resolve) => socket.addEventListener("open", resolve));
@@ -169,4 +176,20 @@ test("after the database comes back, open sockets are told to resync", { timeout
   assert.ok(messages.some((m) => m.type === "resync"), "no resync after the database restart");
   assert.equal(socket.readyState, WebSocket.OPEN, "the socket itself stayed open");
   socket.close(1000);
+});
+
+test("a socket follows its token's user: another user's id is refused, a foreign page too", { timeout: 30000 }, async () => {
+  const alice = `wsa-${run}`, bob = `wsb-${run}`;
+  const refused = (url, headers) => new Promise((resolve) => {
+    const s = new WebSocket(url, { headers });
+    s.on("unexpected-response", (req, res) => { resolve(res.statusCode); s.terminate(); });
+    s.on("open", () => { resolve(101); s.terminate(); });
+    s.on("error", () => resolve(0));
+  });
+  assert.equal(await refused(wsUrl(orderA, alice), bearer(mint(bob))), 403, "Bob asking for Alice's orders");
+  assert.equal(await refused(wsUrl(orderA, alice), {}), 401, "no token");
+  assert.equal(await refused(orderA.replace(/^http/, "ws") + "/ws",
+    { Cookie: `shop_session=${mint(alice)}`, Origin: "http://evil.example" }), 403, "a page of another site");
+  assert.equal(await refused(orderA.replace(/^http/, "ws") + "/ws",
+    { Cookie: `shop_session=${mint(alice)}`, Origin: gateway }), 101, "the shop's own page, by cookie");
 });

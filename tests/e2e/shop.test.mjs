@@ -1,11 +1,15 @@
 // The whole story in a real browser (Debian's Chromium, driven by
-// playwright-core) through the gateway: sign in, create the account, top up
-// 100, buy for 30 (FINISHED, live), buy for 500 (CANCELLED, insufficient
-// funds, live), balance 70. Saves a screenshot under build/e2e/.
+// playwright-core) through the gateway: two shoppers sign up in two browser
+// contexts (the account comes with it); one tops up 100, buys for 30
+// (FINISHED, live), buys for 500 (CANCELLED, insufficient funds, live),
+// balance 70, while the other sees none of it and only their own order;
+// sign-out ends the session; an expired one says so. Saves a screenshot
+// under build/e2e/.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { mint } from "./session.mjs";
 
 const base = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:8000";
 const shots = new URL("../../build/e2e/", import.meta.url).pathname;
@@ -17,56 +21,102 @@ const browserArgs = [
   "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
 ];
 
-test("a shopper tops up, buys, and watches statuses change live", { timeout: 90000 }, async () => {
+async function signUp(page, user) {
+  await page.goto(base + "/");
+  await page.getByLabel("User id").fill(user);
+  await page.getByLabel("Password").fill("a long test password");
+  await page.getByRole("button", { name: "Sign up" }).click();
+  await page.locator("#who-name", { hasText: user }).waitFor();
+  await page.locator("#balance", { hasText: "0.00" }).waitFor(); // the account comes with it
+  await page.locator("#live.on").waitFor();
+}
+
+test("two shoppers, each sees only their own money and orders, live; sign-out ends it",
+  { timeout: 120000 }, async () => {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
   });
   try {
-    const page = await browser.newPage({ viewport: { width: 900, height: 720 } });
+    // Two contexts: two cookie jars, as two people on two machines.
+    const alice = await browser.newPage({ viewport: { width: 900, height: 720 } });
+    const bob = await (await browser.newContext()).newPage({ viewport: { width: 900, height: 720 } });
     const listings = [];
-    page.on("request", (r) => r.url().includes("/api/orders?") && listings.push(r.url()));
-    // Script errors only: the API's expected 4xx answers (the account
-    // before it exists, the refused top-up) are logged by Chromium too.
+    alice.on("request", (r) => r.url().includes("/api/orders?") && listings.push(r.url()));
+    // Script errors only: the API's expected 4xx answers (the refused
+    // top-up, /me before signing in) are logged by Chromium too.
     const scriptErrors = [];
-    page.on("pageerror", (e) => scriptErrors.push(e.message));
+    for (const page of [alice, bob]) page.on("pageerror", (e) => scriptErrors.push(e.message));
 
-    await page.goto(base + "/");
-    const user = `e2e-${process.pid}-${Date.now() % 100000}`;
-    await page.getByLabel("User id").fill(user);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("button", { name: "Create my account" }).click();
-    await page.locator("#live.on").waitFor();
+    const run = `${process.pid}-${Date.now() % 100000}`;
+    await signUp(alice, `alice-${run}`);
+    await signUp(bob, `bob-${run}`);
 
-    await page.getByLabel("Top up").fill("100");
-    await page.getByRole("button", { name: "Top up" }).click();
-    await page.locator("#balance", { hasText: "100.00" }).waitFor();
+    await alice.getByLabel("Top up").fill("100");
+    await alice.getByRole("button", { name: "Top up" }).click();
+    await alice.locator("#balance", { hasText: "100.00" }).waitFor();
 
     const listingsBefore = listings.length;
-    await page.getByLabel("Price").fill("30");
-    await page.getByLabel("What").fill("a book");
-    await page.getByRole("button", { name: "Buy" }).click();
-    const book = page.locator("#orders tr", { hasText: "a book" });
+    await alice.getByLabel("Price").fill("30");
+    await alice.getByLabel("What").fill("a book");
+    await alice.getByRole("button", { name: "Buy" }).click();
+    const book = alice.locator("#orders tr", { hasText: "a book" });
     await book.locator(".status.FINISHED").waitFor({ timeout: 30000 });
 
-    await page.getByLabel("Price").fill("500");
-    await page.getByLabel("What").fill("a bike");
-    await page.getByRole("button", { name: "Buy" }).click();
-    const bike = page.locator("#orders tr", { hasText: "a bike" });
+    await alice.getByLabel("Price").fill("500");
+    await alice.getByLabel("What").fill("a bike");
+    await alice.getByRole("button", { name: "Buy" }).click();
+    const bike = alice.locator("#orders tr", { hasText: "a bike" });
     await bike.locator(".status.CANCELLED").waitFor({ timeout: 30000 });
     assert.match(await bike.innerText(), /insufficient funds/);
 
-    await page.locator("#balance", { hasText: "70.00" }).waitFor();
+    await alice.locator("#balance", { hasText: "70.00" }).waitFor();
     assert.equal(listings.length, listingsBefore, "statuses arrived without reloading the list");
-    assert.equal(await page.locator("#orders tr").count(), 2);
+    assert.equal(await alice.locator("#orders tr").count(), 2);
+
+    // Bob, signed in all along, saw none of it; his own order is his alone.
+    await bob.getByLabel("Price").fill("5");
+    await bob.getByLabel("What").fill("a pen");
+    await bob.getByRole("button", { name: "Buy" }).click();
+    await bob.locator("#orders tr", { hasText: "a pen" }).locator(".status.CANCELLED").waitFor({ timeout: 30000 });
+    assert.equal(await bob.locator("#orders tr").count(), 1, "Bob sees only his order");
+    assert.equal(await bob.locator("#balance").innerText(), "0.00");
+    assert.equal(await alice.locator("#orders tr").count(), 2, "Alice does not see Bob's");
 
     // An API error reaches the shopper as the API's own message.
-    await page.getByLabel("Top up").fill("0");
-    await page.getByRole("button", { name: "Top up" }).click();
-    await page.locator("#error", { hasText: "amount must be" }).waitFor();
+    await alice.getByLabel("Top up").fill("0");
+    await alice.getByRole("button", { name: "Top up" }).click();
+    await alice.locator("#error", { hasText: "amount must be" }).waitFor();
 
     mkdirSync(shots, { recursive: true });
-    await page.screenshot({ path: shots + "shop.png", fullPage: true });
+    await alice.screenshot({ path: shots + "shop.png", fullPage: true });
+
+    // Signing out ends the session: the form again, even after a reload.
+    await alice.getByRole("button", { name: "Sign out" }).click();
+    await alice.locator("#sign-in-form").waitFor();
+    await alice.reload();
+    await alice.locator("#sign-in-form").waitFor();
+    assert.equal(await alice.locator("#shop").isHidden(), true);
+    const me = await alice.evaluate(async () => (await fetch("/api/me")).status);
+    assert.equal(me, 401, "no session left in the browser");
     assert.deepEqual(scriptErrors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("an expired session says so and asks to sign in again", { timeout: 60000 }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
+  });
+  try {
+    const context = await browser.newContext();
+    const url = new URL(base);
+    await context.addCookies([{ name: "shop_session", value: mint("someone", { expiresIn: -120 }),
+      domain: url.hostname, path: "/", httpOnly: true, sameSite: "Strict" }]);
+    const page = await context.newPage();
+    await page.goto(base + "/");
+    await page.locator("#error", { hasText: "Your session has expired" }).waitFor();
+    assert.equal(await page.locator("#sign-in-form").isVisible(), true);
   } finally {
     await browser.close();
   }

@@ -8,15 +8,15 @@
 
 #define fuzz_routes orders_routes
 #define fuzz_nroutes ORDERS_NROUTES
+#include "http_target.h"
 
 void *fuzz_app_start(void)
 {
     static const db_stmt *const sets[] = {orders_stmts, NULL};
     static orders_app app;
+    fuzz_key(&app.svc);
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/orders", 4, sets);
     app.hub = ws_hub_start(16, 60000);
     app.redrive_after_ms = 5000;
     return &app;
 }
-
-#include "http_target.h"

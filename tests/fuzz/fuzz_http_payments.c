@@ -7,13 +7,13 @@
 
 #define fuzz_routes payments_routes
 #define fuzz_nroutes PAYMENTS_NROUTES
+#include "http_target.h"
 
 void *fuzz_app_start(void)
 {
     static const db_stmt *const sets[] = {payments_stmts, NULL};
     static payments_app app;
+    fuzz_key(&app.svc);
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
     return &app;
 }
-
-#include "http_target.h"

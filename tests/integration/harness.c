@@ -1,9 +1,14 @@
 #include "harness.h"
+#include "lib/auth.h"
+#include "lib/clock.h"
+#include "lib/file.h"
 #include "lib/kafka.h"
+#include "lib/valid.h"
 #include "lib/msg.h"
 
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,16 +23,112 @@ static size_t collect(char *data, size_t size, size_t n, void *arg)
     return fwrite(data, size, n, out);
 }
 
+/* ---- tokens: minted with the test stack's signing key ---- */
+
+static _Thread_local char acting[65];
+static _Thread_local bool acting_operator;
+
+void act_as(const char *user)
+{
+    snprintf(acting, sizeof acting, "%s", user ? user : "");
+    acting_operator = false;
+}
+
+void act_as_operator(const char *user)
+{
+    act_as(user);
+    acting_operator = true;
+}
+
+static auth_key key;
+
+char *token_for(const char *user, bool operator)
+{
+    return token_for_claims(user, operator? -1 : 0, 0, NULL);
+}
+
+/* The full form: `iat` -1 makes an operator's token valid now (token_for);
+ * otherwise the token says what it is given. */
+char *token_for_claims(const char *user, int64_t iat, int64_t exp, const char *audience)
+{
+    static atomic_bool loaded;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    if (!atomic_load(&loaded)) {
+        const char *file = getenv("AUTH_KEY_FILE");
+        char *text = file ? file_read(file, NULL) : NULL;
+        cr_assert(text && auth_init() == 0 && auth_key_from_secret_text(&key, text) == 0,
+                  "no signing key in AUTH_KEY_FILE=%s", file ? file : "(unset)");
+        free(text);
+        atomic_store(&loaded, true);
+    }
+    pthread_mutex_unlock(&lock);
+    auth_claims c = {.role = iat == -1 ? AUTH_OPERATOR : AUTH_USER, .iat = iat, .exp = exp};
+    if (iat <= 0) { /* token_for: now, for 15 minutes */
+        c.iat = clock_wall_s();
+        c.exp = c.iat + 900;
+    }
+    snprintf(c.sub, sizeof c.sub, "%s", user);
+    snprintf(c.jti, sizeof c.jti, "test");
+    return auth_sign(&key, &c, audience ? audience : "shop");
+}
+
+/* The user a request names: /accounts/U..., ?user_id=U, or a body's
+ * "user_id"; NULL when none (or not a valid id). Into `out` (65). */
+static const char *named_user(const char *path, const char *body, char *out)
+{
+    out[0] = '\0';
+    const char *q = strstr(path, "user_id=");
+    if (strncmp(path, "/accounts/", 10) == 0)
+        snprintf(out, 65, "%.*s", (int)strcspn(path + 10, "/?"), path + 10);
+    else if (q)
+        snprintf(out, 65, "%.*s", (int)strcspn(q + 8, "&"), q + 8);
+    else if (body) {
+        json_t *j = json_loads(body, JSON_DECODE_ANY, NULL);
+        const char *u = json_string_value(json_object_get(j, "user_id"));
+        if (u)
+            snprintf(out, 65, "%s", u);
+        json_decref(j);
+    }
+    return valid_user_id(out) ? out : NULL;
+}
+
 int api(resp *r, const char *method, const char *base, const char *path, const char *body,
         const char *const *headers)
 {
+    /* As whom: the caller's own Authorization header, else act_as's user,
+     * else the user the request names, else a bystander (the service
+     * checks the input before whose it is). */
+    bool has_auth = false;
+    for (size_t i = 0; headers && headers[i]; i++)
+        has_auth |=
+            strncasecmp(headers[i], "Authorization:", 14) == 0 || strcmp(headers[i], NO_TOKEN) == 0;
+    char named[65], *token = NULL, auth[AUTH_TOKEN_MAX + 32];
+    const char *extra[16] = {NULL};
+    size_t n = 0;
+    for (size_t i = 0; headers && headers[i] && n < 14; i++)
+        if (strcmp(headers[i], NO_TOKEN) != 0)
+            extra[n++] = headers[i];
+    if (!has_auth) {
+        const char *who = acting[0] ? acting : named_user(path, body, named);
+        token = token_for(who ? who : "harness-bystander", acting[0] && acting_operator);
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        extra[n++] = auth;
+    }
+    free(token);
+    headers = extra;
+
     memset(r, 0, sizeof *r);
     char url[1024];
     snprintf(url, sizeof url, "%s%s", base, path);
     size_t len = 0, head_len = 0;
     FILE *out = open_memstream(&r->body, &len), *head = open_memstream(&r->head, &head_len);
     CURL *c = curl_easy_init();
-    struct curl_slist *hs = curl_slist_append(NULL, "Content-Type: application/json");
+    bool typed = false;
+    for (size_t i = 0; headers && headers[i]; i++)
+        typed |= strncasecmp(headers[i], "Content-Type:", 13) == 0;
+    struct curl_slist *hs =
+        typed ? NULL : curl_slist_append(NULL, "Content-Type: application/json");
     for (size_t i = 0; headers && headers[i]; i++)
         hs = curl_slist_append(hs, headers[i]);
     curl_easy_setopt(c, CURLOPT_URL, url);

@@ -19,6 +19,19 @@ typedef struct resp {
     double seconds;
 } resp;
 
+/* Requests carry a token minted with the test stack's signing key
+ * (AUTH_KEY_FILE), for: the user act_as() set in this thread, else the
+ * user the request names (/accounts/U, ?user_id=U, a body's user_id).
+ * Pass NO_TOKEN among the headers to send none, or an Authorization header
+ * of your own. */
+#define NO_TOKEN "X-Test-No-Token: 1"
+void act_as(const char *user);          /* NULL: back to naming */
+void act_as_operator(const char *user); /* the same, with the operator role */
+/* A token for `user`; caller frees. */
+char *token_for(const char *user, bool operator);
+/* One that says exactly this (expired, another audience); caller frees. */
+char *token_for_claims(const char *user, int64_t iat, int64_t exp, const char *audience);
+
 /* Sends one request to `base` + `path`. `headers` is NULL-terminated, may be
  * NULL. Returns 0, or -1 when no HTTP answer came (connection refused...). */
 int api(resp *r, const char *method, const char *base, const char *path, const char *body,

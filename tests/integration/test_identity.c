@@ -14,9 +14,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* Identity's calls carry no minted token unless a test gives one. */
 static long call(resp *r, const char *method, const char *path, const char *body,
                  const char *const *headers)
 {
+    static const char *const none[] = {NO_TOKEN, NULL};
+    if (!headers)
+        headers = none;
     cr_assert_eq(api(r, method, identity_url(), path, body, headers), 0, "%s %s", method, path);
     return r->status;
 }

@@ -22,6 +22,14 @@ EXAMPLES=${SCHEMATHESIS_EXAMPLES:-50}
 mkdir -p "$ROOT/build/schemathesis"
 cd "$ROOT/build/schemathesis" # its .hypothesis database stays here
 
+# A user of its own, signed up and in through identity: its token goes with
+# every request to orders and payments (their every operation wants one).
+identity=${SHOP_IDENTITY_URL:-http://127.0.0.1:18084}
+creds="{\"user_id\":\"schemathesis-$$\",\"password\":\"a long test password\"}"
+curl -fsS -o /dev/null -X POST "$identity/users" -H 'Content-Type: application/json' -d "$creds"
+token=$(curl -fsS -X POST "$identity/sessions" -H 'Content-Type: application/json' -d "$creds" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+
 status=0
 run() { # run NAME URL [options]
   local name=$1 url=$2
@@ -31,6 +39,7 @@ run() { # run NAME URL [options]
     --url "$url" --checks all --phases examples,coverage,fuzzing,stateful \
     --max-examples "$EXAMPLES" --workers 1 "$@" || status=1
 }
-run payments "${SHOP_PAYMENTS_URL:-http://127.0.0.1:18081}"
-run orders "${SHOP_ORDERS_URL:-http://127.0.0.1:18080}" --exclude-path /ws
+run payments "${SHOP_PAYMENTS_URL:-http://127.0.0.1:18081}" -H "Authorization: Bearer $token"
+run orders "${SHOP_ORDERS_URL:-http://127.0.0.1:18080}" --exclude-path /ws -H "Authorization: Bearer $token"
+run identity "$identity"
 exit "$status"
