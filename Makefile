@@ -43,7 +43,7 @@ CHAOS_SRC    = $(wildcard tests/chaos/*.c) tests/integration/harness.c
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/identity
-BENCH = $(BUILD)/bin/loadgen
+BENCH = $(BUILD)/bin/loadgen $(BUILD)/bin/token_cost
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
 .PHONY: fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
@@ -168,6 +168,11 @@ $(BUILD)/bin/loadgen: $(call obj,bench/loadgen.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs libcurl) $(LDFLAGS)
+
+$(BUILD)/bin/token_cost: $(call obj,bench/token_cost.c $(LIB_SRC))
+	@mkdir -p $(dir $@)
+	@echo "  LD  $@"
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 $(BUILD)/tests/chaos: $(call obj,$(CHAOS_SRC) $(LIB_SRC))
 	@mkdir -p $(dir $@)

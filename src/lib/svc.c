@@ -2,6 +2,7 @@
 #include "lib/clock.h"
 #include "lib/config.h"
 #include "lib/db.h"
+#include "lib/deadletters.h"
 #include "lib/docs.h"
 #include "lib/file.h"
 #include "lib/idem.h"
@@ -272,6 +273,7 @@ int svc_run(const svc_def *def, void *app)
         sets[nsets++] = idem_stmts;
         sets[nsets++] = outbox_stmts;
         sets[nsets++] = consumer_stmts;
+        sets[nsets++] = deadletter_stmts;
     }
     sets[nsets] = NULL;
 

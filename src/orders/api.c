@@ -1,5 +1,6 @@
 /* The orders HTTP API: parse, call the store, answer. */
 #include "lib/config.h"
+#include "lib/deadletters.h"
 #include "lib/idem.h"
 #include "lib/outbox.h"
 #include "lib/svc.h"
@@ -8,6 +9,7 @@
 #include "orders/store.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,11 +186,13 @@ static void follow_orders(http_req *req, http_res *res)
     ws_accept(app->hub, req, res, who.claims.sub); /* only the caller's own orders */
 }
 
+static const deadletter_service dead_letters = {.parts = offsetof(orders_app, svc),
+                                                .handle = orders_handle_results};
+
 const http_route orders_routes[] = {
-    {"POST", "/orders", create_order, NULL},
-    {"GET", "/orders", list_orders, NULL},
-    {"GET", "/orders/{id}", get_order, NULL},
-    {"GET", "/ws", follow_orders, NULL},
+    {"POST", "/orders", create_order, NULL},  {"GET", "/orders", list_orders, NULL},
+    {"GET", "/orders/{id}", get_order, NULL}, {"GET", "/ws", follow_orders, NULL},
+    DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,
                "ORDERS_NROUTES (app.h) must count the routes: main.c sizes its table with it");

@@ -4,6 +4,7 @@
 #define ORDERS_APP_H
 
 #include "lib/consumer.h"
+#include "lib/deadletters.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
@@ -13,6 +14,7 @@
 #include "orders/live.h"
 #include "orders/order.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -21,7 +23,8 @@ typedef struct orders_app {
     ws_hub *hub;
     live *live;
     ticker *redrive;
-    live_batch changed; /* the results consumer thread's alone */
+    live_batch changed;           /* the results handler's, under changed_lock: */
+    pthread_mutex_t changed_lock; /* the consumer and an operator's replay */
     int redrive_after_ms, redrive_max_ms, redrive_check_ms;
     int ws_queue, ws_ping_ms;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
@@ -29,7 +32,7 @@ typedef struct orders_app {
 } orders_app;
 
 /* The service's own routes; main.c adds the docs routes after them. */
-#define ORDERS_NROUTES 4
+#define ORDERS_NROUTES (4 + DEADLETTER_NROUTES)
 extern const http_route orders_routes[]; /* ORDERS_NROUTES of them */
 
 /* An order as the API shows it. Caller owns the result. */

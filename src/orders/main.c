@@ -84,6 +84,6 @@ int main(void)
         .close = close_sockets,
         .stop = stop,
     };
-    static orders_app app;
+    static orders_app app = {.changed_lock = PTHREAD_MUTEX_INITIALIZER};
     return svc_run(&def, &app);
 }

@@ -44,6 +44,7 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         rc = nchanged = store_orders_finish(c, results, valid, changed);
     if (rc >= 0 && valid) {
         /* Everyone following these users hears of it once this commits. */
+        pthread_mutex_lock(&app->changed_lock);
         live_batch_reset(&app->changed);
         uint64_t finished = 0, cancelled = 0;
         for (int i = 0; i < nchanged; i++) {
@@ -54,6 +55,7 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
                 cancelled++;
         }
         rc = live_batch_flush(&app->changed, c);
+        pthread_mutex_unlock(&app->changed_lock);
         if (rc == 0) {
             atomic_fetch_add(&app->finished, finished);
             atomic_fetch_add(&app->cancelled, cancelled);

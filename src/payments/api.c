@@ -1,4 +1,5 @@
 /* The payments HTTP API: parse, call the store, answer. */
+#include "lib/deadletters.h"
 #include "lib/idem.h"
 #include "lib/svc.h"
 #include "lib/valid.h"
@@ -6,6 +7,7 @@
 #include "payments/store.h"
 
 #include <errno.h>
+#include <stddef.h>
 
 static json_t *account_json(const account *a)
 {
@@ -118,10 +120,15 @@ static void deposit(http_req *req, http_res *res)
     idem_run(app->svc.db, req, res, who.claims.sub, deposit_tx, &d);
 }
 
+static const deadletter_service dead_letters = {.parts = offsetof(payments_app, svc),
+                                                .handle = payments_handle_requests,
+                                                .after_commit = payments_after_commit};
+
 const http_route payments_routes[] = {
     {"POST", "/accounts", create_account, NULL},
     {"GET", "/accounts/{user_id}", get_account, NULL},
     {"POST", "/accounts/{user_id}/deposits", deposit, NULL},
+    DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof payments_routes / sizeof *payments_routes == PAYMENTS_NROUTES,
                "PAYMENTS_NROUTES (app.h) must count the routes: main.c sizes its table with it");

@@ -4,6 +4,7 @@
 #define PAYMENTS_APP_H
 
 #include "lib/consumer.h"
+#include "lib/deadletters.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
@@ -20,7 +21,7 @@ typedef struct payments_app {
 
 /* The routes of the payments API (DESIGN §8). */
 /* The service's own routes; main.c adds the docs routes after them. */
-#define PAYMENTS_NROUTES 3
+#define PAYMENTS_NROUTES (3 + DEADLETTER_NROUTES)
 extern const http_route payments_routes[]; /* PAYMENTS_NROUTES of them */
 
 /* /readyz and /metrics hooks. */

@@ -258,12 +258,23 @@ Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_grou
     snprintf(order_id, sizeof order_id, "%08x-0000-4000-8000-%012lx", (unsigned)getpid(),
              (unsigned long)clock_now_ms());
     const char *series = "consumer_rebalances_total{topic=\"payment.requests\"}";
+    /* The group settled first: every partition owned, the count steady. */
+    metric_wait all = {.urls = payments_urls(),
+                       .series = "consumer_assigned_partitions{topic=\"payment.requests\"}",
+                       .above = 7};
+    cr_assert(wait_until(metric_above, &all, 60000),
+              "the payments group never owned all partitions");
     int64_t rebalances = metric_sum(payments_urls(), series);
     cr_assert_eq(stack("pg-stop"), 0);
     inject_request(order_id, user, 30, 1);
     metric_wait paused = {.urls = payments_urls(),
                           .series = "consumer_paused{topic=\"payment.requests\"}"};
-    cr_assert(wait_until(metric_above, &paused, 30000), "no consumer paused its partitions");
+    cr_assert(wait_until(metric_above, &paused, 60000),
+              "no consumer paused its partitions (batches %lld, retries %lld)",
+              (long long)metric_sum(payments_urls(),
+                                    "consumer_batches_total{topic=\"payment.requests\"}"),
+              (long long)metric_sum(payments_urls(),
+                                    "consumer_retries_total{topic=\"payment.requests\"}"));
     /* Past max.poll.interval.ms (KAFKA_MAX_POLL_INTERVAL_MS, 10 s in the
      * test stack): a consumer that stopped polling would be put out of its
      * group now. Time itself is what this test waits for. */

@@ -13,7 +13,7 @@
 void *fuzz_app_start(void)
 {
     static const db_stmt *const sets[] = {orders_stmts, NULL};
-    static orders_app app;
+    static orders_app app = {.changed_lock = PTHREAD_MUTEX_INITIALIZER};
     fuzz_key(&app.svc);
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/orders", 4, sets);
     app.hub = ws_hub_start(16, 60000);

@@ -435,6 +435,20 @@ int64_t metric_sum(const char *urls, const char *series)
     return sum;
 }
 
+void inject_raw(const char *topic, const char *key, const char *payload)
+{
+    const char *brokers = getenv("KAFKA_BROKERS");
+    cr_assert_not_null(brokers, "KAFKA_BROKERS is not set (scripts/test.sh sets it)");
+    rd_kafka_t *p = kafka_producer_new(brokers, "test-injector", NULL, NULL);
+    cr_assert_not_null(p);
+    cr_assert_eq(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                   RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                 RD_KAFKA_RESP_ERR_NO_ERROR);
+    cr_assert_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    kafka_destroy(p);
+}
+
 void inject_request(const char *order_id, const char *user, int64_t amount, int copies)
 {
     const char *brokers = getenv("KAFKA_BROKERS");

@@ -117,4 +117,7 @@ int64_t metric_sum(const char *urls, const char *series);
  * real producer, as a redelivery would; waits for the broker's ack. */
 void inject_request(const char *order_id, const char *user, int64_t amount, int copies);
 
+/* Produces `payload` as it is (poison, say) onto `topic`; waits for the ack. */
+void inject_raw(const char *topic, const char *key, const char *payload);
+
 #endif

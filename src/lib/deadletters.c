@@ -1,0 +1,333 @@
+#include "lib/deadletters.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/svc.h"
+#include "lib/valid.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PREVIEW_BYTES 256
+#define LIST_MAX 100
+#define REPLAY_ALL_MAX 1000
+#define NOTE_MAX 500
+
+#define DL_COLS                                                                                    \
+    "id, topic, partition, \"offset\", reason, encode(substring(payload from 1 for 256), 'hex'),"  \
+    " octet_length(payload), " DB_TS(                                                              \
+        "created_at") ", coalesce(resolution, ''),"                                                \
+                      " coalesce(resolved_by, ''), coalesce(note, ''), coalesce(" DB_TS(           \
+                          "resolved_at") ", '')"
+
+const db_stmt deadletter_stmts[] = {
+    {"dl_list", "SELECT " DL_COLS " FROM dead_letters WHERE ($1::bool OR resolved_at IS NULL)"
+                " AND id > $2 ORDER BY id LIMIT $3"},
+    {"dl_get", "SELECT " DL_COLS " FROM dead_letters WHERE id = $1"},
+    {"dl_take", "SELECT topic, partition, \"offset\", encode(key, 'hex'), encode(payload, 'hex'),"
+                " resolved_at IS NOT NULL FROM dead_letters WHERE id = $1 FOR UPDATE"},
+    {"dl_resolve", "UPDATE dead_letters SET resolved_at = now(), resolution = $2,"
+                   " resolved_by = $3, note = nullif($4, '') WHERE id = $1"},
+    {"dl_open", "SELECT id FROM dead_letters WHERE resolved_at IS NULL AND id > $1"
+                " ORDER BY id LIMIT $2"},
+    {NULL, NULL},
+};
+
+/* Bytes from PostgreSQL's hex text; caller frees. */
+static unsigned char *unhex(const char *hex, size_t *len)
+{
+    size_t n = strlen(hex) / 2;
+    unsigned char *out = malloc(n + 1);
+    for (size_t i = 0; out && i < n; i++) {
+        unsigned v = 0;
+        sscanf(hex + 2 * i, "%2x", &v);
+        out[i] = (unsigned char)v;
+    }
+    if (out)
+        out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+static json_t *nullable(const char *s)
+{
+    return s[0] ? json_string(s) : json_null();
+}
+
+static json_t *row_json(PGresult *r, int i)
+{
+    size_t n = 0;
+    unsigned char *bytes = unhex(PQgetvalue(r, i, 5), &n);
+    /* The first bytes as text: NUL and broken UTF-8 shown as '?'. */
+    for (size_t k = 0; bytes && k < n; k++)
+        if (bytes[k] == '\0')
+            bytes[k] = '?';
+    if (bytes)
+        valid_utf8_repair((char *)bytes);
+    json_t *j = json_pack(
+        "{s:I, s:s, s:I, s:I, s:s, s:s, s:I, s:s, s:o, s:o, s:o, s:o}", "id",
+        (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10), "topic", PQgetvalue(r, i, 1),
+        "partition", (json_int_t)atoi(PQgetvalue(r, i, 2)), "offset",
+        (json_int_t)strtoll(PQgetvalue(r, i, 3), NULL, 10), "reason", PQgetvalue(r, i, 4),
+        "payload_preview", bytes ? (char *)bytes : "", "payload_bytes",
+        (json_int_t)strtoll(PQgetvalue(r, i, 6), NULL, 10), "created_at", PQgetvalue(r, i, 7),
+        "resolution", nullable(PQgetvalue(r, i, 8)), "resolved_by", nullable(PQgetvalue(r, i, 9)),
+        "note", nullable(PQgetvalue(r, i, 10)), "resolved_at", nullable(PQgetvalue(r, i, 11)));
+    free(bytes);
+    return j;
+}
+
+/* The caller, who must be an operator; NULL with the answer in `res`. */
+static svc_parts *operator_only(http_req *req, http_res *res, bool write, svc_caller *who)
+{
+    const deadletter_service *s = req->ctx;
+    svc_parts *parts = (svc_parts *)((char *)req->app + s->parts);
+    if (!svc_caller_of(req, res, parts, write, who))
+        return NULL;
+    if (who->claims.role != AUTH_OPERATOR) {
+        http_error(res, 403, "operator_only", "the dead-letter tools are for operators");
+        return NULL;
+    }
+    return parts;
+}
+
+static bool parse_id(http_req *req, http_res *res, int64_t *id)
+{
+    if (cfg_parse_int(req->params[0], 1, INT64_MAX, id) == 0)
+        return true;
+    http_error(res, 404, "dead_letter_not_found", "no dead letter %s", req->params[0]);
+    return false;
+}
+
+void deadletter_list(http_req *req, http_res *res)
+{
+    svc_caller who;
+    svc_parts *parts = operator_only(req, res, false, &who);
+    if (!parts)
+        return;
+    const char *state = http_query(req, "state"), *limit_s = http_query(req, "limit");
+    const char *cursor_s = http_query(req, "cursor");
+    int64_t limit = 20, cursor = 0;
+    if (state && strcmp(state, "open") != 0 && strcmp(state, "all") != 0) {
+        http_error(res, 400, "invalid_state", "state must be open or all");
+        return;
+    }
+    if ((limit_s && cfg_parse_int(limit_s, 1, LIST_MAX, &limit) < 0) ||
+        (cursor_s && cfg_parse_int(cursor_s, 0, INT64_MAX, &cursor) < 0)) {
+        http_error(res, 400, "invalid_page", "limit is 1 to %d, cursor a next_cursor", LIST_MAX);
+        return;
+    }
+    char c_s[24], l_s[24];
+    snprintf(c_s, sizeof c_s, "%" PRId64, cursor);
+    snprintf(l_s, sizeof l_s, "%" PRId64, limit + 1);
+    const char *params[] = {state && strcmp(state, "all") == 0 ? "true" : "false", c_s, l_s};
+    db_conn *c = NULL;
+    PGresult *r = NULL;
+    int rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = db_exec(c, "dl_list", 3, params, &r);
+    db_release(parts->db, c);
+    if (rc < 0) {
+        svc_db_error(res, rc);
+        return;
+    }
+    int n = PQntuples(r), shown = n > limit ? (int)limit : n;
+    json_t *list = json_array();
+    for (int i = 0; i < shown; i++)
+        json_array_append_new(list, row_json(r, i));
+    json_t *next = n > limit ? json_string(PQgetvalue(r, shown - 1, 0)) : json_null();
+    PQclear(r);
+    http_json(res, 200, json_pack("{s:o, s:o}", "dead_letters", list, "next_cursor", next));
+}
+
+/* Replays dead letter `id` as its consumer would handle it, in one
+ * transaction with marking it replayed. 0, -ENOENT, -EALREADY (resolved
+ * before), -EINVAL (the handler still refuses it: `why`), or -DB_*. */
+static int replay_one(void *app, const deadletter_service *s, svc_parts *parts, int64_t id,
+                      const char *operator, char * why, size_t whylen)
+{
+    char id_s[24];
+    snprintf(id_s, sizeof id_s, "%" PRId64, id);
+    const char *params[] = {id_s};
+    db_conn *c = NULL;
+    PGresult *r = NULL;
+    unsigned char *key = NULL, *payload = NULL;
+    int rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = db_begin(c);
+    if (rc == 0)
+        rc = db_exec(c, "dl_take", 1, params, &r);
+    if (rc == 0 && PQntuples(r) == 0)
+        rc = -ENOENT;
+    else if (rc == 0 && strcmp(PQgetvalue(r, 0, 5), "t") == 0)
+        rc = -EALREADY;
+    if (rc == 0) {
+        /* The message as the consumer would have it. */
+        rd_kafka_message_t m = {0};
+        size_t klen = 0, plen = 0;
+        key = unhex(PQgetvalue(r, 0, 3), &klen);
+        payload = unhex(PQgetvalue(r, 0, 4), &plen);
+        m.key = key, m.key_len = klen, m.payload = payload, m.len = plen;
+        m.partition = atoi(PQgetvalue(r, 0, 1));
+        m.offset = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+        rd_kafka_message_t *batch[] = {&m};
+        consumer_verdict verdict = {0};
+        rc = key && payload ? s->handle(c, batch, 1, app, &verdict) : -DB_FAILED;
+        if (rc == 0 && verdict.poison) {
+            snprintf(why, whylen, "%s", verdict.why);
+            rc = -EINVAL;
+        }
+    }
+    if (rc == 0) {
+        const char *resolve[] = {id_s, "replayed", operator, "" };
+        rc = db_exec(c, "dl_resolve", 4, resolve, NULL);
+    }
+    if (rc == 0)
+        rc = db_commit(c);
+    db_release(parts->db, c); /* rolls back what did not commit */
+    PQclear(r);
+    free(key), free(payload);
+    if (rc == 0 && s->after_commit)
+        s->after_commit(app);
+    return rc;
+}
+
+static void answer_with_row(http_res *res, svc_parts *parts, int64_t id)
+{
+    char id_s[24];
+    snprintf(id_s, sizeof id_s, "%" PRId64, id);
+    const char *params[] = {id_s};
+    db_conn *c = NULL;
+    PGresult *r = NULL;
+    int rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = db_exec(c, "dl_get", 1, params, &r);
+    db_release(parts->db, c);
+    if (rc == 0 && PQntuples(r) == 1)
+        http_json(res, 200, row_json(r, 0));
+    else
+        svc_db_error(res, rc < 0 ? rc : -DB_FAILED);
+    PQclear(r);
+}
+
+void deadletter_replay(http_req *req, http_res *res)
+{
+    svc_caller who;
+    svc_parts *parts = operator_only(req, res, true, &who);
+    int64_t id;
+    if (!parts || !parse_id(req, res, &id))
+        return;
+    char why[256] = "";
+    int rc = replay_one(req->app, req->ctx, parts, id, who.claims.sub, why, sizeof why);
+    log_msg(LOG_INFO, req->req_id, "operator %s replayed dead letter %" PRId64 ": %s%s%s",
+            who.claims.sub, id,
+            rc == 0         ? "handled"
+            : rc == -EINVAL ? "still refused"
+                            : "no",
+            why[0] ? ", " : "", why);
+    if (rc == 0)
+        answer_with_row(res, parts, id);
+    else if (rc == -ENOENT)
+        http_error(res, 404, "dead_letter_not_found", "no dead letter %" PRId64, id);
+    else if (rc == -EALREADY)
+        http_error(res, 409, "already_resolved", "dead letter %" PRId64 " was resolved before", id);
+    else if (rc == -EINVAL)
+        http_error(res, 409, "still_refused", "the consumer still refuses it: %s", why);
+    else
+        svc_db_error(res, rc);
+}
+
+void deadletter_replay_all(http_req *req, http_res *res)
+{
+    svc_caller who;
+    svc_parts *parts = operator_only(req, res, true, &who);
+    if (!parts)
+        return;
+    int replayed = 0, refused = 0, rc = 0;
+    int64_t after = 0;
+    /* Each in its own transaction, oldest first, up to REPLAY_ALL_MAX. */
+    while (rc == 0 && replayed + refused < REPLAY_ALL_MAX) {
+        char a_s[24], l_s[16];
+        snprintf(a_s, sizeof a_s, "%" PRId64, after);
+        snprintf(l_s, sizeof l_s, "%d", 100);
+        const char *params[] = {a_s, l_s};
+        db_conn *c = NULL;
+        PGresult *r = NULL;
+        rc = db_acquire(parts->db, 1000, &c);
+        if (rc == 0)
+            rc = db_exec(c, "dl_open", 2, params, &r);
+        db_release(parts->db, c);
+        int n = rc == 0 ? PQntuples(r) : 0;
+        for (int i = 0; i < n && rc == 0; i++) {
+            int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+            char why[256] = "";
+            int one = replay_one(req->app, req->ctx, parts, id, who.claims.sub, why, sizeof why);
+            if (one == 0)
+                replayed++;
+            else if (one == -EINVAL)
+                refused++;
+            else if (one != -EALREADY && one != -ENOENT) /* taken meanwhile: fine */
+                rc = one;
+            after = id;
+        }
+        PQclear(r);
+        if (n == 0)
+            break;
+    }
+    log_msg(LOG_INFO, req->req_id,
+            "operator %s replayed all dead letters: %d handled, %d still "
+            "refused",
+            who.claims.sub, replayed, refused);
+    if (rc < 0)
+        svc_db_error(res, rc);
+    else
+        http_json(res, 200,
+                  json_pack("{s:i, s:i}", "replayed", replayed, "still_refused", refused));
+}
+
+void deadletter_discard(http_req *req, http_res *res)
+{
+    svc_caller who;
+    svc_parts *parts = operator_only(req, res, true, &who);
+    int64_t id;
+    const char *reason = NULL;
+    if (!parts || !parse_id(req, res, &id) ||
+        http_body_unpack(req, res, "{s:s}", "reason", &reason) < 0)
+        return;
+    size_t n = strlen(reason);
+    if (n == 0 || n > NOTE_MAX) {
+        http_error(res, 400, "invalid_reason", "reason must be 1 to %d bytes", NOTE_MAX);
+        return;
+    }
+    char id_s[24];
+    snprintf(id_s, sizeof id_s, "%" PRId64, id);
+    const char *take[] = {id_s}, *resolve[] = {id_s, "discarded", who.claims.sub, reason};
+    db_conn *c = NULL;
+    PGresult *r = NULL;
+    int rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = db_begin(c);
+    if (rc == 0)
+        rc = db_exec(c, "dl_take", 1, take, &r);
+    if (rc == 0 && PQntuples(r) == 0)
+        rc = -ENOENT;
+    else if (rc == 0 && strcmp(PQgetvalue(r, 0, 5), "t") == 0)
+        rc = -EALREADY;
+    if (rc == 0)
+        rc = db_exec(c, "dl_resolve", 4, resolve, NULL);
+    if (rc == 0)
+        rc = db_commit(c);
+    db_release(parts->db, c);
+    PQclear(r);
+    log_msg(LOG_INFO, req->req_id, "operator %s discarded dead letter %" PRId64 " (%s): %s",
+            who.claims.sub, id, reason, rc == 0 ? "done" : "no");
+    if (rc == 0)
+        answer_with_row(res, parts, id);
+    else if (rc == -ENOENT)
+        http_error(res, 404, "dead_letter_not_found", "no dead letter %" PRId64, id);
+    else if (rc == -EALREADY)
+        http_error(res, 409, "already_resolved", "dead letter %" PRId64 " was resolved before", id);
+    else
+        svc_db_error(res, rc);
+}
