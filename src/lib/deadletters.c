@@ -177,6 +177,11 @@ static int replay_one(void *app, const deadletter_service *s, svc_parts *parts, 
         if (rc == 0 && verdict.poison) {
             snprintf(why, whylen, "%s", verdict.why);
             rc = -EINVAL;
+        } else if (rc < 0 && rc != -DB_UNAVAILABLE && rc != -DB_CONFLICT) {
+            /* What made the consumer set it aside alone (a constraint, say)
+             * still holds: refused, as it was; a transient failure is 503. */
+            snprintf(why, whylen, "the database refuses it (SQLSTATE %s)", db_sqlstate(c));
+            rc = -EINVAL;
         }
     }
     if (rc == 0) {

@@ -88,6 +88,31 @@ test("a client over its request rate gets 429 with a JSON error; others are serv
   assert.equal((await get(`/api/accounts/nobody-${run}`, { localAddress: stranger })).status, 401, "served again");
 });
 
+test("sign-ins from one address are slowed at the gateway (429 rate_limited)", { timeout: 30000 }, async () => {
+  // GATEWAY_SIGNIN_RATE a minute, a burst of 10: password guessing across
+  // many user ids from one address meets the gateway before identity.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4, localAddress: stranger });
+  const attempt = (i) => new Promise((resolve, reject) => {
+    const body = JSON.stringify({ user_id: `guess-${run}-${i}`, password: "not a password" });
+    const req = http.request(gateway + "/api/sessions", {
+      method: "POST", agent, headers: { "Content-Type": "application/json" },
+    }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+  const answers = [];
+  for (let i = 0; i < 25; i++) answers.push(await attempt(i));
+  agent.destroy();
+  const limited = answers.filter((a) => a.status === 429);
+  assert.ok(answers.slice(0, 10).every((a) => a.status === 401), "the burst reaches identity: 401");
+  assert.ok(limited.length >= 10, `${limited.length} of 25 limited`);
+  assert.equal(JSON.parse(limited[0].text).error.code, "rate_limited");
+});
+
 test("nginx's workers do not run as root", { skip: process.getuid() !== 0 && "only root can switch users" }, () => {
   const master = fs.readFileSync(`${process.env.SHOP_VAR}/run/gateway.pid`, "utf8").trim();
   const users = execFileSync("ps", ["-o", "user=", "--ppid", master], { encoding: "utf8" }).trim().split(/\s+/);

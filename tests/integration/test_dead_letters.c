@@ -209,3 +209,50 @@ Test(dead_letters, a_request_set_aside_by_mistake_is_replayed_and_debits_once, .
     PQfinish(o), PQfinish(p);
     assert_money_adds_up(user);
 }
+
+/* A dead letter the database itself refuses (the reason the consumer set
+ * it aside alone, SQLSTATE 23505 here: its debit is in the ledger but its
+ * inbox row is not) stays refused on replay, and replaying everything goes
+ * on past it. */
+Test(dead_letters, one_the_database_refuses_stays_refused_and_blocks_nothing, .timeout = 60)
+{
+    char user[64], order_id[37];
+    unique_name(user, sizeof user, "dlrefused");
+    account_with(user, 100);
+    cr_assert_eq(place_order(user, 10, order_id), 201);
+    cr_assert(all_final(user, 30000));
+    PGconn *p = payments_db();
+    const char *params[] = {order_id};
+    PGresult *r =
+        PQexecParams(p, "DELETE FROM inbox WHERE order_id = $1", 1, NULL, params, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 10};
+    snprintf(m.order_id, sizeof m.order_id, "%s", order_id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    const char *dl[] = {payload, user};
+    r = PQexecParams(p,
+                     "INSERT INTO dead_letters (topic, partition, \"offset\", key, payload, reason)"
+                     " VALUES ('payment.requests', 0, 0, convert_to($2, 'UTF8'),"
+                     " convert_to($1, 'UTF8'), 'SQLSTATE 23505') RETURNING id",
+                     2, NULL, dl, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    char path[96];
+    snprintf(path, sizeof path, "/dead-letters/%s/replay", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    act_as_operator("ops-refused");
+    resp res;
+    cr_assert_eq(post(payments_url(), path, NULL, &res), 409, "%s", res.body);
+    cr_assert_str_eq(err_code(&res), "still_refused");
+    cr_assert(strstr(res.body, "23505"), "%s", res.body);
+    resp_free(&res);
+    cr_assert_eq(post(payments_url(), "/dead-letters/replay", NULL, &res), 200, "%s", res.body);
+    cr_assert_geq(json_integer_value(json_object_get(res.json, "still_refused")), 1);
+    resp_free(&res);
+    act_as(NULL);
+    cr_assert_eq(db_int(p, "SELECT count(*) FROM ledger WHERE order_id = $1", order_id, NULL), 1);
+    cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 90);
+    free(payload);
+    PQfinish(p);
+}
