@@ -8,6 +8,7 @@
 
 #include "lib/auth.h"
 #include "lib/clock.h"
+#include "lib/file.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -255,4 +256,14 @@ Test(ownership, an_operator_reads_for_support_but_moves_no_money)
     act_as(NULL);
     snapshot after = snap(owner);
     assert_unchanged(&before, &after, "an operator");
+    /* Each read of a user's data by an operator is on the record. */
+    const char *logs[] = {"payments", "orders"};
+    for (size_t i = 0; i < 2; i++) {
+        char file[512], line[256];
+        snprintf(file, sizeof file, "%s/log/%s.log", getenv("SHOP_VAR"), logs[i]);
+        snprintf(line, sizeof line, "operator support-desk reads %s", owner);
+        char *text = file_read(file, NULL);
+        cr_assert(text && strstr(text, line), "%s: no record of the operator's read", file);
+        free(text);
+    }
 }
