@@ -245,7 +245,10 @@ pg_stop() {
   local data
   data=$(pg_data)
   pg_pid >/dev/null || return 0
-  as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 || true
+  # Fast (clients cut, a clean checkpoint); if that does not finish in 30 s
+  # (a backend that does not answer), immediate: down means down.
+  as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 ||
+    as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 || true
 }
 
 # ---- Apache Kafka (KRaft) ----

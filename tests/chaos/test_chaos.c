@@ -266,6 +266,12 @@ Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_grou
               "the payments group never owned all partitions");
     int64_t rebalances = metric_sum(payments_urls(), series);
     cr_assert_eq(stack("pg-stop"), 0);
+    /* Really down: a new connection is refused (pg_ctl may give up on a
+     * slow shutdown and still return). */
+    PGconn *probe = PQconnectdb(getenv("PAYMENTS_DATABASE_URL"));
+    bool down = PQstatus(probe) != CONNECTION_OK;
+    PQfinish(probe);
+    cr_assert(down, "PostgreSQL still accepts connections after pg-stop");
     inject_request(order_id, user, 30, 1);
     metric_wait paused = {.urls = payments_urls(),
                           .series = "consumer_paused{topic=\"payment.requests\"}"};
