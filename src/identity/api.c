@@ -14,26 +14,30 @@
 #define PASSWORD_MIN 8 /* characters (code points), as the document counts */
 #define PASSWORD_MAX 128
 
-int identity_hash(identity_app *app, const char *password, char *out)
+/* Argon2id, a few at a time (each takes memlimit bytes) and timed: hashes
+ * `password` into `out`, or, `out` NULL, checks it against `hash`. 0 when
+ * done (or matching). */
+static int argon2(identity_app *app, const char *password, const char *hash, char *out)
 {
     int64_t t0 = clock_now_us();
+    size_t n = strlen(password);
     sem_wait(&app->hashing);
-    int rc = crypto_pwhash_str(out, password, strlen(password), app->opslimit, app->memlimit);
+    int rc = out ? crypto_pwhash_str(out, password, n, app->opslimit, app->memlimit)
+                 : crypto_pwhash_str_verify(hash, password, n);
     sem_post(&app->hashing);
     atomic_fetch_add(&app->hashes, 1);
     atomic_fetch_add(&app->hash_us, (uint64_t)(clock_now_us() - t0));
     return rc == 0 ? 0 : -1;
 }
 
+int identity_hash(identity_app *app, const char *password, char *out)
+{
+    return argon2(app, password, NULL, out);
+}
+
 static bool verify(identity_app *app, const char *hash, const char *password)
 {
-    int64_t t0 = clock_now_us();
-    sem_wait(&app->hashing);
-    bool ok = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
-    sem_post(&app->hashing);
-    atomic_fetch_add(&app->hashes, 1);
-    atomic_fetch_add(&app->hash_us, (uint64_t)(clock_now_us() - t0));
-    return ok;
+    return argon2(app, password, hash, NULL) == 0;
 }
 
 /* {user_id, password}, both checked; false when `res` holds the 400. */
@@ -214,11 +218,7 @@ _Static_assert(sizeof identity_routes / sizeof *identity_routes == IDENTITY_NROU
 bool identity_ready(void *arg, json_t *checks)
 {
     identity_app *app = arg;
-    db_conn *c = NULL;
-    bool ok = db_acquire(app->svc.db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
-    db_release(app->svc.db, c);
-    json_object_set_new(checks, "database", json_string(ok ? "ok" : "unreachable"));
-    return ok;
+    return svc_ready(app->svc.db, NULL, checks);
 }
 
 void identity_purge(void *arg)
@@ -229,8 +229,10 @@ void identity_purge(void *arg)
     while (n == 0 && (n = store_failures_purge(c, app->window_s, 1000)) > 0)
         purged += n;
     db_release(app->svc.db, c);
-    if (n < 0)
+    if (n < 0) {
+        atomic_fetch_add(&app->purge_failures, 1);
         log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
+    }
 }
 
 void identity_metrics(void *arg, FILE *out)
@@ -251,4 +253,8 @@ void identity_metrics(void *arg, FILE *out)
     fprintf(out, "identity_password_hash_seconds_count %" PRIu64 "\n", atomic_load(&app->hashes));
     fprintf(out, "identity_password_hash_seconds_sum %.6f\n",
             (double)atomic_load(&app->hash_us) / 1e6);
+    metrics_header(out, "worker_failures_total", "counter",
+                   "Rounds of a background worker that failed (each is logged)");
+    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
+            atomic_load(&app->purge_failures));
 }

@@ -26,6 +26,7 @@ typedef struct identity_app {
     char dummy_hash[crypto_pwhash_STRBYTES]; /* verified for unknown users */
     _Atomic uint64_t sign_ups, sign_ins_ok, sign_ins_failed, sign_ins_limited;
     _Atomic uint64_t hashes, hash_us; /* count and total time of Argon2id */
+    _Atomic uint64_t purge_failures;  /* logged, never swallowed */
 } identity_app;
 
 #define IDENTITY_NROUTES 4

@@ -24,11 +24,10 @@
 const db_stmt deadletter_stmts[] = {
     {"dl_list", "SELECT " DL_COLS " FROM dead_letters WHERE ($1::bool OR resolved_at IS NULL)"
                 " AND id > $2 ORDER BY id LIMIT $3"},
-    {"dl_get", "SELECT " DL_COLS " FROM dead_letters WHERE id = $1"},
     {"dl_take", "SELECT topic, partition, \"offset\", encode(key, 'hex'), encode(payload, 'hex'),"
                 " resolved_at IS NOT NULL FROM dead_letters WHERE id = $1 FOR UPDATE"},
     {"dl_resolve", "UPDATE dead_letters SET resolved_at = now(), resolution = $2,"
-                   " resolved_by = $3, note = nullif($4, '') WHERE id = $1"},
+                   " resolved_by = $3, note = nullif($4, '') WHERE id = $1 RETURNING " DL_COLS},
     {"dl_open", "SELECT id FROM dead_letters WHERE resolved_at IS NULL AND id > $1"
                 " ORDER BY id LIMIT $2"},
     {NULL, NULL},
@@ -141,29 +140,32 @@ void deadletter_list(http_req *req, http_res *res)
     http_json(res, 200, json_pack("{s:o, s:o}", "dead_letters", list, "next_cursor", next));
 }
 
-/* Replays dead letter `id` as its consumer would handle it, in one
- * transaction with marking it replayed. 0, -ENOENT, -EALREADY (resolved
- * before), -EINVAL (the handler still refuses it: `why`), or -DB_*. */
-static int replay_one(void *app, const deadletter_service *s, svc_parts *parts, int64_t id,
-                      const char *operator, char * why, size_t whylen)
+/* Resolves dead letter `id` in one transaction: takes its row (FOR
+ * UPDATE), and when `replay`, runs its message through the consumer's
+ * handler as the consumer would have it; then marks it (`by`, `note`) and,
+ * when `row` is not NULL, gives the row as it is now. Returns 0, -ENOENT,
+ * -EALREADY (resolved before), -EINVAL (the handler still refuses it:
+ * `why`), or -DB_*. */
+static int resolve(void *app, const deadletter_service *s, svc_parts *parts, int64_t id,
+                   bool replay, const char *by, const char *note, char *why, size_t whylen,
+                   json_t **row)
 {
     char id_s[24];
     snprintf(id_s, sizeof id_s, "%" PRId64, id);
-    const char *params[] = {id_s};
+    const char *take[] = {id_s}, *mark[] = {id_s, replay ? "replayed" : "discarded", by, note};
     db_conn *c = NULL;
-    PGresult *r = NULL;
+    PGresult *r = NULL, *marked = NULL;
     unsigned char *key = NULL, *payload = NULL;
     int rc = db_acquire(parts->db, 1000, &c);
     if (rc == 0)
         rc = db_begin(c);
     if (rc == 0)
-        rc = db_exec(c, "dl_take", 1, params, &r);
+        rc = db_exec(c, "dl_take", 1, take, &r);
     if (rc == 0 && PQntuples(r) == 0)
         rc = -ENOENT;
     else if (rc == 0 && strcmp(PQgetvalue(r, 0, 5), "t") == 0)
         rc = -EALREADY;
-    if (rc == 0) {
-        /* The message as the consumer would have it. */
+    if (rc == 0 && replay) {
         rd_kafka_message_t m = {0};
         size_t klen = 0, plen = 0;
         key = unhex(PQgetvalue(r, 0, 3), &klen);
@@ -184,36 +186,33 @@ static int replay_one(void *app, const deadletter_service *s, svc_parts *parts, 
             rc = -EINVAL;
         }
     }
-    if (rc == 0) {
-        const char *resolve[] = {id_s, "replayed", operator, "" };
-        rc = db_exec(c, "dl_resolve", 4, resolve, NULL);
-    }
+    if (rc == 0)
+        rc = db_exec(c, "dl_resolve", 4, mark, &marked);
     if (rc == 0)
         rc = db_commit(c);
     db_release(parts->db, c); /* rolls back what did not commit */
-    PQclear(r);
+    if (rc == 0 && row)
+        *row = row_json(marked, 0);
+    PQclear(r), PQclear(marked);
     free(key), free(payload);
-    if (rc == 0 && s->after_commit)
+    if (rc == 0 && replay && s->after_commit)
         s->after_commit(app);
     return rc;
 }
 
-static void answer_with_row(http_res *res, svc_parts *parts, int64_t id)
+/* The answer for an action on one dead letter. */
+static void answer(http_res *res, int rc, int64_t id, json_t *row, const char *why)
 {
-    char id_s[24];
-    snprintf(id_s, sizeof id_s, "%" PRId64, id);
-    const char *params[] = {id_s};
-    db_conn *c = NULL;
-    PGresult *r = NULL;
-    int rc = db_acquire(parts->db, 1000, &c);
     if (rc == 0)
-        rc = db_exec(c, "dl_get", 1, params, &r);
-    db_release(parts->db, c);
-    if (rc == 0 && PQntuples(r) == 1)
-        http_json(res, 200, row_json(r, 0));
+        http_json(res, 200, row);
+    else if (rc == -ENOENT)
+        http_error(res, 404, "dead_letter_not_found", "no dead letter %" PRId64, id);
+    else if (rc == -EALREADY)
+        http_error(res, 409, "already_resolved", "dead letter %" PRId64 " was resolved before", id);
+    else if (rc == -EINVAL)
+        http_error(res, 409, "still_refused", "the consumer still refuses it: %s", why);
     else
-        svc_db_error(res, rc < 0 ? rc : -DB_FAILED);
-    PQclear(r);
+        svc_db_error(res, rc);
 }
 
 void deadletter_replay(http_req *req, http_res *res)
@@ -224,23 +223,16 @@ void deadletter_replay(http_req *req, http_res *res)
     if (!parts || !parse_id(req, res, &id))
         return;
     char why[256] = "";
-    int rc = replay_one(req->app, req->ctx, parts, id, who.claims.sub, why, sizeof why);
+    json_t *row = NULL;
+    int rc =
+        resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why, sizeof why, &row);
     log_msg(LOG_INFO, req->req_id, "operator %s replayed dead letter %" PRId64 ": %s%s%s",
             who.claims.sub, id,
             rc == 0         ? "handled"
             : rc == -EINVAL ? "still refused"
                             : "no",
             why[0] ? ", " : "", why);
-    if (rc == 0)
-        answer_with_row(res, parts, id);
-    else if (rc == -ENOENT)
-        http_error(res, 404, "dead_letter_not_found", "no dead letter %" PRId64, id);
-    else if (rc == -EALREADY)
-        http_error(res, 409, "already_resolved", "dead letter %" PRId64 " was resolved before", id);
-    else if (rc == -EINVAL)
-        http_error(res, 409, "still_refused", "the consumer still refuses it: %s", why);
-    else
-        svc_db_error(res, rc);
+    answer(res, rc, id, row, why);
 }
 
 void deadletter_replay_all(http_req *req, http_res *res)
@@ -267,7 +259,8 @@ void deadletter_replay_all(http_req *req, http_res *res)
         for (int i = 0; i < n && rc == 0; i++) {
             int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
             char why[256] = "";
-            int one = replay_one(req->app, req->ctx, parts, id, who.claims.sub, why, sizeof why);
+            int one = resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why,
+                              sizeof why, NULL);
             if (one == 0)
                 replayed++;
             else if (one == -EINVAL)
@@ -305,34 +298,9 @@ void deadletter_discard(http_req *req, http_res *res)
         http_error(res, 400, "invalid_reason", "reason must be 1 to %d bytes", NOTE_MAX);
         return;
     }
-    char id_s[24];
-    snprintf(id_s, sizeof id_s, "%" PRId64, id);
-    const char *take[] = {id_s}, *resolve[] = {id_s, "discarded", who.claims.sub, reason};
-    db_conn *c = NULL;
-    PGresult *r = NULL;
-    int rc = db_acquire(parts->db, 1000, &c);
-    if (rc == 0)
-        rc = db_begin(c);
-    if (rc == 0)
-        rc = db_exec(c, "dl_take", 1, take, &r);
-    if (rc == 0 && PQntuples(r) == 0)
-        rc = -ENOENT;
-    else if (rc == 0 && strcmp(PQgetvalue(r, 0, 5), "t") == 0)
-        rc = -EALREADY;
-    if (rc == 0)
-        rc = db_exec(c, "dl_resolve", 4, resolve, NULL);
-    if (rc == 0)
-        rc = db_commit(c);
-    db_release(parts->db, c);
-    PQclear(r);
+    json_t *row = NULL;
+    int rc = resolve(req->app, req->ctx, parts, id, false, who.claims.sub, reason, NULL, 0, &row);
     log_msg(LOG_INFO, req->req_id, "operator %s discarded dead letter %" PRId64 " (%s): %s",
             who.claims.sub, id, reason, rc == 0 ? "done" : "no");
-    if (rc == 0)
-        answer_with_row(res, parts, id);
-    else if (rc == -ENOENT)
-        http_error(res, 404, "dead_letter_not_found", "no dead letter %" PRId64, id);
-    else if (rc == -EALREADY)
-        http_error(res, 409, "already_resolved", "dead letter %" PRId64 " was resolved before", id);
-    else
-        svc_db_error(res, rc);
+    answer(res, rc, id, row, "");
 }

@@ -81,8 +81,10 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
     db_conn *c = NULL;
     bool db_ok = db_acquire(db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
     db_release(db, c);
-    bool kafka_ok = outbox_relay_broker_ok(relay, 500);
     json_object_set_new(checks, "database", json_string(db_ok ? "ok" : "unreachable"));
+    if (!relay) /* a service without messages (identity) */
+        return db_ok;
+    bool kafka_ok = outbox_relay_broker_ok(relay, 500);
     json_object_set_new(checks, "broker", json_string(kafka_ok ? "ok" : "unreachable"));
     return db_ok && kafka_ok;
 }

@@ -28,8 +28,9 @@ int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set);
  * (db_pool_guard), opened now. NULL on a bad setting or no memory. */
 db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets);
 
-/* /readyz for a service with a database and an outbox relay: fills
- * `checks` and returns true when both the database and the broker answer. */
+/* /readyz for a service with a database and an outbox relay (NULL: none,
+ * no broker to check): fills `checks` and returns true when both the
+ * database and the broker answer. */
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
 
 /* The caller's identity: the token of `Authorization: Bearer ...`, else of

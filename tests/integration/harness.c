@@ -40,37 +40,37 @@ void act_as_operator(const char *user)
     acting_operator = true;
 }
 
-static auth_key key;
-
-char *token_for(const char *user, bool operator)
+/* A token with these claims, signed with the stack's key (read once). */
+static char *mint(const char *user, auth_role role, int64_t iat, int64_t exp, const char *audience)
 {
-    return token_for_claims(user, operator? -1 : 0, 0, NULL);
-}
-
-/* The full form: `iat` -1 makes an operator's token valid now (token_for);
- * otherwise the token says what it is given. */
-char *token_for_claims(const char *user, int64_t iat, int64_t exp, const char *audience)
-{
-    static atomic_bool loaded;
+    static auth_key key;
+    static bool loaded;
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&lock);
-    if (!atomic_load(&loaded)) {
+    if (!loaded) {
         const char *file = getenv("AUTH_KEY_FILE");
         char *text = file ? file_read(file, NULL) : NULL;
         cr_assert(text && auth_init() == 0 && auth_key_from_secret_text(&key, text) == 0,
                   "no signing key in AUTH_KEY_FILE=%s", file ? file : "(unset)");
         free(text);
-        atomic_store(&loaded, true);
+        loaded = true;
     }
     pthread_mutex_unlock(&lock);
-    auth_claims c = {.role = iat == -1 ? AUTH_OPERATOR : AUTH_USER, .iat = iat, .exp = exp};
-    if (iat <= 0) { /* token_for: now, for 15 minutes */
-        c.iat = clock_wall_s();
-        c.exp = c.iat + 900;
-    }
+    auth_claims c = {.role = role, .iat = iat, .exp = exp};
     snprintf(c.sub, sizeof c.sub, "%s", user);
     snprintf(c.jti, sizeof c.jti, "test");
-    return auth_sign(&key, &c, audience ? audience : "shop");
+    return auth_sign(&key, &c, audience);
+}
+
+char *token_for(const char *user, bool operator)
+{
+    int64_t now = clock_wall_s();
+    return mint(user, operator? AUTH_OPERATOR : AUTH_USER, now, now + 900, "shop");
+}
+
+char *token_for_claims(const char *user, int64_t iat, int64_t exp, const char *audience)
+{
+    return mint(user, AUTH_USER, iat, exp, audience);
 }
 
 /* The user a request names: /accounts/U..., ?user_id=U, or a body's
