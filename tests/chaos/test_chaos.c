@@ -276,11 +276,18 @@ Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_grou
     metric_wait paused = {.urls = payments_urls(),
                           .series = "consumer_paused{topic=\"payment.requests\"}"};
     cr_assert(wait_until(metric_above, &paused, 60000),
-              "no consumer paused its partitions (batches %lld, retries %lld)",
+              "no consumer paused its partitions (batches %lld, retries %lld, revoked %lld, "
+              "assigned %lld, rebalances %lld -> %lld, lag %lld)",
               (long long)metric_sum(payments_urls(),
                                     "consumer_batches_total{topic=\"payment.requests\"}"),
               (long long)metric_sum(payments_urls(),
-                                    "consumer_retries_total{topic=\"payment.requests\"}"));
+                                    "consumer_retries_total{topic=\"payment.requests\"}"),
+              (long long)metric_sum(payments_urls(),
+                                    "consumer_revoked_messages_total{topic=\"payment.requests\"}"),
+              (long long)metric_sum(payments_urls(),
+                                    "consumer_assigned_partitions{topic=\"payment.requests\"}"),
+              (long long)rebalances, (long long)metric_sum(payments_urls(), series),
+              (long long)metric_sum(payments_urls(), "consumer_lag{topic=\"payment.requests\"}"));
     /* Past max.poll.interval.ms (KAFKA_MAX_POLL_INTERVAL_MS, 10 s in the
      * test stack): a consumer that stopped polling would be put out of its
      * group now. Time itself is what this test waits for. */
