@@ -8,6 +8,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -46,7 +47,12 @@ typedef struct req_ctx {
     int status;
     char req_id[HTTP_REQ_ID_MAX + 1];
     char params_buf[512];
+    bool suspended; /* http_suspend; the answer comes through http_resume */
+    http_res answer;
 } req_ctx;
+
+/* http_pending is the request's context: req is its first member. */
+_Static_assert(offsetof(req_ctx, req) == 0, "http_suspend finds the context from the request");
 
 static double elapsed_s(const struct timespec *start)
 {
@@ -307,7 +313,7 @@ static void dispatch(req_ctx *ctx, http_res *res)
         req->nparams = (size_t)n;
         req->ctx = r->ctx;
         r->handler(req, res);
-        if (res->status == 0) /* a handler that forgot to answer */
+        if (res->status == 0 && !ctx->suspended) /* a handler that forgot to answer */
             http_error(res, 500, "internal", "no response");
         return;
     }
@@ -437,11 +443,33 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     if (ctx->status) /* already answered (413 on the first call) */
         return MHD_YES;
+    if (ctx->suspended) /* called again after http_resume */
+        return send_response(conn, ctx, &ctx->answer);
     if (ctx->too_large)
         http_error(&res, 413, "body_too_large", "request body exceeds %zu bytes", srv->max_body);
     else
         dispatch(ctx, &res);
+    if (ctx->suspended)
+        return MHD_YES; /* answered by http_resume */
     return send_response(conn, ctx, &res);
+}
+
+http_pending *http_suspend(http_req *req)
+{
+    req_ctx *ctx = (req_ctx *)req;
+    ctx->suspended = true;
+    MHD_suspend_connection(req->conn);
+    return (http_pending *)ctx;
+}
+
+void http_resume(http_pending *pending, http_res *res)
+{
+    req_ctx *ctx = (req_ctx *)pending;
+    /* MHD's resume takes a lock the connection's thread takes before it
+     * calls on_request again: the answer written here is seen there. */
+    ctx->answer = *res;
+    *res = (http_res){0};
+    MHD_resume_connection(ctx->req.conn);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -467,6 +495,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                        "request");
     }
     json_decref(ctx->req.json);
+    json_decref(ctx->answer.json); /* an answer never sent */
+    free(ctx->answer.raw);
     free(ctx->buf);
     free(ctx);
     *con_cls = NULL;
@@ -502,9 +532,10 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
         goto fail;
     }
     srv->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE, (uint16_t)cfg->port,
-        NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE |
+            MHD_ALLOW_SUSPEND_RESUME,
+        (uint16_t)cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->timeout_s, MHD_OPTION_END);
     /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a

@@ -93,6 +93,22 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
 /* Stops accepting, finishes running handlers, frees the server. NULL-safe. */
 void http_stop(http_server *srv);
 
+/* ---- answering later ----
+ * A handler whose answer another thread computes (a group commit) calls
+ * http_suspend and returns without answering: the connection then waits
+ * without holding an HTTP thread, until http_resume gives its answer. */
+typedef struct http_pending http_pending;
+
+/* Suspends the request being handled. Call it from its handler, at most
+ * once; the request's own data (req, its body, its headers) is gone once
+ * the handler returns, so copy what the answer needs first. */
+http_pending *http_suspend(http_req *req);
+
+/* Answers a suspended request with `res`, whose contents it takes over;
+ * from any thread, exactly once. Every suspended request must be answered
+ * before http_stop. */
+void http_resume(http_pending *pending, http_res *res);
+
 /* Answers with `body` (stolen). */
 void http_json(http_res *res, int status, json_t *body);
 

@@ -16,6 +16,19 @@ const db_stmt idem_stmts[] = {
     {"idem_lookup", "SELECT fingerprint = sha256(convert_to($2, 'UTF8')), status, body"
                     " FROM idempotency_keys WHERE key = $1"},
     {"idem_save", "UPDATE idempotency_keys SET status = $2, body = $3 WHERE key = $1"},
+    /* A group's keys at once (idem_claim_many): the claimed ones come back. */
+    {"idem_claim_many",
+     "INSERT INTO idempotency_keys (key, fingerprint)"
+     " SELECT k, sha256(convert_to(f, 'UTF8')) FROM unnest($1::text[], $2::text[]) AS t(k, f)"
+     " ON CONFLICT (key) DO NOTHING RETURNING key"},
+    /* One row per key given, in their order (a key no longer there gives
+     * NULLs): row i answers slot i; the claimed ones are skipped. */
+    {"idem_lookup_many", "SELECT i.fingerprint = sha256(convert_to(t.f, 'UTF8')), i.status, i.body"
+                         " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(k, f, n)"
+                         " LEFT JOIN idempotency_keys i ON i.key = t.k ORDER BY t.n"},
+    {"idem_save_many",
+     "UPDATE idempotency_keys i SET status = t.s, body = t.b"
+     " FROM unnest($1::text[], $2::int[], $3::text[]) AS t(k, s, b) WHERE i.key = t.k"},
     {"idem_purge", "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys"
                    " WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)"},
     {NULL, NULL},
@@ -35,6 +48,43 @@ char *idem_fingerprint(const http_req *req)
     return fp;
 }
 
+int idem_scoped_key(const http_req *req, http_res *res, const char *scope,
+                    char out[HTTP_IDEM_SCOPED_MAX])
+{
+    const char *given = http_header(req, "Idempotency-Key");
+    if (!given)
+        return 0;
+    if (!valid_idempotency_key(given)) {
+        http_error(res, 400, "invalid_idempotency_key",
+                   "Idempotency-Key must be 1-255 printable ASCII characters");
+        return -1;
+    }
+    /* A user's keys are theirs: the same key from two users is two keys
+     * (a user id has no ':'). */
+    snprintf(out, HTTP_IDEM_SCOPED_MAX, "%s:%s", scope, given);
+    return 1;
+}
+
+/* The answer a key stored before gives: row `i` of `r` holds (same
+ * fingerprint, status, body), or no row when the key is gone. */
+static void answer_stored(PGresult *r, int i, http_res *res)
+{
+    if (!r || i >= PQntuples(r) || PQgetisnull(r, i, 1)) {
+        /* Deleted by the purge in between, or saved without an answer:
+         * neither happens inside the retention window. */
+        http_error(res, 409, "idempotency_key_in_use", "retry the request");
+    } else if (strcmp(PQgetvalue(r, i, 0), "t") != 0) {
+        http_error(res, 422, "idempotency_key_reused",
+                   "this Idempotency-Key was used for a different request");
+    } else {
+        json_decref(res->json);
+        res->json = NULL;
+        res->status = atoi(PQgetvalue(r, i, 1));
+        res->raw = strdup(PQgetvalue(r, i, 2));
+        res->raw_len = res->raw ? strlen(res->raw) : 0;
+    }
+}
+
 /* Looks the key up. Returns 1 when `res` now holds the answer (a replay or
  * a 422), 0 when the key was claimed for this request, or -DB_*. */
 static int claim(db_conn *c, const char *key, const char *fp, http_res *res)
@@ -50,45 +100,89 @@ static int claim(db_conn *c, const char *key, const char *fp, http_res *res)
         return 0;
     if ((rc = db_exec(c, "idem_lookup", 2, params, &r)) < 0)
         return rc;
-    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1)) {
-        /* Deleted by the purge in between, or saved without an answer:
-         * neither happens inside the retention window. */
-        PQclear(r);
-        http_error(res, 409, "idempotency_key_in_use", "retry the request");
-        return 1;
-    }
-    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-        http_error(res, 422, "idempotency_key_reused",
-                   "this Idempotency-Key was used for a different request");
-    } else {
-        res->status = atoi(PQgetvalue(r, 0, 1));
-        res->raw = strdup(PQgetvalue(r, 0, 2));
-        res->raw_len = res->raw ? strlen(res->raw) : 0;
-        json_decref(res->json);
-        res->json = NULL;
-    }
+    answer_stored(r, 0, res);
     PQclear(r);
     return 1;
+}
+
+static int by_key(const void *a, const void *b)
+{
+    return strcmp(((const idem_slot *)a)->key, ((const idem_slot *)b)->key);
+}
+
+int idem_claim_many(db_conn *c, idem_slot *slots, int n)
+{
+    /* In key order: two groups claiming the same keys lock them in the
+     * same order, so they wait for each other but never deadlock. */
+    qsort(slots, (size_t)n, sizeof *slots, by_key);
+    db_array keys, fps;
+    db_array_begin(&keys), db_array_begin(&fps);
+    for (int i = 0; i < n; i++) {
+        db_array_add(&keys, slots[i].key);
+        db_array_add(&fps, slots[i].fingerprint);
+        slots[i].claimed = false;
+    }
+    db_array_end(&keys), db_array_end(&fps);
+    const char *params[] = {keys.text, fps.text};
+    PGresult *r = NULL;
+    int rc = db_exec(c, "idem_claim_many", 2, params, &r);
+    int taken = 0;
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        idem_slot probe = {.key = PQgetvalue(r, i, 0)};
+        idem_slot *s = bsearch(&probe, slots, (size_t)n, sizeof *slots, by_key);
+        if (s)
+            s->claimed = true, taken++;
+    }
+    PQclear(r);
+    r = NULL;
+    /* The keys used before: their stored answers, in the slots' order. */
+    if (rc == 0 && taken < n)
+        rc = db_exec(c, "idem_lookup_many", 2, params, &r);
+    for (int i = 0; rc == 0 && taken < n && i < n; i++)
+        if (!slots[i].claimed)
+            answer_stored(r, i, slots[i].res);
+    PQclear(r);
+    db_array_free(&keys), db_array_free(&fps);
+    return rc;
+}
+
+int idem_save_many(db_conn *c, const idem_slot *slots, int n)
+{
+    db_array keys, statuses, bodies;
+    db_array_begin(&keys), db_array_begin(&statuses), db_array_begin(&bodies);
+    int saved = 0, rc = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (!slots[i].claimed)
+            continue;
+        char status[8], *body = json_dumps(slots[i].res->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        snprintf(status, sizeof status, "%d", slots[i].res->status);
+        if (!body) {
+            rc = -DB_FAILED;
+            break;
+        }
+        db_array_add(&keys, slots[i].key);
+        db_array_add(&statuses, status);
+        db_array_add(&bodies, body);
+        free(body);
+        saved++;
+    }
+    db_array_end(&keys), db_array_end(&statuses), db_array_end(&bodies);
+    const char *params[] = {keys.text, statuses.text, bodies.text};
+    if (rc == 0 && saved)
+        rc = db_exec(c, "idem_save_many", 3, params, NULL);
+    db_array_free(&keys), db_array_free(&statuses), db_array_free(&bodies);
+    return rc;
 }
 
 void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, idem_work work,
               void *arg)
 {
-    const char *given = http_header(req, "Idempotency-Key");
     char *fp = NULL, *stored = NULL, scoped[HTTP_IDEM_SCOPED_MAX];
-    const char *key = NULL;
-    db_conn *c = NULL;
-    if (given && !valid_idempotency_key(given)) {
-        http_error(res, 400, "invalid_idempotency_key",
-                   "Idempotency-Key must be 1-255 printable ASCII characters");
+    int keyed = idem_scoped_key(req, res, scope, scoped);
+    if (keyed < 0)
         return;
-    }
-    /* A user's keys are theirs: the same key from two users is two keys
-     * (a user id has no ':'). */
-    if (given) {
-        snprintf(scoped, sizeof scoped, "%s:%s", scope, given);
-        key = scoped;
-    }
+    const char *key = keyed ? scoped : NULL;
+    db_conn *c = NULL;
     int rc = db_acquire(pool, 1000, &c);
     /* Without a key the work is one statement, atomic by itself: no
      * BEGIN/COMMIT round trips. */

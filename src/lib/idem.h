@@ -29,11 +29,34 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, id
 /* The key as stored: "scope:key", `scope` the acting user's id. */
 #define HTTP_IDEM_SCOPED_MAX (64 + 1 + 255 + 1)
 
+/* The request's Idempotency-Key, scoped to `scope`, into out: returns 1,
+ * 0 when the request has none, or -1 after a 400 in `res` (malformed). */
+int idem_scoped_key(const http_req *req, http_res *res, const char *scope,
+                    char out[HTTP_IDEM_SCOPED_MAX]);
+
 /* What a key remembers of its request, hashed by the database: method,
  * path and the body, canonical (compact, keys sorted) when it was parsed
  * as JSON, so that a retry with its members in another order matches.
  * Caller frees; NULL without memory. */
 char *idem_fingerprint(const http_req *req);
+
+/* ---- many keys in one transaction (a group commit) ---- */
+typedef struct idem_slot {
+    const char *key;         /* scoped ("user:key"); distinct within a call */
+    const char *fingerprint; /* idem_fingerprint of its request */
+    http_res *res;           /* where its answer goes */
+    bool claimed;            /* out: this request does the work */
+} idem_slot;
+
+/* Claims every slot's key in the caller's transaction, sorting `slots` by
+ * key (a fixed lock order). A key used before answers its slot's res with
+ * the stored answer, a 422 (another request) or a 409 (still in use), and
+ * stays unclaimed. Returns 0 or -DB_*. */
+int idem_claim_many(db_conn *conn, idem_slot *slots, int n);
+
+/* Stores the answers of the claimed slots, in the same transaction as
+ * their work. Returns 0 or -DB_*. */
+int idem_save_many(db_conn *conn, const idem_slot *slots, int n);
 
 /* Deletes up to `batch` keys older than `max_age_s`; returns how many, or
  * a negative -DB_* code. */

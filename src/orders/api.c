@@ -7,6 +7,7 @@
 #include "lib/svc.h"
 #include "lib/valid.h"
 #include "orders/app.h"
+#include "orders/create.h"
 #include "orders/store.h"
 
 #include <errno.h>
@@ -18,67 +19,36 @@
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
 
-typedef struct create_args {
-    const char *user_id, *description;
-    int64_t amount;
-    int redrive_ms;
-} create_args;
-
-/* The order and its payment request commit together, or neither does. */
-static int create_order_tx(db_conn *c, http_req *req, http_res *res, void *arg)
-{
-    create_args *a = arg;
-    (void)req;
-    order o = {.amount = a->amount}, stored;
-    order_new_id(o.id);
-    snprintf(o.user_id, sizeof o.user_id, "%s", a->user_id);
-    snprintf(o.description, sizeof o.description, "%s", a->description);
-    payment_msg request;
-    order_payment_request(&o, &request);
-    char *payload = msg_encode(&request);
-    int rc = payload
-                 ? store_order_create(c, &o, MSG_TOPIC_REQUESTS, payload, a->redrive_ms, &stored)
-                 : -DB_FAILED;
-    free(payload);
-    if (rc == 0)
-        http_json(res, 201, order_json(&stored));
-    return rc;
-}
-
 static void create_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     json_int_t amount = 0;
     svc_caller who;
-    create_args a = {.description = "", .redrive_ms = app->redrive_after_ms};
+    const char *user_id = NULL, *description = "";
     if (!svc_caller_of(req, res, &app->svc, true, &who) ||
-        http_body_unpack(req, res, "{s?:s, s:I, s?:s}", "user_id", &a.user_id, "amount", &amount,
-                         "description", &a.description) < 0)
+        http_body_unpack(req, res, "{s?:s, s:I, s?:s}", "user_id", &user_id, "amount", &amount,
+                         "description", &description) < 0)
         return;
     /* The order is the caller's; a user_id in the body, if any, must say so. */
-    if (a.user_id && !valid_user_id(a.user_id)) {
+    if (user_id && !valid_user_id(user_id)) {
         http_error(res, 400, "invalid_user_id",
                    "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
         return;
     }
-    if (a.user_id && !svc_may_act_for(res, &who, a.user_id, false))
+    if (user_id && !svc_may_act_for(res, &who, user_id, false))
         return;
-    a.user_id = who.claims.sub;
     if (!valid_amount(amount)) {
         http_error(res, 400, "invalid_amount",
                    "amount must be an integer number of minor units from 1 to 10^12");
         return;
     }
     json_t *d = json_object_get(req->json, "description");
-    if (d && !order_description_valid(a.description, json_string_length(d))) {
+    if (d && !order_description_valid(description, json_string_length(d))) {
         http_error(res, 400, "invalid_description",
                    "description must be at most 500 characters, without NUL");
         return;
     }
-    a.amount = amount;
-    idem_run(app->svc.db, req, res, who.claims.sub, create_order_tx, &a);
-    if (res->status == 201)
-        outbox_relay_wake(app->svc.relay);
+    orders_create(app, req, res, who.claims.sub, amount, description);
 }
 
 static void get_order(http_req *req, http_res *res)

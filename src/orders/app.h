@@ -5,6 +5,7 @@
 
 #include "lib/consumer.h"
 #include "lib/deadletters.h"
+#include "lib/group.h"
 #include "lib/db.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
@@ -20,6 +21,7 @@
 
 typedef struct orders_app {
     svc_parts svc; /* pool, relay, the payment.results consumer */
+    group *create; /* POST /orders' group commit */
     ws_hub *hub;
     live *live;
     ticker *redrive;
@@ -27,6 +29,7 @@ typedef struct orders_app {
     pthread_mutex_t changed_lock; /* the consumer and an operator's replay */
     int redrive_after_ms, redrive_max_ms, redrive_check_ms;
     int ws_queue, ws_ping_ms;
+    int writers, group_max;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;

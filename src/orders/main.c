@@ -7,6 +7,7 @@
 #include "lib/msg.h"
 #include "lib/svc.h"
 #include "orders/app.h"
+#include "orders/create.h"
 #include "orders/store.h"
 
 #include <stddef.h>
@@ -14,13 +15,17 @@
 static int configure(void *arg)
 {
     orders_app *app = arg;
-    int64_t after, max, check, queue, ping;
+    int64_t after, max, check, queue, ping, writers, group_max;
     if (cfg_int("REDRIVE_AFTER_MS", 100, 86400000, 5000, &after) < 0 ||
         cfg_int("REDRIVE_MAX_MS", 100, 86400000, 60000, &max) < 0 ||
         cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &check) < 0 ||
         cfg_int("WS_MAX_QUEUE", 1, 100000, 256, &queue) < 0 ||
-        cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0)
+        cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0 ||
+        cfg_int("ORDERS_WRITERS", 1, 64, 2, &writers) < 0 ||
+        cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0)
         return -1;
+    app->writers = (int)writers;
+    app->group_max = (int)group_max;
     app->redrive_after_ms = (int)after;
     app->redrive_max_ms = (int)max;
     app->redrive_check_ms = (int)check;
@@ -32,19 +37,28 @@ static int configure(void *arg)
 static int start(void *arg, const char *db_url)
 {
     orders_app *app = arg;
-    if (!(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||
+    group_config create = {.name = "orders",
+                           .writers = app->writers,
+                           .max = app->group_max,
+                           .run = orders_create_group,
+                           .app = app};
+    if (!(app->create = group_start(&create)) ||
+        !(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||
         !(app->live = live_start(db_url, app->hub)) ||
         !(app->redrive = ticker_start(app->redrive_check_ms, orders_redrive, app)))
         return -1;
     return 0;
 }
 
-/* The hub's sockets close first (libmicrohttpd wants them closed before it
- * stops), but the hub stays allocated: HTTP, the consumer (through
- * NOTIFY) and the live listener may still publish to it until stop. */
+/* Before libmicrohttpd stops, which wants no connection suspended and no
+ * WebSocket open: the orders waiting for a group commit are committed and
+ * answered (later ones get a 503), and the hub's sockets close. The hub
+ * stays allocated: HTTP, the consumer (through NOTIFY) and the live
+ * listener may still publish to it until stop. */
 static void close_sockets(void *arg)
 {
     orders_app *app = arg;
+    group_stop(app->create);
     ws_hub_close(app->hub);
 }
 
@@ -54,6 +68,7 @@ static void stop(void *arg)
     ticker_stop(app->redrive);
     live_stop(app->live);
     ws_hub_free(app->hub);
+    group_free(app->create);
     live_batch_free(&app->changed); /* the consumer that fills it has stopped */
 }
 

@@ -10,13 +10,16 @@
         "created_at") ", " DB_TS("updated_at") ", seq"
 
 const db_stmt orders_stmts[] = {
-    /* The order and its payment request in one statement: atomic without
-     * an explicit transaction, one round trip. */
-    {"order_create",
+    /* A group's orders and their payment requests in one statement; the
+     * requests enter the outbox in the order the requests came. */
+    {"orders_create_many",
      "WITH o AS (INSERT INTO orders (id, user_id, amount, description, next_redrive_at)"
-     "           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::float8 / 1000))"
+     "           SELECT id, u, a, d, now() + make_interval(secs => $5::float8 / 1000)"
+     "           FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) AS t(id, u, a, d)"
      "           RETURNING *),"
-     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $6, user_id, $7 FROM o)"
+     "     m AS (INSERT INTO outbox (topic, key, payload)"
+     "           SELECT $6, u, p FROM unnest($2::text[], $7::text[]) WITH ORDINALITY AS t(u, p, n)"
+     "           ORDER BY n)"
      " SELECT " ORDER_COLS " FROM o"},
     {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = $1"},
     {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
@@ -81,14 +84,31 @@ static int run_one(db_conn *c, const char *stmt, int n, const char *const *param
     return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
 }
 
-int store_order_create(db_conn *c, const order *o, const char *topic, const char *payload,
-                       int redrive_ms, order *out)
+int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
+                             const char *topic, int redrive_ms, order *out)
 {
-    char amt[24], after[16];
-    snprintf(amt, sizeof amt, "%" PRId64, o->amount);
+    db_array ids, users, amounts, descriptions, messages;
+    db_array_begin(&ids), db_array_begin(&users), db_array_begin(&amounts);
+    db_array_begin(&descriptions), db_array_begin(&messages);
+    for (int i = 0; i < n; i++) {
+        char amt[24];
+        snprintf(amt, sizeof amt, "%" PRId64, orders[i].amount);
+        db_array_add(&ids, orders[i].id);
+        db_array_add(&users, orders[i].user_id);
+        db_array_add(&amounts, amt);
+        db_array_add(&descriptions, orders[i].description);
+        db_array_add(&messages, payloads[i]);
+    }
+    db_array_end(&ids), db_array_end(&users), db_array_end(&amounts);
+    db_array_end(&descriptions), db_array_end(&messages);
+    char after[16];
     snprintf(after, sizeof after, "%d", redrive_ms);
-    const char *params[] = {o->id, o->user_id, amt, o->description, after, topic, payload};
-    return run_one(c, "order_create", 7, params, out);
+    const char *params[] = {ids.text, users.text, amounts.text, descriptions.text,
+                            after,    topic,      messages.text};
+    int rc = run(c, "orders_create_many", 7, params, out, n);
+    db_array_free(&ids), db_array_free(&users), db_array_free(&amounts);
+    db_array_free(&descriptions), db_array_free(&messages);
+    return rc;
 }
 
 int store_order_get(db_conn *c, const char *id, order *out)

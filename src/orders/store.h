@@ -8,12 +8,13 @@
 
 extern const db_stmt orders_stmts[];
 
-/* Inserts the NEW order `o` (id, user_id, amount, description) and, in
- * the same statement, its message `payload` into the outbox for `topic`;
- * its first re-drive is due after `redrive_ms`. Returns 0 with the stored
- * order, or -DB_*. */
-int store_order_create(db_conn *c, const order *o, const char *topic, const char *payload,
-                       int redrive_ms, order *out);
+/* Inserts the NEW orders[0..n) (id, user_id, amount, description) and, in
+ * the same statement, each one's message payloads[i] into the outbox for
+ * `topic`, in their order; the first re-drive of each is due after
+ * `redrive_ms`. All or none. Returns how many were stored (n), into
+ * out[0..n) in no particular order, or -DB_*. */
+int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
+                             const char *topic, int redrive_ms, order *out);
 
 /* Returns 0, -ENOENT, or -DB_*. */
 int store_order_get(db_conn *c, const char *id, order *out);

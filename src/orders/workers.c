@@ -125,6 +125,7 @@ void orders_metrics(void *arg, FILE *out)
     outbox_relay_metrics(app->svc.relay, out);
     consumer_metrics(app->svc.consumer, out);
     ws_metrics(app->hub, out);
+    group_metrics(app->create, out);
     metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
     fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",
             atomic_load(&app->finished));

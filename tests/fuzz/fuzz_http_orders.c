@@ -2,6 +2,7 @@
 #include "lib/db.h"
 #include "lib/ws.h"
 #include "orders/app.h"
+#include "orders/create.h"
 #include "orders/store.h"
 
 #include <signal.h>
@@ -18,5 +19,8 @@ void *fuzz_app_start(void)
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/orders", 4, sets);
     app.hub = ws_hub_start(16, 60000);
     app.redrive_after_ms = 5000;
+    group_config create = {
+        .name = "orders", .writers = 1, .max = 64, .run = orders_create_group, .app = &app};
+    app.create = group_start(&create);
     return &app;
 }

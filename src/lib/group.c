@@ -1,0 +1,140 @@
+#include "lib/group.h"
+#include "lib/metrics.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct group {
+    group_config cfg;
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    group_item *head, *tail; /* waiting, oldest first; under lock */
+    int waiting;             /* under lock */
+    bool stopping;           /* under lock */
+    pthread_t *threads;
+    int nthreads;
+    _Atomic uint64_t commits, requests, largest;
+};
+
+/* Takes up to cfg.max waiting items into items[]; waits for one unless
+ * stopping. Returns how many (0: stopping and nothing left). */
+static int take(group *g, group_item **items)
+{
+    pthread_mutex_lock(&g->lock);
+    while (!g->head && !g->stopping)
+        pthread_cond_wait(&g->work, &g->lock);
+    int n = 0;
+    for (; g->head && n < g->cfg.max; n++) {
+        items[n] = g->head;
+        g->head = g->head->next;
+    }
+    if (!g->head)
+        g->tail = NULL;
+    g->waiting -= n;
+    pthread_mutex_unlock(&g->lock);
+    return n;
+}
+
+static void *writer_main(void *arg)
+{
+    group *g = arg;
+    group_item **items = calloc((size_t)g->cfg.max, sizeof *items);
+    for (int n; items && (n = take(g, items)) > 0;) {
+        g->cfg.run(g->cfg.app, items, n);
+        atomic_fetch_add(&g->commits, 1);
+        atomic_fetch_add(&g->requests, (uint64_t)n);
+        for (uint64_t top = atomic_load(&g->largest);
+             (uint64_t)n > top && !atomic_compare_exchange_weak(&g->largest, &top, (uint64_t)n);)
+            ;
+        for (int i = 0; i < n; i++) {
+            http_resume(items[i]->pending, &items[i]->res);
+            free(items[i]);
+        }
+    }
+    free(items);
+    return NULL;
+}
+
+group *group_start(const group_config *cfg)
+{
+    group *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->cfg = *cfg;
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->work, NULL);
+    g->threads = calloc((size_t)cfg->writers, sizeof *g->threads);
+    for (; g->threads && g->nthreads < cfg->writers; g->nthreads++)
+        if (pthread_create(&g->threads[g->nthreads], NULL, writer_main, g) != 0)
+            break;
+    if (g->nthreads < cfg->writers) {
+        group_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+bool group_submit(group *g, http_req *req, group_item *item)
+{
+    pthread_mutex_lock(&g->lock);
+    bool open = !g->stopping;
+    if (open) {
+        /* Suspended under the lock: a writer can take (and answer) the
+         * item only after, and group_stop cannot miss it. */
+        item->pending = http_suspend(req);
+        item->next = NULL;
+        if (g->tail)
+            g->tail->next = item;
+        else
+            g->head = item;
+        g->tail = item;
+        g->waiting++;
+        pthread_cond_signal(&g->work);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return open;
+}
+
+void group_stop(group *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->lock);
+    g->stopping = true;
+    pthread_cond_broadcast(&g->work);
+    pthread_mutex_unlock(&g->lock);
+    for (int i = 0; i < g->nthreads; i++)
+        pthread_join(g->threads[i], NULL); /* each leaves when nothing waits */
+    g->nthreads = 0;
+}
+
+void group_free(group *g)
+{
+    if (!g)
+        return;
+    group_stop(g);
+    free(g->threads);
+    pthread_mutex_destroy(&g->lock);
+    pthread_cond_destroy(&g->work);
+    free(g);
+}
+
+void group_metrics(group *g, FILE *out)
+{
+    pthread_mutex_lock(&g->lock);
+    int waiting = g->waiting;
+    pthread_mutex_unlock(&g->lock);
+    const char *name = g->cfg.name;
+    metrics_header(out, "group_commits_total", "counter", "Group transactions committed or failed");
+    fprintf(out, "group_commits_total{group=\"%s\"} %" PRIu64 "\n", name, atomic_load(&g->commits));
+    metrics_header(out, "group_requests_total", "counter",
+                   "Requests written by group transactions");
+    fprintf(out, "group_requests_total{group=\"%s\"} %" PRIu64 "\n", name,
+            atomic_load(&g->requests));
+    metrics_header(out, "group_largest", "gauge", "Most requests one group transaction carried");
+    fprintf(out, "group_largest{group=\"%s\"} %" PRIu64 "\n", name, atomic_load(&g->largest));
+    metrics_header(out, "group_waiting", "gauge", "Requests waiting for a writer now");
+    fprintf(out, "group_waiting{group=\"%s\"} %d\n", name, waiting);
+}

@@ -1,0 +1,228 @@
+/* POST /orders through the group commit: requests that arrive together
+ * share one transaction, and each still gets its own answer, its own
+ * order, its Idempotency-Key's meaning, and its own failure. The groups are
+ * made on purpose: the test holds a lock the orders' insert needs, so that
+ * the requests queue up behind the writers, then lets go. */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAITING "group_waiting{group=\"orders\"}"
+#define COMMITS "group_commits_total{group=\"orders\"}"
+#define REQUESTS "group_requests_total{group=\"orders\"}"
+
+typedef struct call {
+    char body[256];
+    char key[128]; /* an Idempotency-Key header, or "" */
+    pthread_t thread;
+    resp r;
+} call;
+
+static void *post(void *arg)
+{
+    call *c = arg;
+    const char *headers[] = {c->key[0] ? c->key : NULL, NULL};
+    api(&c->r, "POST", orders_url(), "/orders", c->body, headers);
+    return NULL;
+}
+
+static void send_call(call *c, const char *user, int64_t amount, const char *description,
+                      const char *key)
+{
+    snprintf(c->body, sizeof c->body, "{\"user_id\":\"%s\",\"amount\":%lld,\"description\":\"%s\"}",
+             user, (long long)amount, description);
+    c->key[0] = '\0';
+    if (key)
+        snprintf(c->key, sizeof c->key, "Idempotency-Key: %s", key);
+    pthread_create(&c->thread, NULL, post, c);
+}
+
+typedef struct queue_wait {
+    int64_t at_least;
+} queue_wait;
+
+static bool queued(void *arg)
+{
+    return metric(orders_url(), WAITING) >= ((queue_wait *)arg)->at_least;
+}
+
+/* Holds what every order insert needs (the outbox) until release(). */
+static PGconn *hold_inserts(void)
+{
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "BEGIN"));
+    PGresult *r = PQexec(db, "LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(db));
+    PQclear(r);
+    return db;
+}
+
+static void release(PGconn *db)
+{
+    PQclear(PQexec(db, "COMMIT"));
+    PQfinish(db);
+}
+
+/* Both writers busy with one order each, blocked on the lock: what comes
+ * next waits in the queue, and goes as one group. */
+static void occupy_writers(call *blockers, const char *user)
+{
+    for (int i = 0; i < 2; i++)
+        send_call(&blockers[i], user, 1, "blocker", NULL);
+    PGconn *db = orders_db();
+    /* Taken by a writer: its INSERT waits for the lock. */
+    for (int tries = 0; tries < 250; tries++) {
+        if (db_int(db,
+                   "SELECT count(*) FROM pg_locks WHERE relation = 'outbox'::regclass"
+                   " AND NOT granted",
+                   NULL, NULL) >= 2)
+            break;
+        struct timespec t = {.tv_nsec = 20000000};
+        nanosleep(&t, NULL);
+    }
+    PQfinish(db);
+}
+
+Test(group_commit, concurrent_orders_share_commits_and_each_gets_its_own, .timeout = 60)
+{
+    enum { N = 40 };
+    char user[64];
+    unique_name(user, sizeof user, "group");
+    account_with(user, 100000);
+    int64_t commits = metric(orders_url(), COMMITS), requests = metric(orders_url(), REQUESTS);
+    PGconn *lock = hold_inserts();
+    call blockers[2], calls[N];
+    occupy_writers(blockers, user);
+    for (int i = 0; i < N; i++)
+        send_call(&calls[i], user, 10 + i, "grouped", NULL);
+    queue_wait w = {N};
+    cr_assert(wait_until(queued, &w, 20000), "the requests never queued up");
+    release(lock);
+
+    char seen[N][37];
+    for (int i = 0; i < N; i++) {
+        pthread_join(calls[i].thread, NULL);
+        cr_assert_eq(calls[i].r.status, 201, "%s", calls[i].r.body);
+        /* Its own order: its amount, an id of its own. */
+        cr_assert_eq(json_integer_value(json_object_get(calls[i].r.json, "amount")), 10 + i);
+        snprintf(seen[i], sizeof seen[i], "%s",
+                 json_string_value(json_object_get(calls[i].r.json, "id")));
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(seen[i], seen[j]);
+        resp_free(&calls[i].r);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(blockers[i].thread, NULL);
+        cr_assert_eq(blockers[i].r.status, 201);
+        resp_free(&blockers[i].r);
+    }
+    /* The 40 went in one group (the writers take everything waiting). */
+    cr_assert_eq(metric(orders_url(), REQUESTS) - requests, N + 2);
+    cr_assert_leq(metric(orders_url(), COMMITS) - commits, 4, "%lld transactions for %d orders",
+                  (long long)(metric(orders_url(), COMMITS) - commits), N + 2);
+    cr_assert(all_final(user, 60000));
+    cr_assert_eq(orders_with(user, "FINISHED"), N + 2);
+    assert_money_adds_up(user);
+}
+
+static void drop_refusal(void)
+{
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "ALTER TABLE orders DROP CONSTRAINT IF EXISTS test_refused"));
+    PQfinish(db);
+}
+
+Test(group_commit, an_order_the_database_refuses_fails_alone, .timeout = 60, .fini = drop_refusal)
+{
+    enum { N = 12, BAD = 5 };
+    char user[64];
+    unique_name(user, sizeof user, "refused");
+    account_with(user, 100000);
+    PGconn *db = orders_db();
+    PGresult *r = PQexec(db, "ALTER TABLE orders ADD CONSTRAINT test_refused"
+                             " CHECK (description <> 'refuse me') NOT VALID");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+
+    PGconn *lock = hold_inserts();
+    call blockers[2], calls[N];
+    occupy_writers(blockers, user);
+    for (int i = 0; i < N; i++)
+        send_call(&calls[i], user, 10, i == BAD ? "refuse me" : "fine", NULL);
+    queue_wait w = {N};
+    cr_assert(wait_until(queued, &w, 20000), "the requests never queued up");
+    release(lock);
+    for (int i = 0; i < N; i++) {
+        pthread_join(calls[i].thread, NULL);
+        if (i == BAD) {
+            cr_assert_eq(calls[i].r.status, 500, "%s", calls[i].r.body);
+            cr_assert_str_eq(err_code(&calls[i].r), "internal");
+        } else {
+            cr_assert_eq(calls[i].r.status, 201, "%s", calls[i].r.body);
+        }
+        resp_free(&calls[i].r);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(blockers[i].thread, NULL);
+        resp_free(&blockers[i].r);
+    }
+    cr_assert(all_final(user, 60000));
+    cr_assert_eq(orders_with(user, "FINISHED"), N - 1 + 2, "the refused one alone is missing");
+    PGconn *o = orders_db();
+    cr_assert_eq(db_int(o,
+                        "SELECT count(*) FROM orders WHERE user_id = $1 AND description ="
+                        " 'refuse me'",
+                        user, NULL),
+                 0);
+    PQfinish(o);
+    assert_money_adds_up(user);
+}
+
+Test(group_commit, one_idempotency_key_twice_in_a_group_is_one_order, .timeout = 60)
+{
+    char user[64], key[64], other[64];
+    unique_name(user, sizeof user, "groupkey");
+    unique_name(key, sizeof key, "key");
+    unique_name(other, sizeof other, "key");
+    account_with(user, 1000);
+    PGconn *lock = hold_inserts();
+    call blockers[2], calls[5];
+    occupy_writers(blockers, user);
+    send_call(&calls[0], user, 30, "once", key);
+    send_call(&calls[1], user, 30, "once", key);    /* a retry: the same answer */
+    send_call(&calls[2], user, 99, "another", key); /* another request: 422 */
+    send_call(&calls[3], user, 40, "own key", other);
+    send_call(&calls[4], user, 40, "own key", other);
+    queue_wait w = {5};
+    cr_assert(wait_until(queued, &w, 20000), "the requests never queued up");
+    release(lock);
+    for (int i = 0; i < 5; i++)
+        pthread_join(calls[i].thread, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(blockers[i].thread, NULL);
+        resp_free(&blockers[i].r);
+    }
+    /* Whichever of a pair came first did the work; the other replays it. */
+    int first = calls[0].r.status == 201 && calls[1].r.status == 201 ? 0 : -1;
+    cr_assert_eq(first, 0, "%ld %s / %ld %s", calls[0].r.status, calls[0].r.body, calls[1].r.status,
+                 calls[1].r.body);
+    cr_assert_str_eq(json_string_value(json_object_get(calls[0].r.json, "id")),
+                     json_string_value(json_object_get(calls[1].r.json, "id")));
+    cr_assert_eq(calls[2].r.status, 422, "%s", calls[2].r.body);
+    cr_assert_str_eq(err_code(&calls[2].r), "idempotency_key_reused");
+    cr_assert_eq(calls[3].r.status, 201);
+    cr_assert_eq(calls[4].r.status, 201);
+    cr_assert_str_eq(json_string_value(json_object_get(calls[3].r.json, "id")),
+                     json_string_value(json_object_get(calls[4].r.json, "id")));
+    for (int i = 0; i < 5; i++)
+        resp_free(&calls[i].r);
+    cr_assert(all_final(user, 60000));
+    /* Two blockers, one order per key. */
+    cr_assert_eq(orders_with(user, "FINISHED"), 4);
+    assert_money_adds_up(user);
+}
