@@ -197,7 +197,7 @@ static void who_am_i(http_req *req, http_res *res)
 {
     identity_app *app = req->app;
     auth_claims claims;
-    if (svc_authenticate(req, res, &app->key, app->audience, &claims, NULL) < 0)
+    if (svc_authenticate(req, res, &app->key, NULL, app->audience, &claims, NULL) < 0)
         return;
     char expires[32];
     iso_time(claims.exp, expires, sizeof expires);

@@ -37,8 +37,8 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
  * the AUTH_COOKIE cookie, verified with `key` for `audience` now. Returns 0
  * and fills `claims` (and `via_cookie`, when not NULL), or -1 with a 401 in
  * `res` (no token, or why it was refused). */
-int svc_authenticate(http_req *req, http_res *res, const auth_key *key, const char *audience,
-                     auth_claims *claims, bool *via_cookie);
+int svc_authenticate(http_req *req, http_res *res, const auth_key *key, auth_cache *cache,
+                     const char *audience, auth_claims *claims, bool *via_cookie);
 
 /* Answers a database failure: 503 when retrying may help, else 500. */
 void svc_db_error(http_res *res, int rc);
@@ -56,9 +56,13 @@ typedef struct svc_parts {
     consumer *consumer;
     int idempotency_retention_s;
     auth_key key;         /* identity's public key (svc_def.tokens) */
+    auth_cache *tokens;   /* tokens verified lately (TOKEN_CACHE_SLOTS; NULL: none) */
     const char *audience; /* TOKEN_AUDIENCE */
     char origins[512];    /* ALLOWED_ORIGINS, space-separated */
 } svc_parts;
+
+/* The series every service with tokens has (tokens_verified_total). */
+void svc_metrics(const svc_parts *parts, FILE *out);
 
 /* Who a request acts for: the token's user. */
 typedef struct svc_caller {

@@ -123,6 +123,7 @@ void orders_metrics(void *arg, FILE *out)
 {
     orders_app *app = arg;
     outbox_relay_metrics(app->svc.relay, out);
+    svc_metrics(&app->svc, out);
     consumer_metrics(app->svc.consumer, out);
     ws_metrics(app->hub, out);
     group_metrics(app->create, out);

@@ -194,3 +194,41 @@ Test(auth, a_token_has_one_spelling)
     }
     free(t);
 }
+
+Test(auth, the_cache_answers_only_for_the_very_token_and_only_until_it_expires)
+{
+    auth_key k = key();
+    auth_cache *cache = auth_cache_new(64);
+    cr_assert_not_null(cache);
+    auth_claims c = alice(), got;
+    char *t = auth_sign(&k, &c, "shop");
+    uint64_t hits, misses;
+
+    cr_assert_eq(auth_verify_cached(cache, &k, t, "shop", NOW, &got), AUTH_OK);
+    cr_assert_eq(auth_verify_cached(cache, &k, t, "shop", NOW + 1, &got), AUTH_OK);
+    cr_assert_str_eq(got.sub, "alice");
+    cr_assert_eq(got.exp, NOW + 900);
+    auth_cache_counts(cache, &hits, &misses);
+    cr_assert_eq(hits, 1, "the second look-up is the cache's");
+    cr_assert_eq(misses, 1);
+
+    /* The same token with one character of its signature changed (not the
+     * last, whose low bits are padding): not the cached one. */
+    char *forged = strdup(t);
+    char *c10 = &forged[strlen(forged) - 10];
+    *c10 = *c10 == 'A' ? 'B' : 'A';
+    cr_assert_neq(auth_verify_cached(cache, &k, forged, "shop", NOW, &got), AUTH_OK);
+    /* Another audience is checked anew, and refused. */
+    cr_assert_eq(auth_verify_cached(cache, &k, t, "elsewhere", NOW, &got), AUTH_AUDIENCE);
+    /* Past exp (and the leeway), the cached token is refused as auth_verify would. */
+    cr_assert_eq(auth_verify_cached(cache, &k, t, "shop", NOW + 900 + 4, &got), AUTH_OK);
+    cr_assert_eq(auth_verify_cached(cache, &k, t, "shop", NOW + 900 + 5, &got), AUTH_EXPIRED);
+    cr_assert_eq(auth_verify(&k, t, "shop", NOW + 900 + 5, &got), AUTH_EXPIRED);
+    /* Refused tokens are never kept: the forged one is refused again, by
+     * its signature. */
+    cr_assert_eq(auth_verify_cached(cache, &k, forged, "shop", NOW, &got), AUTH_SIGNATURE);
+    free(forged);
+    free(t);
+    auth_cache_free(cache);
+    cr_assert_null(auth_cache_new(3), "slots must be a power of two");
+}
