@@ -38,6 +38,7 @@ struct db_pool {
     int stall_ms, connect_ms, statement_timeout_ms;
     _Atomic int64_t heard_ms;
     atomic_bool stalled;
+    atomic_bool probing; /* one connection asks whether the server is there */
 };
 
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets)
@@ -187,7 +188,7 @@ static void on_notice(void *arg, const char *message)
  * our own loop bounds the whole connection and startup in milliseconds, so
  * that a server that accepts TCP but never answers (a frozen postmaster)
  * costs a request at most `connect_ms`. */
-static PGconn *connect_within(const db_pool *pool)
+static PGconn *connect_within(const db_pool *pool, int connect_ms)
 {
     /* TCP keepalives and a user timeout find a peer gone while idle or
      * while our data sits unacknowledged; statement_timeout has the server
@@ -206,7 +207,6 @@ static PGconn *connect_within(const db_pool *pool)
                           options[0] ? "options" : NULL,
                           NULL};
     const char *values[] = {pool->conninfo, "10", "1", "10", "3", "3", "10000", options, NULL};
-    int connect_ms = pool->connect_ms;
     PGconn *pg = PQconnectStartParams(keys, values, 1);
     if (!pg || PQstatus(pg) == CONNECTION_BAD)
         return pg;
@@ -235,7 +235,7 @@ static int conn_open(db_pool *pool, db_conn *c)
     PQfinish(c->pg);
     c->broken = false;
     c->in_tx = false;
-    c->pg = connect_within(pool);
+    c->pg = connect_within(pool, pool->connect_ms);
     if (!c->pg)
         return -DB_UNAVAILABLE;
     if (PQstatus(c->pg) != CONNECTION_OK) {
@@ -360,14 +360,29 @@ void db_release(db_pool *pool, db_conn *c)
     pthread_mutex_unlock(&pool->lock);
 }
 
+/* True when the server completes a new connection within `ms`: it is there
+ * and merely busy. */
+static bool server_answers(const db_pool *pool, int ms)
+{
+    PGconn *pg = connect_within(pool, ms);
+    bool ok = pg && PQstatus(pg) == CONNECTION_OK;
+    PQfinish(pg);
+    return ok;
+}
+
 /* Waits for the answer to the command just sent, and returns its last
  * result. Without the stall guard, as long as it takes (PQexec). With it,
  * a wait gives up when the server has been silent to every connection of
- * the pool for `stall_ms` (a frozen or unreachable host: the kernel keeps
- * the socket open, so no error would ever come): the connection is closed
- * (the server rolls its transaction back when it sees that) and the call
- * answers -DB_UNAVAILABLE. A query that is merely slow while others
- * complete is left alone; statement_timeout is the server's business. */
+ * the pool and does not answer a new one either, `stall_ms` in all (a
+ * frozen or unreachable host: the kernel keeps the socket open, so no
+ * error would ever come): the connection is closed (the server rolls its
+ * transaction back when it sees that) and the call answers
+ * -DB_UNAVAILABLE. Silence alone is not enough: commands that all wait on
+ * a lock are silent too, with the server well. So after stall_ms / 2 of
+ * silence one waiting command opens a connection, with stall_ms / 2 to
+ * complete it; if it does, the server counts as heard and every command
+ * waits on. A query that is merely slow is left alone; statement_timeout
+ * is the server's business. */
 static PGresult *await_result(db_conn *c)
 {
     db_pool *pool = c->pool;
@@ -382,13 +397,19 @@ static PGresult *await_result(db_conn *c)
             if (ready > 0 || PQisBusy(c->pg) == 0)
                 continue;
             bool gone = atomic_load(&pool->stalled);
-            if (!gone && now - start >= pool->stall_ms &&
-                now - atomic_load(&pool->heard_ms) >= pool->stall_ms) {
-                gone = true;
-                if (!atomic_exchange(&pool->stalled, true))
-                    log_msg(LOG_ERROR, NULL,
-                            "the database has not answered for %d ms: taken for unreachable",
-                            pool->stall_ms);
+            int half = pool->stall_ms / 2;
+            if (!gone && now - start >= half && now - atomic_load(&pool->heard_ms) >= half &&
+                !atomic_exchange(&pool->probing, true)) {
+                if (server_answers(pool, half)) {
+                    atomic_store(&pool->heard_ms, clock_now_ms());
+                } else {
+                    gone = true;
+                    if (!atomic_exchange(&pool->stalled, true))
+                        log_msg(LOG_ERROR, NULL,
+                                "the database has not answered for %d ms: taken for unreachable",
+                                pool->stall_ms);
+                }
+                atomic_store(&pool->probing, false);
             }
             if (gone) {
                 c->broken = true;

@@ -1,9 +1,14 @@
 /* The connection pool against the real database: what a connection carries
  * back into the pool. */
 #include "harness.h"
+#include "lib/clock.h"
 #include "lib/db.h"
 
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 
 static db_pool *one_connection(void)
@@ -41,4 +46,56 @@ Test(db_pool, a_connection_comes_back_idle_whatever_its_user_left_open)
     cr_assert_eq(db_exec_sql(c, "SELECT 1"), 0, "the connection works");
     db_release(pool, c);
     db_pool_free(pool);
+}
+
+typedef struct locker {
+    int hold_ms;
+    atomic_bool holding;
+} locker;
+
+/* Holds a lock on a scratch table for hold_ms, from a connection of its own. */
+static void *hold_lock(void *arg)
+{
+    locker *l = arg;
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "BEGIN"));
+    PQclear(PQexec(db, "LOCK TABLE stall_probe IN ACCESS EXCLUSIVE MODE"));
+    atomic_store(&l->holding, true);
+    struct timespec t = {.tv_sec = l->hold_ms / 1000, .tv_nsec = (l->hold_ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+    PQclear(PQexec(db, "COMMIT"));
+    PQfinish(db);
+    return NULL;
+}
+
+/* The stall guard gives up on a server that stays silent (chaos::
+ * database_frozen_answers_503_within_a_second_then_recovers); a command that
+ * waits on a lock is silent too, with the server well. It must wait on, past
+ * DB_STALL_MS, and succeed when the lock goes. */
+Test(db_pool, a_lock_wait_longer_than_the_stall_guard_is_not_a_stall, .timeout = 30)
+{
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "CREATE TABLE IF NOT EXISTS stall_probe (x int)"));
+    PQfinish(db);
+    db_pool *pool = one_connection();
+    db_pool_guard(pool, 800, 800, 0);
+    locker l = {.hold_ms = 2500};
+    pthread_t t;
+    pthread_create(&t, NULL, hold_lock, &l);
+    while (!atomic_load(&l.holding))
+        sched_yield();
+    db_conn *c = NULL;
+    cr_assert_eq(db_acquire(pool, 1000, &c), 0);
+    int64_t t0 = clock_now_ms();
+    int rc = db_exec_sql(c, "SELECT count(*) FROM stall_probe");
+    int64_t waited = clock_now_ms() - t0;
+    db_release(pool, c);
+    pthread_join(t, NULL);
+    cr_assert_eq(rc, 0, "a lock wait of %lld ms was taken for a stall (%s)", (long long)waited,
+                 db_strerror(rc));
+    cr_assert_geq(waited, 2000, "it did wait for the lock");
+    db_pool_free(pool);
+    db = orders_db();
+    PQclear(PQexec(db, "DROP TABLE stall_probe"));
+    PQfinish(db);
 }
