@@ -19,6 +19,10 @@
  * usage: loadgen GATEWAY_URL RUN_ID USERS FIXED_RATE FIXED_SECONDS
  *                "STEP_RATES" STEP_SECONDS [WARMUP_SECONDS]
  *
+ * With LOADGEN_SEGMENT=N in the environment, the fixed phase is also
+ * reported N orders at a time ("segments": finals a second, p50, p99): the
+ * long run of `make bench` with BENCH_ORDERS.
+ *
  * The fixed rate runs WARMUP_SECONDS (default 0) longer, at the start, and
  * those orders are left out of the latency figures (they are placed and
  * checked like all others): a step from idle to 1,000/s costs the stack a
@@ -625,6 +629,26 @@ int main(int argc, char **argv)
                                                   "p99_ms", pct(lat, k, 0.99)));
     }
     json_object_set_new(out, "timeline", timeline);
+    /* The long run (LOADGEN_SEGMENT orders a segment): does the cost stay
+     * flat as the tables grow? Each segment's finals a second (from its
+     * first due time to its last final status) and latency. */
+    const char *seg_env = getenv("LOADGEN_SEGMENT");
+    size_t seg = seg_env ? (size_t)strtoull(seg_env, NULL, 10) : 0;
+    json_t *segments = json_array();
+    for (size_t a = first; seg && a < g.norders; a += seg) {
+        size_t b = a + seg < g.norders ? a + seg : g.norders;
+        double last = 0;
+        for (size_t i = a; i < b; i++)
+            last = g.orders[i].final_at > last ? g.orders[i].final_at : last;
+        size_t k = latencies(&g, a, b, lat);
+        double span = last - g.orders[a].due;
+        json_array_append_new(
+            segments, json_pack("{s:I, s:I, s:I, s:f, s:f, s:f}", "from", (json_int_t)(a - first),
+                                "orders", (json_int_t)(b - a), "final", (json_int_t)k, "per_s",
+                                span > 0 ? (double)k / span : 0.0, "p50_ms", pct(lat, k, 0.5),
+                                "p99_ms", pct(lat, k, 0.99)));
+    }
+    json_object_set_new(out, "segments", segments);
 
     /* Phase 2: step the rate up until finals stop following. */
     json_t *steps = json_array();

@@ -29,6 +29,15 @@ BENCH_USERS=${BENCH_USERS:-100}
 BENCH_PGBENCH_SECONDS=${BENCH_PGBENCH_SECONDS:-10}
 BENCH_READ_SECONDS=${BENCH_READ_SECONDS:-10}
 BENCH_BUILD=${BENCH_BUILD:-$ROOT/build}
+# The long run: BENCH_ORDERS orders at BENCH_RATE (no steps), reported per
+# BENCH_SEGMENT orders, with the services' and Kafka's memory every 10 s and
+# the size of every table and topic at the end (results.json: "long").
+BENCH_ORDERS=${BENCH_ORDERS:-0}
+if [ "$BENCH_ORDERS" -gt 0 ]; then
+  BENCH_SECONDS=$(( (BENCH_ORDERS + BENCH_RATE - 1) / BENCH_RATE ))
+  BENCH_RATES=""
+  export LOADGEN_SEGMENT=${BENCH_SEGMENT:-100000}
+fi
 OUT=${BENCH_OUT:-$ROOT/build/bench}
 GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 RUN=$(date +%Y%m%d%H%M%S)
@@ -52,10 +61,32 @@ pgbench_tps=$(awk -v a="$tps8" -v b="$tps32" 'BEGIN { print (a > b ? a : b) }')
 echo "   pgbench -N: $tps8 tps (8 clients), $tps32 tps (32 clients); pgbench -S: $read_tps tps"
 psql_ -d postgres -c "DROP DATABASE shop_pgbench"
 
+# Resident memory (MiB) of orders, payments and Kafka every 10 s, while the
+# orders run: "seconds orders payments kafka".
+sample_memory() {
+  local t0 now name pid rss
+  t0=$(date +%s)
+  while :; do
+    now=$(date +%s)
+    printf '%s' $((now - t0))
+    for name in orders payments kafka; do
+      pid=$(cat "$SHOP_VAR/run/$name.pid" 2>/dev/null || true)
+      rss=$(awk '/^VmRSS/ { print int($2 / 1024) }' "/proc/${pid:-0}/status" 2>/dev/null || true)
+      printf ' %s' "${rss:-0}"
+    done
+    echo
+    sleep 10
+  done
+}
+sample_memory >"$OUT/memory.dat" &
+sampler=$!
+trap 'kill $sampler 2>/dev/null || true' EXIT
+
 echo "== orders end to end through the gateway (run $RUN, $BENCH_USERS users)"
 "$BENCH_BUILD/bin/loadgen" "$GATEWAY" "$RUN" "$BENCH_USERS" "$BENCH_RATE" "$BENCH_SECONDS" \
   "$BENCH_RATES" "$BENCH_STEP_SECONDS" "$BENCH_WARMUP_SECONDS" >"$OUT/loadgen.json" \
   2> >(sed 's/^/   /' >&2)
+kill "$sampler" 2>/dev/null || true
 jq -r '"   \(.fixed_rate)/s for '"$BENCH_SECONDS"' s after '"$BENCH_WARMUP_SECONDS"' s of warm-up: p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms (POST answered: p50 \(.post_p50_ms) ms, p99 \(.post_p99_ms) ms); sustained \(.orders_per_s) orders/s"' "$OUT/loadgen.json"
 
 echo "== reads through the gateway (wrk, 64 keep-alive connections)"
@@ -95,6 +126,18 @@ conservation_ok=$([ "$bad_users" = 0 ] && echo true || echo false)
 cancelled=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'CANCELLED'")
 echo "   accepted $accepted, in the database $in_db, lost $lost, debited twice or wrongly $double_debits, users off the books $bad_users, cancelled for funds $cancelled"
 
+echo "== sizes: every table (with its indexes and TOAST) and every topic"
+sizes=$(for db in orders payments identity; do
+  psql_ -d "$db" -F ' ' -c "SELECT '$db.' || c.relname, pg_total_relation_size(c.oid) FROM pg_class c
+                           WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace ORDER BY 1"
+done
+kdata=$(readlink -f "$SHOP_VAR/kafka/node-1/data" 2>/dev/null || true)
+for topic in payment.requests payment.results; do
+  echo "topic:$topic $(du -sbc "$kdata/$topic"-* 2>/dev/null | awk 'END { print $1 + 0 }')"
+done)
+sizes_json=$(awk '{ printf "%s\"%s\": %s", (NR > 1 ? ", " : "{"), $1, $2 } END { print (NR ? "}" : "{}") }' <<<"$sizes")
+awk '{ printf "   %-34s %8.1f MiB\n", $1, $2 / 1048576 }' <<<"$sizes"
+
 echo "== what a service pays to verify a token (auth_verify, one core; then from its cache)"
 read -r token_us token_cached_us < <("$BENCH_BUILD/bin/token_cost" 20000)
 echo "   $token_us µs per request with the signature checked, $token_cached_us µs from the cache"
@@ -112,6 +155,7 @@ jq -n --slurpfile lg "$OUT/loadgen.json" \
   --argjson lost "$lost" --argjson double_debits "$double_debits" \
   --argjson conservation_ok "$conservation_ok" --argjson cancelled "$cancelled" \
   --argjson token_verify_us "$token_us" --argjson token_cached_us "$token_cached_us" --argjson nproc "$(nproc)" --argjson mem_gib "$mem_gib" --arg pg "$pg_version" \
+  --argjson sizes "$sizes_json" --rawfile memory "$OUT/memory.dat" --argjson long_orders "$BENCH_ORDERS" \
   --arg commit "$commit" --arg run "$RUN" --arg cmd "make bench" \
   --arg seconds "$BENCH_SECONDS" --arg warmup "$BENCH_WARMUP_SECONDS" --arg rates "$BENCH_RATES" '
   $lg[0] as $l | {
@@ -125,6 +169,10 @@ jq -n --slurpfile lg "$OUT/loadgen.json" \
     orders_total: $l.orders_total, accepted: $l.accepted, cancelled: $cancelled,
     lost: $lost, double_debits: $double_debits, conservation_ok: $conservation_ok,
     steps: $l.steps, timeline: $l.timeline,
+    sizes_bytes: $sizes,
+    memory_mib: [$memory | split("\n")[] | select(length > 0) | split(" ") | map(tonumber)
+                 | {second: .[0], orders: .[1], payments: .[2], kafka: .[3]}],
+    long: (if $long_orders > 0 then {orders: $long_orders, segments: $l.segments} else null end),
     machine: {nproc: $nproc, memory_gib: $mem_gib, postgresql: $pg},
     commit: $commit, run: $run, command: $cmd,
     settings: {fixed_seconds: $seconds, warmup_seconds: $warmup, step_rates: $rates}
@@ -145,6 +193,19 @@ set title "Final statuses per second vs offered orders per second"
 set xlabel "offered orders/s"; set ylabel "final on time, orders/s"
 plot "$OUT/steps.dat" using 1:2 with linespoints title "achieved", x with lines dashtype 2 title "offered"
 GP
+  if [ "$BENCH_ORDERS" -gt 0 ]; then
+    jq -r '.long.segments[] | "\(.from) \(.per_s) \(.p50_ms) \(.p99_ms)"' "$OUT/results.json" >"$OUT/segments.dat"
+    gnuplot <<GP
+set terminal pngcairo size 720,720 font "sans,10"
+set output "$OUT/long.png"
+set multiplot layout 2,1 title "$BENCH_ORDERS orders at $BENCH_RATE/s"
+set xlabel "orders placed"; set ylabel "ms"; set key top left; set grid
+plot "$OUT/segments.dat" using 1:3 with linespoints title "p50", "" using 1:4 with linespoints title "p99"
+set xlabel "second of the run"; set ylabel "resident MiB"
+plot "$OUT/memory.dat" using 1:2 with lines title "orders", "" using 1:3 with lines title "payments", "" using 1:4 with lines title "kafka"
+unset multiplot
+GP
+  fi
 fi
 
 lost_ok=$([ "$lost" = 0 ] && [ "$double_debits" = 0 ] && [ "$conservation_ok" = true ] && echo yes || echo NO)
@@ -165,7 +226,17 @@ jq -r --arg ok "$lost_ok" '
   "| lost, debited twice, conservation | \(.lost), \(.double_debits), \(.conservation_ok) |",
   "| honesty checks hold | \($ok) |",
   "\n## Steps\n", "| offered/s | final on time/s | p50 ms | p99 ms | sustained |", "|---|---|---|---|---|",
-  (.steps[] | "| \(.offered | floor) | \(.achieved | floor) | \(.p50_ms | floor) | \(.p99_ms | floor) | \(.sustained) |")
+  (.steps[] | "| \(.offered | floor) | \(.achieved | floor) | \(.p50_ms | floor) | \(.p99_ms | floor) | \(.sustained) |"),
+  (if .long then
+     "\n## Long run: \(.long.orders) orders at \(.fixed_rate | floor)/s\n",
+     "| orders from | finals/s | p50 ms | p99 ms |", "|---|---|---|---|",
+     (.long.segments[] | "| \(.from) | \(.per_s | floor) | \(.p50_ms * 10 | floor / 10) | \(.p99_ms * 10 | floor / 10) |"),
+     "\n| resident memory, MiB | first sample | last sample | most |", "|---|---|---|---|",
+     (. as $r | ["orders", "payments", "kafka"][] as $p |
+      "| \($p) | \($r.memory_mib[0][$p]) | \($r.memory_mib[-1][$p]) | \([$r.memory_mib[][$p]] | max) |")
+   else empty end),
+  "\n## Sizes at the end\n", "| table or topic | MiB |", "|---|---|",
+  (.sizes_bytes | to_entries[] | "| \(.key) | \(.value / 1048576 * 10 | floor / 10) |")
 ' "$OUT/results.json" >"$OUT/results.md"
 cat "$OUT/results.md"
 echo
