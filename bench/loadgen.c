@@ -77,7 +77,8 @@ typedef struct ws_client {
 
 typedef struct request {
     CURL *easy;
-    size_t order; /* index into orders */
+    size_t order;   /* index into orders */
+    int signing_in; /* >= 0: a token refresh for this user, not an order */
     char *body;
     size_t len;
     FILE *out;
@@ -87,6 +88,7 @@ typedef struct request {
 /* Everything the loop touches: one per process. */
 typedef struct loadgen {
     const char *gateway;
+    char orders_url[256], sessions_url[256];
     char host[64];
     int port;
     const char *run;
@@ -95,6 +97,10 @@ typedef struct loadgen {
     struct curl_slist *headers;       /* no token: sign-up and sign-in */
     struct curl_slist **user_headers; /* per user: JSON and their token */
     char **tokens;
+    double *signed_in_at; /* when each user's token was issued */
+    bool *refreshing;
+    int next_refresh; /* the user whose token is looked at next */
+    double refresh_s; /* tokens older than this are renewed (LOADGEN_TOKEN_REFRESH_S) */
     request *free_reqs[MAX_INFLIGHT];
     int nfree;
     order_rec *orders;
@@ -274,6 +280,19 @@ static size_t sync_request(loadgen *g, int user, const char *path, const char *b
     return rc == CURLE_OK;
 }
 
+/* Keeps `token` for user u's requests (and their WebSocket, opened once). */
+static void use_token(loadgen *g, int u, const char *token)
+{
+    free(g->tokens[u]);
+    g->tokens[u] = strdup(token);
+    char auth[2200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    curl_slist_free_all(g->user_headers[u]);
+    g->user_headers[u] =
+        curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), auth);
+    g->signed_in_at[u] = now_s();
+}
+
 /* Signs user `u` up and in (Argon2id twice: outside the measured part) and
  * keeps the token for their requests and WebSocket. */
 static void sign_in(loadgen *g, int u)
@@ -290,13 +309,50 @@ static void sign_in(loadgen *g, int u)
     const char *token = json_string_value(json_object_get(j, "token"));
     if (!token)
         die("no token in the sign-in's answer");
-    g->tokens[u] = strdup(token);
-    char auth[2200];
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-    g->user_headers[u] =
-        curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), auth);
+    use_token(g, u, token);
     json_decref(j);
     free(answer);
+}
+
+/* A long run outlives the tokens (TOKEN_TTL_S, 15 minutes): as a real
+ * client does, each user signs in again before theirs expires, through the
+ * same event loop (a blocking sign-in would delay the orders due meanwhile
+ * and count as their latency). One user looked at per turn of the loop. */
+static void refresh_tokens(loadgen *g)
+{
+    int u = g->next_refresh;
+    g->next_refresh = (u + 1) % g->users;
+    if (g->refreshing[u] || g->nfree == 0 || now_s() - g->signed_in_at[u] < g->refresh_s)
+        return;
+    request *r = g->free_reqs[--g->nfree];
+    r->signing_in = u;
+    snprintf(r->payload, sizeof r->payload,
+             "{\"user_id\":\"bench-%s-%d\",\"password\":\"bench password %s\"}", g->run, u, g->run);
+    free(r->body);
+    r->body = NULL;
+    r->out = open_memstream(&r->body, &r->len);
+    curl_easy_setopt(r->easy, CURLOPT_URL, g->sessions_url);
+    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, g->headers);
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->payload);
+    curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+    g->refreshing[u] = true;
+    curl_multi_add_handle(g->multi, r->easy);
+}
+
+/* The answer of a token refresh. */
+static void refreshed(loadgen *g, request *r, long status)
+{
+    int u = r->signing_in;
+    json_t *j = status == 200 ? json_loads(r->body, 0, NULL) : NULL;
+    const char *token = json_string_value(json_object_get(j, "token"));
+    if (token)
+        use_token(g, u, token);
+    else
+        fprintf(stderr, "loadgen: signing user %d in again answered %ld\n", u, status);
+    json_decref(j);
+    g->refreshing[u] = false;
+    r->signing_in = -1;
+    curl_easy_setopt(r->easy, CURLOPT_URL, g->orders_url);
 }
 
 static void start_order(loadgen *g, size_t i)
@@ -329,6 +385,11 @@ static void finish_requests(loadgen *g)
         curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         curl_multi_remove_handle(g->multi, m->easy_handle);
         fclose(r->out);
+        if (r->signing_in >= 0) {
+            refreshed(g, r, m->data.result == CURLE_OK ? status : -1);
+            g->free_reqs[g->nfree++] = r;
+            continue;
+        }
         order_rec *o = &g->orders[r->order];
         o->status = m->data.result == CURLE_OK ? (int)status : -1;
         o->answered = now_s();
@@ -425,6 +486,7 @@ static void pump(loadgen *g, int ms)
         curl_multi_socket_action(g->multi, CURL_SOCKET_TIMEOUT, 0, &g->running);
     }
     finish_requests(g);
+    refresh_tokens(g);
 }
 
 /* Tops every user up with about 90% of what `orders` orders (spread over
@@ -549,12 +611,15 @@ int main(int argc, char **argv)
      * four per transfer in progress, so each lull closed some and the next
      * burst paid for new ones (~75 new connections a second at 1,000/s). */
     curl_multi_setopt(g.multi, CURLMOPT_MAXCONNECTS, (long)MAX_CONNECTIONS);
-    char url[256];
-    snprintf(url, sizeof url, "%s/api/orders", g.gateway);
+    snprintf(g.orders_url, sizeof g.orders_url, "%s/api/orders", g.gateway);
+    snprintf(g.sessions_url, sizeof g.sessions_url, "%s/api/sessions", g.gateway);
+    const char *refresh = getenv("LOADGEN_TOKEN_REFRESH_S");
+    g.refresh_s = refresh ? atof(refresh) : 300;
     for (int i = 0; i < MAX_INFLIGHT; i++) {
         request *r = calloc(1, sizeof *r);
+        r->signing_in = -1;
         r->easy = curl_easy_init();
-        curl_easy_setopt(r->easy, CURLOPT_URL, url);
+        curl_easy_setopt(r->easy, CURLOPT_URL, g.orders_url);
         curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, g.headers);
         curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, collect);
         curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
@@ -565,7 +630,9 @@ int main(int argc, char **argv)
 
     g.tokens = calloc((size_t)g.users, sizeof *g.tokens);
     g.user_headers = calloc((size_t)g.users, sizeof *g.user_headers);
-    if (!g.tokens || !g.user_headers)
+    g.signed_in_at = calloc((size_t)g.users, sizeof *g.signed_in_at);
+    g.refreshing = calloc((size_t)g.users, sizeof *g.refreshing);
+    if (!g.tokens || !g.user_headers || !g.signed_in_at || !g.refreshing)
         die("out of memory");
     for (int u = 0; u < g.users; u++) {
         long status = 0;
