@@ -23,6 +23,31 @@ const db_stmt outbox_stmts[] = {
     {NULL, NULL},
 };
 
+/* One claimed batch on its way to the broker: the transaction that holds
+ * its rows' locks, the rows, and what each row's delivery report said.
+ * ROUNDS can be in flight: the next batch is claimed and produced while the
+ * broker still acknowledges the previous one, so a row committed meanwhile
+ * does not wait for those acknowledgements. One producer sends them all,
+ * in claim order: a key's messages keep their order. */
+#define ROUNDS 2
+
+typedef struct round round;
+
+typedef struct row_report {
+    round *rd;
+    int outcome; /* 0 waiting, 1 acknowledged, -1 failed */
+} row_report;
+
+struct round {
+    db_conn *conn; /* NULL: the slot is free */
+    PGresult *rows;
+    row_report *reports;
+    int n, awaiting, undelivered;
+    rd_kafka_resp_err_t first_failure;
+    int64_t overdue_at;
+    bool purged;
+};
+
 struct outbox_relay {
     db_pool *pool;
     outbox_relay_config cfg;
@@ -35,11 +60,8 @@ struct outbox_relay {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool woken, stopping;
-    /* The relay thread's alone: delivery reports still to come this round,
-     * and how many said "not delivered" (the first one's reason). */
-    int awaiting, undelivered;
-    rd_kafka_resp_err_t first_failure;
-    _Atomic uint64_t published, failures, batches, backlog, renewals;
+    round rounds[ROUNDS]; /* the relay thread's alone */
+    _Atomic uint64_t published, failures, batches, backlog, renewals, overlapped;
 };
 
 int outbox_add(db_conn *c, const char *topic, const char *key, const char *payload)
@@ -64,16 +86,16 @@ int outbox_add_many(db_conn *c, const char *topic, const char *const *keys,
     return rc;
 }
 
-/* Delivery outcome of one row: 0 waiting, 1 acknowledged, -1 failed. */
+/* What a row's delivery report said: 0 waiting, 1 acknowledged, -1 failed. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-    (void)rk;
-    outbox_relay *r = opaque;
-    r->awaiting--;
-    int *state = m->_private;
-    *state = m->err ? -1 : 1;
-    if (m->err && !r->undelivered++)
-        r->first_failure = m->err;
+    (void)rk, (void)opaque;
+    row_report *rep = m->_private;
+    round *rd = rep->rd;
+    rd->awaiting--;
+    rep->outcome = m->err ? -1 : 1;
+    if (m->err && !rd->undelivered++)
+        rd->first_failure = m->err;
 }
 
 /* Replaces the producer: called with no delivery report outstanding. */
@@ -90,38 +112,10 @@ static bool producer_renew(outbox_relay *r)
     return true;
 }
 
-/* Serves delivery reports until every one of this round's has come. Each
- * comes within message.timeout.ms, delivered or not; past a little more than
- * that, what is still out is purged, and its report (which points into the
- * round's state array) is still awaited: librdkafka must never write into
- * memory the relay has freed. */
-static void await_reports(outbox_relay *r)
-{
-    int64_t deadline = clock_now_ms() + r->message_timeout_ms + 5000;
-    /* rd_kafka_poll returns as soon as a report is there; rd_kafka_flush
-     * would look only every 10 ms, and that is the whole cost of a hop. */
-    while (r->awaiting > 0 && clock_now_ms() < deadline)
-        rd_kafka_poll(r->producer, 100);
-    if (r->awaiting == 0)
-        return;
-    log_msg(LOG_WARN, NULL, "outbox: %d delivery report(s) overdue; purging those messages",
-            r->awaiting);
-    rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    for (int64_t next_log = clock_now_ms() + 10000; r->awaiting > 0;) {
-        rd_kafka_poll(r->producer, 100);
-        if (r->awaiting > 0 && clock_now_ms() > next_log) {
-            log_msg(LOG_WARN, NULL, "outbox: still waiting for %d purged report(s)", r->awaiting);
-            next_log = clock_now_ms() + 10000;
-        }
-    }
-}
-
-/* One claim-produce-delete round. Returns the number of rows delivered,
- * or -1 when something failed and the relay should back off. */
 /* librdkafka 2.0.2's idempotent producer can fail for good after a broker
  * is lost ("sequence desynchronization"; fixed in 2.3.0): every message
- * then fails, so it is replaced, never left dead. Called between rounds,
- * when no delivery report is outstanding. */
+ * then fails, so it is replaced, never left dead. Called when no round is
+ * in flight, so that no delivery report is outstanding. */
 static void replace_failed_producer(outbox_relay *r)
 {
     char why[256];
@@ -134,113 +128,194 @@ static void replace_failed_producer(outbox_relay *r)
         log_msg(LOG_ERROR, NULL, "outbox: no new producer; trying again next round");
 }
 
-static int relay_once(outbox_relay *r)
+/* Lets go of a round: rolls back what was not committed, frees its rows. */
+static void end_round(outbox_relay *r, round *rd)
 {
-    db_conn *c = NULL;
-    PGresult *rows = NULL;
-    int *state = NULL;
-    char *ids = NULL;
-    int delivered = 0, refused = 0, rc;
-    rd_kafka_resp_err_t first_refusal = RD_KAFKA_RESP_ERR_NO_ERROR;
+    db_release(r->pool, rd->conn);
+    PQclear(rd->rows);
+    free(rd->reports);
+    *rd = (round){0};
+}
+
+/* Claims up to a batch of rows into the free slot `rd` and produces them.
+ * Returns how many were claimed (0: none waited; the slot stays free), or
+ * -1 when the database failed. The rows stay locked by the round's open
+ * transaction, so that the next round's claim (SKIP LOCKED) passes them. */
+static int start_round(outbox_relay *r, round *rd)
+{
     char limit[16];
     snprintf(limit, sizeof limit, "%d", r->cfg.batch);
     const char *lp[] = {limit};
-
     /* The delete need not wait for the disk: lost in a crash, it only
      * sends the rows again, which the consumers' dedup absorbs. One fewer
      * WAL flush per round, for the orders' commits to share. */
-    if ((rc = db_acquire(r->pool, 1000, &c)) < 0 || (rc = db_begin_unsynced(c)) < 0 ||
-        (rc = db_exec(c, "outbox_claim", 1, lp, &rows)) < 0)
-        goto done;
-    int n = PQntuples(rows);
+    if (db_acquire(r->pool, 1000, &rd->conn) < 0 || db_begin_unsynced(rd->conn) < 0 ||
+        db_exec(rd->conn, "outbox_claim", 1, lp, &rd->rows) < 0) {
+        end_round(r, rd);
+        return -1;
+    }
+    int n = rd->n = PQntuples(rd->rows);
     if (n == 0) {
-        rc = db_commit(c);
-        goto done;
+        db_commit(rd->conn);
+        end_round(r, rd);
+        return 0;
     }
-    if (!(state = calloc((size_t)n, sizeof *state))) {
-        rc = -1;
-        goto done;
+    if (!(rd->reports = calloc((size_t)n, sizeof *rd->reports))) {
+        end_round(r, rd);
+        return -1;
     }
-    r->awaiting = r->undelivered = 0;
+    rd->overdue_at = clock_now_ms() + r->message_timeout_ms + 5000;
+    int refused = 0;
+    rd_kafka_resp_err_t first_refusal = RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int i = 0; i < n; i++) {
-        const char *key = PQgetvalue(rows, i, 2), *payload = PQgetvalue(rows, i, 3);
+        const char *key = PQgetvalue(rd->rows, i, 2), *payload = PQgetvalue(rd->rows, i, 3);
+        rd->reports[i].rd = rd;
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rows, i, 1)), RD_KAFKA_V_KEY(key, strlen(key)),
-            RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&state[i]), RD_KAFKA_V_END);
+            r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rd->rows, i, 1)),
+            RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&rd->reports[i]),
+            RD_KAFKA_V_END);
         if (e) {
-            state[i] = -1;
+            rd->reports[i].outcome = -1;
             if (!refused++)
                 first_refusal = e;
         } else {
-            r->awaiting++;
+            rd->awaiting++;
         }
     }
     if (refused)
         log_msg(LOG_WARN, NULL, "outbox: %d of %d row(s) refused by the producer (%s); they stay",
                 refused, n, rd_kafka_err2str(first_refusal));
-    await_reports(r);
-    if (r->undelivered)
-        log_msg(LOG_WARN, NULL, "outbox: %d of %d message(s) not delivered (%s); they go again",
-                r->undelivered, n, rd_kafka_err2str(r->first_failure));
-    /* A row is deleted only when its own report said delivered: a failed,
-     * purged or unknown outcome leaves it to be sent again. */
+    return n;
+}
 
+/* Every report of the round has come: deletes exactly the rows the broker
+ * acknowledged and commits. Returns how many, or -1 when a row failed or
+ * the database did (the rows stay, and go again: a duplicate the
+ * consumers' dedup absorbs, never a loss). */
+static int finish_round(outbox_relay *r, round *rd)
+{
+    if (rd->undelivered)
+        log_msg(LOG_WARN, NULL, "outbox: %d of %d message(s) not delivered (%s); they go again",
+                rd->undelivered, rd->n, rd_kafka_err2str(rd->first_failure));
+    char *ids = NULL;
     size_t len = 0;
+    int delivered = 0, rc = 0;
     FILE *out = open_memstream(&ids, &len);
+    if (!out) {
+        end_round(r, rd);
+        return -1;
+    }
     fputc('{', out);
-    for (int i = 0; i < n; i++) {
-        if (state[i] != 1)
+    for (int i = 0; i < rd->n; i++) {
+        if (rd->reports[i].outcome != 1)
             continue;
-        fprintf(out, "%s%s", delivered ? "," : "", PQgetvalue(rows, i, 0));
+        fprintf(out, "%s%s", delivered ? "," : "", PQgetvalue(rd->rows, i, 0));
         delivered++;
     }
     fputc('}', out);
     fclose(out);
     const char *dp[] = {ids};
-    if (delivered && (rc = db_exec(c, "outbox_delete", 1, dp, NULL)) < 0)
-        goto done;
-    rc = db_commit(c);
-    atomic_fetch_add(&r->batches, 1);
-    atomic_fetch_add(&r->published, (uint64_t)delivered);
-    atomic_fetch_add(&r->failures, (uint64_t)(n - delivered));
-    if (delivered < n)
-        rc = -1;
-
-done:
-    /* A failed delete or commit leaves the rows: they go again (a duplicate
-     * the consumers' dedup absorbs), never lost. */
-    db_release(r->pool, c);
-    PQclear(rows);
-    free(state);
+    if (delivered)
+        rc = db_exec(rd->conn, "outbox_delete", 1, dp, NULL);
+    if (rc == 0)
+        rc = db_commit(rd->conn);
     free(ids);
-    return rc < 0 ? -1 : delivered;
+    if (rc == 0) {
+        atomic_fetch_add(&r->batches, 1);
+        atomic_fetch_add(&r->published, (uint64_t)delivered);
+        atomic_fetch_add(&r->failures, (uint64_t)(rd->n - delivered));
+    }
+    int n = rd->n;
+    end_round(r, rd);
+    return rc < 0 || delivered < n ? -1 : delivered;
 }
 
+/* A round whose reports are overdue (each comes within message.timeout.ms,
+ * delivered or not): what is still out is purged, and the purged reports
+ * are still awaited, since they point into the round's memory. */
+static void purge_if_overdue(outbox_relay *r, round *rd, int64_t now)
+{
+    if (now < rd->overdue_at)
+        return;
+    if (!rd->purged) {
+        log_msg(LOG_WARN, NULL, "outbox: %d delivery report(s) overdue; purging those messages",
+                rd->awaiting);
+        rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd->purged = true;
+    } else {
+        log_msg(LOG_WARN, NULL, "outbox: still waiting for %d purged report(s)", rd->awaiting);
+    }
+    rd->overdue_at = now + 10000;
+}
+
+/* The relay: claim a batch, produce it, and while the broker acknowledges
+ * it, claim and produce the next one as soon as rows are committed (up to
+ * ROUNDS in flight), then delete each round's acknowledged rows. With
+ * nothing in flight it sleeps until woken by a commit, or the fallback
+ * poll. After a failure it backs off for 500 ms. */
 static void *relay_main(void *arg)
 {
     outbox_relay *r = arg;
+    int64_t next_poll = 0, not_before = 0;
+    bool more = true; /* rows may wait: the last claim was full, or a commit woke us */
     for (;;) {
-        replace_failed_producer(r);
-        int n = relay_once(r);
-        /* Back off after a failure; go again at once after a full batch
-         * (more rows may wait); else sleep until woken or the poll. */
-        int wait_ms = n < 0 ? 500 : n == r->cfg.batch ? 0 : r->cfg.poll_ms;
-        if (n > 0 && n < r->cfg.batch && r->cfg.gather_ms > 0) {
-            struct timespec g = {.tv_nsec = (long)r->cfg.gather_ms * 1000000};
-            nanosleep(&g, NULL);
-            wait_ms = 0;
+        int flying = 0;
+        round *free_slot = NULL;
+        for (int i = 0; i < ROUNDS; i++) {
+            if (r->rounds[i].conn)
+                flying++;
+            else if (!free_slot)
+                free_slot = &r->rounds[i];
         }
-        struct timespec until = clock_deadline(wait_ms);
+        if (!flying)
+            replace_failed_producer(r);
         pthread_mutex_lock(&r->lock);
-        while (wait_ms > 0 && !r->stopping && !(n >= 0 && r->woken) &&
-               pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
-            ;
-        r->woken = false;
         bool stop = r->stopping;
+        more |= r->woken;
+        r->woken = false;
         pthread_mutex_unlock(&r->lock);
+        int64_t now = clock_now_ms();
+        char why[8];
+        bool producer_ok = !rd_kafka_fatal_error(r->producer, why, sizeof why);
+        if (!producer_ok && !flying)
+            not_before = now + 500; /* no new producer could be made: try again */
+        if (!stop && free_slot && producer_ok && now >= not_before && (more || now >= next_poll)) {
+            int n = start_round(r, free_slot);
+            more = n == r->cfg.batch;
+            next_poll = now + r->cfg.poll_ms;
+            if (n < 0)
+                not_before = now + 500;
+            else if (n > 0 && !more && r->cfg.gather_ms > 0)
+                not_before = now + r->cfg.gather_ms; /* let the next batch grow */
+            if (n > 0 && flying++)
+                atomic_fetch_add(&r->overlapped, 1);
+        }
+        if (flying) {
+            /* Reports, as soon as one is there; the next commit's wake is
+             * seen within a millisecond. */
+            rd_kafka_poll(r->producer, 1);
+            now = clock_now_ms();
+            for (int i = 0; i < ROUNDS; i++) {
+                round *rd = &r->rounds[i];
+                if (rd->conn && rd->awaiting == 0 && finish_round(r, rd) < 0)
+                    not_before = now + 500;
+                else if (rd->conn)
+                    purge_if_overdue(r, rd, now);
+            }
+            continue;
+        }
         if (stop)
             break;
+        /* Nothing in flight: sleep until woken, or the next poll, or the
+         * end of a back-off. */
+        int64_t until_ms = more ? not_before : next_poll > not_before ? next_poll : not_before;
+        struct timespec until = clock_deadline(until_ms > now ? (int)(until_ms - now) : 0);
+        pthread_mutex_lock(&r->lock);
+        while (!r->stopping && !r->woken && clock_now_ms() < until_ms &&
+               pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&r->lock);
     }
     return NULL;
 }
@@ -327,6 +402,9 @@ void outbox_relay_metrics(outbox_relay *r, FILE *out)
     metrics_header(out, "outbox_producer_renewals_total", "counter",
                    "Producers replaced after a fatal error");
     fprintf(out, "outbox_producer_renewals_total %" PRIu64 "\n", atomic_load(&r->renewals));
+    metrics_header(out, "outbox_relay_overlapped_rounds_total", "counter",
+                   "Relay rounds claimed and produced while the previous one awaited the broker");
+    fprintf(out, "outbox_relay_overlapped_rounds_total %" PRIu64 "\n", atomic_load(&r->overlapped));
     metrics_header(out, "outbox_relay_batch_size", "summary", "Rows per relay batch");
     fprintf(out, "outbox_relay_batch_size_sum %" PRIu64 "\n",
             atomic_load(&r->published) + atomic_load(&r->failures));

@@ -3,8 +3,10 @@
  * thread claims rows in batches (FOR UPDATE SKIP LOCKED, so several
  * instances share the work), produces them with the idempotent producer,
  * waits for the broker's acknowledgements and deletes exactly the rows that
- * were acknowledged, in one statement. Rows whose delivery failed stay and
- * are sent again, in order. The relay is woken in-process after a commit
+ * were acknowledged, in one statement. While the broker acknowledges one
+ * batch, the next is claimed and produced (two in flight, one producer, so
+ * a key's messages keep their order). Rows whose delivery failed stay and
+ * are sent again. The relay is woken in-process after a commit
  * and polls as a fallback (rows of other instances, rows left after a
  * restart). Each service's database has an `outbox` table of this shape:
  * id bigserial, topic text, key text, payload text, created_at. */
