@@ -25,11 +25,12 @@ const db_stmt outbox_stmts[] = {
 
 /* One claimed batch on its way to the broker: the transaction that holds
  * its rows' locks, the rows, and what each row's delivery report said.
- * ROUNDS can be in flight: the next batch is claimed and produced while the
+ * Up to cfg.rounds (at most ROUNDS_MAX) can be in flight: the next batch is
+ * claimed and produced while the
  * broker still acknowledges the previous one, so a row committed meanwhile
  * does not wait for those acknowledgements. One producer sends them all,
  * in claim order: a key's messages keep their order. */
-#define ROUNDS 2
+#define ROUNDS_MAX 8
 
 typedef struct round round;
 
@@ -60,7 +61,7 @@ struct outbox_relay {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     bool woken, stopping;
-    round rounds[ROUNDS]; /* the relay thread's alone */
+    round rounds[ROUNDS_MAX]; /* the relay thread's alone; cfg.rounds used */
     _Atomic uint64_t published, failures, batches, backlog, renewals, overlapped;
 };
 
@@ -251,7 +252,7 @@ static void purge_if_overdue(outbox_relay *r, round *rd, int64_t now)
 
 /* The relay: claim a batch, produce it, and while the broker acknowledges
  * it, claim and produce the next one as soon as rows are committed (up to
- * ROUNDS in flight), then delete each round's acknowledged rows. With
+ * cfg.rounds in flight), then delete each round's acknowledged rows. With
  * nothing in flight it sleeps until woken by a commit, or the fallback
  * poll. After a failure it backs off for 500 ms. */
 static void *relay_main(void *arg)
@@ -262,7 +263,7 @@ static void *relay_main(void *arg)
     for (;;) {
         int flying = 0;
         round *free_slot = NULL;
-        for (int i = 0; i < ROUNDS; i++) {
+        for (int i = 0; i < r->cfg.rounds; i++) {
             if (r->rounds[i].conn)
                 flying++;
             else if (!free_slot)
@@ -296,7 +297,7 @@ static void *relay_main(void *arg)
              * seen within a millisecond. */
             rd_kafka_poll(r->producer, 1);
             now = clock_now_ms();
-            for (int i = 0; i < ROUNDS; i++) {
+            for (int i = 0; i < r->cfg.rounds; i++) {
                 round *rd = &r->rounds[i];
                 if (rd->conn && rd->awaiting == 0 && finish_round(r, rd) < 0)
                     not_before = now + 500;
@@ -327,6 +328,8 @@ outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg)
         return NULL;
     r->pool = pool;
     r->cfg = *cfg;
+    if (r->cfg.rounds < 1 || r->cfg.rounds > ROUNDS_MAX)
+        r->cfg.rounds = r->cfg.rounds < 1 ? 1 : ROUNDS_MAX;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->wake, NULL);
     pthread_rwlock_init(&r->producer_lock, NULL);

@@ -37,6 +37,7 @@ typedef struct outbox_relay_config {
      * (unless the batch was full): every round costs a commit, and commits
      * are the database's scarcest resource under load. */
     int gather_ms;
+    int rounds; /* batches in flight at once (1: no pipelining; at most 8) */
 } outbox_relay_config;
 
 /* Starts the relay thread. `pool` is borrowed for the relay's life.
