@@ -293,24 +293,37 @@ static void use_token(loadgen *g, int u, const char *token)
     g->signed_in_at[u] = now_s();
 }
 
+/* The body that signs user `u` up or in. */
+static void credentials(const loadgen *g, int u, char *body, size_t size)
+{
+    snprintf(body, size, "{\"user_id\":\"bench-%s-%d\",\"password\":\"bench password %s\"}", g->run,
+             u, g->run);
+}
+
+/* Keeps the token of a sign-in's answer for user u; false without one. */
+static bool token_from(loadgen *g, int u, const char *answer)
+{
+    json_t *j = answer ? json_loads(answer, 0, NULL) : NULL;
+    const char *token = json_string_value(json_object_get(j, "token"));
+    if (token)
+        use_token(g, u, token);
+    json_decref(j);
+    return token != NULL;
+}
+
 /* Signs user `u` up and in (Argon2id twice: outside the measured part) and
  * keeps the token for their requests and WebSocket. */
 static void sign_in(loadgen *g, int u)
 {
     char body[256], *answer = NULL;
     long status = 0;
-    snprintf(body, sizeof body, "{\"user_id\":\"bench-%s-%d\",\"password\":\"bench password %s\"}",
-             g->run, u, g->run);
+    credentials(g, u, body, sizeof body);
     if (!sync_request(g, -1, "/api/users", body, &status, NULL) || (status != 201 && status != 409))
         die("cannot sign a user up");
     if (!sync_request(g, -1, "/api/sessions", body, &status, &answer) || status != 200)
         die("cannot sign a user in");
-    json_t *j = json_loads(answer, 0, NULL);
-    const char *token = json_string_value(json_object_get(j, "token"));
-    if (!token)
+    if (!token_from(g, u, answer))
         die("no token in the sign-in's answer");
-    use_token(g, u, token);
-    json_decref(j);
     free(answer);
 }
 
@@ -326,8 +339,7 @@ static void refresh_tokens(loadgen *g)
         return;
     request *r = g->free_reqs[--g->nfree];
     r->signing_in = u;
-    snprintf(r->payload, sizeof r->payload,
-             "{\"user_id\":\"bench-%s-%d\",\"password\":\"bench password %s\"}", g->run, u, g->run);
+    credentials(g, u, r->payload, sizeof r->payload);
     free(r->body);
     r->body = NULL;
     r->out = open_memstream(&r->body, &r->len);
@@ -343,13 +355,8 @@ static void refresh_tokens(loadgen *g)
 static void refreshed(loadgen *g, request *r, long status)
 {
     int u = r->signing_in;
-    json_t *j = status == 200 ? json_loads(r->body, 0, NULL) : NULL;
-    const char *token = json_string_value(json_object_get(j, "token"));
-    if (token)
-        use_token(g, u, token);
-    else
+    if (status != 200 || !token_from(g, u, r->body))
         fprintf(stderr, "loadgen: signing user %d in again answered %ld\n", u, status);
-    json_decref(j);
     g->refreshing[u] = false;
     r->signing_in = -1;
     curl_easy_setopt(r->easy, CURLOPT_URL, g->orders_url);

@@ -168,11 +168,6 @@ static int drop_revoked(consumer *cs, rd_kafka_message_t **msgs, int n)
     return kept;
 }
 
-static bool transient(int rc)
-{
-    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT;
-}
-
 /* Dead-letters one message in a transaction of its own. */
 static int dead_letter_alone(consumer *cs, const rd_kafka_message_t *m, const char *sqlstate)
 {
@@ -197,7 +192,7 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
 {
     int dead = 0, rc, backoff = 100, n = *count;
     char sqlstate[6];
-    while (transient(rc = run_batch(cs, msgs, n, &dead, sqlstate))) {
+    while (db_transient(rc = run_batch(cs, msgs, n, &dead, sqlstate))) {
         atomic_fetch_add(&cs->retries, 1);
         if (!back_off(cs, &backoff))
             return false;
@@ -213,7 +208,7 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
             int one_dead = 0, one;
             backoff = 100;
             while ((one = run_batch(cs, &msgs[i], 1, &one_dead, sqlstate)) != 0) {
-                if (!transient(one) && dead_letter_alone(cs, msgs[i], sqlstate) == 0) {
+                if (!db_transient(one) && dead_letter_alone(cs, msgs[i], sqlstate) == 0) {
                     one_dead = 1;
                     break;
                 }

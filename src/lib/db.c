@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -126,6 +127,11 @@ const char *db_strerror(int rc)
     default:
         return "database error";
     }
+}
+
+bool db_transient(int rc)
+{
+    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT;
 }
 
 int db_classify(const char *s, bool broken)
@@ -515,6 +521,11 @@ void db_array_add(db_array *a, const char *element)
         fputc(*p, a->out);
     }
     fputc('"', a->out);
+}
+
+void db_array_add_int(db_array *a, int64_t element)
+{
+    fprintf(a->out, "%s%" PRId64, a->n++ ? "," : "", element);
 }
 
 void db_array_end(db_array *a)

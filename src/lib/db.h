@@ -6,6 +6,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Error codes (negated on return), above errno's range. */
@@ -22,6 +23,10 @@ enum {
  * -DB_CONFLICT for what passes with time (retry), the others for what
  * does not. `broken`: the connection itself is gone. Pure. */
 int db_classify(const char *sqlstate, bool broken);
+
+/* True for the codes of what passes with time (-DB_UNAVAILABLE,
+ * -DB_CONFLICT): retry, answer 503, never set aside. */
+bool db_transient(int rc);
 
 /* A short name for a return code of this module ("unavailable", ...). */
 const char *db_strerror(int rc);
@@ -109,6 +114,7 @@ typedef struct db_array {
 
 void db_array_begin(db_array *a);
 void db_array_add(db_array *a, const char *element);
+void db_array_add_int(db_array *a, int64_t element);
 /* Finishes the literal; a->text is then NUL-terminated (free with
  * db_array_free). */
 void db_array_end(db_array *a);

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,19 +34,17 @@ const db_stmt deadletter_stmts[] = {
     {NULL, NULL},
 };
 
-/* Bytes from PostgreSQL's hex text; caller frees. */
+/* Bytes from PostgreSQL's hex text, NUL-terminated; caller frees. */
 static unsigned char *unhex(const char *hex, size_t *len)
 {
-    size_t n = strlen(hex) / 2;
-    unsigned char *out = malloc(n + 1);
-    for (size_t i = 0; out && i < n; i++) {
-        unsigned v = 0;
-        sscanf(hex + 2 * i, "%2x", &v);
-        out[i] = (unsigned char)v;
+    size_t hex_len = strlen(hex);
+    unsigned char *out = malloc(hex_len / 2 + 1);
+    if (out && sodium_hex2bin(out, hex_len / 2, hex, hex_len, NULL, len, NULL) != 0) {
+        free(out);
+        return NULL;
     }
     if (out)
-        out[n] = '\0';
-    *len = n;
+        out[*len] = '\0';
     return out;
 }
 
@@ -179,7 +178,7 @@ static int resolve(void *app, const deadletter_service *s, svc_parts *parts, int
         if (rc == 0 && verdict.poison) {
             snprintf(why, whylen, "%s", verdict.why);
             rc = -EINVAL;
-        } else if (rc < 0 && rc != -DB_UNAVAILABLE && rc != -DB_CONFLICT) {
+        } else if (rc < 0 && !db_transient(rc)) {
             /* What made the consumer set it aside alone (a constraint, say)
              * still holds: refused, as it was; a transient failure is 503. */
             snprintf(why, whylen, "the database refuses it (SQLSTATE %s)", db_sqlstate(c));

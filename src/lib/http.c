@@ -123,6 +123,13 @@ void http_json(http_res *res, int status, json_t *body)
     res->json = body;
 }
 
+void http_res_clear(http_res *res)
+{
+    json_decref(res->json);
+    free(res->raw);
+    *res = (http_res){0};
+}
+
 void http_add_header(http_res *res, const char *name, const char *value)
 {
     if (res->nheaders == HTTP_MAX_HEADERS)
@@ -495,8 +502,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                        "request");
     }
     json_decref(ctx->req.json);
-    json_decref(ctx->answer.json); /* an answer never sent */
-    free(ctx->answer.raw);
+    http_res_clear(&ctx->answer); /* an answer never sent */
     free(ctx->buf);
     free(ctx);
     *con_cls = NULL;

@@ -109,6 +109,9 @@ http_pending *http_suspend(http_req *req);
  * before http_stop. */
 void http_resume(http_pending *pending, http_res *res);
 
+/* Frees what `res` owns (its JSON, its raw bytes) and empties it. */
+void http_res_clear(http_res *res);
+
 /* Answers with `body` (stolen). */
 void http_json(http_res *res, int status, json_t *body);
 

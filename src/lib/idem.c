@@ -154,14 +154,13 @@ int idem_save_many(db_conn *c, const idem_slot *slots, int n)
     for (int i = 0; rc == 0 && i < n; i++) {
         if (!slots[i].claimed)
             continue;
-        char status[8], *body = json_dumps(slots[i].res->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        snprintf(status, sizeof status, "%d", slots[i].res->status);
+        char *body = json_dumps(slots[i].res->json, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (!body) {
             rc = -DB_FAILED;
             break;
         }
         db_array_add(&keys, slots[i].key);
-        db_array_add(&statuses, status);
+        db_array_add_int(&statuses, slots[i].res->status);
         db_array_add(&bodies, body);
         free(body);
         saved++;

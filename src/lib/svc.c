@@ -227,7 +227,7 @@ static int load_public_key(svc_parts *parts)
 
 void svc_db_error(http_res *res, int rc)
 {
-    if (rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT)
+    if (db_transient(rc))
         http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
     else
         http_error(res, 500, "internal", "unexpected database error");
@@ -268,14 +268,14 @@ int svc_run(const svc_def *def, void *app)
     int64_t token_cache;
     if (cfg_int("TOKEN_CACHE_SLOTS", 0, 1 << 20, 4096, &token_cache) < 0)
         return 2;
-    if (token_cache & (token_cache - 1)) {
-        log_msg(LOG_ERROR, NULL, "TOKEN_CACHE_SLOTS must be 0 or a power of two");
-        return 2;
-    }
     if (def->tokens && load_public_key(parts) < 0)
         return 1;
-    if (def->tokens && token_cache && !(parts->tokens = auth_cache_new((int)token_cache)))
-        return 1;
+    /* auth_cache_new refuses a size that is not a power of two. */
+    if (def->tokens && token_cache && !(parts->tokens = auth_cache_new((int)token_cache))) {
+        log_msg(LOG_ERROR, NULL,
+                "TOKEN_CACHE_SLOTS must be 0 or a power of two (or no memory for the cache)");
+        return 2;
+    }
     const char *db_url = cfg_str(def->db_url, def->db_url_default);
     const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
     const char *migrations = cfg_str(def->migrations, def->migrations_default);

@@ -69,13 +69,6 @@ static void answer_as_leader(order_item *it, const order_item *leader)
     }
 }
 
-static void clear(http_res *res)
-{
-    json_decref(res->json);
-    free(res->raw);
-    *res = (http_res){0};
-}
-
 /* Inserts the orders of the items marked todo; answers each 201. */
 static int insert_orders(orders_app *app, db_conn *c, order_item **it, int n)
 {
@@ -96,15 +89,12 @@ static int insert_orders(orders_app *app, db_conn *c, order_item **it, int n)
     if (rc == 0 && m)
         rc = store_orders_create_many(c, orders, (const char *const *)payloads, m,
                                       MSG_TOPIC_REQUESTS, app->redrive_after_ms, stored);
-    /* The rows come back in no set order: each finds its request by id. */
-    for (int r = 0; rc > 0 && r < rc; r++)
-        for (int i = 0; i < m; i++)
-            if (strcmp(mine[i]->o.id, stored[r].id) == 0)
-                http_json(&mine[i]->base.res, 201, order_json(&stored[r]));
+    for (int i = 0; rc == m && i < m; i++) /* stored[i] is orders[i] */
+        http_json(&mine[i]->base.res, 201, order_json(&stored[i]));
     for (int i = 0; payloads && i < m; i++)
         free(payloads[i]);
     free(orders), free(stored), free(payloads), free(mine);
-    return rc < 0 ? rc : 0;
+    return rc < 0 ? rc : rc == m ? 0 : -DB_FAILED;
 }
 
 /* One transaction for the whole group: the keys, the orders, the answers. */
@@ -154,8 +144,8 @@ void orders_create_group(void *arg, group_item **items, int n)
     int rc = run_group(app, it, n);
     if (rc < 0) {
         for (int i = 0; i < n; i++)
-            clear(&it[i]->base.res);
-        if (n > 1 && rc != -DB_UNAVAILABLE && rc != -DB_CONFLICT) {
+            http_res_clear(&it[i]->base.res);
+        if (n > 1 && !db_transient(rc)) {
             /* The database refused something of the group: each request
              * alone, so that only the one at fault fails. */
             log_msg(LOG_WARN, NULL, "a group of %d orders failed; each goes alone", n);

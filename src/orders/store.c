@@ -11,7 +11,8 @@
 
 const db_stmt orders_stmts[] = {
     /* A group's orders and their payment requests in one statement; the
-     * requests enter the outbox in the order the requests came. */
+     * requests enter the outbox, and the stored orders come back, in the
+     * order given. */
     {"orders_create_many",
      "WITH o AS (INSERT INTO orders (id, user_id, amount, description, next_redrive_at)"
      "           SELECT id, u, a, d, now() + make_interval(secs => $5::float8 / 1000)"
@@ -20,7 +21,8 @@ const db_stmt orders_stmts[] = {
      "     m AS (INSERT INTO outbox (topic, key, payload)"
      "           SELECT $6, u, p FROM unnest($2::text[], $7::text[]) WITH ORDINALITY AS t(u, p, n)"
      "           ORDER BY n)"
-     " SELECT " ORDER_COLS " FROM o"},
+     " SELECT " ORDER_COLS " FROM o"
+     " JOIN unnest($1::uuid[]) WITH ORDINALITY AS g(gid, gn) ON g.gid = o.id ORDER BY g.gn"},
     {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = $1"},
     {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
                    " AND ($2::bigint = 0 OR seq < $2) ORDER BY seq DESC LIMIT $3"},
@@ -91,11 +93,9 @@ int store_orders_create_many(db_conn *c, const order *orders, const char *const 
     db_array_begin(&ids), db_array_begin(&users), db_array_begin(&amounts);
     db_array_begin(&descriptions), db_array_begin(&messages);
     for (int i = 0; i < n; i++) {
-        char amt[24];
-        snprintf(amt, sizeof amt, "%" PRId64, orders[i].amount);
         db_array_add(&ids, orders[i].id);
         db_array_add(&users, orders[i].user_id);
-        db_array_add(&amounts, amt);
+        db_array_add_int(&amounts, orders[i].amount);
         db_array_add(&descriptions, orders[i].description);
         db_array_add(&messages, payloads[i]);
     }

@@ -11,8 +11,8 @@ extern const db_stmt orders_stmts[];
 /* Inserts the NEW orders[0..n) (id, user_id, amount, description) and, in
  * the same statement, each one's message payloads[i] into the outbox for
  * `topic`, in their order; the first re-drive of each is due after
- * `redrive_ms`. All or none. Returns how many were stored (n), into
- * out[0..n) in no particular order, or -DB_*. */
+ * `redrive_ms`. All or none. Returns how many were stored (n), out[i]
+ * being orders[i] as stored, or -DB_*. */
 int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
                              const char *topic, int redrive_ms, order *out);
 

@@ -83,11 +83,9 @@ int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg 
     db_array orders, users, amounts;
     db_array_begin(&orders), db_array_begin(&users), db_array_begin(&amounts);
     for (int i = 0; i < n; i++) {
-        char amount[24];
-        snprintf(amount, sizeof amount, "%" PRId64, reqs[i].amount);
         db_array_add(&orders, reqs[i].order_id);
         db_array_add(&users, reqs[i].user_id);
-        db_array_add(&amounts, amount);
+        db_array_add_int(&amounts, reqs[i].amount);
     }
     db_array_end(&orders), db_array_end(&users), db_array_end(&amounts);
     const char *params[] = {orders.text, users.text, amounts.text};

@@ -6,7 +6,6 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <stdlib.h>
@@ -68,6 +67,11 @@ static void *hold_lock(void *arg)
     return NULL;
 }
 
+static bool lock_held(void *arg)
+{
+    return atomic_load(&((locker *)arg)->holding);
+}
+
 /* The stall guard gives up on a server that stays silent (chaos::
  * database_frozen_answers_503_within_a_second_then_recovers); a command that
  * waits on a lock is silent too, with the server well. It must wait on, past
@@ -82,8 +86,7 @@ Test(db_pool, a_lock_wait_longer_than_the_stall_guard_is_not_a_stall, .timeout =
     locker l = {.hold_ms = 2500};
     pthread_t t;
     pthread_create(&t, NULL, hold_lock, &l);
-    while (!atomic_load(&l.holding))
-        sched_yield();
+    cr_assert(wait_until(lock_held, &l, 5000), "the lock was never taken");
     db_conn *c = NULL;
     cr_assert_eq(db_acquire(pool, 1000, &c), 0);
     int64_t t0 = clock_now_ms();

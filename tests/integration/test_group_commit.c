@@ -70,24 +70,31 @@ static void release(PGconn *db)
 /* Both writers busy with one order each, blocked on the lock: what comes
  * next waits in the queue, and goes as one group. One at a time, or a
  * writer could take both blockers as a group of two. */
+typedef struct lock_wait {
+    PGconn *db;
+    int64_t writers;
+} lock_wait;
+
+/* Taken by writers: that many group INSERTs wait for the lock. */
+static bool writers_blocked(void *arg)
+{
+    lock_wait *w = arg;
+    return db_int(w->db,
+                  "SELECT count(*) FROM pg_stat_activity WHERE datname = 'orders'"
+                  " AND wait_event_type = 'Lock' AND query LIKE 'WITH o AS (INSERT%'",
+                  NULL, NULL) == w->writers;
+}
+
 static void occupy_writers(call *blockers, const char *user)
 {
-    PGconn *db = orders_db();
+    lock_wait w = {.db = orders_db()};
     for (int i = 0; i < 2; i++) {
         send_call(&blockers[i], user, 1, "blocker", NULL);
-        /* Taken by a writer: its INSERT waits for the lock. */
-        int64_t waiting = 0;
-        for (int tries = 0; tries < 500 && waiting < i + 1; tries++) {
-            waiting = db_int(db,
-                             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'orders'"
-                             " AND wait_event_type = 'Lock' AND query LIKE 'WITH o AS (INSERT%'",
-                             NULL, NULL);
-            struct timespec t = {.tv_nsec = 10000000};
-            nanosleep(&t, NULL);
-        }
-        cr_assert_eq(waiting, i + 1, "writer %d never waited for the lock", i + 1);
+        w.writers = i + 1;
+        cr_assert(wait_until(writers_blocked, &w, 5000), "writer %d never waited for the lock",
+                  i + 1);
     }
-    PQfinish(db);
+    PQfinish(w.db);
 }
 
 Test(group_commit, concurrent_orders_share_commits_and_each_gets_its_own, .timeout = 60)
