@@ -216,6 +216,11 @@ max_wal_size = 4GB
 checkpoint_timeout = 15min
 checkpoint_completion_target = 0.9
 logging_collector = off
+# What each statement costs and what the WAL does, for make bench's
+# profile (pg_stat_statements, pg_stat_wal); both cheap enough to keep on.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+track_wal_io_timing = on
 CONF
   if ! pg_pid >/dev/null; then
     # A postmaster killed hard leaves its lock file; if the pid in it is not
