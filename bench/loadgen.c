@@ -19,6 +19,9 @@
  * usage: loadgen GATEWAY_URL RUN_ID USERS FIXED_RATE FIXED_SECONDS
  *                "STEP_RATES" STEP_SECONDS [WARMUP_SECONDS]
  *
+ * With LOADGEN_MARK=PATH, PATH.start and PATH.end are created when the
+ * measured part of the fixed rate starts and ends (for a profiler).
+ *
  * With LOADGEN_SEGMENT=N in the environment, the fixed phase is also
  * reported N orders at a time ("segments": finals a second, p50, p99): the
  * long run of `make bench` with BENCH_ORDERS.
@@ -113,6 +116,11 @@ typedef struct loadgen {
     int running;     /* transfers libcurl has in progress */
     unsigned seed;
     size_t finals;
+    /* LOADGEN_MARK=PATH: PATH.start is created when the measured part of
+     * the fixed rate begins (its first order sent), PATH.end when its last
+     * order is sent; `make bench` profiles the stack between the two. */
+    const char *mark;
+    size_t mark_start, mark_end; /* order indexes; 0 = none */
 } loadgen;
 
 static double now_s(void)
@@ -517,6 +525,15 @@ static void fund(loadgen *g, double orders)
     }
 }
 
+static void mark(const loadgen *g, const char *what)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s.%s", g->mark, what);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Places `rate * seconds` orders open-loop; returns the index of the first. */
 static size_t run_rate(loadgen *g, int phase, int step, double rate, double seconds)
 {
@@ -536,8 +553,13 @@ static size_t run_rate(loadgen *g, int phase, int step, double rate, double seco
     size_t next = first;
     while (next < first + n) {
         double now = now_s();
-        while (next < first + n && g->orders[next].due <= now && g->nfree > 0)
+        while (next < first + n && g->orders[next].due <= now && g->nfree > 0) {
             start_order(g, next++);
+            if (g->mark && next - 1 == g->mark_start)
+                mark(g, "start");
+            if (g->mark && next == g->mark_end)
+                mark(g, "end");
+        }
         double wait = next < first + n ? g->orders[next].due - now : 0;
         pump(g, wait < 0.005 ? wait : 0.005);
     }
@@ -673,7 +695,11 @@ int main(int argc, char **argv)
 
     /* Phase 1: the fixed rate. */
     fund(&g, fixed_rate * (warm_s + fixed_s));
+    g.mark = getenv("LOADGEN_MARK");
+    g.mark_start = g.norders + (size_t)(fixed_rate * warm_s + 0.5);
+    g.mark_end = g.norders + (size_t)(fixed_rate * (warm_s + fixed_s) + 0.5);
     size_t first = run_rate(&g, 1, 0, fixed_rate, warm_s + fixed_s);
+    g.mark = NULL;
     drain(&g, first, 60);
     first += (size_t)(fixed_rate * warm_s + 0.5); /* the measured part */
     size_t n = latencies(&g, first, g.norders, lat);

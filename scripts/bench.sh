@@ -21,7 +21,7 @@ export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
 . scripts/env.sh
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}           # the fixed-rate phase (measured part)
-BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-3} # ...run this long before it, not measured
+BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-30} # ...run this long before it, not measured (the broker's JIT)
 BENCH_RATE=${BENCH_RATE:-1000}               # orders/s of the fixed-rate phase
 BENCH_RATES=${BENCH_RATES:-"1000 1250 1500 1750 2000 2500 3000 3500 4000 5000"}
 BENCH_STEP_SECONDS=${BENCH_STEP_SECONDS:-5}
@@ -86,11 +86,75 @@ sample_memory >"$OUT/memory.dat" &
 sampler=$!
 trap 'kill $sampler 2>/dev/null || true' EXIT
 
+# The profile of the measured part of the fixed rate (the load generator
+# creates $OUT/mark.start and mark.end around it): CPU per program from
+# /proc (ticks of every process, by name), PostgreSQL's statements
+# (pg_stat_statements) and WAL (pg_stat_wal), and how the services batched
+# (their /metrics). Written to $OUT/profile.json.
+cpu_ticks() { # -> "name ticks" per program, all its processes and threads
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{ # (processes come and go meanwhile)
+    i = index($0, "("); j = length($0); while (substr($0, j, 1) != ")") j--
+    name = substr($0, i + 1, j - i - 1); gsub(/ /, "_", name)
+    split(substr($0, j + 2), f, " ")
+    ticks[name] += f[12] + f[13] } END { for (n in ticks) print n, ticks[n] }'
+}
+service_counters() { # -> "service.metric value" for the batching counters
+  local svc port
+  for svc in orders payments; do
+    port=$([ "$svc" = orders ] && echo "$ORDERS_PORT" || echo "$PAYMENTS_PORT")
+    curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | awk -v s="$svc" '
+      /^(group_commits_total|group_requests_total|outbox_published_total|outbox_relay_batch_size_count|consumer_batches_total|consumer_messages_total)[{ ]/ {
+        sub(/[{ ].*/, "", $1); print s "." $1, $NF }'
+  done
+}
+profile_measured() {
+  local mark=$1 have_pss t0 t1
+  until [ -e "$mark.start" ]; do sleep 0.05; done
+  have_pss=$(psql_ -d postgres -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null || echo 0)
+  [ "$have_pss" = 1 ] && psql_ -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
+  psql_ -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+  cpu_ticks >"$OUT/cpu.before"; service_counters >"$OUT/counters.before"
+  t0=$(date +%s.%N)
+  until [ -e "$mark.end" ]; do sleep 0.05; done
+  t1=$(date +%s.%N)
+  cpu_ticks >"$OUT/cpu.after"; service_counters >"$OUT/counters.after"
+  local statements='[]' wal
+  [ "$have_pss" = 1 ] && statements=$(psql_ -d postgres -c "
+    SELECT coalesce(json_agg(x ORDER BY x.total_ms DESC), '[]') FROM (
+      SELECT d.datname AS db, s.calls, round(s.total_exec_time::numeric, 1) AS total_ms,
+             round((s.total_exec_time / s.calls)::numeric, 3) AS ms_per_call,
+             round(s.rows::numeric / s.calls, 1) AS rows_per_call,
+             left(regexp_replace(s.query, '\s+', ' ', 'g'), 100) AS query
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+       WHERE s.toplevel AND d.datname IN ('orders', 'payments', 'identity')
+       ORDER BY s.total_exec_time DESC LIMIT 12) x")
+  wal=$(psql_ -d postgres -c "SELECT row_to_json(w) FROM (SELECT wal_records AS records, wal_fpi AS full_pages,
+        wal_bytes::bigint AS bytes, wal_write AS writes, wal_sync AS syncs, round(wal_sync_time::numeric, 1) AS sync_ms
+        FROM pg_stat_wal) w")
+  local secs cpu counters
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" -v secs="$secs" 'NR == FNR { b[$1] = $2; next }
+        { p = ($2 - b[$1]) / hz / secs * 100; if (p >= 0.5) printf "%s\"%s\": %.1f", (n++ ? ", " : "{"), $1, p }
+        END { print (n ? "}" : "{}") }' "$OUT/cpu.before" "$OUT/cpu.after")
+  counters=$(awk 'NR == FNR { b[$1] = $2; next } { printf "%s\"%s\": %d", (n++ ? ", " : "{"), $1, $2 - b[$1] }
+        END { print (n ? "}" : "{}") }' "$OUT/counters.before" "$OUT/counters.after")
+  jq -n --argjson seconds "$secs" --argjson cpu "$cpu" --argjson statements "$statements" \
+    --argjson wal "${wal:-null}" --argjson counters "$counters" \
+    '{seconds: $seconds, cpu_pct_of_one_core: $cpu, statements: $statements, wal: $wal, counters: $counters}' \
+    >"$OUT/profile.json"
+}
+rm -f "$OUT"/mark.*
+profile_measured "$OUT/mark" &
+profiler=$!
+trap 'kill $sampler $profiler 2>/dev/null || true' EXIT
+
 echo "== orders end to end through the gateway (run $RUN, $BENCH_USERS users)"
-"$BENCH_BUILD/bin/loadgen" "$GATEWAY" "$RUN" "$BENCH_USERS" "$BENCH_RATE" "$BENCH_SECONDS" \
+LOADGEN_MARK="$OUT/mark" "$BENCH_BUILD/bin/loadgen" "$GATEWAY" "$RUN" "$BENCH_USERS" "$BENCH_RATE" "$BENCH_SECONDS" \
   "$BENCH_RATES" "$BENCH_STEP_SECONDS" "$BENCH_WARMUP_SECONDS" >"$OUT/loadgen.json" \
   2> >(sed 's/^/   /' >&2)
 kill "$sampler" 2>/dev/null || true
+[ -e "$OUT/mark.end" ] || kill "$profiler" 2>/dev/null || true
+wait "$profiler" 2>/dev/null || echo '{}' >"$OUT/profile.json"
 jq -r '"   \(.fixed_rate)/s for '"$BENCH_SECONDS"' s after '"$BENCH_WARMUP_SECONDS"' s of warm-up: p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms (POST answered: p50 \(.post_p50_ms) ms, p99 \(.post_p99_ms) ms); sustained \(.orders_per_s) orders/s"' "$OUT/loadgen.json"
 
 echo "== reads through the gateway (wrk, 64 keep-alive connections)"
@@ -152,7 +216,7 @@ read_ratio=$(awk -v a="$reads_per_s" -v b="$read_tps" 'BEGIN { printf "%.3f", (b
 mem_gib=$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
 pg_version=$(psql_ -d postgres -c "SHOW server_version")
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-jq -n --slurpfile lg "$OUT/loadgen.json" \
+jq -n --slurpfile lg "$OUT/loadgen.json" --slurpfile prof "$OUT/profile.json" \
   --argjson pgbench_tps "$pgbench_tps" --argjson tps8 "$tps8" --argjson tps32 "$tps32" \
   --argjson pgbench_read_tps "$read_tps" --argjson reads_per_s "$reads_per_s" \
   --argjson reads_p99_ms "${reads_p99:-0}" --argjson ratio "$ratio" --argjson read_ratio "$read_ratio" \
@@ -174,6 +238,7 @@ jq -n --slurpfile lg "$OUT/loadgen.json" \
     lost: $lost, double_debits: $double_debits, conservation_ok: $conservation_ok,
     steps: $l.steps, timeline: $l.timeline,
     sizes_bytes: $sizes,
+    profile: $prof[0],
     memory_mib: [$memory | split("\n")[] | select(length > 0) | split(" ") | map(tonumber)
                  | {second: .[0], orders: .[1], payments: .[2], kafka: .[3]}],
     long: (if $long_orders > 0 then {orders: $long_orders, segments: $l.segments} else null end),
@@ -238,6 +303,15 @@ jq -r --arg ok "$lost_ok" '
      "\n| resident memory, MiB | first sample | last sample | most |", "|---|---|---|---|",
      (. as $r | ["orders", "payments", "kafka"][] as $p |
       "| \($p) | \($r.memory_mib[0][$p]) | \($r.memory_mib[-1][$p]) | \([$r.memory_mib[][$p]] | max) |")
+   else empty end),
+  (if .profile.seconds then .profile as $p | (.fixed_rate * $p.seconds) as $n |
+     "\n## Profile of the measured part (\($p.seconds) s at \(.fixed_rate | floor)/s)\n",
+     "| program | CPU, % of one core |", "|---|---|",
+     ($p.cpu_pct_of_one_core | to_entries | sort_by(-.value) | .[:8][] | "| \(.key) | \(.value) |"),
+     "\nPer order: \($p.wal.bytes / $n | floor) bytes of WAL, \($p.wal.records / $n * 10 | floor / 10) WAL records, \($p.wal.syncs / $n * 100 | floor / 100) WAL flushes (\($p.wal.sync_ms / $p.seconds | floor) ms of flushing a second).",
+     "Batches: \($p.counters["orders.group_requests_total"] / ([$p.counters["orders.group_commits_total"], 1] | max) * 10 | floor / 10) orders per group commit; relays \($p.counters["orders.outbox_published_total"] / ([$p.counters["orders.outbox_relay_batch_size_count"], 1] | max) * 10 | floor / 10) (orders) and \($p.counters["payments.outbox_published_total"] / ([$p.counters["payments.outbox_relay_batch_size_count"], 1] | max) * 10 | floor / 10) (payments) messages a round; consumers \($p.counters["payments.consumer_messages_total"] / ([$p.counters["payments.consumer_batches_total"], 1] | max) * 10 | floor / 10) (payments) and \($p.counters["orders.consumer_messages_total"] / ([$p.counters["orders.consumer_batches_total"], 1] | max) * 10 | floor / 10) (orders) messages a transaction.\n",
+     "| database | calls | ms a call | rows a call | total ms | statement (pg_stat_statements) |", "|---|---|---|---|---|---|",
+     ($p.statements[:8][] | "| \(.db) | \(.calls) | \(.ms_per_call) | \(.rows_per_call) | \(.total_ms) | `\(.query | gsub("\\|"; "/"))` |")
    else empty end),
   "\n## Sizes at the end\n", "| table or topic | MiB |", "|---|---|",
   (.sizes_bytes | to_entries[] | "| \(.key) | \(.value / 1048576 * 10 | floor / 10) |")
