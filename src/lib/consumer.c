@@ -64,7 +64,7 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, 
     consumer_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
     int rc = verdicts ? db_acquire(cs->pool, 1000, &c) : -DB_FAILED;
     if (rc == 0)
-        rc = db_begin_batch(c, true);
+        rc = db_begin_batch(c);
     *dead = 0;
     if (rc == 0)
         rc = cs->cfg.handle(c, msgs, n, cs->cfg.app, verdicts);

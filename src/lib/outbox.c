@@ -150,7 +150,7 @@ static int start_round(outbox_relay *r, round *rd)
     /* The delete need not wait for the disk: lost in a crash, it only
      * sends the rows again, which the consumers' dedup absorbs. One fewer
      * WAL flush per round, for the orders' commits to share. */
-    if (db_acquire(r->pool, 1000, &rd->conn) < 0 || db_begin_batch(rd->conn, false) < 0 ||
+    if (db_acquire(r->pool, 1000, &rd->conn) < 0 || db_begin_unsynced(rd->conn) < 0 ||
         db_exec(rd->conn, "outbox_claim", 1, lp, &rd->rows) < 0) {
         end_round(r, rd);
         return -1;
