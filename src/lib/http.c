@@ -495,7 +495,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         /* Failures always, with the gateway's request id; every other
          * request at debug. The gateway's access log already has each one
          * (method, path, status, time, the service's time, the same id),
-         * and a second line per request here cost 8-12 % of the reads per
+         * and a second line per request here cost 5-12 % of the reads per
          * second (bench/README.md). */
         log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
         if (log_enabled(level))

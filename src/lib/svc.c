@@ -32,7 +32,7 @@ int svc_http_config(http_config *cfg, int default_port)
         /* Two per core (at least 4): reads and deposits wait on the
          * database in these threads, orders do not (they wait suspended for
          * their group commit). More threads than that only take turns on
-         * the cores: on 2 cores, 16 threads read 20 % less than 4 do
+         * the cores: on 2 cores, 4 threads read 16 % more than 16 did
          * (bench/README.md). */
         cfg_int("HTTP_THREADS", 1, 256, default_threads(), &threads) < 0 ||
         cfg_int("HTTP_MAX_BODY", 64, 1 << 24, 16384, &max_body) < 0 ||
