@@ -112,7 +112,8 @@ profile_measured() {
   until [ -e "$mark.start" ]; do sleep 0.05; done
   # The statements' view, where the cluster loads the module (scripts/stack.sh).
   have_pss=$(psql_ -d postgres -c "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'")
-  [ "$have_pss" = t ] && psql_ -d postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  [ "$have_pss" = t ] && psql_ -d postgres -c "SET client_min_messages = warning" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
   have_pss=$(psql_ -d postgres -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null || echo 0)
   [ "$have_pss" = 1 ] && psql_ -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
   psql_ -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
