@@ -550,28 +550,15 @@ int db_exec_sql(db_conn *c, const char *sql)
 
 int db_begin(db_conn *c)
 {
-    int rc = db_exec_sql(c, "BEGIN");
-    c->in_tx = rc == 0;
-    return rc;
+    return db_begin_with(c, NULL);
 }
 
-int db_begin_unsynced(db_conn *c)
+int db_begin_with(db_conn *c, const char *settings)
 {
-    int rc = db_exec_sql(c, "BEGIN; SET LOCAL synchronous_commit = off");
-    c->in_tx = rc == 0;
-    return rc;
-}
-
-int db_begin_batch(db_conn *c)
-{
-    /* plan_cache_mode: with arrays as parameters PostgreSQL guessed that a
-     * plan made without their values would cost more, and planned these
-     * statements again at every call: orders' status update 230 µs a batch
-     * (pg_stat_statements' track_planning), for the same plan (primary-key
-     * probes). Not for the relay: there the kept plan of its claim and
-     * delete read the whole outbox (planned while it was empty), 0.04 ->
-     * 0.38 ms and 0.08 -> 2.5 ms a call at 1,000 orders/s. */
-    int rc = db_exec_sql(c, "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan");
+    char sql[512];
+    int len =
+        snprintf(sql, sizeof sql, "BEGIN%s%s", settings ? "; " : "", settings ? settings : "");
+    int rc = len > 0 && (size_t)len < sizeof sql ? db_exec_sql(c, sql) : -DB_FAILED;
     c->in_tx = rc == 0;
     return rc;
 }

@@ -124,13 +124,9 @@ void db_array_free(db_array *a);
 int db_exec_sql(db_conn *conn, const char *sql);
 
 int db_begin(db_conn *conn);
-/* A transaction whose COMMIT returns without waiting for the WAL flush:
- * only for work that is safe to lose in a crash (redone, never missed). */
-int db_begin_unsynced(db_conn *conn);
-/* A transaction of a consumer's batch statements (arrays as parameters):
- * they use the plan PostgreSQL keeps for the connection instead of one made
- * again at each call. */
-int db_begin_batch(db_conn *conn);
+/* BEGIN and, in the same round trip, `settings`: "SET LOCAL ..." statements
+ * (separated by ';') for this transaction alone, or NULL. */
+int db_begin_with(db_conn *conn, const char *settings);
 int db_commit(db_conn *conn);
 void db_rollback(db_conn *conn);
 
