@@ -379,6 +379,7 @@ static void rejoin_if_stranded(consumer *cs)
 
 static void *consumer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "consumer"); /* for top -H, perf, pidstat -t */
     consumer *cs = arg;
     rd_kafka_message_t **msgs = calloc((size_t)cs->cfg.batch, sizeof *msgs);
     int last_n = 0;

@@ -39,6 +39,7 @@ static int take(group *g, group_item **items)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "writer"); /* for top -H, perf, pidstat -t */
     group *g = arg;
     group_item **items = calloc((size_t)g->cfg.max, sizeof *items);
     for (int n; items && (n = take(g, items)) > 0;) {

@@ -266,6 +266,7 @@ static void purge_if_overdue(outbox_relay *r, round *rd, int64_t now)
  * poll. After a failure it backs off for 500 ms. */
 static void *relay_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "relay"); /* for top -H, perf, pidstat -t */
     outbox_relay *r = arg;
     int64_t next_poll = 0, not_before = 0;
     bool more = true; /* rows may wait: the last claim was full, or a commit woke us */

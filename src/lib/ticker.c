@@ -18,6 +18,7 @@ struct ticker {
 
 static void *ticker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "ticker"); /* for top -H, perf, pidstat -t */
     ticker *t = arg;
     pthread_mutex_lock(&t->lock);
     while (!t->stopping) {

@@ -341,6 +341,7 @@ static void keep_alive(ws_hub *hub)
 
 static void *hub_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "ws-hub"); /* for top -H, perf, pidstat -t */
     ws_hub *hub = arg;
     struct epoll_event events[64];
     for (;;) {

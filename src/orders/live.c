@@ -111,6 +111,7 @@ static void push(live *l, const char *payload)
 
 static void *live_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "live"); /* for top -H, perf, pidstat -t */
     live *l = arg;
     db_conn *c = NULL;
     while (!atomic_load(&l->stopping)) {
