@@ -86,67 +86,8 @@ sample_memory >"$OUT/memory.dat" &
 sampler=$!
 trap 'kill $sampler 2>/dev/null || true' EXIT
 
-# The profile of the measured part of the fixed rate (the load generator
-# creates $OUT/mark.start and mark.end around it): CPU per program from
-# /proc (ticks of every process, by name), PostgreSQL's statements
-# (pg_stat_statements) and WAL (pg_stat_wal), and how the services batched
-# (their /metrics). Written to $OUT/profile.json.
-cpu_ticks() { # -> "name ticks" per program, all its processes and threads
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{ # (processes come and go meanwhile)
-    i = index($0, "("); j = length($0); while (substr($0, j, 1) != ")") j--
-    name = substr($0, i + 1, j - i - 1); gsub(/ /, "_", name)
-    split(substr($0, j + 2), f, " ")
-    ticks[name] += f[12] + f[13] } END { for (n in ticks) print n, ticks[n] }'
-}
-service_counters() { # -> "service.metric value" for the batching counters
-  local svc port
-  for svc in orders payments; do
-    port=$([ "$svc" = orders ] && echo "$ORDERS_PORT" || echo "$PAYMENTS_PORT")
-    curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | awk -v s="$svc" '
-      /^(group_commits_total|group_requests_total|outbox_published_total|outbox_relay_batch_size_count|consumer_batches_total|consumer_messages_total)[{ ]/ {
-        sub(/[{ ].*/, "", $1); print s "." $1, $NF }'
-  done
-}
-profile_measured() {
-  local mark=$1 have_pss t0 t1
-  until [ -e "$mark.start" ]; do sleep 0.05; done
-  # The statements' view, where the cluster loads the module (scripts/stack.sh).
-  have_pss=$(psql_ -d postgres -c "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'")
-  [ "$have_pss" = t ] && psql_ -d postgres -c "SET client_min_messages = warning" \
-    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
-  have_pss=$(psql_ -d postgres -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null || echo 0)
-  [ "$have_pss" = 1 ] && psql_ -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
-  psql_ -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
-  cpu_ticks >"$OUT/cpu.before"; service_counters >"$OUT/counters.before"
-  t0=$(date +%s.%N)
-  until [ -e "$mark.end" ]; do sleep 0.05; done
-  t1=$(date +%s.%N)
-  cpu_ticks >"$OUT/cpu.after"; service_counters >"$OUT/counters.after"
-  local statements='[]' wal
-  [ "$have_pss" = 1 ] && statements=$(psql_ -d postgres -c "
-    SELECT coalesce(json_agg(x ORDER BY x.total_ms DESC), '[]') FROM (
-      SELECT d.datname AS db, s.calls, round(s.total_exec_time::numeric, 1) AS total_ms,
-             round((s.total_exec_time / s.calls)::numeric, 3) AS ms_per_call,
-             round(s.rows::numeric / s.calls, 1) AS rows_per_call,
-             left(regexp_replace(s.query, '\s+', ' ', 'g'), 100) AS query
-        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-       WHERE s.toplevel AND d.datname IN ('orders', 'payments', 'identity')
-       ORDER BY s.total_exec_time DESC LIMIT 12) x")
-  wal=$(psql_ -d postgres -c "SELECT row_to_json(w) FROM (SELECT wal_records AS records, wal_fpi AS full_pages,
-        wal_bytes::bigint AS bytes, wal_write AS writes, wal_sync AS syncs, round(wal_sync_time::numeric, 1) AS sync_ms
-        FROM pg_stat_wal) w")
-  local secs cpu counters
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-  cpu=$(awk -v hz="$(getconf CLK_TCK)" -v secs="$secs" 'NR == FNR { b[$1] = $2; next }
-        { p = ($2 - b[$1]) / hz / secs * 100; if (p >= 0.5) printf "%s\"%s\": %.1f", (n++ ? ", " : "{"), $1, p }
-        END { print (n ? "}" : "{}") }' "$OUT/cpu.before" "$OUT/cpu.after")
-  counters=$(awk 'NR == FNR { b[$1] = $2; next } { printf "%s\"%s\": %d", (n++ ? ", " : "{"), $1, $2 - b[$1] }
-        END { print (n ? "}" : "{}") }' "$OUT/counters.before" "$OUT/counters.after")
-  jq -n --argjson seconds "$secs" --argjson cpu "$cpu" --argjson statements "$statements" \
-    --argjson wal "${wal:-null}" --argjson counters "$counters" \
-    '{seconds: $seconds, cpu_pct_of_one_core: $cpu, statements: $statements, wal: $wal, counters: $counters}' \
-    >"$OUT/profile.json"
-}
+# The profile of the measured part of the fixed rate (bench/profile.sh).
+. bench/profile.sh
 rm -f "$OUT"/mark.*
 profile_measured "$OUT/mark" &
 profiler=$!

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A/B of settings on the running stack (`make start`): restarts orders and
+# payments with the environment given, places AB_RATE orders/s (1000) for
+# AB_SECONDS (10) after AB_WARMUP_SECONDS (20) of the same, and prints one
+# line: latency, the CPU per order of PostgreSQL + the broker + the
+# services + nginx, and how they batched (bench/profile.sh). Run the two
+# sides alternately, several times each: a single run moves by +-30 %.
+#
+#   ORDERS_WRITERS=1 bench/ab.sh one-writer; bench/ab.sh default; ...
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
+. scripts/env.sh
+. bench/profile.sh
+AB_RATE=${AB_RATE:-1000} AB_SECONDS=${AB_SECONDS:-10} AB_WARMUP_SECONDS=${AB_WARMUP_SECONDS:-20}
+OUT=$ROOT/build/ab
+mkdir -p "$OUT"
+psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+for svc in orders payments; do # stopped by their pid files, started again by stack.sh
+  pid=$(cat "$SHOP_VAR/run/$svc.pid" 2>/dev/null || true)
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do [ -n "$pid" ] && [ -e "/proc/$pid" ] || break; sleep 0.1; done
+done
+scripts/stack.sh up >/dev/null
+scripts/stack.sh gateway-restart >/dev/null
+
+rm -f "$OUT"/mark.*
+profile_measured "$OUT/mark" &
+profiler=$!
+trap 'kill $profiler 2>/dev/null || true' EXIT
+LOADGEN_MARK="$OUT/mark" build/bin/loadgen "http://127.0.0.1:$GATEWAY_PORT" "ab$(date +%s%N)" 100 \
+  "$AB_RATE" "$AB_SECONDS" "" 5 "$AB_WARMUP_SECONDS" 2>/dev/null >"$OUT/loadgen.json"
+wait "$profiler"
+jq -r --arg name "${1:-run}" --argjson rate "$AB_RATE" --slurpfile lg "$OUT/loadgen.json" '
+  .cpu_pct_of_one_core as $c | .counters as $k |
+  ([$c.postgres, $c.java, $c.orders, $c.payments, $c.nginx] | map(. // 0) | add) as $stack |
+  def per(a; b): if (b // 0) > 0 then (a / b * 100 | floor / 100) else 0 end;
+  "\($name): p50 \($lg[0].p50_ms | floor) ms, p99 \($lg[0].p99_ms | floor) ms;",
+  "  CPU \(per($stack * 10; $rate)) ms an order (PostgreSQL \($c.postgres // 0) %, broker \($c.java // 0) %, orders \($c.orders // 0) %, payments \($c.payments // 0) %, nginx \($c.nginx // 0) %, load generator \($c.loadgen // 0) % of a core);",
+  "  \(per($k["orders.group_requests_total"]; $k["orders.group_commits_total"])) orders a group commit, relays \(per($k["orders.outbox_published_total"]; $k["orders.outbox_relay_batch_size_count"])) / \(per($k["payments.outbox_published_total"]; $k["payments.outbox_relay_batch_size_count"])) messages a round, \(per(.wal.syncs; $rate * .seconds)) WAL flushes an order"
+' "$OUT/profile.json"
