@@ -78,12 +78,3 @@ BEGIN
 END
 $$;
 
--- Its plans made once per connection, not at every call. PostgreSQL plans
--- a statement of a function again at each call ("custom" plans) while it
--- guesses a plan made without the arguments' values would cost more; for
--- this function that guess is wrong (the arguments are arrays whose sizes
--- it cannot see) and planning was half of a call: a batch of one request
--- 0.95-1.1 ms a call with replanning, 0.54 ms with one plan kept; a batch
--- of 200, 9-11 ms either way (pgbench -M prepared, one client, BEGIN;
--- SELECT payment_batch(...); ROLLBACK).
-ALTER FUNCTION payment_batch(uuid[], text[], bigint[]) SET plan_cache_mode = force_generic_plan;

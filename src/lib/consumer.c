@@ -63,13 +63,14 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, 
     db_conn *c = NULL;
     consumer_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
     int rc = verdicts ? db_acquire(cs->pool, 1000, &c) : -DB_FAILED;
-    /* plan_cache_mode: with arrays as parameters PostgreSQL guessed that a
-     * plan made without their values would cost more, and planned the
-     * handlers' statements again at every call: orders' status update
-     * 230 µs a batch (pg_stat_statements' track_planning), for the same
-     * plan (primary-key probes). */
+    /* Plans made at each call (PostgreSQL's choice), though orders' status
+     * update spends 230 µs a batch planning: a plan kept for the
+     * connection is made once, with the statistics of that moment, and a
+     * connection opened on a new database kept one made for empty tables
+     * (5 ms a batch instead of 0.5-0.8 in make bench, until the next
+     * analyze; bench/README.md). */
     if (rc == 0)
-        rc = db_begin_with(c, "SET LOCAL plan_cache_mode = force_generic_plan");
+        rc = db_begin(c);
     *dead = 0;
     if (rc == 0)
         rc = cs->cfg.handle(c, msgs, n, cs->cfg.app, verdicts);
