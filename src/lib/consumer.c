@@ -65,10 +65,9 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, 
     int rc = verdicts ? db_acquire(cs->pool, 1000, &c) : -DB_FAILED;
     /* Plans made at each call (PostgreSQL's choice), though orders' status
      * update spends 230 µs a batch planning: a plan kept for the
-     * connection is made once, with the statistics of that moment, and a
-     * connection opened on a new database kept one made for empty tables
-     * (5 ms a batch instead of 0.5-0.8 in make bench, until the next
-     * analyze; bench/README.md). */
+     * connection is made once, with the statistics of that moment (a new
+     * database's empty tables), and the relay's kept plans went wrong that
+     * way (bench/README.md). */
     if (rc == 0)
         rc = db_begin(c);
     *dead = 0;
