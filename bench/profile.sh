@@ -24,12 +24,11 @@ service_counters() { # -> "service.metric value" for the batching counters
 profile_measured() {
   local mark=$1 have_pss t0 t1
   until [ -e "$mark.start" ]; do sleep 0.05; done
-  # The statements' view, where the cluster loads the module (scripts/stack.sh).
+  # The statements' view, only where the cluster loads the module
+  # (scripts/stack.sh); without it the view exists but cannot be read.
   have_pss=$(psql_ -d postgres -c "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'")
   [ "$have_pss" = t ] && psql_ -d postgres -c "SET client_min_messages = warning" \
-    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
-  have_pss=$(psql_ -d postgres -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null || echo 0)
-  [ "$have_pss" = 1 ] && psql_ -d postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
+    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
   psql_ -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
   cpu_ticks >"$OUT/cpu.before"; service_counters >"$OUT/counters.before"
   t0=$(date +%s.%N)
@@ -37,7 +36,7 @@ profile_measured() {
   t1=$(date +%s.%N)
   cpu_ticks >"$OUT/cpu.after"; service_counters >"$OUT/counters.after"
   local statements='[]' wal
-  [ "$have_pss" = 1 ] && statements=$(psql_ -d postgres -c "
+  [ "$have_pss" = t ] && statements=$(psql_ -d postgres -c "
     SELECT coalesce(json_agg(x ORDER BY x.total_ms DESC), '[]') FROM (
       SELECT d.datname AS db, s.calls, round(s.total_exec_time::numeric, 1) AS total_ms,
              round((s.total_exec_time / s.calls)::numeric, 3) AS ms_per_call,

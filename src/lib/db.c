@@ -556,9 +556,9 @@ int db_begin(db_conn *c)
 int db_begin_with(db_conn *c, const char *settings)
 {
     char sql[512];
-    int len =
-        snprintf(sql, sizeof sql, "BEGIN%s%s", settings ? "; " : "", settings ? settings : "");
-    int rc = len > 0 && (size_t)len < sizeof sql ? db_exec_sql(c, sql) : -DB_FAILED;
+    int len = settings ? snprintf(sql, sizeof sql, "BEGIN; %s", settings) : 0;
+    int rc = len < 0 || (size_t)len >= sizeof sql ? -DB_FAILED
+                                                  : db_exec_sql(c, settings ? sql : "BEGIN");
     c->in_tx = rc == 0;
     return rc;
 }
