@@ -38,6 +38,10 @@ struct consumer {
      * changes inside its own polls: rd_kafka_assignment() is a round trip to
      * librdkafka's main thread, and the hot path asks twice per batch. */
     rd_kafka_topic_partition_list_t *owned;
+    /* Offsets handled (their transactions committed) and not yet committed
+     * to Kafka, and when that was last done: the consumer thread's alone. */
+    rd_kafka_topic_partition_list_t *handled;
+    int64_t committed_at;
     _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
         commits_failed, rejoins;
 };
@@ -231,30 +235,46 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
     return true;
 }
 
-/* Acknowledges everything up to each partition's last message, for the
- * partitions that are still ours. */
-static void commit_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
+/* Counts everything up to each partition's last message as handled, for
+ * the partitions that are still ours; flush_offsets sends it to Kafka. */
+static void note_offsets(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
-    rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(n);
     for (int i = 0; i < n; i++) {
         const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
         if (!assigned(cs->owned, msgs[i]))
             continue;
+        if (!cs->handled && !(cs->handled = rd_kafka_topic_partition_list_new(n)))
+            return; /* out of memory: not acknowledged, so read again later */
         rd_kafka_topic_partition_t *p =
-            rd_kafka_topic_partition_list_find(offsets, topic, msgs[i]->partition);
+            rd_kafka_topic_partition_list_find(cs->handled, topic, msgs[i]->partition);
         if (!p)
-            p = rd_kafka_topic_partition_list_add(offsets, topic, msgs[i]->partition);
+            p = rd_kafka_topic_partition_list_add(cs->handled, topic, msgs[i]->partition);
         if (msgs[i]->offset + 1 > p->offset)
             p->offset = msgs[i]->offset + 1;
     }
+}
+
+/* Commits the handled offsets when commit_interval_ms has passed since the
+ * last commit, or at once when `now`. Only the consumer thread (or the
+ * close, after it ended) calls it, from its polls' callbacks included. */
+static void flush_offsets(consumer *cs, bool now)
+{
+    if (!cs->handled)
+        return;
+    int64_t t = clock_now_ms();
+    if (!now && t - cs->committed_at < cs->cfg.commit_interval_ms)
+        return;
     /* Asynchronous (on_committed hears the outcome): a lost commit only
-     * means a redelivery, which the handlers absorb. */
-    rd_kafka_resp_err_t e = offsets->cnt ? rd_kafka_commit(cs->rk, offsets, 1) : 0;
+     * means a redelivery, which the handlers absorb. librdkafka finishes
+     * it before a revocation completes and before its close returns. */
+    rd_kafka_resp_err_t e = rd_kafka_commit(cs->rk, cs->handled, 1);
     if (e) {
         atomic_fetch_add(&cs->commits_failed, 1);
         log_msg(LOG_WARN, NULL, "offset commit: %s", rd_kafka_err2str(e));
     }
-    rd_kafka_topic_partition_list_destroy(offsets);
+    rd_kafka_topic_partition_list_destroy(cs->handled);
+    cs->handled = NULL;
+    cs->committed_at = t;
 }
 
 static void on_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -274,7 +294,7 @@ static void on_committed(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /* Eager rebalancing: every partition is revoked, then the new set
- * assigned. A batch in hand keeps going; drop_revoked and commit_offsets
+ * assigned. A batch in hand keeps going; drop_revoked and note_offsets
  * leave out what is no longer ours. */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -302,6 +322,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             log_msg(LOG_WARN, NULL, "consumer %s: rebalance: %s", cs->cfg.group,
                     rd_kafka_err2str(err));
         rd_kafka_resume_partitions(rk, parts); /* no pause outlives its assignment */
+        flush_offsets(cs, true);               /* what was handled, while it is still ours */
         rd_kafka_assign(rk, NULL);
         if (cs->owned)
             rd_kafka_topic_partition_list_destroy(cs->owned);
@@ -413,12 +434,14 @@ static void *consumer_main(void *arg)
             m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
         if (n == 0 || (n = drop_revoked(cs, msgs, n)) == 0) {
+            flush_offsets(cs, false);
             rejoin_if_stranded(cs);
             continue;
         }
         last_n = n;
         if (process(cs, msgs, &n)) {
-            commit_offsets(cs, msgs, n);
+            note_offsets(cs, msgs, n);
+            flush_offsets(cs, cs->cfg.commit_interval_ms == 0);
             if (cs->cfg.after_commit)
                 cs->cfg.after_commit(cs->cfg.app);
         }
@@ -426,6 +449,7 @@ static void *consumer_main(void *arg)
             rd_kafka_message_destroy(msgs[i]);
     }
     free(msgs);
+    flush_offsets(cs, true);
     return NULL;
 }
 
@@ -459,6 +483,8 @@ void consumer_stop(consumer *cs)
         rd_kafka_message_destroy(cs->held[i]); /* not acknowledged: read again later */
     free(cs->held);
     kafka_destroy(cs->rk); /* its close may revoke, through on_rebalance */
+    if (cs->handled)
+        rd_kafka_topic_partition_list_destroy(cs->handled);
     if (cs->owned)
         rd_kafka_topic_partition_list_destroy(cs->owned);
     free(cs);

@@ -1,8 +1,12 @@
 /* A batch consumer that turns Kafka messages into database changes
  * exactly once (DESIGN §3, §5). It takes up to `batch` messages per poll,
- * handles them all in ONE transaction, commits it, and only then commits
- * the Kafka offsets. So a message is acknowledged only after its effects
- * are durable, and a crash anywhere redelivers it (the handler dedups).
+ * handles them all in ONE transaction, commits it, and only then counts
+ * its Kafka offsets as handled. So a message is acknowledged only after its
+ * effects are durable, and a crash anywhere redelivers it (the handler
+ * dedups). Handled offsets go to Kafka at most every commit_interval_ms,
+ * and at once when partitions are revoked or the consumer stops: an offset
+ * commit is a write to the broker's log, and one per batch cost the broker
+ * more than the messages themselves.
  *
  * Failures are told apart:
  * - a poison message (the handler marks its verdict poison: unparseable,
@@ -53,6 +57,9 @@ typedef struct consumer_config {
     const char *topic;
     int batch;
     int gather_ms; /* after a batch's first message, wait this long for more */
+    /* Handled offsets are committed to Kafka at most this often (0: after
+     * every batch); a crash redelivers at most this much, deduplicated. */
+    int commit_interval_ms;
     consumer_handle_fn handle;
     void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
     void *app;

@@ -295,7 +295,8 @@ PGconn *db_pg(db_conn *c)
     return c->pg;
 }
 
-int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
+/* db_acquire, or db_acquire_open when !reopen. */
+static int acquire(db_pool *pool, int wait_ms, bool reopen, db_conn **out)
 {
     *out = NULL;
     int64_t deadline = clock_now_ms() + wait_ms;
@@ -323,7 +324,7 @@ int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
         return 0;
     }
     int64_t now = clock_now_ms();
-    bool backing_off = now < retry_after_ms;
+    bool backing_off = !reopen || now < retry_after_ms;
     int rc = backing_off ? -DB_UNAVAILABLE : conn_open(pool, c);
     if (rc == 0) {
         if (atomic_exchange(&pool->stalled, false))
@@ -340,6 +341,16 @@ int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
     pthread_cond_signal(&pool->freed);
     pthread_mutex_unlock(&pool->lock);
     return rc;
+}
+
+int db_acquire(db_pool *pool, int wait_ms, db_conn **out)
+{
+    return acquire(pool, wait_ms, true, out);
+}
+
+int db_acquire_open(db_pool *pool, int wait_ms, db_conn **out)
+{
+    return acquire(pool, wait_ms, false, out);
 }
 
 void db_release(db_pool *pool, db_conn *c)

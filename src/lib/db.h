@@ -80,6 +80,13 @@ PGconn *db_pg(db_conn *conn);
  * it does not wait for the server) or no connection got free in time. */
 int db_acquire(db_pool *pool, int wait_ms, db_conn **out);
 
+/* The same, but only a connection that is open already: none is opened
+ * again (-DB_UNAVAILABLE instead). For /metrics, which must answer at
+ * once: a reopened connection prepares every statement, and a PREPARE
+ * waits for the locks its statement will take (behind a migration's DDL,
+ * say). */
+int db_acquire_open(db_pool *pool, int wait_ms, db_conn **out);
+
 /* Gives the connection back. A connection left inside a transaction is
  * rolled back; a broken one is closed and reopened on next use. NULL-safe. */
 void db_release(db_pool *pool, db_conn *conn);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct group {
     group_config cfg;
@@ -12,19 +13,34 @@ struct group {
     pthread_cond_t work;
     group_item *head, *tail; /* waiting, oldest first; under lock */
     int waiting;             /* under lock */
+    int writing;             /* taken by writers, not yet answered; under lock */
     bool stopping;           /* under lock */
     pthread_t *threads;
     int nthreads;
-    _Atomic uint64_t commits, requests, largest;
+    _Atomic uint64_t commits, requests, largest, gathers;
 };
 
 /* Takes up to cfg.max waiting items into items[]; waits for one unless
- * stopping. Returns how many (0: stopping and nothing left). */
-static int take(group *g, group_item **items)
+ * stopping. After the last group had company (`busy`: the service is under
+ * load), it waits up to cfg.gather_us more for others to join: fewer, larger
+ * transactions. A lone request at light load goes at once. Returns how many
+ * (0: stopping and nothing left). */
+static int take(group *g, group_item **items, bool busy)
 {
     pthread_mutex_lock(&g->lock);
     while (!g->head && !g->stopping)
         pthread_cond_wait(&g->work, &g->lock);
+    if (busy && g->cfg.gather_us > 0 && !g->stopping && g->waiting < g->cfg.max) {
+        atomic_fetch_add(&g->gathers, 1);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += (long)g->cfg.gather_us * 1000;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        while (!g->stopping && g->waiting < g->cfg.max &&
+               pthread_cond_timedwait(&g->work, &g->lock, &until) == 0)
+            ;
+    }
     int n = 0;
     for (; g->head && n < g->cfg.max; n++) {
         items[n] = g->head;
@@ -33,6 +49,7 @@ static int take(group *g, group_item **items)
     if (!g->head)
         g->tail = NULL;
     g->waiting -= n;
+    g->writing += n;
     pthread_mutex_unlock(&g->lock);
     return n;
 }
@@ -42,7 +59,7 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "writer"); /* for top -H, perf, pidstat -t */
     group *g = arg;
     group_item **items = calloc((size_t)g->cfg.max, sizeof *items);
-    for (int n; items && (n = take(g, items)) > 0;) {
+    for (int n = 0; items && (n = take(g, items, n > 1)) > 0;) {
         g->cfg.run(g->cfg.app, items, n);
         atomic_fetch_add(&g->commits, 1);
         atomic_fetch_add(&g->requests, (uint64_t)n);
@@ -53,6 +70,9 @@ static void *writer_main(void *arg)
             http_resume(items[i]->pending, &items[i]->res);
             free(items[i]);
         }
+        pthread_mutex_lock(&g->lock);
+        g->writing -= n;
+        pthread_mutex_unlock(&g->lock);
     }
     free(items);
     return NULL;
@@ -65,7 +85,11 @@ group *group_start(const group_config *cfg)
         return NULL;
     g->cfg = *cfg;
     pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->work, NULL);
+    pthread_condattr_t monotonic; /* the gather's deadline ignores clock steps */
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&g->work, &monotonic);
+    pthread_condattr_destroy(&monotonic);
     g->threads = calloc((size_t)cfg->writers, sizeof *g->threads);
     for (; g->threads && g->nthreads < cfg->writers; g->nthreads++)
         if (pthread_create(&g->threads[g->nthreads], NULL, writer_main, g) != 0)
@@ -125,7 +149,7 @@ void group_free(group *g)
 void group_metrics(group *g, FILE *out)
 {
     pthread_mutex_lock(&g->lock);
-    int waiting = g->waiting;
+    int waiting = g->waiting, writing = g->writing;
     pthread_mutex_unlock(&g->lock);
     const char *name = g->cfg.name;
     metrics_header(out, "group_commits_total", "counter", "Group transactions committed or failed");
@@ -136,6 +160,11 @@ void group_metrics(group *g, FILE *out)
             atomic_load(&g->requests));
     metrics_header(out, "group_largest", "gauge", "Most requests one group transaction carried");
     fprintf(out, "group_largest{group=\"%s\"} %" PRIu64 "\n", name, atomic_load(&g->largest));
+    metrics_header(out, "group_gathers_total", "counter",
+                   "Times a writer under load waited for more requests before its transaction");
+    fprintf(out, "group_gathers_total{group=\"%s\"} %" PRIu64 "\n", name, atomic_load(&g->gathers));
     metrics_header(out, "group_waiting", "gauge", "Requests waiting for a writer now");
     fprintf(out, "group_waiting{group=\"%s\"} %d\n", name, waiting);
+    metrics_header(out, "group_writing", "gauge", "Requests in a writer's transaction now");
+    fprintf(out, "group_writing{group=\"%s\"} %d\n", name, writing);
 }

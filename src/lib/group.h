@@ -4,7 +4,10 @@
  * service run them as ONE transaction, and answers each after its commit.
  * The orders a second are then bounded by the rows a commit can carry, not
  * by the commits a second. At light load a request finds a writer idle and
- * goes at once, alone: there is no window to wait out. */
+ * goes at once, alone: there is no window to wait out. Under load (the
+ * writer's last group carried more than one request) a writer waits up to
+ * gather_us for company before it begins: a few more requests per commit
+ * (one WAL flush), for a wait of a millisecond or two. */
 #ifndef SHOP_GROUP_H
 #define SHOP_GROUP_H
 
@@ -29,6 +32,7 @@ typedef struct group_config {
     const char *name; /* the metrics' label, e.g. "orders" */
     int writers;      /* transactions in flight at once */
     int max;          /* requests per transaction, at most */
+    int gather_us;    /* under load, wait this long for more (0: never) */
     group_run_fn run;
     void *app;
 } group_config;
@@ -52,7 +56,8 @@ void group_stop(group *g);
  * (after http_stop). NULL-safe. */
 void group_free(group *g);
 
-/* group_commits_total, group_requests_total, group_largest, group_waiting,
+/* group_commits_total, group_requests_total, group_largest,
+ * group_gathers_total, group_waiting, group_writing,
  * labelled with the group's name. */
 void group_metrics(group *g, FILE *out);
 

@@ -400,7 +400,8 @@ void outbox_relay_metrics(outbox_relay *r, FILE *out)
 {
     db_conn *c = NULL;
     PGresult *res = NULL;
-    if (db_acquire(r->pool, 200, &c) == 0 && db_exec(c, "outbox_backlog", 0, NULL, &res) == 0)
+    /* The last count stays when no open connection is at hand. */
+    if (db_acquire_open(r->pool, 200, &c) == 0 && db_exec(c, "outbox_backlog", 0, NULL, &res) == 0)
         atomic_store(&r->backlog, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
     db_release(r->pool, c);

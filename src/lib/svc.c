@@ -259,7 +259,7 @@ int svc_run(const svc_def *def, void *app)
     svc_parts *parts = (svc_parts *)((char *)app + def->parts);
     http_config http;
     int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms, relay_rounds,
-        consumer_gather_ms, idem_ret, purge_ms;
+        consumer_gather_ms, commit_interval_ms, idem_ret, purge_ms;
     if (svc_http_config(&http, def->port) < 0 ||
         cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
         cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
@@ -267,6 +267,7 @@ int svc_run(const svc_def *def, void *app)
         cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
         cfg_int("RELAY_ROUNDS", 1, 8, 2, &relay_rounds) < 0 ||
         cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
+        cfg_int("CONSUMER_COMMIT_INTERVAL_MS", 0, 60000, 1000, &commit_interval_ms) < 0 ||
         cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
         cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0 ||
         (def->configure && def->configure(app) < 0))
@@ -326,6 +327,7 @@ int svc_run(const svc_def *def, void *app)
                           .topic = def->topic,
                           .batch = (int)consumer_batch,
                           .gather_ms = (int)consumer_gather_ms,
+                          .commit_interval_ms = (int)commit_interval_ms,
                           .handle = def->handle,
                           .after_commit = def->after_commit,
                           .app = app};

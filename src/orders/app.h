@@ -29,7 +29,7 @@ typedef struct orders_app {
     pthread_mutex_t changed_lock; /* the consumer and an operator's replay */
     int redrive_after_ms, redrive_max_ms, redrive_check_ms;
     int ws_queue, ws_ping_ms;
-    int writers, group_max;
+    int writers, group_max, gather_us;
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;

@@ -15,17 +15,19 @@
 static int configure(void *arg)
 {
     orders_app *app = arg;
-    int64_t after, max, check, queue, ping, writers, group_max;
+    int64_t after, max, check, queue, ping, writers, group_max, gather_us;
     if (cfg_int("REDRIVE_AFTER_MS", 100, 86400000, 5000, &after) < 0 ||
         cfg_int("REDRIVE_MAX_MS", 100, 86400000, 60000, &max) < 0 ||
         cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &check) < 0 ||
         cfg_int("WS_MAX_QUEUE", 1, 100000, 256, &queue) < 0 ||
         cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0 ||
         cfg_int("ORDERS_WRITERS", 1, 64, 2, &writers) < 0 ||
-        cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0)
+        cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0 ||
+        cfg_int("ORDERS_GATHER_US", 0, 1000000, 2000, &gather_us) < 0)
         return -1;
     app->writers = (int)writers;
     app->group_max = (int)group_max;
+    app->gather_us = (int)gather_us;
     app->redrive_after_ms = (int)after;
     app->redrive_max_ms = (int)max;
     app->redrive_check_ms = (int)check;
@@ -40,6 +42,7 @@ static int start(void *arg, const char *db_url)
     group_config create = {.name = "orders",
                            .writers = app->writers,
                            .max = app->group_max,
+                           .gather_us = app->gather_us,
                            .run = orders_create_group,
                            .app = app};
     if (!(app->create = group_start(&create)) ||
