@@ -28,9 +28,11 @@ struct group {
 static int take(group *g, group_item **items, bool busy)
 {
     pthread_mutex_lock(&g->lock);
-    while (!g->head && !g->stopping)
-        pthread_cond_wait(&g->work, &g->lock);
-    if (busy && g->cfg.gather_us > 0 && !g->stopping && g->waiting < g->cfg.max) {
+    for (;;) {
+        while (!g->head && !g->stopping)
+            pthread_cond_wait(&g->work, &g->lock);
+        if (!busy || g->cfg.gather_us == 0 || g->stopping || g->waiting >= g->cfg.max)
+            break;
         atomic_fetch_add(&g->gathers, 1);
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -40,6 +42,12 @@ static int take(group *g, group_item **items, bool busy)
         while (!g->stopping && g->waiting < g->cfg.max &&
                pthread_cond_timedwait(&g->work, &g->lock, &until) == 0)
             ;
+        if (g->head || g->stopping)
+            break;
+        /* Another writer took them all meanwhile (the lock is let go while
+         * waiting): wait for the next, without a gather, as it carries the
+         * load now. Returning none would end this writer. */
+        busy = false;
     }
     int n = 0;
     for (; g->head && n < g->cfg.max; n++) {
