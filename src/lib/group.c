@@ -171,6 +171,8 @@ void group_metrics(group *g, FILE *out)
     metrics_header(out, "group_gathers_total", "counter",
                    "Times a writer under load waited for more requests before its transaction");
     fprintf(out, "group_gathers_total{group=\"%s\"} %" PRIu64 "\n", name, atomic_load(&g->gathers));
+    metrics_header(out, "group_writers", "gauge", "Writer threads, each one transaction at a time");
+    fprintf(out, "group_writers{group=\"%s\"} %d\n", name, g->cfg.writers);
     metrics_header(out, "group_waiting", "gauge", "Requests waiting for a writer now");
     fprintf(out, "group_waiting{group=\"%s\"} %d\n", name, waiting);
     metrics_header(out, "group_writing", "gauge", "Requests in a writer's transaction now");

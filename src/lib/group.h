@@ -57,7 +57,7 @@ void group_stop(group *g);
 void group_free(group *g);
 
 /* group_commits_total, group_requests_total, group_largest,
- * group_gathers_total, group_waiting, group_writing,
+ * group_gathers_total, group_writers, group_waiting, group_writing,
  * labelled with the group's name. */
 void group_metrics(group *g, FILE *out);
 

@@ -21,7 +21,7 @@ static int configure(void *arg)
         cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &check) < 0 ||
         cfg_int("WS_MAX_QUEUE", 1, 100000, 256, &queue) < 0 ||
         cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0 ||
-        cfg_int("ORDERS_WRITERS", 1, 64, 2, &writers) < 0 ||
+        cfg_int("ORDERS_WRITERS", 1, 64, 1, &writers) < 0 ||
         cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0 ||
         cfg_int("ORDERS_GATHER_US", 0, 1000000, 2000, &gather_us) < 0)
         return -1;
