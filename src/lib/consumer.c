@@ -497,16 +497,28 @@ static int64_t lag(consumer *cs)
     if (rd_kafka_assignment(cs->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return -1;
     rd_kafka_position(cs->rk, parts);
+    /* A partition with nothing read since it was assigned has no position
+     * yet: it starts from the group's committed offset (asked of the
+     * broker), not from the partition's beginning. */
+    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(cs->rk, committed, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(committed);
+        committed = NULL;
+    }
     for (int i = 0; i < parts->cnt; i++) {
         int64_t lo = 0, hi = 0;
         rd_kafka_topic_partition_t *p = &parts->elems[i];
         if (rd_kafka_get_watermark_offsets(cs->rk, p->topic, p->partition, &lo, &hi) != 0 || hi < 0)
             continue;
-        int64_t pos = p->offset >= 0 ? p->offset : lo;
+        int64_t pos = p->offset >= 0                                 ? p->offset
+                      : committed && committed->elems[i].offset >= 0 ? committed->elems[i].offset
+                                                                     : lo;
         if (hi > pos)
             total += hi - pos;
     }
     rd_kafka_topic_partition_list_destroy(parts);
+    if (committed)
+        rd_kafka_topic_partition_list_destroy(committed);
     return total;
 }
 

@@ -188,6 +188,50 @@ Test(chaos, consumer_group_rebalance_mid_burst_loses_nothing, .timeout = 240)
     assert_money_adds_up(user);
 }
 
+#define REPLAYED "payments_total{outcome=\"replayed\"}"
+
+static bool no_lag(void *arg)
+{
+    return metric(((partitions_wait *)arg)->url, "consumer_lag{topic=\"payment.requests\"}") == 0;
+}
+
+/* Offsets go to Kafka at most once a second (CONSUMER_COMMIT_INTERVAL_MS),
+ * and at once when partitions are revoked or a consumer stops: so a clean
+ * rebalance hands over where the last transaction ended, and the new owner
+ * reads nothing again (a crash, unlike this, redelivers up to a second). */
+Test(chaos, a_clean_rebalance_reads_nothing_again, .timeout = 120)
+{
+    char user[64], name[64], url[128], cmd[96];
+    unique_name(user, sizeof user, "handover");
+    second_payments(name, sizeof name, url, sizeof url);
+    account_with(user, 1000);
+    burst b = {.user = user, .orders = 40, .amount = 10};
+    pthread_join(burst_under_way(&b), NULL);
+    cr_assert(all_final(user, 60000));
+    int64_t replayed = metric(payments_url(), REPLAYED);
+    /* Both members are revoked (eager rebalancing): each commits what it
+     * handled, and the one that stays takes every partition from there. */
+    snprintf(cmd, sizeof cmd, "stop %s", name);
+    cr_assert_eq(stack(cmd), 0);
+    partitions_wait all = {.url = payments_url(), .want = 8};
+    cr_assert(wait_until(owns, &all, 30000), "the other instance did not take every partition");
+    cr_assert_eq(stack("up >/dev/null"), 0);
+    partitions_wait half = {.url = payments_url(), .want = 4};
+    cr_assert(wait_until(owns, &half, 30000), "the partitions were not shared again");
+    /* One more order after the handovers, and both members caught up with
+     * every partition's end: what would have been read again is read. */
+    burst one = {.user = user, .orders = 1, .amount = 10};
+    pthread_join(burst_under_way(&one), NULL);
+    cr_assert(all_final(user, 60000));
+    partitions_wait caught_up[] = {{.url = payments_url()}, {.url = url}};
+    for (int i = 0; i < 2; i++)
+        cr_assert(wait_until(no_lag, &caught_up[i], 30000), "a member never caught up");
+    cr_assert_eq(metric(payments_url(), REPLAYED), replayed, "requests were read again");
+    cr_assert_eq(metric(url, REPLAYED), 0, "the restarted member read requests again");
+    cr_assert_eq(orders_with(user, "FINISHED"), 41);
+    assert_money_adds_up(user);
+}
+
 static int64_t dead_letters(PGconn *(*connect)(void))
 {
     PGconn *db = connect();
