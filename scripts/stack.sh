@@ -530,9 +530,12 @@ services_start() {
       ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
   done
   for port in $ORDERS_PORTS; do
+    # ORDERS_WRITERS_<port>: that instance's writers (the tests run one
+    # instance with two, the other with the default).
+    local writers_var=ORDERS_WRITERS_$port
     service_start "$(instance_name orders "$port" "$ORDERS_PORTS")" "$port" \
       ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL" AUTH_PUBLIC_KEY_FILE="$AUTH_KEY_FILE.pub" \
-      ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS" ${!writers_var:+ORDERS_WRITERS=${!writers_var}}
   done
 }
 

@@ -46,6 +46,9 @@ test_stack() {
   export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off)) IDENTITY_PORT=$((18084 + off))
   # Two instances of each service behind the gateway, as when scaled out.
   export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
+  # The second orders instance with two group-commit writers, the first
+  # with the default (one): the group tests run against both.
+  export "ORDERS_WRITERS_$((ORDERS_PORT + 2))=2"
   export PAYMENTS_PORTS="$PAYMENTS_PORT $((PAYMENTS_PORT + 2))"
   # Every node's address, as the stack computes it (scripts/env.sh).
   KAFKA_BROKERS=$(unset KAFKA_BROKERS && . scripts/env.sh && kafka_brokers)

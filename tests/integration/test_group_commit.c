@@ -16,6 +16,25 @@
 #define REQUESTS "group_requests_total{group=\"orders\"}"
 #define WRITING "group_writing{group=\"orders\"}"
 #define WRITERS "group_writers{group=\"orders\"}"
+#define GATHERS "group_gathers_total{group=\"orders\"}"
+
+/* The orders instance under test: the first (one writer, the default)
+ * unless a test chooses the second, which the test stack runs with two
+ * (ORDERS_WRITERS_<port> in scripts/test.sh). */
+static char target[128];
+
+static const char *url(void)
+{
+    return target[0] ? target : orders_url();
+}
+
+static void use_second_instance(void)
+{
+    const char *second = strchr(orders_urls(), ' ');
+    cr_assert_not_null(second, "the test stack runs two orders instances");
+    snprintf(target, sizeof target, "%s", second + 1);
+    cr_assert_eq(metric(url(), WRITERS), 2, "the second orders instance runs two writers");
+}
 
 typedef struct call {
     char body[256];
@@ -28,7 +47,7 @@ static void *post(void *arg)
 {
     call *c = arg;
     const char *headers[] = {c->key[0] ? c->key : NULL, NULL};
-    api(&c->r, "POST", orders_url(), "/orders", c->body, headers);
+    api(&c->r, "POST", url(), "/orders", c->body, headers);
     return NULL;
 }
 
@@ -49,7 +68,7 @@ typedef struct queue_wait {
 
 static bool queued(void *arg)
 {
-    return metric(orders_url(), WAITING) >= ((queue_wait *)arg)->at_least;
+    return metric(url(), WAITING) >= ((queue_wait *)arg)->at_least;
 }
 
 /* Holds what every order insert needs (the outbox) until release(). */
@@ -83,14 +102,13 @@ typedef struct writing_wait {
 
 static bool writers_took(void *arg)
 {
-    return metric(orders_url(), WRITING) == ((writing_wait *)arg)->writing &&
-           metric(orders_url(), WAITING) == 0;
+    return metric(url(), WRITING) == ((writing_wait *)arg)->writing && metric(url(), WAITING) == 0;
 }
 
 /* Returns how many blockers it sent: one per writer. */
 static int occupy_writers(call *blockers, const char *user)
 {
-    int writers = (int)metric(orders_url(), WRITERS);
+    int writers = (int)metric(url(), WRITERS);
     cr_assert(writers >= 1 && writers <= MAX_WRITERS, "%d writers", writers);
     for (int i = 0; i < writers; i++) {
         send_call(&blockers[i], user, 1, "blocker", NULL);
@@ -109,13 +127,13 @@ static void join_blockers(call *blockers, int n)
     }
 }
 
-Test(group_commit, concurrent_orders_share_commits_and_each_gets_its_own, .timeout = 60)
+static void share_commits(void)
 {
     enum { N = 40 };
     char user[64];
     unique_name(user, sizeof user, "group");
     account_with(user, 100000);
-    int64_t commits = metric(orders_url(), COMMITS), requests = metric(orders_url(), REQUESTS);
+    int64_t commits = metric(url(), COMMITS), requests = metric(url(), REQUESTS);
     PGconn *lock = hold_inserts();
     call blockers[MAX_WRITERS], calls[N];
     int nb = occupy_writers(blockers, user);
@@ -139,11 +157,10 @@ Test(group_commit, concurrent_orders_share_commits_and_each_gets_its_own, .timeo
     }
     join_blockers(blockers, nb);
     /* The 40 went in one group (the writers take everything waiting). */
-    cr_assert_eq(metric(orders_url(), REQUESTS) - requests, N + nb, "%lld requests",
-                 (long long)(metric(orders_url(), REQUESTS) - requests));
-    cr_assert_leq(metric(orders_url(), COMMITS) - commits, 2 * nb,
-                  "%lld transactions for %d orders",
-                  (long long)(metric(orders_url(), COMMITS) - commits), N + nb);
+    cr_assert_eq(metric(url(), REQUESTS) - requests, N + nb, "%lld requests",
+                 (long long)(metric(url(), REQUESTS) - requests));
+    cr_assert_leq(metric(url(), COMMITS) - commits, 2 * nb, "%lld transactions for %d orders",
+                  (long long)(metric(url(), COMMITS) - commits), N + nb);
     cr_assert(all_final(user, 60000));
     cr_assert_eq(orders_with(user, "FINISHED"), N + nb);
     assert_money_adds_up(user);
@@ -249,8 +266,6 @@ Test(group_commit, one_idempotency_key_twice_in_a_group_is_one_order, .timeout =
     assert_money_adds_up(user);
 }
 
-#define GATHERS "group_gathers_total{group=\"orders\"}"
-
 static void post_alone(const char *user)
 {
     call c;
@@ -263,18 +278,18 @@ static void post_alone(const char *user)
 /* A writer waits for company (ORDERS_GATHER_US) only after a group that
  * had some: orders placed one at a time each commit alone, with no wait;
  * after a group of many, the writer that carried it waits once. */
-Test(group_commit, a_writer_waits_for_company_only_under_load, .timeout = 60)
+static void wait_for_company(void)
 {
     char user[64];
     unique_name(user, sizeof user, "gather");
     account_with(user, 100000);
     /* A writer left busy by an earlier test waits once, alone, and is not
      * busy after: one wait per writer at most. */
-    int64_t commits = metric(orders_url(), COMMITS), gathers = metric(orders_url(), GATHERS);
+    int64_t commits = metric(url(), COMMITS), gathers = metric(url(), GATHERS);
     for (int i = 0; i < 12; i++)
         post_alone(user);
-    cr_assert_eq(metric(orders_url(), COMMITS) - commits, 12, "one commit per lone order");
-    cr_assert_leq(metric(orders_url(), GATHERS) - gathers, metric(orders_url(), WRITERS),
+    cr_assert_eq(metric(url(), COMMITS) - commits, 12, "one commit per lone order");
+    cr_assert_leq(metric(url(), GATHERS) - gathers, metric(url(), WRITERS),
                   "lone orders waited for company");
 
     /* A group of 20 (made as above), then lone orders: the writer that
@@ -296,10 +311,49 @@ Test(group_commit, a_writer_waits_for_company_only_under_load, .timeout = 60)
         resp_free(&calls[i].r);
     }
     join_blockers(blockers, nb);
-    gathers = metric(orders_url(), GATHERS);
-    for (int i = 0; i < 20 && metric(orders_url(), GATHERS) == gathers; i++)
+    gathers = metric(url(), GATHERS);
+    for (int i = 0; i < 20 && metric(url(), GATHERS) == gathers; i++)
         post_alone(user);
-    cr_assert_eq(metric(orders_url(), GATHERS) - gathers, 1, "the busy writer never waited");
+    cr_assert_eq(metric(url(), GATHERS) - gathers, 1, "the busy writer never waited");
     cr_assert(all_final(user, 60000));
+    assert_money_adds_up(user);
+}
+
+Test(group_commit, concurrent_orders_share_commits_and_each_gets_its_own, .timeout = 60)
+{
+    share_commits();
+}
+
+Test(group_commit, a_writer_waits_for_company_only_under_load, .timeout = 60)
+{
+    wait_for_company();
+}
+
+/* Two writers compete for the queue: one may gather while the other takes
+ * every order meanwhile. A writer that lost its gather so once ended, and
+ * the instance went on with one. After a concurrent burst (many such
+ * races), every writer still takes a blocker of its own. */
+Test(group_commit, two_writers_both_keep_writing_after_racing_for_the_queue, .timeout = 120)
+{
+    use_second_instance();
+    enum { CLIENTS = 8, EACH = 25 };
+    char user[64];
+    unique_name(user, sizeof user, "race");
+    account_with(user, 100000);
+    call calls[CLIENTS];
+    for (int round = 0; round < EACH; round++) {
+        for (int i = 0; i < CLIENTS; i++)
+            send_call(&calls[i], user, 1, "race", NULL);
+        for (int i = 0; i < CLIENTS; i++) {
+            pthread_join(calls[i].thread, NULL);
+            cr_assert_eq(calls[i].r.status, 201, "%s", calls[i].r.body);
+            resp_free(&calls[i].r);
+        }
+    }
+    cr_assert_gt(metric(url(), GATHERS), 0, "no writer ever gathered");
+    share_commits();
+    wait_for_company();
+    cr_assert(all_final(user, 60000));
+    cr_assert_eq(orders_with(user, "FINISHED"), CLIENTS * EACH);
     assert_money_adds_up(user);
 }
