@@ -161,24 +161,30 @@ static void second_payments(char *name, size_t nlen, char *url, size_t ulen)
     snprintf(name, nlen, "payments-%s", port + 1);
 }
 
+/* The second payments member leaves (a clean stop: it leaves the group at
+ * once) and the first takes all 8 partitions; then it joins again, and
+ * they share them. */
+static void leave_and_join_again(const char *name)
+{
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "stop %s", name);
+    cr_assert_eq(stack(cmd), 0);
+    partitions_wait all = {.url = payments_url(), .want = 8};
+    cr_assert(wait_until(owns, &all, 30000), "the other instance did not take every partition");
+    cr_assert_eq(stack("up >/dev/null"), 0);
+    partitions_wait half = {.url = payments_url(), .want = 4};
+    cr_assert(wait_until(owns, &half, 30000), "the partitions were not shared again");
+}
+
 Test(chaos, consumer_group_rebalance_mid_burst_loses_nothing, .timeout = 240)
 {
-    char user[64], name[64], url[128], cmd[96];
+    char user[64], name[64], url[128];
     unique_name(user, sizeof user, "rebalance");
     second_payments(name, sizeof name, url, sizeof url);
     account_with(user, 1000);
     burst b = {.user = user, .orders = 150, .amount = 10};
     pthread_t th = burst_under_way(&b);
-    /* One member leaves (a clean stop: it leaves the group at once), and
-     * the other takes all 8 partitions ... */
-    snprintf(cmd, sizeof cmd, "stop %s", name);
-    cr_assert_eq(stack(cmd), 0);
-    partitions_wait all = {.url = payments_url(), .want = 8};
-    cr_assert(wait_until(owns, &all, 30000), "the other instance did not take every partition");
-    /* ... then it joins again while orders keep coming, and they share. */
-    cr_assert_eq(stack("up >/dev/null"), 0);
-    partitions_wait half = {.url = payments_url(), .want = 4};
-    cr_assert(wait_until(owns, &half, 30000), "the partitions were not shared again");
+    leave_and_join_again(name); /* while orders keep coming */
     pthread_join(th, NULL);
 
     cr_assert_eq(atomic_load(&b.accepted), 150);
@@ -201,7 +207,7 @@ static bool no_lag(void *arg)
  * reads nothing again (a crash, unlike this, redelivers up to a second). */
 Test(chaos, a_clean_rebalance_reads_nothing_again, .timeout = 120)
 {
-    char user[64], name[64], url[128], cmd[96];
+    char user[64], name[64], url[128];
     unique_name(user, sizeof user, "handover");
     second_payments(name, sizeof name, url, sizeof url);
     account_with(user, 1000);
@@ -209,15 +215,9 @@ Test(chaos, a_clean_rebalance_reads_nothing_again, .timeout = 120)
     pthread_join(burst_under_way(&b), NULL);
     cr_assert(all_final(user, 60000));
     int64_t replayed = metric(payments_url(), REPLAYED);
-    /* Both members are revoked (eager rebalancing): each commits what it
-     * handled, and the one that stays takes every partition from there. */
-    snprintf(cmd, sizeof cmd, "stop %s", name);
-    cr_assert_eq(stack(cmd), 0);
-    partitions_wait all = {.url = payments_url(), .want = 8};
-    cr_assert(wait_until(owns, &all, 30000), "the other instance did not take every partition");
-    cr_assert_eq(stack("up >/dev/null"), 0);
-    partitions_wait half = {.url = payments_url(), .want = 4};
-    cr_assert(wait_until(owns, &half, 30000), "the partitions were not shared again");
+    /* Both members are revoked at each step (eager rebalancing): each
+     * commits what it handled, and the new owners start from there. */
+    leave_and_join_again(name);
     /* One more order after the handovers, and both members caught up with
      * every partition's end: what would have been read again is read. */
     burst one = {.user = user, .orders = 1, .amount = 10};
