@@ -38,6 +38,6 @@ jq -r --arg name "${1:-run}" --argjson rate "$AB_RATE" --slurpfile lg "$OUT/load
   ([$c.postgres, $c.java, $c.orders, $c.payments, $c.nginx] | map(. // 0) | add) as $stack |
   def per(a; b): if (b // 0) > 0 then (a / b * 100 | floor / 100) else 0 end;
   "\($name): p50 \($lg[0].p50_ms | floor) ms, p99 \($lg[0].p99_ms | floor) ms;",
-  "  CPU \(per($stack * 10; $rate)) ms an order (PostgreSQL \($c.postgres // 0) %, broker \($c.java // 0) %, orders \($c.orders // 0) %, payments \($c.payments // 0) %, nginx \($c.nginx // 0) %, load generator \($c.loadgen // 0) % of a core);",
+  "  CPU \(per($stack * 10; $rate)) ms an order (PostgreSQL \($c.postgres // 0) %, broker \($c.java // 0) %, orders \($c.orders // 0) %, payments \($c.payments // 0) %, nginx \($c.nginx // 0) % of a core; load generator \(if $c.loadgen then "\($c.loadgen) %" else "not sampled (it had exited)" end));",
   "  \(per($k["orders.group_requests_total"]; $k["orders.group_commits_total"])) orders a group commit, relays \(per($k["orders.outbox_published_total"]; $k["orders.outbox_relay_batch_size_count"])) / \(per($k["payments.outbox_published_total"]; $k["payments.outbox_relay_batch_size_count"])) messages a round, \(per(.wal.syncs; $rate * .seconds)) WAL flushes an order"
 ' "$OUT/profile.json"

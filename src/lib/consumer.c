@@ -498,10 +498,13 @@ static int64_t lag(consumer *cs)
         return -1;
     rd_kafka_position(cs->rk, parts);
     /* A partition with nothing read since it was assigned has no position
-     * yet: it starts from the group's committed offset (asked of the
-     * broker), not from the partition's beginning. */
-    rd_kafka_topic_partition_list_t *committed = rd_kafka_topic_partition_list_copy(parts);
-    if (rd_kafka_committed(cs->rk, committed, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+     * yet: it starts from the group's committed offset, not from the
+     * partition's beginning. Asked of the broker only then (a round trip). */
+    rd_kafka_topic_partition_list_t *committed = NULL;
+    for (int i = 0; i < parts->cnt && !committed; i++)
+        if (parts->elems[i].offset < 0)
+            committed = rd_kafka_topic_partition_list_copy(parts);
+    if (committed && rd_kafka_committed(cs->rk, committed, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_topic_partition_list_destroy(committed);
         committed = NULL;
     }

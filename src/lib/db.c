@@ -324,8 +324,10 @@ static int acquire(db_pool *pool, int wait_ms, bool reopen, db_conn **out)
         return 0;
     }
     int64_t now = clock_now_ms();
-    bool backing_off = !reopen || now < retry_after_ms;
-    int rc = backing_off ? -DB_UNAVAILABLE : conn_open(pool, c);
+    /* Not while backing off after a failed attempt, nor for a caller that
+     * must not wait on one (db_acquire_open). */
+    bool attempt = reopen && now >= retry_after_ms;
+    int rc = attempt ? conn_open(pool, c) : -DB_UNAVAILABLE;
     if (rc == 0) {
         if (atomic_exchange(&pool->stalled, false))
             log_msg(LOG_INFO, NULL, "the database answers again");
@@ -334,7 +336,7 @@ static int acquire(db_pool *pool, int wait_ms, bool reopen, db_conn **out)
         return 0;
     }
     pthread_mutex_lock(&pool->lock);
-    if (!backing_off)
+    if (attempt)
         pool->retry_after_ms = now + 100;
     c->next_free = pool->free_list;
     pool->free_list = c;
