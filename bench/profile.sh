@@ -22,14 +22,17 @@ service_counters() { # -> "service.metric value" for the batching counters
   done
 }
 profile_measured() {
-  local mark=$1 have_pss t0 t1
-  until [ -e "$mark.start" ]; do sleep 0.05; done
+  local mark=$1 have_pss t0 t1 reset=()
   # The statements' view, only where the cluster loads the module
   # (scripts/stack.sh); without it the view exists but cannot be read.
   have_pss=$(psql_ -d postgres -c "SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements'")
   [ "$have_pss" = t ] && psql_ -d postgres -c "SET client_min_messages = warning" \
-    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
-  psql_ -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+  [ "$have_pss" = t ] && reset=(-c "SELECT pg_stat_statements_reset()")
+  until [ -e "$mark.start" ]; do sleep 0.05; done
+  # As little as can be at the start of the measured part: one psql, the
+  # CPU counters, the services' counters.
+  psql_ -d postgres "${reset[@]}" -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
   cpu_ticks >"$OUT/cpu.before"; service_counters >"$OUT/counters.before"
   t0=$(date +%s.%N)
   until [ -e "$mark.end" ]; do sleep 0.05; done

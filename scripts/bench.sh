@@ -21,7 +21,10 @@ export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
 . scripts/env.sh
 
 BENCH_SECONDS=${BENCH_SECONDS:-10}           # the fixed-rate phase (measured part)
-BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-30} # ...run this long before it, not measured (the broker's JIT)
+# ...run this long before it, not measured: from idle, the broker's JIT
+# compiles for about 40 s of load at 1,000/s, most of a core meanwhile
+# (`jstat -compiler`: 28 s of compilation in the first 40 s).
+BENCH_WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-60}
 BENCH_RATE=${BENCH_RATE:-1000}               # orders/s of the fixed-rate phase
 BENCH_RATES=${BENCH_RATES:-"1000 1250 1500 1750 2000 2500 3000 3500 4000 5000"}
 BENCH_STEP_SECONDS=${BENCH_STEP_SECONDS:-5}

@@ -36,7 +36,11 @@ if [ "$(id -u)" = 0 ]; then PG_USER=${PG_USER:-postgres}; else PG_USER=$(id -un)
 KAFKA_NODES=${KAFKA_NODES:-1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_HEAP=${KAFKA_HEAP:-512m}
-KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-8}
+# Partitions of each topic: at most this many instances of a service
+# consume in parallel, and every request to the broker pays for each
+# partition in it: at 1,000 orders/s, 8 instead of 4 cost the broker about
+# 6 % of a core more (bench/README.md). A topic that has more keeps them.
+KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-4}
 KAFKA_TOPICS=${KAFKA_TOPICS:-payment.requests payment.results}
 KAFKA_JAVA=${KAFKA_JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}
 # Where scripts/deps.sh puts the broker's jars (fetched once by Maven).

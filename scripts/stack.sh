@@ -352,12 +352,18 @@ kafka_pid() { alive_pid "$(kafka_name "$1")" "kafka.Kafka $(kafka_node_conf "$1"
 # True when node $1 answers a metadata request.
 kafka_answers() { kcat -L -b "127.0.0.1:$(kafka_port "$1")" -m 2 >/dev/null 2>&1; }
 
-# True when every topic of ours has all its partitions, each with a leader.
+# The partition count of topic $2 in kcat's listing $1, empty when absent.
+topic_partitions() { sed -n "s/^ *topic \"$2\" with \([0-9]*\) partitions:.*/\1/p" <<<"$1"; }
+
+# True when every topic of ours has at least KAFKA_PARTITIONS partitions
+# (a topic made with more keeps them: Kafka cannot remove partitions), each
+# with a leader.
 kafka_topics_ready() {
-  local out t
+  local out t n
   out=$(kcat -L -b "$KAFKA_BROKERS" -m 3 2>/dev/null) || return 1
   for t in $KAFKA_TOPICS; do
-    grep -q "topic \"$t\" with $KAFKA_PARTITIONS partitions:" <<<"$out" || return 1
+    n=$(topic_partitions "$out" "$t")
+    [ "${n:-0}" -ge "$KAFKA_PARTITIONS" ] || return 1
   done
   ! grep -q 'leader -1' <<<"$out"
 }
@@ -366,10 +372,15 @@ kafka_topics_ready() {
 # three replicas (or as many as there are nodes), two of them in sync for a
 # write to count when there are three.
 kafka_topics_create() {
-  local out t
+  local out t n
   out=$(kcat -L -b "$KAFKA_BROKERS" -m 10 2>/dev/null) || die "Kafka does not answer at $KAFKA_BROKERS"
   for t in $KAFKA_TOPICS; do
-    grep -q "topic \"$t\" with" <<<"$out" && continue
+    n=$(topic_partitions "$out" "$t")
+    if [ -n "$n" ]; then
+      [ "$n" -gt "$KAFKA_PARTITIONS" ] &&
+        echo "note: topic $t keeps its $n partitions (KAFKA_PARTITIONS is $KAFKA_PARTITIONS; Kafka cannot remove partitions: \`make clean\` makes it anew)" >&2
+      continue
+    fi
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" --create \
       --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" --replication-factor "$(kafka_replication)" \
       --config "min.insync.replicas=$(kafka_min_isr)" 2>&1 | grep -v -e 'WARNING: Due to limitations' -e '^Created topic' >&2 || true

@@ -176,6 +176,28 @@ const char *payments_url(void)
     return u ? u : "http://127.0.0.1:18081";
 }
 
+int kafka_partitions(void)
+{
+    static int known;
+    if (known)
+        return known;
+    const char *brokers = getenv("KAFKA_BROKERS");
+    cr_assert_not_null(brokers, "KAFKA_BROKERS is not set");
+    rd_kafka_t *rk = kafka_producer_new(brokers, "test-metadata", NULL, NULL);
+    cr_assert_not_null(rk);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, MSG_TOPIC_REQUESTS, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && !md->topics[0].err)
+        known = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    kafka_destroy(rk);
+    cr_assert_gt(known, 0, "no partitions of %s: %s", MSG_TOPIC_REQUESTS, rd_kafka_err2str(e));
+    return known;
+}
+
 const char *orders_url(void)
 {
     const char *u = getenv("SHOP_ORDERS_URL");

@@ -57,6 +57,11 @@ const char *orders_url(void);
 const char *orders_urls(void);
 const char *payments_urls(void);
 
+/* The partitions of payment.requests, as the broker (KAFKA_BROKERS) says:
+ * a stack whose topics were made with more keeps them. Exits the test when
+ * the broker does not answer. */
+int kafka_partitions(void);
+
 /* A connection to the payments database; exits the test on failure. */
 PGconn *payments_db(void);
 

@@ -10,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Partitions of each topic (KAFKA_PARTITIONS of the stack). */
-enum { PARTITIONS = 8 };
-
 Test(flow, two_hundred_concurrent_orders_never_overdraw, .timeout = 120)
 {
     char user[64];
@@ -123,8 +120,9 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     snprintf(poison_res, sizeof poison_res,
              "{\"type\":\"payment.completed\",\"version\":99,\"run\":\"%s\"}", run);
     /* On every partition, so whatever comes next sits behind poison. */
+    const int partitions = kafka_partitions();
     rd_kafka_t *p = producer();
-    for (int32_t part = 0; part < PARTITIONS; part++) {
+    for (int32_t part = 0; part < partitions; part++) {
         produce(p, MSG_TOPIC_REQUESTS, part, run, poison_req, strlen(poison_req));
         produce(p, MSG_TOPIC_RESULTS, part, run, poison_res, strlen(poison_res));
     }
@@ -136,20 +134,20 @@ Test(flow, poison_messages_are_set_aside_and_block_nothing, .timeout = 90)
     cr_assert(all_final(user, 30000), "an order behind poison messages stayed NEW");
     cr_assert_eq(orders_with(user, "FINISHED"), 1);
 
-    dead_wait pw = {.db = payments_db(), .payload = poison_req, .reason = "_%", .want = PARTITIONS};
+    dead_wait pw = {.db = payments_db(), .payload = poison_req, .reason = "_%", .want = partitions};
     cr_assert(wait_until(dead_lettered, &pw, 20000), "payments did not dead-letter the poison");
-    dead_wait ow = {.db = orders_db(), .payload = poison_res, .reason = "_%", .want = PARTITIONS};
+    dead_wait ow = {.db = orders_db(), .payload = poison_res, .reason = "_%", .want = partitions};
     cr_assert(wait_until(dead_lettered, &ow, 20000), "orders did not dead-letter the poison");
     ow.reason = "%version 99%";
-    cr_assert_eq(dead_letters_of(&ow), PARTITIONS);
+    cr_assert_eq(dead_letters_of(&ow), partitions);
     PQfinish(pw.db);
     PQfinish(ow.db);
     /* The partitions, and so the dead letters, are spread over the
      * instances. */
     cr_assert_geq(metric_sum(payments_urls(), "dead_letters_total{topic=\"payment.requests\"}"),
-                  PARTITIONS);
+                  partitions);
     cr_assert_geq(metric_sum(orders_urls(), "dead_letters_total{topic=\"payment.results\"}"),
-                  PARTITIONS);
+                  partitions);
 }
 
 Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeout = 90)
