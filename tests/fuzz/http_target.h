@@ -96,9 +96,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct linger hard = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
     close(fd);
-    /* Every answer in the stream (pipelined requests too). */
-    for (const char *s = answer; (s = strstr(s, "HTTP/1.1 ")); s += 9)
+    /* Every answer in the stream (pipelined requests too), read in turn:
+     * status line, headers, Content-Length bytes of body. Only status
+     * lines count: a body may echo the request's own bytes ("no route for
+     * METHOD PATH"), and a path may hold "HTTP/1.1 5..." itself. */
+    for (const char *s = answer; strncmp(s, "HTTP/1.", 7) == 0 && s[8] == ' ';) {
         if (s[9] == '5' && strncmp(s + 9, "503", 3) != 0 && strncmp(s + 9, "505", 3) != 0)
             __builtin_trap();
+        const char *end = strstr(s, "\r\n\r\n");
+        const char *cl = strcasestr(s, "\r\nContent-Length:");
+        if (!end)
+            break;
+        size_t body = cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0;
+        if (body > got - (size_t)(end + 4 - answer))
+            break;
+        s = end + 4 + body;
+    }
     return 0;
 }
