@@ -18,7 +18,8 @@ service_counters() { # -> "service.metric value" for the batching counters
     port=$([ "$svc" = orders ] && echo "$ORDERS_PORT" || echo "$PAYMENTS_PORT")
     curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null | awk -v s="$svc" '
       /^(group_commits_total|group_requests_total|outbox_published_total|outbox_relay_batch_size_count|consumer_batches_total|consumer_messages_total)[{ ]/ {
-        sub(/[{ ].*/, "", $1); print s "." $1, $NF }'
+        read = $1 ~ /group="reads"/; sub(/[{ ].*/, "", $1)
+        print s "." (read ? "reads_" : "") $1, $NF }'
   done
 }
 profile_measured() {

@@ -96,12 +96,21 @@ export BENCH_USER_ID="bench-$RUN-0"
 BENCH_TOKEN=$(curl -fsS -X POST "$GATEWAY/api/sessions" -H 'Content-Type: application/json' \
   -d "{\"user_id\":\"$BENCH_USER_ID\",\"password\":\"bench password $RUN\"}" | jq -r .token)
 export BENCH_TOKEN
-export BENCH_ORDER_ID=$(psql_ -d orders -c "SELECT id FROM orders WHERE user_id = '$BENCH_USER_ID' LIMIT 1")
+# Up to 1,000 of their orders, read in turn: concurrent reads ask for
+# different rows.
+BENCH_ORDER_IDS=$(psql_ -d orders -c "SELECT id FROM orders WHERE user_id = '$BENCH_USER_ID' LIMIT 1000" | tr '\n' ' ')
+export BENCH_ORDER_IDS
+service_counters >"$OUT/reads.before"
 wrk -t2 -c64 -d"${BENCH_READ_SECONDS}s" --latency -s bench/reads.lua "$GATEWAY" >"$OUT/wrk.txt"
+service_counters >"$OUT/reads.after"
+# Reads a statement: how many reads the services' readers fetched at once.
+reads_batch=$(join <(sort "$OUT/reads.before") <(sort "$OUT/reads.after") | awk '
+  /reads_group_requests_total/ { r += $3 - $2 } /reads_group_commits_total/ { c += $3 - $2 }
+  END { printf "%.1f", (c > 0 ? r / c : 0) }')
 reads_per_s=$(sed -n 's/^Requests\/sec: *\([0-9.]*\)/\1/p' "$OUT/wrk.txt")
 reads_p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$OUT/wrk.txt")
 non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p' "$OUT/wrk.txt")
-echo "   $reads_per_s req/s, p99 $reads_p99 ms${non2xx:+, $non2xx non-2xx answers}"
+echo "   $reads_per_s req/s, p99 $reads_p99 ms, $reads_batch reads a statement${non2xx:+, $non2xx non-2xx answers}"
 
 echo "== honesty checks"
 prefix="bench-$RUN-%"
@@ -172,7 +181,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 jq -n --slurpfile lg "$OUT/loadgen.json" --slurpfile prof "$OUT/profile.json" \
   --argjson pgbench_tps "$pgbench_tps" --argjson tps8 "$tps8" --argjson tps32 "$tps32" \
   --argjson pgbench_read_tps "$read_tps" --argjson reads_per_s "$reads_per_s" \
-  --argjson reads_p99_ms "${reads_p99:-0}" --argjson ratio "$ratio" --argjson read_ratio "$read_ratio" \
+  --argjson reads_p99_ms "${reads_p99:-0}" --argjson reads_batch "$reads_batch" --argjson ratio "$ratio" --argjson read_ratio "$read_ratio" \
   --argjson lost "$lost" --argjson double_debits "$double_debits" \
   --argjson conservation_ok "$conservation_ok" --argjson cancelled "$cancelled" \
   --argjson token_verify_us "$token_us" --argjson token_cached_us "$token_cached_us" --argjson nproc "$(nproc)" --argjson mem_gib "$mem_gib" --arg pg "$pg_version" \
@@ -186,6 +195,7 @@ jq -n --slurpfile lg "$OUT/loadgen.json" --slurpfile prof "$OUT/profile.json" \
     p50_ms: $l.p50_ms, p99_ms: $l.p99_ms, p999_ms: $l.p999_ms, fixed_rate: $l.fixed_rate,
     post_p50_ms: $l.post_p50_ms, post_p99_ms: $l.post_p99_ms,
     reads_per_s: $reads_per_s, reads_p99_ms: $reads_p99_ms, reads_ratio: $read_ratio,
+    reads_per_statement: $reads_batch,
     token_verify_us: $token_verify_us, token_cached_us: $token_cached_us,
     orders_total: $l.orders_total, accepted: $l.accepted, cancelled: $cancelled,
     lost: $lost, double_debits: $double_debits, conservation_ok: $conservation_ok,
@@ -241,7 +251,7 @@ jq -r --arg ok "$lost_ok" '
   "| **ratio** orders_per_s / pgbench_tps | **\(.ratio)** |",
   "| p50 / p99 / p99.9 POST to final status at \(.fixed_rate | floor)/s | \(.p50_ms * 10 | floor / 10) / \(.p99_ms * 10 | floor / 10) / \(.p999_ms * 10 | floor / 10) ms |",
   "| of which until the POST was answered, p50 / p99 | \(.post_p50_ms * 10 | floor / 10) / \(.post_p99_ms * 10 | floor / 10) ms |",
-  "| reads through the gateway (`reads_per_s`), p99 | \(.reads_per_s | floor) req/s, \(.reads_p99_ms) ms |",
+  "| reads through the gateway (`reads_per_s`), p99; reads a statement | \(.reads_per_s | floor) req/s, \(.reads_p99_ms) ms; \(.reads_per_statement) |",
   "| reads_per_s / pgbench_read_tps | \(.reads_ratio) |",
   "| token verification per request (`token_verify_us`, one core), and from the cache (`token_cached_us`) | \(.token_verify_us) µs, \(.token_cached_us) µs |",
   "| orders placed / cancelled for lack of funds | \(.orders_total) / \(.cancelled) |",

@@ -7,7 +7,9 @@
  * goes at once, alone: there is no window to wait out. Under load (the
  * writer's last group carried more than one request) a writer waits up to
  * gather_us for company before it begins: a few more requests per commit
- * (one WAL flush), for a wait of a millisecond or two. */
+ * (one WAL flush), for a wait of a millisecond or two. The services' reads
+ * by key use the same queue (svc_read): a "writer" there is a reader, and
+ * a "transaction" one statement. */
 #ifndef SHOP_GROUP_H
 #define SHOP_GROUP_H
 
@@ -57,8 +59,8 @@ void group_stop(group *g);
 void group_free(group *g);
 
 /* group_commits_total, group_requests_total, group_largest,
- * group_gathers_total, group_writers, group_waiting, group_writing,
- * labelled with the group's name. */
-void group_metrics(group *g, FILE *out);
+ * group_gathers_total, group_writers, group_waiting, group_writing, a line
+ * for each of groups[0..n) (NULL ones skipped) labelled with its name. */
+void group_metrics(group *const *groups, int n, FILE *out);
 
 #endif

@@ -243,6 +243,17 @@ void svc_db_error(http_res *res, int rc)
         http_error(res, 500, "internal", "unexpected database error");
 }
 
+void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item)
+{
+    if (parts->reads && group_submit(parts->reads, req, item))
+        return;
+    /* No readers (READ_THREADS 0), or stopping: read here. */
+    item->pending = NULL;
+    parts->read(parts->app, &item, 1);
+    *res = item->res;
+    free(item);
+}
+
 int svc_wait(const sigset_t *set)
 {
     int sig = 0;
@@ -276,8 +287,11 @@ int svc_run(const svc_def *def, void *app)
     parts->audience = cfg_str("TOKEN_AUDIENCE", "shop");
     snprintf(parts->origins, sizeof parts->origins, "%s",
              cfg_str("ALLOWED_ORIGINS", "http://localhost:8000 http://127.0.0.1:8000"));
-    int64_t token_cache;
-    if (cfg_int("TOKEN_CACHE_SLOTS", 0, 1 << 20, 4096, &token_cache) < 0)
+    int64_t token_cache, read_threads, read_max, read_gather;
+    if (cfg_int("TOKEN_CACHE_SLOTS", 0, 1 << 20, 4096, &token_cache) < 0 ||
+        cfg_int("READ_THREADS", 0, 64, 1, &read_threads) < 0 ||
+        cfg_int("READ_GROUP_MAX", 1, 10000, 64, &read_max) < 0 ||
+        cfg_int("READ_GATHER_US", 0, 1000000, 1000, &read_gather) < 0)
         return 2;
     if (def->tokens && load_public_key(parts) < 0)
         return 1;
@@ -337,7 +351,16 @@ int svc_run(const svc_def *def, void *app)
         (def->topic && !(parts->relay = outbox_relay_start(parts->db, &relay))))
         goto done;
     started = true;
-    if ((def->start && def->start(app, db_url) < 0) ||
+    parts->read = def->read;
+    parts->app = app;
+    group_config reads = {.name = "reads",
+                          .writers = (int)read_threads,
+                          .max = (int)read_max,
+                          .gather_us = (int)read_gather,
+                          .run = def->read,
+                          .app = app};
+    if ((def->read && read_threads > 0 && !(parts->reads = group_start(&reads))) ||
+        (def->start && def->start(app, db_url) < 0) ||
         (def->topic && !(parts->consumer = consumer_start(parts->db, &cc))) ||
         !(purge = ticker_start((int)purge_ms, def->purge, app)) ||
         docs_load(&api_docs, spec, docs_assets, def->docs_title) < 0)
@@ -360,11 +383,13 @@ done:
      * the pool last, as everything above uses them. */
     if (started && def->close)
         def->close(app);
+    group_stop(parts->reads); /* the reads waiting are answered */
     http_stop(srv);
     ticker_stop(purge);
     consumer_stop(parts->consumer);
     if (started && def->stop)
         def->stop(app);
+    group_free(parts->reads);
     docs_free(&api_docs);
     free(routes);
     outbox_relay_stop(parts->relay);
@@ -375,7 +400,7 @@ done:
     return rc;
 }
 
-void svc_metrics(const svc_parts *parts, FILE *out)
+void svc_metrics(const svc_parts *parts, group *const *groups, int n, FILE *out)
 {
     uint64_t hits, misses;
     auth_cache_counts(parts->tokens, &hits, &misses);
@@ -384,4 +409,8 @@ void svc_metrics(const svc_parts *parts, FILE *out)
                    "checked before (TOKEN_CACHE_SLOTS)");
     fprintf(out, "tokens_verified_total{how=\"signature\"} %" PRIu64 "\n", misses);
     fprintf(out, "tokens_verified_total{how=\"cached\"} %" PRIu64 "\n", hits);
+    group *all[8] = {parts->reads};
+    for (int i = 0; i < n && i + 1 < 8; i++)
+        all[i + 1] = groups[i];
+    group_metrics(all, n + 1 < 8 ? n + 1 : 8, out);
 }

@@ -5,6 +5,7 @@
 #include "lib/auth.h"
 #include "lib/consumer.h"
 #include "lib/db.h"
+#include "lib/group.h"
 #include "lib/http.h"
 #include "lib/outbox.h"
 
@@ -59,10 +60,14 @@ typedef struct svc_parts {
     auth_cache *tokens;   /* tokens verified lately (TOKEN_CACHE_SLOTS; NULL: none) */
     const char *audience; /* TOKEN_AUDIENCE */
     char origins[512];    /* ALLOWED_ORIGINS, space-separated */
+    group *reads;         /* svc_read's readers (NULL: READ_THREADS 0) */
+    group_run_fn read;    /* svc_def.read */
+    void *app;
 } svc_parts;
 
-/* The series every service with tokens has (tokens_verified_total). */
-void svc_metrics(const svc_parts *parts, FILE *out);
+/* The series every service with tokens has (tokens_verified_total), and
+ * those of its groups: the read group and groups[0..n) (up to 7). */
+void svc_metrics(const svc_parts *parts, group *const *groups, int n, FILE *out);
 
 /* Who a request acts for: the token's user. */
 typedef struct svc_caller {
@@ -81,6 +86,17 @@ bool svc_caller_of(http_req *req, http_res *res, const svc_parts *parts, bool wr
 /* True when `who` may act on `user_id`'s resources: the same user, or an
  * operator when `operator_may` (reads for support). Else answers 403. */
 bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, bool operator_may);
+
+/* Answers a read of one row by its key (GET /orders/{id}, GET
+ * /accounts/{user_id}) through svc_def.read, which fills item->res.
+ * `item` is the service's own struct, malloc'd, with the group_item first;
+ * it is freed here or by the group. With READ_THREADS > 0 the request
+ * waits suspended, and a reader thread fetches every read waiting with one
+ * statement: under load, one round trip to PostgreSQL and one wake-up of
+ * the reader for several reads, instead of each HTTP thread's own (the
+ * same queue as the group commit, without its gather: a read never waits
+ * for company). With 0, the read runs on the HTTP thread, alone. */
+void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item);
 
 /* True when `origin` is one of the allowed origins. */
 bool svc_origin_allowed(const svc_parts *parts, const char *origin);
@@ -104,6 +120,7 @@ typedef struct svc_def {
     void (*purge)(void *app);        /* every PURGE_INTERVAL_MS */
     size_t parts;                    /* offsetof(app type, its svc_parts) */
     bool tokens;                     /* verifies identity's tokens: loads its public key */
+    group_run_fn read;               /* svc_read's batch (NULL: no svc_read) */
     /* The service's own settings and parts (each may be NULL). `configure`
      * reads settings (< 0: a bad one, logged). `start` runs once the pool
      * and the relay exist, before the consumer and HTTP; `close` is the

@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
@@ -51,6 +52,15 @@ static void create_order(http_req *req, http_res *res)
     orders_create(app, req, res, who.claims.sub, amount, description);
 }
 
+/* GET /orders/{id}: what svc_read's batch needs of each request. */
+typedef struct read_item {
+    group_item base; /* first: freed as one block */
+    char id[MSG_ORDER_ID_LEN + 1];
+    char caller[sizeof((auth_claims *)0)->sub];
+    bool operator;
+    char req_id[HTTP_REQ_ID_MAX + 1];
+} read_item;
+
 static void get_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
@@ -62,27 +72,59 @@ static void get_order(http_req *req, http_res *res)
         http_error(res, 404, "order_not_found", "no order %s", id);
         return;
     }
-    db_conn *c = NULL;
-    order o;
-    int rc = db_acquire(app->svc.db, 1000, &c);
-    if (rc == 0)
-        rc = store_order_get(c, id, &o);
-    db_release(app->svc.db, c);
-    /* Another user's order does not exist for the caller (an operator
-     * sees every one). */
-    if (rc == 0 && strcmp(o.user_id, who.claims.sub) != 0) {
-        if (who.claims.role != AUTH_OPERATOR)
-            rc = -ENOENT;
-        else /* support: on the record, with who */
-            log_msg(LOG_INFO, req->req_id, "operator %s reads order %s of %s", who.claims.sub, o.id,
-                    o.user_id);
+    read_item *it = calloc(1, sizeof *it);
+    if (!it) {
+        http_error(res, 500, "internal", "out of memory");
+        return;
     }
+    snprintf(it->id, sizeof it->id, "%s", id);
+    snprintf(it->caller, sizeof it->caller, "%s", who.claims.sub);
+    it->operator= who.claims.role == AUTH_OPERATOR;
+    snprintf(it->req_id, sizeof it->req_id, "%s", req->req_id ? req->req_id : "");
+    svc_read(&app->svc, req, res, &it->base);
+}
+
+void orders_read_group(void *arg, group_item **items, int n)
+{
+    orders_app *app = arg;
+    const char **ids = calloc((size_t)n, sizeof *ids);
+    order *found = calloc((size_t)n, sizeof *found);
+    db_conn *c = NULL;
+    int rc = ids && found ? 0 : -DB_FAILED;
+    for (int i = 0; rc == 0 && i < n; i++)
+        ids[i] = ((read_item *)items[i])->id;
     if (rc == 0)
-        http_json(res, 200, order_json(&o));
-    else if (rc == -ENOENT)
-        http_error(res, 404, "order_not_found", "no order %s", id);
-    else
-        svc_db_error(res, rc);
+        rc = db_acquire(app->svc.db, 1000, &c);
+    if (rc == 0)
+        rc = store_orders_get(c, ids, n, found);
+    db_release(app->svc.db, c);
+    for (int i = 0; i < n; i++) {
+        read_item *it = (read_item *)items[i];
+        http_res *res = &it->base.res;
+        if (rc < 0) {
+            svc_db_error(res, rc);
+            continue;
+        }
+        const order *o = NULL; /* ids are UUIDs in any case; the rows' in lower case */
+        for (int k = 0; !o && k < rc; k++)
+            if (strcasecmp(found[k].id, it->id) == 0)
+                o = &found[k];
+        /* Another user's order does not exist for the caller (an operator
+         * sees every one). */
+        if (o && strcmp(o->user_id, it->caller) != 0) {
+            if (!it->operator)
+                o = NULL;
+            else /* support: on the record, with who */
+                log_msg(LOG_INFO, it->req_id[0] ? it->req_id : NULL,
+                        "operator %s reads order %s of %s", it->caller, o->id, o->user_id);
+        }
+        if (o)
+            http_json(res, 200, order_json(o));
+        else
+            http_error(res, 404, "order_not_found", "no order %s", it->id);
+    }
+    free(ids);
+    free(found);
 }
 
 static void list_orders(http_req *req, http_res *res)

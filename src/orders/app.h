@@ -51,6 +51,10 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
  * (a ticker). */
 void orders_redrive(void *app);
 
+/* GET /orders/{id}'s batch (svc_def.read): the orders of items[0..n) in
+ * one statement, each answered 200 or 404. */
+void orders_read_group(void *app, group_item **items, int n);
+
 /* Deletes expired Idempotency-Keys (a ticker). */
 void orders_purge(void *app);
 

@@ -97,6 +97,7 @@ int main(void)
         .purge = orders_purge,
         .parts = offsetof(orders_app, svc),
         .tokens = true,
+        .read = orders_read_group,
         .configure = configure,
         .start = start,
         .close = close_sockets,

@@ -23,7 +23,7 @@ const db_stmt orders_stmts[] = {
      "           ORDER BY n)"
      " SELECT " ORDER_COLS " FROM o"
      " JOIN unnest($1::uuid[]) WITH ORDINALITY AS g(gid, gn) ON g.gid = o.id ORDER BY g.gn"},
-    {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = $1"},
+    {"orders_get", "SELECT " ORDER_COLS " FROM orders WHERE id = ANY($1::uuid[])"},
     {"order_list", "SELECT " ORDER_COLS " FROM orders WHERE user_id = $1"
                    " AND ($2::bigint = 0 OR seq < $2) ORDER BY seq DESC LIMIT $3"},
     /* "Not final" rather than "status = 'NEW'": the partial re-drive index
@@ -80,12 +80,6 @@ static int run(db_conn *c, const char *stmt, int n, const char *const *params, o
     return rc;
 }
 
-static int run_one(db_conn *c, const char *stmt, int n, const char *const *params, order *out)
-{
-    int rc = run(c, stmt, n, params, out, 1);
-    return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
-}
-
 int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
                              const char *topic, int redrive_ms, order *out)
 {
@@ -111,10 +105,17 @@ int store_orders_create_many(db_conn *c, const order *orders, const char *const 
     return rc;
 }
 
-int store_order_get(db_conn *c, const char *id, order *out)
+int store_orders_get(db_conn *c, const char *const *ids, int n, order *out)
 {
-    const char *params[] = {id};
-    return run_one(c, "order_get", 1, params, out);
+    db_array a;
+    db_array_begin(&a);
+    for (int i = 0; i < n; i++)
+        db_array_add(&a, ids[i]);
+    db_array_end(&a);
+    const char *params[] = {a.text};
+    int rc = run(c, "orders_get", 1, params, out, n);
+    db_array_free(&a);
+    return rc;
 }
 
 int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out)

@@ -16,8 +16,9 @@ extern const db_stmt orders_stmts[];
 int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
                              const char *topic, int redrive_ms, order *out);
 
-/* Returns 0, -ENOENT, or -DB_*. */
-int store_order_get(db_conn *c, const char *id, order *out);
+/* The orders of ids[0..n) that exist (ids given twice, once), in no
+ * particular order: up to n in `out`. Returns the count or -DB_*. */
+int store_orders_get(db_conn *c, const char *const *ids, int n, order *out);
 
 /* Up to `limit` orders of `user_id`, newest first, created before the
  * order with seq `before` (0: from the newest). Returns the count (into

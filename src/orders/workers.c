@@ -123,10 +123,9 @@ void orders_metrics(void *arg, FILE *out)
 {
     orders_app *app = arg;
     outbox_relay_metrics(app->svc.relay, out);
-    svc_metrics(&app->svc, out);
+    svc_metrics(&app->svc, &app->create, 1, out);
     consumer_metrics(app->svc.consumer, out);
     ws_metrics(app->hub, out);
-    group_metrics(app->create, out);
     metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
     fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",
             atomic_load(&app->finished));

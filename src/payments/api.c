@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 static json_t *account_json(const account *a)
 {
@@ -70,6 +72,13 @@ static void create_account(http_req *req, http_res *res)
     idem_run(app->svc.db, req, res, who.claims.sub, create_account_tx, who.claims.sub);
 }
 
+/* GET /accounts/{user_id}: what svc_read's batch needs of each request
+ * (whether the caller may read it is decided before). */
+typedef struct read_item {
+    group_item base; /* first: freed as one block */
+    char user_id[VALID_USER_ID_MAX + 1];
+} read_item;
+
 static void get_account(http_req *req, http_res *res)
 {
     payments_app *app = req->app;
@@ -78,14 +87,40 @@ static void get_account(http_req *req, http_res *res)
     if (!svc_caller_of(req, res, &app->svc, false, &who) || !check_user_id(res, user_id) ||
         !svc_may_act_for(res, &who, user_id, true))
         return;
+    read_item *it = calloc(1, sizeof *it);
+    if (!it) {
+        http_error(res, 500, "internal", "out of memory");
+        return;
+    }
+    snprintf(it->user_id, sizeof it->user_id, "%s", user_id);
+    svc_read(&app->svc, req, res, &it->base);
+}
+
+void payments_read_group(void *arg, group_item **items, int n)
+{
+    payments_app *app = arg;
+    const char **ids = calloc((size_t)n, sizeof *ids);
+    account *found = calloc((size_t)n, sizeof *found);
     db_conn *c = NULL;
-    account a;
-    int rc = db_acquire(app->svc.db, 1000, &c);
+    int rc = ids && found ? 0 : -DB_FAILED;
+    for (int i = 0; rc == 0 && i < n; i++)
+        ids[i] = ((read_item *)items[i])->user_id;
     if (rc == 0)
-        rc = store_account_get(c, user_id, &a);
+        rc = db_acquire(app->svc.db, 1000, &c);
+    if (rc == 0)
+        rc = store_accounts_get(c, ids, n, found);
     db_release(app->svc.db, c);
-    if (answer(res, rc, 200, &a, user_id) < 0)
-        svc_db_error(res, rc);
+    for (int i = 0; i < n; i++) {
+        read_item *it = (read_item *)items[i];
+        const account *a = NULL;
+        for (int k = 0; !a && k < rc; k++)
+            if (strcmp(found[k].user_id, it->user_id) == 0)
+                a = &found[k];
+        if (answer(&it->base.res, rc < 0 ? rc : a ? 0 : -ENOENT, 200, a, it->user_id) < 0)
+            svc_db_error(&it->base.res, rc);
+    }
+    free(ids);
+    free(found);
 }
 
 typedef struct deposit_args {

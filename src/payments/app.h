@@ -32,6 +32,10 @@ void payments_metrics(void *app, FILE *out);
 int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *app,
                              consumer_verdict *verdicts);
 
+/* GET /accounts/{user_id}'s batch (svc_def.read): the accounts of
+ * items[0..n) in one statement, each answered 200 or 404. */
+void payments_read_group(void *app, group_item **items, int n);
+
 /* Wakes the relay after a consumer batch committed. */
 void payments_after_commit(void *app);
 

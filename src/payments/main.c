@@ -32,6 +32,7 @@ int main(void)
         .purge = payments_purge,
         .parts = offsetof(payments_app, svc),
         .tokens = true,
+        .read = payments_read_group,
     };
     static payments_app app;
     return svc_run(&def, &app);

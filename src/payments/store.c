@@ -12,7 +12,7 @@
 const db_stmt payments_stmts[] = {
     {"account_create", "INSERT INTO accounts (user_id) VALUES ($1)"
                        " ON CONFLICT (user_id) DO NOTHING RETURNING " ACCOUNT_COLS},
-    {"account_get", "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = $1"},
+    {"accounts_get", "SELECT " ACCOUNT_COLS " FROM accounts WHERE user_id = ANY($1::text[])"},
     {"account_deposit",
      /* The guard keeps an overflow from raising an error, which would
       * abort the caller's transaction: no row then means "not found" or
@@ -28,15 +28,21 @@ const db_stmt payments_stmts[] = {
     {NULL, NULL},
 };
 
-/* Reads row 0 of a result shaped by ACCOUNT_COLS; -ENOENT when empty. */
+/* Reads row `row` of a result shaped by ACCOUNT_COLS. */
+static void read_row(PGresult *r, int row, account *out)
+{
+    snprintf(out->user_id, sizeof out->user_id, "%s", PQgetvalue(r, row, 0));
+    out->balance = strtoll(PQgetvalue(r, row, 1), NULL, 10);
+    snprintf(out->created_at, sizeof out->created_at, "%s", PQgetvalue(r, row, 2));
+    snprintf(out->updated_at, sizeof out->updated_at, "%s", PQgetvalue(r, row, 3));
+}
+
+/* Reads row 0; -ENOENT when empty. */
 static int read_account(PGresult *r, account *out)
 {
     if (PQntuples(r) == 0)
         return -ENOENT;
-    snprintf(out->user_id, sizeof out->user_id, "%s", PQgetvalue(r, 0, 0));
-    out->balance = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    snprintf(out->created_at, sizeof out->created_at, "%s", PQgetvalue(r, 0, 2));
-    snprintf(out->updated_at, sizeof out->updated_at, "%s", PQgetvalue(r, 0, 3));
+    read_row(r, 0, out);
     return 0;
 }
 
@@ -57,10 +63,24 @@ int store_account_create(db_conn *c, const char *user_id, account *out)
     return rc == -ENOENT ? -EEXIST : rc;
 }
 
-int store_account_get(db_conn *c, const char *user_id, account *out)
+int store_accounts_get(db_conn *c, const char *const *user_ids, int n, account *out)
 {
-    const char *params[] = {user_id};
-    return run(c, "account_get", 1, params, out);
+    db_array a;
+    db_array_begin(&a);
+    for (int i = 0; i < n; i++)
+        db_array_add(&a, user_ids[i]);
+    db_array_end(&a);
+    const char *params[] = {a.text};
+    PGresult *r = NULL;
+    int rc = db_exec(c, "accounts_get", 1, params, &r);
+    if (rc == 0) {
+        rc = PQntuples(r) < n ? PQntuples(r) : n;
+        for (int i = 0; i < rc; i++)
+            read_row(r, i, &out[i]);
+    }
+    PQclear(r);
+    db_array_free(&a);
+    return rc;
 }
 
 int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
@@ -69,8 +89,8 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
     snprintf(amt, sizeof amt, "%" PRId64, amount);
     const char *params[] = {user_id, amt};
     int rc = run(c, "account_deposit", 2, params, out);
-    if (rc == -ENOENT && store_account_get(c, user_id, out) == 0)
-        rc = -ERANGE;
+    if (rc == -ENOENT && store_accounts_get(c, &user_id, 1, out) == 1)
+        rc = -ERANGE; /* the account exists: the deposit would overflow */
     return rc;
 }
 

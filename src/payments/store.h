@@ -16,8 +16,9 @@ extern const db_stmt payments_stmts[];
  * transaction on a duplicate. */
 int store_account_create(db_conn *c, const char *user_id, account *out);
 
-/* Returns 0, -ENOENT, or -DB_*. */
-int store_account_get(db_conn *c, const char *user_id, account *out);
+/* The accounts of user_ids[0..n) that exist (an id given twice, once), in
+ * no particular order: up to n in `out`. Returns the count or -DB_*. */
+int store_accounts_get(db_conn *c, const char *const *user_ids, int n, account *out);
 
 /* Adds `amount` to the balance and records the deposit in the ledger, in
  * one statement. Returns 0 with the new state, -ENOENT, -ERANGE (the

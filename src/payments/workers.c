@@ -92,7 +92,7 @@ void payments_metrics(void *arg, FILE *out)
 {
     payments_app *app = arg;
     outbox_relay_metrics(app->svc.relay, out);
-    svc_metrics(&app->svc, out);
+    svc_metrics(&app->svc, NULL, 0, out);
     consumer_metrics(app->svc.consumer, out);
     metrics_header(out, "payments_total", "counter",
                    "Payment requests decided, by outcome (replayed: a duplicate answered again)");
