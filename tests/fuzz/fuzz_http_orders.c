@@ -22,5 +22,11 @@ void *fuzz_app_start(void)
     group_config create = {
         .name = "orders", .writers = 1, .max = 64, .run = orders_create_group, .app = &app};
     app.create = group_start(&create);
+    /* Reads by key through their group, as svc_run sets it up. */
+    app.svc.read = orders_read_group;
+    app.svc.app = &app;
+    group_config reads = {
+        .name = "reads", .writers = 1, .max = 64, .run = orders_read_group, .app = &app};
+    app.svc.reads = group_start(&reads);
     return &app;
 }

@@ -15,5 +15,11 @@ void *fuzz_app_start(void)
     static payments_app app;
     fuzz_key(&app.svc);
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
+    /* Reads by key through their group, as svc_run sets it up. */
+    app.svc.read = payments_read_group;
+    app.svc.app = &app;
+    group_config reads = {
+        .name = "reads", .writers = 1, .max = 64, .run = payments_read_group, .app = &app};
+    app.svc.reads = group_start(&reads);
     return &app;
 }
