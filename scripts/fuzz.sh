@@ -24,8 +24,11 @@ printf '%-20s %12s %10s %8s  %s\n' target executions "exec/s" corpus result
 for t in $targets; do
   mkdir -p "$OUT/corpus/$t"
   log=$OUT/$t.log
-  # -timeout: one input may not take 10 s; -rss_limit_mb: nor 2 GB.
-  if "$OUT/$t" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+  # -timeout: one input may not take 10 s; -rss_limit_mb: nor 2 GB. The
+  # outer timeout: a target stuck for good (once, a crash report deadlocked
+  # in the sanitizer's leak check, with libmicrohttpd's threads running)
+  # fails the run instead of hanging it.
+  if timeout --signal=KILL $((FUZZ_SECONDS + 120)) "$OUT/$t" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$OUT/artifacts/$t-" "$OUT/corpus/$t" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
     result=ok
   else
