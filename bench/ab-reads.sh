@@ -28,13 +28,7 @@ if [ "$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id = '$BENCH_
   build/bin/loadgen "$GATEWAY" "$RUN" 1 100 3 "" 1 0 >/dev/null 2>&1
 fi
 
-for svc in orders payments; do # stopped by their pid files, started again by stack.sh
-  pid=$(cat "$SHOP_VAR/run/$svc.pid" 2>/dev/null || true)
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do [ -n "$pid" ] && [ -e "/proc/$pid" ] || break; sleep 0.1; done
-done
-scripts/stack.sh up >/dev/null
-scripts/stack.sh gateway-restart >/dev/null
+restart_services
 
 BENCH_TOKEN=$(curl -fsS -X POST "$GATEWAY/api/sessions" -H 'Content-Type: application/json' \
   -d "{\"user_id\":\"$BENCH_USER_ID\",\"password\":\"bench password $RUN\"}" | jq -r .token)

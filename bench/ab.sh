@@ -18,13 +18,7 @@ OUT=$ROOT/build/ab
 mkdir -p "$OUT"
 psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
 
-for svc in orders payments; do # stopped by their pid files, started again by stack.sh
-  pid=$(cat "$SHOP_VAR/run/$svc.pid" 2>/dev/null || true)
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do [ -n "$pid" ] && [ -e "/proc/$pid" ] || break; sleep 0.1; done
-done
-scripts/stack.sh up >/dev/null
-scripts/stack.sh gateway-restart >/dev/null
+restart_services
 
 rm -f "$OUT"/mark.*
 profile_measured "$OUT/mark" &

@@ -1,5 +1,6 @@
-# Sourced by scripts/bench.sh and bench/ab.sh: the profile of a measured
-# stretch of load, between two files the load generator creates
+# Sourced by scripts/bench.sh, bench/ab.sh and bench/ab-reads.sh: the
+# services restarted for an A/B (restart_services), and the profile of a
+# measured stretch of load, between two files the load generator creates
 # (LOADGEN_MARK=PATH: PATH.start, PATH.end). CPU per program from /proc
 # (ticks of every process, by name), PostgreSQL's statements
 # (pg_stat_statements) and WAL (pg_stat_wal), and how the services batched
@@ -21,6 +22,16 @@ service_counters() { # -> "service.metric value" for the batching counters
         read = $1 ~ /group="reads"/; sub(/[{ ].*/, "", $1)
         print s "." (read ? "reads_" : "") $1, $NF }'
   done
+}
+restart_services() { # orders and payments again, with the environment given (A/B)
+  local svc pid
+  for svc in orders payments; do # stopped by their pid files, started again by stack.sh
+    pid=$(cat "$SHOP_VAR/run/$svc.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do [ -n "$pid" ] && [ -e "/proc/$pid" ] || break; sleep 0.1; done
+  done
+  scripts/stack.sh up >/dev/null
+  scripts/stack.sh gateway-restart >/dev/null
 }
 profile_measured() {
   local mark=$1 have_pss t0 t1 reset=()

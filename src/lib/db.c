@@ -548,6 +548,14 @@ void db_array_end(db_array *a)
     a->out = NULL;
 }
 
+void db_array_of(db_array *a, const char *const *elements, int n)
+{
+    db_array_begin(a);
+    for (int i = 0; i < n; i++)
+        db_array_add(a, elements[i]);
+    db_array_end(a);
+}
+
 void db_array_free(db_array *a)
 {
     if (a->out)

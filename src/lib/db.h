@@ -126,6 +126,8 @@ void db_array_add_int(db_array *a, int64_t element);
  * db_array_free). */
 void db_array_end(db_array *a);
 void db_array_free(db_array *a);
+/* The whole literal of elements[0..n) at once: begin, add each, end. */
+void db_array_of(db_array *a, const char *const *elements, int n);
 
 /* Runs plain SQL with no parameters (BEGIN, COMMIT, SET ...). */
 int db_exec_sql(db_conn *conn, const char *sql);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct group {
@@ -164,7 +165,6 @@ void group_free(group *g)
 
 void group_metrics(group *const *groups, int n, FILE *out)
 {
-    /* Each series' HELP and TYPE once, then a line per group. */
     static const struct {
         const char *name, *type, *help;
     } series[] = {
@@ -178,19 +178,33 @@ void group_metrics(group *const *groups, int n, FILE *out)
         {"group_waiting", "gauge", "Requests waiting for a writer now"},
         {"group_writing", "gauge", "Requests in a writer's transaction now"},
     };
-    for (size_t s = 0; s < sizeof series / sizeof *series; s++) {
-        metrics_header(out, series[s].name, series[s].type, series[s].help);
-        for (int i = 0; i < n; i++) {
-            group *g = groups[i];
-            if (!g)
-                continue;
-            pthread_mutex_lock(&g->lock);
-            int64_t gauge[] = {g->cfg.writers, g->waiting, g->writing};
-            pthread_mutex_unlock(&g->lock);
-            uint64_t counter[] = {atomic_load(&g->commits), atomic_load(&g->requests),
-                                  atomic_load(&g->largest), atomic_load(&g->gathers)};
-            fprintf(out, "%s{group=\"%s\"} %" PRId64 "\n", series[s].name, g->cfg.name,
-                    s < 4 ? (int64_t)counter[s] : gauge[s - 4]);
-        }
+    enum { NSERIES = sizeof series / sizeof *series };
+    /* Each group's values at once (in the order of `series`), then each
+     * series' HELP and TYPE once, with a line per group. */
+    int64_t(*values)[NSERIES] = calloc((size_t)(n > 0 ? n : 1), sizeof *values);
+    if (!values)
+        return;
+    for (int i = 0; i < n; i++) {
+        group *g = groups[i];
+        if (!g)
+            continue;
+        pthread_mutex_lock(&g->lock);
+        int64_t v[NSERIES] = {(int64_t)atomic_load(&g->commits),
+                              (int64_t)atomic_load(&g->requests),
+                              (int64_t)atomic_load(&g->largest),
+                              (int64_t)atomic_load(&g->gathers),
+                              g->cfg.writers,
+                              g->waiting,
+                              g->writing};
+        pthread_mutex_unlock(&g->lock);
+        memcpy(values[i], v, sizeof v);
     }
+    for (int s = 0; s < NSERIES; s++) {
+        metrics_header(out, series[s].name, series[s].type, series[s].help);
+        for (int i = 0; i < n; i++)
+            if (groups[i])
+                fprintf(out, "%s{group=\"%s\"} %" PRId64 "\n", series[s].name, groups[i]->cfg.name,
+                        values[i][s]);
+    }
+    free(values);
 }

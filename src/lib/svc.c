@@ -254,6 +254,22 @@ void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item)
     free(item);
 }
 
+int svc_read_start(svc_parts *parts, group_run_fn read, void *app, int threads, int max,
+                   int gather_us)
+{
+    parts->read = read;
+    parts->app = app;
+    group_config reads = {.name = "reads",
+                          .writers = threads,
+                          .max = max,
+                          .gather_us = gather_us,
+                          .run = read,
+                          .app = app};
+    if (threads > 0 && !(parts->reads = group_start(&reads)))
+        return -1;
+    return 0;
+}
+
 int svc_wait(const sigset_t *set)
 {
     int sig = 0;
@@ -351,15 +367,8 @@ int svc_run(const svc_def *def, void *app)
         (def->topic && !(parts->relay = outbox_relay_start(parts->db, &relay))))
         goto done;
     started = true;
-    parts->read = def->read;
-    parts->app = app;
-    group_config reads = {.name = "reads",
-                          .writers = (int)read_threads,
-                          .max = (int)read_max,
-                          .gather_us = (int)read_gather,
-                          .run = def->read,
-                          .app = app};
-    if ((def->read && read_threads > 0 && !(parts->reads = group_start(&reads))) ||
+    if ((def->read && svc_read_start(parts, def->read, app, (int)read_threads, (int)read_max,
+                                     (int)read_gather) < 0) ||
         (def->start && def->start(app, db_url) < 0) ||
         (def->topic && !(parts->consumer = consumer_start(parts->db, &cc))) ||
         !(purge = ticker_start((int)purge_ms, def->purge, app)) ||

@@ -98,6 +98,14 @@ bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, 
  * for company). With 0, the read runs on the HTTP thread, alone. */
 void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item);
 
+/* Sets `parts` up for svc_read with `read` run on `app`, and starts
+ * `threads` readers (0: none, reads run on the HTTP thread) taking up to
+ * `max` reads a statement, gathering up to `gather_us` under load. svc_run
+ * calls it with READ_THREADS, READ_GROUP_MAX and READ_GATHER_US. Returns
+ * -1 when the readers cannot start. */
+int svc_read_start(svc_parts *parts, group_run_fn read, void *app, int threads, int max,
+                   int gather_us);
+
 /* True when `origin` is one of the allowed origins. */
 bool svc_origin_allowed(const svc_parts *parts, const char *origin);
 

@@ -108,10 +108,7 @@ int store_orders_create_many(db_conn *c, const order *orders, const char *const 
 int store_orders_get(db_conn *c, const char *const *ids, int n, order *out)
 {
     db_array a;
-    db_array_begin(&a);
-    for (int i = 0; i < n; i++)
-        db_array_add(&a, ids[i]);
-    db_array_end(&a);
+    db_array_of(&a, ids, n);
     const char *params[] = {a.text};
     int rc = run(c, "orders_get", 1, params, out, n);
     db_array_free(&a);

@@ -66,10 +66,7 @@ int store_account_create(db_conn *c, const char *user_id, account *out)
 int store_accounts_get(db_conn *c, const char *const *user_ids, int n, account *out)
 {
     db_array a;
-    db_array_begin(&a);
-    for (int i = 0; i < n; i++)
-        db_array_add(&a, user_ids[i]);
-    db_array_end(&a);
+    db_array_of(&a, user_ids, n);
     const char *params[] = {a.text};
     PGresult *r = NULL;
     int rc = db_exec(c, "accounts_get", 1, params, &r);

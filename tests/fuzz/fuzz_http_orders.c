@@ -22,11 +22,6 @@ void *fuzz_app_start(void)
     group_config create = {
         .name = "orders", .writers = 1, .max = 64, .run = orders_create_group, .app = &app};
     app.create = group_start(&create);
-    /* Reads by key through their group, as svc_run sets it up. */
-    app.svc.read = orders_read_group;
-    app.svc.app = &app;
-    group_config reads = {
-        .name = "reads", .writers = 1, .max = 64, .run = orders_read_group, .app = &app};
-    app.svc.reads = group_start(&reads);
+    svc_read_start(&app.svc, orders_read_group, &app, 1, 64, 1000); /* as svc_run does */
     return &app;
 }

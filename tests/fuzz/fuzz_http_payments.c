@@ -15,11 +15,6 @@ void *fuzz_app_start(void)
     static payments_app app;
     fuzz_key(&app.svc);
     app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
-    /* Reads by key through their group, as svc_run sets it up. */
-    app.svc.read = payments_read_group;
-    app.svc.app = &app;
-    group_config reads = {
-        .name = "reads", .writers = 1, .max = 64, .run = payments_read_group, .app = &app};
-    app.svc.reads = group_start(&reads);
+    svc_read_start(&app.svc, payments_read_group, &app, 1, 64, 1000); /* as svc_run does */
     return &app;
 }
