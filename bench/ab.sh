@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A/B of settings on the running stack (`make start`): restarts orders and
 # payments with the environment given, places AB_RATE orders/s (1000) for
-# AB_SECONDS (10) after AB_WARMUP_SECONDS (20) of the same, and prints one
-# line: latency, the CPU per order of PostgreSQL + the broker + the
-# services + nginx, and how they batched (bench/profile.sh). Run the two
-# sides alternately, several times each: a single run moves by +-30 %.
+# AB_SECONDS (10) after AB_WARMUP_SECONDS (20) of the same, and prints
+# four lines: latency, the CPU per order of PostgreSQL + the broker + the
+# services + nginx, how they batched, and each Kafka hop (bench/profile.sh).
+# Run the two sides alternately, several times each: a single run moves by
+# +-30 %.
 #
 #   ORDERS_WRITERS=1 bench/ab.sh one-writer; bench/ab.sh default; ...
 set -euo pipefail
@@ -35,3 +36,4 @@ jq -r --arg name "${1:-run}" --argjson rate "$AB_RATE" --slurpfile lg "$OUT/load
   "  CPU \(per($stack * 10; $rate)) ms an order (PostgreSQL \($c.postgres // 0) %, broker \($c.java // 0) %, orders \($c.orders // 0) %, payments \($c.payments // 0) %, nginx \($c.nginx // 0) % of a core; load generator \(if $c.loadgen then "\($c.loadgen) %" else "not sampled (it had exited)" end));",
   "  \(per($k["orders.group_requests_total"]; $k["orders.group_commits_total"])) orders a group commit, relays \(per($k["orders.outbox_published_total"]; $k["orders.outbox_relay_batch_size_count"])) / \(per($k["payments.outbox_published_total"]; $k["payments.outbox_relay_batch_size_count"])) messages a round, \(per(.wal.syncs; $rate * .seconds)) WAL flushes an order"
 ' "$OUT/profile.json"
+hops_measured "$OUT/mark" | jq -r 'select(.orders) | "  hops: orders -> payments p50 \(.to_payments_ms.p50) ms, p99 \(.to_payments_ms.p99) ms; payments -> orders p50 \(.to_orders_ms.p50) ms, p99 \(.to_orders_ms.p99) ms"'

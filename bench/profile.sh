@@ -5,7 +5,7 @@
 # (ticks of every process, by name), PostgreSQL's statements
 # (pg_stat_statements) and WAL (pg_stat_wal), and how the services batched
 # (their /metrics). Needs psql_, OUT, ORDERS_PORT and PAYMENTS_PORT; writes
-# $OUT/profile.json.
+# $OUT/profile.json. hops_measured gives each Kafka hop's latency.
 cpu_ticks() { # -> "name ticks" per program, all its processes and threads
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{ # (processes come and go meanwhile)
     i = index($0, "("); j = length($0); while (substr($0, j, 1) != ")") j--
@@ -74,4 +74,40 @@ profile_measured() {
     --argjson wal "${wal:-null}" --argjson counters "$counters" \
     '{seconds: $seconds, cpu_pct_of_one_core: $cpu, statements: $statements, wal: $wal, counters: $counters}' \
     >"$OUT/profile.json"
+}
+
+# Each Kafka hop of the orders placed between the marks (PATH.start and
+# PATH.end), once they are final, from the databases' own clocks (one
+# cluster, one clock): orders.created_at (the order's transaction began) ->
+# the payments inbox's processed_at (its payment's transaction began) ->
+# orders.updated_at (its status update's transaction began). A hop is a
+# commit, a relay round, the broker and a consumer's fetch and gather.
+# -> JSON: {orders, to_payments_ms, to_orders_ms, both_ms}, each
+# {p50, p90, p99}, or {} when the marks are missing.
+hops_measured() {
+  local mark=$1 t0 t1
+  [ -e "$mark.start" ] && [ -e "$mark.end" ] || { echo '{}'; return; }
+  t0=$(stat -c %.3Y "$mark.start") t1=$(stat -c %.3Y "$mark.end")
+  # (\copy takes one line)
+  psql_ -d payments -c "\\copy (SELECT order_id, extract(epoch FROM processed_at) FROM inbox WHERE processed_at >= to_timestamp($t0)) TO STDOUT" |
+    psql_ -d orders -c "CREATE TEMP TABLE hop_inbox (order_id uuid, at float8)" \
+      -c "\\copy hop_inbox FROM pstdin" -c "
+      WITH h AS (
+        SELECT (i.at - extract(epoch FROM o.created_at)) * 1000 AS a,
+               (extract(epoch FROM o.updated_at) - i.at) * 1000 AS b,
+               extract(epoch FROM o.updated_at - o.created_at) * 1000 AS ab
+          FROM orders o JOIN hop_inbox i ON i.order_id = o.id
+         WHERE o.created_at >= to_timestamp($t0) AND o.created_at < to_timestamp($t1)
+           AND o.status <> 'NEW'),
+      p AS (
+        SELECT count(*) AS n,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY a) AS a,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY b) AS b,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY ab) AS ab
+          FROM h)
+      SELECT json_build_object('orders', n,
+               'to_payments_ms', json_build_object('p50', round(a[1]::numeric, 1), 'p90', round(a[2]::numeric, 1), 'p99', round(a[3]::numeric, 1)),
+               'to_orders_ms', json_build_object('p50', round(b[1]::numeric, 1), 'p90', round(b[2]::numeric, 1), 'p99', round(b[3]::numeric, 1)),
+               'both_ms', json_build_object('p50', round(ab[1]::numeric, 1), 'p90', round(ab[2]::numeric, 1), 'p99', round(ab[3]::numeric, 1)))
+        FROM p" || echo '{}'
 }

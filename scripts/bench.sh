@@ -136,6 +136,10 @@ conservation_ok=$([ "$bad_users" = 0 ] && echo true || echo false)
 cancelled=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'CANCELLED'")
 echo "   accepted $accepted, in the database $in_db, lost $lost, debited twice or wrongly $double_debits, users off the books $bad_users, cancelled for funds $cancelled"
 
+echo "== each Kafka hop of the measured orders, from the databases' own timestamps"
+hops=$(hops_measured "$OUT/mark")
+jq -r 'if .orders then "   orders -> payments p50 \(.to_payments_ms.p50) ms, p99 \(.to_payments_ms.p99) ms; payments -> orders p50 \(.to_orders_ms.p50) ms, p99 \(.to_orders_ms.p99) ms; both p50 \(.both_ms.p50) ms, p99 \(.both_ms.p99) ms (\(.orders) orders)" else "   (no measured part)" end' <<<"$hops"
+
 echo "== pgbench on the same cluster (scratch database shop_pgbench)"
 # Last, after the orders and the reads were measured: its scratch
 # database's writes and their removal (the kernel's writeback and
@@ -185,7 +189,7 @@ jq -n --slurpfile lg "$OUT/loadgen.json" --slurpfile prof "$OUT/profile.json" \
   --argjson lost "$lost" --argjson double_debits "$double_debits" \
   --argjson conservation_ok "$conservation_ok" --argjson cancelled "$cancelled" \
   --argjson token_verify_us "$token_us" --argjson token_cached_us "$token_cached_us" --argjson nproc "$(nproc)" --argjson mem_gib "$mem_gib" --arg pg "$pg_version" \
-  --argjson sizes "$sizes_json" --rawfile memory "$OUT/memory.dat" --argjson long_orders "$BENCH_ORDERS" \
+  --argjson sizes "$sizes_json" --argjson hops "$hops" --rawfile memory "$OUT/memory.dat" --argjson long_orders "$BENCH_ORDERS" \
   --arg commit "$commit" --arg run "$RUN" --arg cmd "make bench" \
   --arg seconds "$BENCH_SECONDS" --arg warmup "$BENCH_WARMUP_SECONDS" --arg rates "$BENCH_RATES" '
   $lg[0] as $l | {
@@ -193,7 +197,7 @@ jq -n --slurpfile lg "$OUT/loadgen.json" --slurpfile prof "$OUT/profile.json" \
     pgbench_read_tps: $pgbench_read_tps,
     orders_per_s: $l.orders_per_s, ratio: $ratio,
     p50_ms: $l.p50_ms, p99_ms: $l.p99_ms, p999_ms: $l.p999_ms, fixed_rate: $l.fixed_rate,
-    post_p50_ms: $l.post_p50_ms, post_p99_ms: $l.post_p99_ms,
+    post_p50_ms: $l.post_p50_ms, post_p99_ms: $l.post_p99_ms, hops: $hops,
     reads_per_s: $reads_per_s, reads_p99_ms: $reads_p99_ms, reads_ratio: $read_ratio,
     reads_per_statement: $reads_batch,
     token_verify_us: $token_verify_us, token_cached_us: $token_cached_us,
@@ -251,6 +255,7 @@ jq -r --arg ok "$lost_ok" '
   "| **ratio** orders_per_s / pgbench_tps | **\(.ratio)** |",
   "| p50 / p99 / p99.9 POST to final status at \(.fixed_rate | floor)/s | \(.p50_ms * 10 | floor / 10) / \(.p99_ms * 10 | floor / 10) / \(.p999_ms * 10 | floor / 10) ms |",
   "| of which until the POST was answered, p50 / p99 | \(.post_p50_ms * 10 | floor / 10) / \(.post_p99_ms * 10 | floor / 10) ms |",
+  (.hops | select(.orders) | "| each Kafka hop, p50 / p99 (`hops`, the databases\u0027 timestamps): orders -> payments; payments -> orders | \(.to_payments_ms.p50) / \(.to_payments_ms.p99) ms; \(.to_orders_ms.p50) / \(.to_orders_ms.p99) ms |"),
   "| reads through the gateway (`reads_per_s`), p99; reads a statement | \(.reads_per_s | floor) req/s, \(.reads_p99_ms) ms; \(.reads_per_statement) |",
   "| reads_per_s / pgbench_read_tps | \(.reads_ratio) |",
   "| token verification per request (`token_verify_us`, one core), and from the cache (`token_cached_us`) | \(.token_verify_us) µs, \(.token_cached_us) µs |",

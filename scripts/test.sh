@@ -149,7 +149,7 @@ suite bench-smoke env BENCH_BUILD="$ROOT/build" BENCH_OUT="$ROOT/build/bench-smo
   BENCH_WARMUP_SECONDS=1 BENCH_RATE=100 BENCH_RATES="100 200" BENCH_STEP_SECONDS=1 BENCH_USERS=10 \
   BENCH_PGBENCH_SECONDS=1 BENCH_READ_SECONDS=1 scripts/bench.sh
 grep -A12 '^| figure' "$ROOT/build/bench-smoke/results.md" 2>/dev/null || true
-echo "== long-run smoke: BENCH_ORDERS=300 in segments of 100 (the path of the million-order run; tokens renewed every second; the profile)"
+echo "== long-run smoke: BENCH_ORDERS=300 in segments of 100 (the path of the million-order run; tokens renewed every second; the profile; the hops)"
 suite bench-long-smoke bash -c 'env BENCH_BUILD="$0/build" BENCH_OUT="$0/build/bench-long-smoke" \
   BENCH_ORDERS=300 BENCH_SEGMENT=100 BENCH_RATE=100 BENCH_WARMUP_SECONDS=1 BENCH_USERS=10 \
   BENCH_PGBENCH_SECONDS=1 BENCH_READ_SECONDS=1 LOADGEN_TOKEN_REFRESH_S=1 scripts/bench.sh >/dev/null &&
@@ -157,7 +157,7 @@ suite bench-long-smoke bash -c 'env BENCH_BUILD="$0/build" BENCH_OUT="$0/build/b
          and (.memory_mib | length) >= 1 and (.sizes_bytes[\"payments.inbox\"] > 0)
          and .profile.cpu_pct_of_one_core.postgres > 0 and (.profile.statements | length) > 0
          and .profile.wal.records > 0 and .profile.counters[\"orders.group_commits_total\"] > 0
-         and .reads_per_statement >= 1" \
+         and .reads_per_statement >= 1 and .hops.orders >= 250 and .hops.both_ms.p50 > 0" \
     "$0/build/bench-long-smoke/results.json"' "$ROOT"
 stop_stack
 
