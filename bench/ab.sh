@@ -3,9 +3,9 @@
 # payments with the environment given, places AB_RATE orders/s (1000) for
 # AB_SECONDS (10) after AB_WARMUP_SECONDS (20) of the same, and prints
 # four lines: latency, the CPU per order of PostgreSQL + the broker + the
-# services + nginx, how they batched, and each Kafka hop (bench/profile.sh).
-# Run the two sides alternately, several times each: a single run moves by
-# +-30 %.
+# services + nginx, how they batched, and where the time went (each hop;
+# bench/profile.sh). Run the two sides alternately, several times each: a
+# single run moves by +-30 %.
 #
 #   ORDERS_WRITERS=1 bench/ab.sh one-writer; bench/ab.sh default; ...
 set -euo pipefail
@@ -25,7 +25,7 @@ rm -f "$OUT"/mark.*
 profile_measured "$OUT/mark" &
 profiler=$!
 trap 'kill $profiler 2>/dev/null || true' EXIT
-LOADGEN_MARK="$OUT/mark" build/bin/loadgen "http://127.0.0.1:$GATEWAY_PORT" "ab$(date +%s%N)" 100 \
+LOADGEN_MARK="$OUT/mark" LOADGEN_ORDERS="$OUT/orders.txt" build/bin/loadgen "http://127.0.0.1:$GATEWAY_PORT" "ab$(date +%s%N)" 100 \
   "$AB_RATE" "$AB_SECONDS" "" 5 "$AB_WARMUP_SECONDS" 2>/dev/null >"$OUT/loadgen.json"
 wait "$profiler"
 jq -r --arg name "${1:-run}" --argjson rate "$AB_RATE" --slurpfile lg "$OUT/loadgen.json" '
@@ -36,4 +36,4 @@ jq -r --arg name "${1:-run}" --argjson rate "$AB_RATE" --slurpfile lg "$OUT/load
   "  CPU \(per($stack * 10; $rate)) ms an order (PostgreSQL \($c.postgres // 0) %, broker \($c.java // 0) %, orders \($c.orders // 0) %, payments \($c.payments // 0) %, nginx \($c.nginx // 0) % of a core; load generator \(if $c.loadgen then "\($c.loadgen) %" else "not sampled (it had exited)" end));",
   "  \(per($k["orders.group_requests_total"]; $k["orders.group_commits_total"])) orders a group commit, relays \(per($k["orders.outbox_published_total"]; $k["orders.outbox_relay_batch_size_count"])) / \(per($k["payments.outbox_published_total"]; $k["payments.outbox_relay_batch_size_count"])) messages a round, \(per(.wal.syncs; $rate * .seconds)) WAL flushes an order"
 ' "$OUT/profile.json"
-hops_measured "$OUT/mark" | jq -r 'select(.orders) | "  hops: orders -> payments p50 \(.to_payments_ms.p50) ms, p99 \(.to_payments_ms.p99) ms; payments -> orders p50 \(.to_orders_ms.p50) ms, p99 \(.to_orders_ms.p99) ms"'
+hops_measured "$OUT/orders.txt" | jq -r 'select(.orders) | "  where it went, p50 / p99 ms: before the transaction \(.before_ms.p50) / \(.before_ms.p99), orders -> payments \(.to_payments_ms.p50) / \(.to_payments_ms.p99), payments -> orders \(.to_orders_ms.p50) / \(.to_orders_ms.p99), after the update \(.after_ms.p50) / \(.after_ms.p99)"'

@@ -22,6 +22,9 @@
  * With LOADGEN_MARK=PATH, PATH.start and PATH.end are created when the
  * measured part of the fixed rate starts and ends (for a profiler).
  *
+ * With LOADGEN_ORDERS=PATH, the measured orders are written to PATH with
+ * their times (write_orders).
+ *
  * With LOADGEN_SEGMENT=N in the environment, the fixed phase is also
  * reported N orders at a time ("segments": finals a second, p50, p99): the
  * long run of `make bench` with BENCH_ORDERS.
@@ -612,6 +615,28 @@ static size_t latencies(loadgen *g, size_t first, size_t last, double *out)
     return n;
 }
 
+/* LOADGEN_ORDERS=PATH: the measured orders that became final, one a line,
+ * "id due answered final", in seconds of the real-time clock, which the
+ * databases' now() shares: bench/profile.sh's hops_measured splits each
+ * order's latency at its transactions' timestamps. */
+static void write_orders(const loadgen *g, size_t first, size_t last, const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("LOADGEN_ORDERS: cannot open the file");
+    struct timespec real;
+    clock_gettime(CLOCK_REALTIME, &real);
+    double to_real = (double)real.tv_sec + (double)real.tv_nsec / 1e9 - now_s();
+    for (size_t i = first; i < last; i++) {
+        const order_rec *o = &g->orders[i];
+        if (o->status == 201 && o->final_at)
+            fprintf(f, "%s %.6f %.6f %.6f\n", o->id, o->due + to_real, o->answered + to_real,
+                    o->final_at + to_real);
+    }
+    if (fclose(f) != 0)
+        die("LOADGEN_ORDERS: writing the file failed");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 8 && argc != 9)
@@ -723,6 +748,9 @@ int main(int argc, char **argv)
     qsort(lat, na, sizeof *lat, cmp_double);
     json_object_set_new(out, "post_p50_ms", json_real(pct(lat, na, 0.50)));
     json_object_set_new(out, "post_p99_ms", json_real(pct(lat, na, 0.99)));
+    const char *orders_path = getenv("LOADGEN_ORDERS");
+    if (orders_path)
+        write_orders(&g, first, g.norders, orders_path);
     /* A timeline, second by second of due time. */
     json_t *timeline = json_array();
     double t0 = g.orders[first].due;

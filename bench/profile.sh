@@ -76,38 +76,46 @@ profile_measured() {
     >"$OUT/profile.json"
 }
 
-# Each Kafka hop of the orders placed between the marks (PATH.start and
-# PATH.end), once they are final, from the databases' own clocks (one
-# cluster, one clock): orders.created_at (the order's transaction began) ->
-# the payments inbox's processed_at (its payment's transaction began) ->
-# orders.updated_at (its status update's transaction began). A hop is a
-# commit, a relay round, the broker and a consumer's fetch and gather.
-# -> JSON: {orders, to_payments_ms, to_orders_ms, both_ms}, each
-# {p50, p90, p99}, or {} when the marks are missing.
+# Each order's latency split at its transactions' timestamps, from the
+# databases' own clock (one cluster): due (when the load generator was to
+# send it) -> orders.created_at (its transaction began) -> the payments
+# inbox's processed_at (its payment's transaction began) -> orders.updated_at
+# (its status update's transaction began) -> final (its status arrived on
+# the WebSocket). Before the first timestamp are the client, nginx, the
+# HTTP thread and the group commit's queue; each hop is a commit, a relay
+# round, the broker and a consumer's fetch and gather; after the last are
+# the update's commit, the NOTIFY and the push. $1: the load generator's
+# LOADGEN_ORDERS file (id due answered final, real-time seconds).
+# -> JSON: {orders, before_ms, to_payments_ms, to_orders_ms, after_ms,
+# total_ms}, each {p50, p90, p99}; {} without the file.
 hops_measured() {
-  local mark=$1 t0 t1
-  [ -e "$mark.start" ] && [ -e "$mark.end" ] || { echo '{}'; return; }
-  t0=$(stat -c %.3Y "$mark.start") t1=$(stat -c %.3Y "$mark.end")
+  local orders=$1 t0
+  [ -s "$orders" ] || { echo '{}'; return; }
+  t0=$(awk 'NR == 1 || $2 < t { t = $2 } END { printf "%.3f", t }' "$orders")
   # (\copy takes one line)
   psql_ -d payments -c "\\copy (SELECT order_id, extract(epoch FROM processed_at) FROM inbox WHERE processed_at >= to_timestamp($t0)) TO STDOUT" |
     psql_ -d orders -c "CREATE TEMP TABLE hop_inbox (order_id uuid, at float8)" \
-      -c "\\copy hop_inbox FROM pstdin" -c "
+      -c "CREATE TEMP TABLE hop_client (order_id uuid, due float8, answered float8, final float8)" \
+      -c "\\copy hop_inbox FROM pstdin" -c "\\copy hop_client FROM '$orders' WITH (DELIMITER ' ')" -c "
       WITH h AS (
-        SELECT (i.at - extract(epoch FROM o.created_at)) * 1000 AS a,
-               (extract(epoch FROM o.updated_at) - i.at) * 1000 AS b,
-               extract(epoch FROM o.updated_at - o.created_at) * 1000 AS ab
-          FROM orders o JOIN hop_inbox i ON i.order_id = o.id
-         WHERE o.created_at >= to_timestamp($t0) AND o.created_at < to_timestamp($t1)
-           AND o.status <> 'NEW'),
-      p AS (
+        SELECT (extract(epoch FROM o.created_at) - c.due) * 1000 AS before,
+               (i.at - extract(epoch FROM o.created_at)) * 1000 AS to_payments,
+               (extract(epoch FROM o.updated_at) - i.at) * 1000 AS to_orders,
+               (c.final - extract(epoch FROM o.updated_at)) * 1000 AS after,
+               (c.final - c.due) * 1000 AS total
+          FROM hop_client c JOIN orders o ON o.id = c.order_id JOIN hop_inbox i USING (order_id)),
+      q AS (
         SELECT count(*) AS n,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY a) AS a,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY b) AS b,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY ab) AS ab
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY before) AS before,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY to_payments) AS to_payments,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY to_orders) AS to_orders,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY after) AS after,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY total) AS total
           FROM h)
-      SELECT json_build_object('orders', n,
-               'to_payments_ms', json_build_object('p50', round(a[1]::numeric, 1), 'p90', round(a[2]::numeric, 1), 'p99', round(a[3]::numeric, 1)),
-               'to_orders_ms', json_build_object('p50', round(b[1]::numeric, 1), 'p90', round(b[2]::numeric, 1), 'p99', round(b[3]::numeric, 1)),
-               'both_ms', json_build_object('p50', round(ab[1]::numeric, 1), 'p90', round(ab[2]::numeric, 1), 'p99', round(ab[3]::numeric, 1)))
-        FROM p" || echo '{}'
+      SELECT jsonb_build_object('orders', q.n) || jsonb_object_agg(x.k, jsonb_build_object(
+               'p50', round(x.v[1]::numeric, 1), 'p90', round(x.v[2]::numeric, 1), 'p99', round(x.v[3]::numeric, 1)))
+        FROM q, LATERAL (VALUES ('before_ms', q.before), ('to_payments_ms', q.to_payments),
+                                ('to_orders_ms', q.to_orders), ('after_ms', q.after), ('total_ms', q.total)) AS x(k, v)
+       WHERE q.n > 0
+       GROUP BY q.n" || echo '{}'
 }
