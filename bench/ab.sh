@@ -21,7 +21,7 @@ psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -
 
 restart_services
 
-rm -f "$OUT"/mark.*
+rm -f "$OUT"/mark.* "$OUT/orders.txt"
 profile_measured "$OUT/mark" &
 profiler=$!
 trap 'kill $profiler 2>/dev/null || true' EXIT

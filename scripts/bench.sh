@@ -76,7 +76,7 @@ trap 'kill $sampler 2>/dev/null || true' EXIT
 
 # The profile of the measured part of the fixed rate (bench/profile.sh).
 . bench/profile.sh
-rm -f "$OUT"/mark.*
+rm -f "$OUT"/mark.* "$OUT/orders.txt"
 profile_measured "$OUT/mark" &
 profiler=$!
 trap 'kill $sampler $profiler 2>/dev/null || true' EXIT
