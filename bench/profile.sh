@@ -5,7 +5,8 @@
 # (ticks of every process, by name), PostgreSQL's statements
 # (pg_stat_statements) and WAL (pg_stat_wal), and how the services batched
 # (their /metrics). Needs psql_, OUT, ORDERS_PORT and PAYMENTS_PORT; writes
-# $OUT/profile.json. hops_measured gives each Kafka hop's latency.
+# $OUT/profile.json. hops_measured splits each measured order's latency
+# at its transactions' timestamps.
 cpu_ticks() { # -> "name ticks" per program, all its processes and threads
   { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{ # (processes come and go meanwhile)
     i = index($0, "("); j = length($0); while (substr($0, j, 1) != ")") j--
@@ -87,7 +88,7 @@ profile_measured() {
 # the update's commit, the NOTIFY and the push. $1: the load generator's
 # LOADGEN_ORDERS file (id due answered final, real-time seconds).
 # -> JSON: {orders, before_ms, to_payments_ms, to_orders_ms, after_ms,
-# total_ms}, each {p50, p90, p99}; {} without the file.
+# total_ms}, each {p50, p90, p99}; {} without the file or its orders.
 hops_measured() {
   local orders=$1 t0
   [ -s "$orders" ] || { echo '{}'; return; }
@@ -97,25 +98,21 @@ hops_measured() {
     psql_ -d orders -c "CREATE TEMP TABLE hop_inbox (order_id uuid, at float8)" \
       -c "CREATE TEMP TABLE hop_client (order_id uuid, due float8, answered float8, final float8)" \
       -c "\\copy hop_inbox FROM pstdin" -c "\\copy hop_client FROM '$orders' WITH (DELIMITER ' ')" -c "
-      WITH h AS (
-        SELECT (extract(epoch FROM o.created_at) - c.due) * 1000 AS before,
-               (i.at - extract(epoch FROM o.created_at)) * 1000 AS to_payments,
-               (extract(epoch FROM o.updated_at) - i.at) * 1000 AS to_orders,
-               (c.final - extract(epoch FROM o.updated_at)) * 1000 AS after,
-               (c.final - c.due) * 1000 AS total
-          FROM hop_client c JOIN orders o ON o.id = c.order_id JOIN hop_inbox i USING (order_id)),
+      WITH part AS (
+        SELECT x.k, x.s * 1000 AS ms
+          FROM hop_client c JOIN orders o ON o.id = c.order_id JOIN hop_inbox i USING (order_id),
+               LATERAL (VALUES
+                 ('before_ms', extract(epoch FROM o.created_at) - c.due),
+                 ('to_payments_ms', i.at - extract(epoch FROM o.created_at)),
+                 ('to_orders_ms', extract(epoch FROM o.updated_at) - i.at),
+                 ('after_ms', c.final - extract(epoch FROM o.updated_at)),
+                 ('total_ms', c.final - c.due)) AS x(k, s)),
       q AS (
-        SELECT count(*) AS n,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY before) AS before,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY to_payments) AS to_payments,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY to_orders) AS to_orders,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY after) AS after,
-               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY total) AS total
-          FROM h)
-      SELECT jsonb_build_object('orders', q.n) || jsonb_object_agg(x.k, jsonb_build_object(
-               'p50', round(x.v[1]::numeric, 1), 'p90', round(x.v[2]::numeric, 1), 'p99', round(x.v[3]::numeric, 1)))
-        FROM q, LATERAL (VALUES ('before_ms', q.before), ('to_payments_ms', q.to_payments),
-                                ('to_orders_ms', q.to_orders), ('after_ms', q.after), ('total_ms', q.total)) AS x(k, v)
-       WHERE q.n > 0
-       GROUP BY q.n" || echo '{}'
+        SELECT k, count(*) AS n,
+               percentile_cont('{0.5,0.9,0.99}'::float8[]) WITHIN GROUP (ORDER BY ms) AS v
+          FROM part GROUP BY k)
+      SELECT coalesce(jsonb_build_object('orders', max(n)) || jsonb_object_agg(k, jsonb_build_object(
+               'p50', round(v[1]::numeric, 1), 'p90', round(v[2]::numeric, 1), 'p99', round(v[3]::numeric, 1))),
+             '{}')
+        FROM q" || echo '{}'
 }

@@ -138,9 +138,9 @@ echo "   accepted $accepted, in the database $in_db, lost $lost, debited twice o
 
 echo "== where the measured orders' time went, from the databases' own timestamps"
 hops=$(hops_measured "$OUT/orders.txt")
-jq -r 'if .orders then ["before its transaction", "before_ms"], ["orders -> payments", "to_payments_ms"], ["payments -> orders", "to_orders_ms"],
+jq -r '. as $h | if .orders then ["before its transaction", "before_ms"], ["orders -> payments", "to_payments_ms"], ["payments -> orders", "to_orders_ms"],
          ["after its status update", "after_ms"], ["in all", "total_ms"] | . as [$what, $k] | "   \($what): p50 \($h[$k].p50) ms, p99 \($h[$k].p99) ms"
-       else "   (no measured orders)" end' --argjson h "$hops" <<<"$hops"
+       else "   (no measured orders)" end' <<<"$hops"
 
 echo "== pgbench on the same cluster (scratch database shop_pgbench)"
 # Last, after the orders and the reads were measured: its scratch
