@@ -15,6 +15,10 @@
 #   stack.sh kill NAME       SIGKILL a part (postgres, kafka, kafka-2, gateway,
 #                            orders, payments-8083, ...; chaos tests); `up`
 #                            restarts it
+#   stack.sh kill-every SERVICE     SIGKILL every instance of a service
+#   stack.sh freeze-every SERVICE | thaw-every SERVICE   the same, SIGSTOP / SIGCONT
+#   stack.sh restart SERVICE        stop and start every instance of a
+#                            service with the environment's settings
 #   stack.sh stop NAME       SIGTERM a part, as an operator would
 #   stack.sh freeze NAME | thaw NAME     SIGSTOP / SIGCONT a part
 set -euo pipefail
@@ -54,6 +58,18 @@ spawn() {
   echo $! >"$RUN_DIR/$name.pid"
 }
 
+# SIGKILL, as a crash would, and waits until the process is gone or a
+# zombie (nobody may reap it here): either way, dead. Bounded: 10 s.
+kill_pid() {
+  local pid=$1 i
+  kill -KILL "$pid" 2>/dev/null || return 0
+  for i in $(seq 200); do
+    [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  die "process $pid did not die from SIGKILL within 10 s"
+}
+
 # Sends TERM, waits up to 15 s, then KILL.
 stop_pid() {
   local pid=$1 i
@@ -65,15 +81,28 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null || true
 }
 
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND... (LOG=file to quote on failure)
-  local secs=$1 what=$2 i; shift 2
-  for i in $(seq $((secs * 10))); do
+# Waits until COMMAND succeeds, for SECONDS at most (by the clock: each
+# probe must bound its own time too, as `curl --max-time` does). LOG=file
+# is quoted on failure; WATCH=pid gives up at once when that process ends
+# (a service that cannot bind its port exits: no point waiting for it).
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local secs=$1 what=$2 deadline; shift 2
+  deadline=$((SECONDS + secs))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     "$@" >/dev/null 2>&1 && return 0
+    if [ -n "${WATCH:-}" ] && ! kill -0 "$WATCH" 2>/dev/null; then
+      [ -n "${LOG:-}" ] && [ -f "$LOG" ] && tail -n 8 "$LOG" >&2
+      die "$what exited before it came up; see $LOG_DIR"
+    fi
     sleep 0.1
   done
   [ -n "${LOG:-}" ] && [ -f "$LOG" ] && tail -n 8 "$LOG" >&2
   die "$what did not come up within ${secs}s; see $LOG_DIR"
 }
+
+# An HTTP probe that cannot hang: a port that accepts and never answers
+# costs two seconds, not for ever.
+http_ok() { curl -fsS --connect-timeout 1 --max-time 2 -o /dev/null "$1"; }
 
 # ---- data folders ----
 
@@ -123,7 +152,7 @@ host all all 127.0.0.1/32 scram-sha-256
 HBA
 }
 
-pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U shop; }
+pg_ready() { "$PG_BIN/pg_isready" -q -t 2 -h 127.0.0.1 -p "$PG_PORT" -d postgres -U shop; }
 
 pg_pid() {
   local data pid
@@ -165,7 +194,8 @@ pg_launch() {
     # Opened by this shell, so the log need not be writable by PG_USER.
     setsid "${BASH_SOURCE[0]}" exec-postgres "$data" >>"$LOG_DIR/postgres.log" 2>&1 </dev/null &
     pid=$!
-    for _ in $(seq 600); do
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
       pg_ready && return 0
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
@@ -182,6 +212,9 @@ pg_launch() {
 
 pg_start() {
   local data legacy=0
+  # Our own psql and createdb calls below give up on a server that does
+  # not answer (the services set their own timeouts in db.c).
+  local -x PGCONNECT_TIMEOUT=5
   data=$(pg_data)
   # A cluster made before passwords (trust): give it one once it runs.
   [ -f "$data/PG_VERSION" ] && [ ! -s "$SHOP_VAR/pg-password" ] && legacy=1
@@ -406,7 +439,8 @@ kafka_start() {
       "-Dlog4j.configuration=file:${conf%/*}/log4j.properties" -cp "$libs/*" kafka.Kafka "$conf"
   done
   for i in "${started[@]}"; do
-    LOG=$LOG_DIR/$(kafka_name "$i").log wait_for 90 "Kafka node $i" kafka_answers "$i"
+    LOG=$LOG_DIR/$(kafka_name "$i").log WATCH=$(cat "$RUN_DIR/$(kafka_name "$i").pid") \
+      wait_for 90 "Kafka node $i" kafka_answers "$i"
   done
   kafka_topics_create
   wait_for 60 "Kafka's topics" kafka_topics_ready
@@ -427,9 +461,15 @@ kafka_stop() {
   for i in $(seq "$KAFKA_NODES"); do rm -f "$RUN_DIR/$(kafka_name "$i").pid"; done
 }
 
-# The broker's data lost: stop, delete every node's log folder, so that the
-# next start formats them empty (same cluster id). The chaos drills use it.
+# The broker's data lost, as when its machine dies with its disk: every
+# node killed (SIGKILL: no controlled shutdown hands anything over), every
+# node's log folder deleted, so that the next start formats them empty
+# (same cluster id). The chaos drills use it.
 kafka_wipe_data() {
+  local pid
+  for i in $(seq "$KAFKA_NODES"); do
+    pid=$(kafka_pid "$i") && kill_pid "$pid"
+  done
   kafka_stop
   local i base
   base=$(readlink -f "$SHOP_VAR/kafka")
@@ -444,7 +484,8 @@ service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8090,
   [ -x "$SHOP_BUILD/bin/$bin" ] || die "$SHOP_BUILD/bin/$bin is not built: run make build"
   (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$KAFKA_BROKERS" \
     LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$bin")
-  wait_for 20 "$name" curl -fsS "http://127.0.0.1:$port/healthz"
+  LOG=$LOG_DIR/$name.log WATCH=$(cat "$RUN_DIR/$name.pid") wait_for 20 "$name" \
+    http_ok "http://127.0.0.1:$port/healthz"
 }
 
 service_stop() {
@@ -512,7 +553,8 @@ gateway_start() {
   nginx -t -q -p "$SHOP_VAR/gateway" -c "$SHOP_VAR/gateway/nginx.conf" 2>>"$LOG_DIR/gateway.error.log" ||
     die "the gateway configuration does not load; see $LOG_DIR/gateway.error.log"
   spawn gateway nginx -p "$SHOP_VAR/gateway" -c "$SHOP_VAR/gateway/nginx.conf" -g "daemon off;"
-  wait_for 10 gateway curl -fsS "http://127.0.0.1:$GATEWAY_PORT/healthz"
+  LOG=$LOG_DIR/gateway.error.log WATCH=$(cat "$RUN_DIR/gateway.pid") wait_for 10 gateway \
+    http_ok "http://127.0.0.1:$GATEWAY_PORT/healthz"
 }
 
 gateway_stop() {
@@ -638,9 +680,26 @@ case "${1:-}" in
   services-stop) services_stop ;;
   kill) # SIGKILL one part, as a crash would (the chaos drills)
     pid=$(part_pid "$2") || die "$2 is not running"
-    kill -KILL "$pid"
-    # Gone, or a zombie (nobody may reap it here): either way, dead.
-    while [ -e "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do sleep 0.05; done ;;
+    kill_pid "$pid" ;;
+  kill-every) # SIGKILL every instance of a service (orders, payments, identity)
+    ports_var=$(tr '[:lower:]' '[:upper:]' <<<"$2")_PORTS
+    [ -n "${!ports_var:-}" ] || die "usage: stack.sh kill-every orders|payments|identity"
+    for port in ${!ports_var}; do
+      pid=$(part_pid "$(instance_name "$2" "$port" "${!ports_var}")") && kill_pid "$pid"
+    done ;;
+  freeze-every | thaw-every) # SIGSTOP / SIGCONT every instance of a service
+    ports_var=$(tr '[:lower:]' '[:upper:]' <<<"$2")_PORTS
+    [ -n "${!ports_var:-}" ] || die "usage: stack.sh $1 orders|payments|identity"
+    sig=$([ "$1" = freeze-every ] && echo STOP || echo CONT)
+    for port in ${!ports_var}; do
+      pid=$(part_pid "$(instance_name "$2" "$port" "${!ports_var}")") && kill "-$sig" "$pid"
+    done ;;
+  restart) # stop and start every instance of a service, with the settings
+    # of the environment now (the drills turn re-drive off and on)
+    ports_var=$(tr '[:lower:]' '[:upper:]' <<<"$2")_PORTS
+    [ -n "${!ports_var:-}" ] || die "usage: stack.sh restart orders|payments|identity"
+    for port in ${!ports_var}; do service_stop "$(instance_name "$2" "$port" "${!ports_var}")"; done
+    services_start ;;
   stop) pid=$(part_pid "$2") && stop_pid "$pid" ;; # a clean stop of one part (SIGTERM)
   # A stalled part (SIGSTOP): its sockets stay open and nothing answers, as
   # with a host that hangs. For postgres, the whole server: the postmaster
@@ -659,5 +718,5 @@ case "${1:-}" in
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|operator NAME|kill NAME|stop NAME|freeze NAME|thaw NAME" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|operator NAME|kill NAME|kill-every SERVICE|freeze-every SERVICE|thaw-every SERVICE|restart SERVICE|stop NAME|freeze NAME|thaw NAME" ;;
 esac

@@ -42,8 +42,8 @@ struct consumer {
      * to Kafka, and when that was last done: the consumer thread's alone. */
     rd_kafka_topic_partition_list_t *handled;
     int64_t committed_at;
-    _Atomic uint64_t batches, messages, dead_letters, retries, rebalances, revoked, commits_ok,
-        commits_failed, rejoins;
+    _Atomic uint64_t batches, messages, dead_letters, retries, isolations, rebalances, revoked,
+        commits_ok, commits_failed, rejoins;
 };
 
 static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
@@ -212,6 +212,9 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
     }
     if (rc != 0) {
         /* The batch rolled back: find the message that fails alone. */
+        atomic_fetch_add(&cs->isolations, 1);
+        log_msg(LOG_WARN, NULL, "consumer %s: a batch of %d failed (SQLSTATE %s); each goes alone",
+                cs->cfg.group, n, sqlstate[0] ? sqlstate : "none");
         dead = 0;
         for (int i = 0; i < n; i++) {
             int one_dead = 0, one;
@@ -542,6 +545,9 @@ void consumer_metrics(consumer *cs, FILE *out)
            atomic_load(&cs->messages));
     series(out, "consumer_retries_total", "counter", "Batches retried after a transient failure", t,
            atomic_load(&cs->retries));
+    series(out, "consumer_isolated_batches_total", "counter",
+           "Batches that failed for a reason a retry cannot cure, then run a message at a time", t,
+           atomic_load(&cs->isolations));
     series(out, "dead_letters_total", "counter", "Messages set aside in dead_letters", t,
            atomic_load(&cs->dead_letters));
     series(out, "consumer_rebalances_total", "counter",

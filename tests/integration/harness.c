@@ -358,6 +358,40 @@ void *place_orders(void *arg)
     return NULL;
 }
 
+int64_t redrives_of(const char *user)
+{
+    PGconn *db = orders_db();
+    int64_t n = db_int(db, "SELECT coalesce(sum(redrive_count), 0) FROM orders WHERE user_id = $1",
+                       user, NULL);
+    PQfinish(db);
+    return n;
+}
+
+int64_t outbox_rows_with_key(const char *key)
+{
+    PGconn *db = orders_db();
+    int64_t n = db_int(db, "SELECT count(*) FROM outbox WHERE key = $1", key, NULL);
+    PQfinish(db);
+    return n;
+}
+
+typedef struct new_wait {
+    const char *user;
+    int64_t n;
+} new_wait;
+
+static bool enough_new(void *arg)
+{
+    new_wait *w = arg;
+    return orders_with(w->user, "NEW") >= w->n;
+}
+
+bool at_least_new(const char *user, int64_t n, int timeout_ms)
+{
+    new_wait w = {user, n};
+    return wait_until(enough_new, &w, timeout_ms);
+}
+
 typedef struct final_wait {
     PGconn *db;
     const char *user;
@@ -464,31 +498,50 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         atomic_fetch_add((atomic_int *)opaque, 1);
 }
 
-/* Produces `copies` of the message and waits until the broker has every
- * one. A producer can fail for good after the broker lost its data (the
- * broker hands out producer ids from 0 again, one an older producer still
- * uses, and refuses their sequence numbers): flush returns all the same,
- * so the delivery reports tell, and a new producer sends what failed. */
-static void produce(const char *topic, const char *key, const char *payload, int copies)
+/* Produces n messages, message i onto partitions[i] (RD_KAFKA_PARTITION_UA:
+ * its key's), and waits until the broker has every one. A producer can fail
+ * for good after the broker lost its data (the broker hands out producer
+ * ids from 0 again, one an older producer still uses, and refuses their
+ * sequence numbers): flush returns all the same, so the delivery reports
+ * tell, and a new producer sends everything again (a duplicate is what
+ * the consumers absorb anyway). */
+static void produce_each(const char *topic, int n, const int32_t *partitions, const char *key,
+                         const char *const *payloads)
 {
     const char *brokers = getenv("KAFKA_BROKERS");
     cr_assert_not_null(brokers, "KAFKA_BROKERS is not set (scripts/test.sh sets it)");
-    int left = copies;
-    for (int attempt = 0; left > 0; attempt++) {
-        cr_assert_lt(attempt, 5, "%d of %d message(s) never reached %s", left, copies, topic);
+    for (int attempt = 0;; attempt++) {
         atomic_int failed = 0;
         rd_kafka_t *p = kafka_producer_new(brokers, "test-injector", on_delivery, &failed);
         cr_assert_not_null(p);
-        for (int i = 0; i < left; i++)
+        for (int i = 0; i < n; i++)
             cr_assert_eq(
-                rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                                  RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
+                rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partitions[i]),
+                                  RD_KAFKA_V_KEY(key, strlen(key)),
+                                  RD_KAFKA_V_VALUE((void *)payloads[i], strlen(payloads[i])),
                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                 RD_KAFKA_RESP_ERR_NO_ERROR);
         cr_assert_eq(rd_kafka_flush(p, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
         kafka_destroy(p);
-        left = atomic_load(&failed);
+        if (atomic_load(&failed) == 0)
+            return;
+        cr_assert_lt(attempt, 4, "%d of %d message(s) never reached %s", atomic_load(&failed), n,
+                     topic);
     }
+}
+
+static void produce(const char *topic, const char *key, const char *payload, int copies)
+{
+    int32_t *partitions = calloc((size_t)copies, sizeof *partitions);
+    const char **payloads = calloc((size_t)copies, sizeof *payloads);
+    cr_assert(partitions && payloads);
+    for (int i = 0; i < copies; i++) {
+        partitions[i] = RD_KAFKA_PARTITION_UA;
+        payloads[i] = payload;
+    }
+    produce_each(topic, copies, partitions, key, payloads);
+    free(partitions);
+    free(payloads);
 }
 
 void inject_raw(const char *topic, const char *key, const char *payload)
@@ -504,4 +557,41 @@ void inject_request(const char *order_id, const char *user, int64_t amount, int 
     char *payload = msg_encode(&m);
     produce(MSG_TOPIC_REQUESTS, user, payload, copies);
     free(payload);
+}
+
+void inject_requests_spread(const char (*order_ids)[37], int n, const char *user, int64_t amount)
+{
+    int partitions = kafka_partitions();
+    int32_t *to = calloc((size_t)n, sizeof *to);
+    char **payloads = calloc((size_t)n, sizeof *payloads);
+    cr_assert(to && payloads);
+    for (int i = 0; i < n; i++) {
+        payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = amount};
+        snprintf(m.order_id, sizeof m.order_id, "%s", order_ids[i]);
+        snprintf(m.user_id, sizeof m.user_id, "%s", user);
+        to[i] = i % partitions;
+        payloads[i] = msg_encode(&m);
+    }
+    produce_each(MSG_TOPIC_REQUESTS, n, to, user, (const char *const *)payloads);
+    for (int i = 0; i < n; i++)
+        free(payloads[i]);
+    free(payloads);
+    free(to);
+}
+
+void insert_order(const char *user, int64_t amount, char *id)
+{
+    PGconn *db = orders_db();
+    char amt[24];
+    snprintf(amt, sizeof amt, "%lld", (long long)amount);
+    const char *params[] = {user, amt};
+    PGresult *r = PQexecParams(db,
+                               "INSERT INTO orders (user_id, amount, description, next_redrive_at)"
+                               " VALUES ($1, $2, 'inserted by a test', now() + interval '1 hour')"
+                               " RETURNING id",
+                               2, NULL, params, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
+    snprintf(id, 37, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(db);
 }

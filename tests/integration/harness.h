@@ -100,6 +100,18 @@ typedef struct burst {
 } burst;
 void *place_orders(void *burst);
 
+/* Re-drives `user`'s orders needed (the sum of their redrive_count): a
+ * drill whose messages all arrived needs none. */
+int64_t redrives_of(const char *user);
+
+/* Rows of the orders outbox waiting to be published with `key` (a payment
+ * request's key is its user). */
+int64_t outbox_rows_with_key(const char *key);
+
+/* Waits until `user` has at least `n` orders in NEW; false after
+ * `timeout_ms`. A drill asserts with it that work is in flight. */
+bool at_least_new(const char *user, int64_t n, int timeout_ms);
+
 /* Waits until `user` has no order left in NEW; false after `timeout_ms`. */
 bool all_final(const char *user, int timeout_ms);
 
@@ -121,6 +133,17 @@ int64_t metric_sum(const char *urls, const char *series);
 /* Sends one payment.requested for `order_id` straight onto the topic with a
  * real producer, as a redelivery would; waits for the broker's ack. */
 void inject_request(const char *order_id, const char *user, int64_t amount, int copies);
+
+/* One payment.requested for each of `n` orders of `user`, request i onto
+ * partition i modulo the topic's partitions, whatever the key says: one
+ * user's requests on every partition are decided by several consumers at
+ * once (a race the key otherwise rules out). Waits for the broker's acks. */
+void inject_requests_spread(const char (*order_ids)[37], int n, const char *user, int64_t amount);
+
+/* Inserts an order straight into the orders database, NEW and not due for
+ * re-drive for an hour, with no outbox row: its request is the test's to
+ * send. `id` gets the new order's id (37 bytes). */
+void insert_order(const char *user, int64_t amount, char *id);
 
 /* Produces `payload` as it is (poison, say) onto `topic`; waits for the ack. */
 void inject_raw(const char *topic, const char *key, const char *payload);

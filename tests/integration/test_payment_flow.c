@@ -187,3 +187,209 @@ Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeo
     cr_assert_eq(orders_with(user, "FINISHED"), 2);
     assert_money_adds_up(user);
 }
+
+/* A transaction of the test's own on the payments database. */
+static void exec_ok(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *r = PQexecParams(db, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
+              PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+typedef struct lock_wait {
+    PGconn *db;
+    int64_t want;
+} lock_wait;
+
+/* Other sessions of the payments database waiting for a lock. */
+static bool waiting_for_locks(void *arg)
+{
+    lock_wait *w = arg;
+    return db_int(w->db,
+                  "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                  " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                  NULL, NULL) >= w->want;
+}
+
+typedef struct deposit_call {
+    const char *user;
+    int64_t amount;
+    long status;
+} deposit_call;
+
+static void *deposit_thread(void *arg)
+{
+    deposit_call *d = arg;
+    char path[128], body[64];
+    snprintf(path, sizeof path, "/accounts/%s/deposits", d->user);
+    snprintf(body, sizeof body, "{\"amount\":%lld}", (long long)d->amount);
+    resp r;
+    api(&r, "POST", payments_url(), path, body, NULL);
+    d->status = r.status;
+    resp_free(&r);
+    return NULL;
+}
+
+#define ISOLATED "consumer_isolated_batches_total{topic=\"payment.requests\"}"
+
+/* The race the key rules out in normal operation, made to happen: one
+ * user's requests on every partition, so both payments instances decide
+ * debits of the same account at the same moment, and a deposit races them.
+ * The test holds the account's row lock until each instance has a batch
+ * waiting for it (and the deposit too), then lets go. Each batch must
+ * decide on the balance as the one before it left it (FOR UPDATE in
+ * payment_batch): none may fail on the balance's CHECK and have to be
+ * redone message by message, the account never goes below zero, and the
+ * books balance. */
+Test(flow, debits_of_one_account_decided_on_two_instances_at_once_never_overdraw, .timeout = 120)
+{
+    enum { N = 40, AMOUNT = 10, START = 150, DEPOSIT = 50 };
+    char user[64], ids[N][37];
+    unique_name(user, sizeof user, "race");
+    account_with(user, START);
+    for (int i = 0; i < N; i++)
+        insert_order(user, AMOUNT, ids[i]);
+    int64_t isolated = metric_sum(payments_urls(), ISOLATED);
+
+    PGconn *holder = payments_db();
+    exec_ok(holder, "BEGIN", NULL);
+    exec_ok(holder, "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", user);
+    inject_requests_spread((const char(*)[37])ids, N, user, AMOUNT);
+    lock_wait w = {.db = payments_db(), .want = 2};
+    cr_assert(wait_until(waiting_for_locks, &w, 30000),
+              "the two payments instances never both waited for the account");
+    deposit_call d = {.user = user, .amount = DEPOSIT};
+    pthread_t th;
+    pthread_create(&th, NULL, deposit_thread, &d);
+    w.want = 3;
+    cr_assert(wait_until(waiting_for_locks, &w, 30000), "the deposit never waited for the account");
+    exec_ok(holder, "COMMIT", NULL);
+    pthread_join(th, NULL);
+    cr_assert_eq(d.status, 201, "the deposit that raced the debits");
+
+    cr_assert(all_final(user, 60000), "requests left undecided");
+    int64_t paid = orders_with(user, "FINISHED"),
+            balance = db_int(w.db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL);
+    /* The first batches decide on 150 (15 paid); those after the deposit
+     * on what is left plus 50: 15 to 20 in all, never more. */
+    cr_assert(paid >= START / AMOUNT && paid <= (START + DEPOSIT) / AMOUNT, "%lld paid",
+              (long long)paid);
+    cr_assert_eq(balance, START + DEPOSIT - paid * AMOUNT);
+    cr_assert_eq(orders_with(user, "CANCELLED"), N - paid);
+    cr_assert_eq(metric_sum(payments_urls(), ISOLATED), isolated,
+                 "a batch decided on a balance another had changed, failed on the CHECK and was "
+                 "redone message by message");
+    PQfinish(w.db);
+    PQfinish(holder);
+    assert_money_adds_up(user);
+}
+
+static void drop_ledger_refusal(void)
+{
+    PGconn *db = payments_db();
+    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_refuse_ledger ON ledger;"
+                       " DROP FUNCTION IF EXISTS test_refuse_ledger()"));
+    PQfinish(db);
+}
+
+/* The inbox row, the debit, the ledger row and the result go together or
+ * not at all: the database refuses the ledger row of one order (a trigger
+ * made for the test, as a constraint would), so its request fails after
+ * its inbox row was written and its account debited. Nothing of it may
+ * stay: no inbox row (a later delivery would be answered with an outcome
+ * never paid for), no debit, no result; the request is set aside whole,
+ * and once the refusal is gone, a new delivery is paid exactly once. */
+Test(flow, a_request_that_fails_after_its_inbox_row_keeps_nothing, .timeout = 90,
+     .fini = drop_ledger_refusal)
+{
+    char user[64], id[37];
+    unique_name(user, sizeof user, "halfdone");
+    account_with(user, 100);
+    insert_order(user, 30, id);
+    PGconn *db = payments_db();
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "CREATE FUNCTION test_refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS $f$"
+             " BEGIN IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused by the test'"
+             " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $f$",
+             id);
+    exec_ok(db, sql, NULL);
+    exec_ok(db,
+            "CREATE TRIGGER test_refuse_ledger BEFORE INSERT ON ledger FOR EACH ROW"
+            " EXECUTE FUNCTION test_refuse_ledger()",
+            NULL);
+    payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 30};
+    snprintf(m.order_id, sizeof m.order_id, "%s", id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    inject_request(id, user, 30, 1);
+
+    dead_wait dw = {.db = db, .payload = payload, .reason = "%SQLSTATE 23514%", .want = 1};
+    cr_assert(wait_until(dead_lettered, &dw, 30000), "the refused request was not set aside");
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM inbox WHERE order_id = $1", id, NULL), 0,
+                 "the inbox row outlived its transaction");
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 0);
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM outbox WHERE key = $1", id, NULL), 0);
+    cr_assert_eq(db_int(db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 100);
+    cr_assert_eq(orders_with(user, "NEW"), 1);
+
+    drop_ledger_refusal();
+    inject_request(id, user, 30, 1);
+    cr_assert(all_final(user, 30000), "the request delivered again was not decided");
+    cr_assert_eq(orders_with(user, "FINISHED"), 1);
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 1);
+    cr_assert_eq(db_int(db, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 70);
+    free(payload);
+    PQfinish(db);
+    assert_money_adds_up(user);
+}
+
+typedef struct ignored_wait {
+    int64_t target;
+} ignored_wait;
+
+static bool ignored_reached(void *arg)
+{
+    return metric_sum(orders_urls(), "orders_results_ignored_total") >=
+           ((ignored_wait *)arg)->target;
+}
+
+/* A result that contradicts an order's final status (a stale or replayed
+ * one) changes nothing: only a NEW order moves. */
+Test(flow, a_result_for_an_order_already_final_changes_nothing, .timeout = 90)
+{
+    char user[64], paid[37], refused[37];
+    unique_name(user, sizeof user, "final");
+    account_with(user, 10);
+    cr_assert_eq(place_order(user, 10, paid), 201);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(place_order(user, 10, refused), 201);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(orders_with(user, "FINISHED"), 1);
+    cr_assert_eq(orders_with(user, "CANCELLED"), 1);
+
+    ignored_wait w = {metric_sum(orders_urls(), "orders_results_ignored_total") + 2};
+    payment_msg failed = {.type = MSG_PAYMENT_FAILED, .amount = 10},
+                completed = {.type = MSG_PAYMENT_COMPLETED, .amount = 10};
+    snprintf(failed.order_id, sizeof failed.order_id, "%s", paid);
+    snprintf(failed.user_id, sizeof failed.user_id, "%s", user);
+    snprintf(failed.reason, sizeof failed.reason, "insufficient_funds");
+    snprintf(completed.order_id, sizeof completed.order_id, "%s", refused);
+    snprintf(completed.user_id, sizeof completed.user_id, "%s", user);
+    char *a = msg_encode(&failed), *b = msg_encode(&completed);
+    inject_raw(MSG_TOPIC_RESULTS, paid, a);
+    inject_raw(MSG_TOPIC_RESULTS, refused, b);
+    free(a), free(b);
+    cr_assert(wait_until(ignored_reached, &w, 30000), "the contrary results were not handled");
+    PGconn *db = orders_db();
+    cr_assert_eq(
+        db_int(db, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'FINISHED'", paid, NULL),
+        1, "a paid order moved");
+    cr_assert_eq(db_int(db, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'CANCELLED'",
+                        refused, NULL),
+                 1, "a refused order moved");
+    PQfinish(db);
+    assert_money_adds_up(user);
+}
