@@ -29,14 +29,25 @@ for (const name of Object.keys(services)) {
 
 const covered = new Set();
 
+// A JSON pointer's token (RFC 6901): "~" and "/" escaped.
+const token = (s) => String(s).replaceAll("~", "~0").replaceAll("/", "~1");
+
+// The documented response, and the JSON pointer where it sits in the
+// service's document (so that an inline schema is validated in place,
+// its own $refs resolved against that document).
 function documented(service, method, template, status) {
   const spec = services[service].spec;
   const op = spec.paths[template]?.[method.toLowerCase()];
   assert.ok(op, `${service}: ${method} ${template} is not documented`);
   let response = op.responses[String(status)];
   assert.ok(response, `${service}: ${method} ${template} answered ${status}, which is not documented`);
-  if (response.$ref) response = spec.components.responses[response.$ref.split("/").pop()];
-  return response;
+  let pointer = `#/paths/${token(template)}/${method.toLowerCase()}/responses/${status}`;
+  if (response.$ref) {
+    const name = response.$ref.split("/").pop();
+    response = spec.components.responses[name];
+    pointer = `#/components/responses/${token(name)}`;
+  }
+  return { ...response, pointer };
 }
 
 // Sends one request and checks its answer against the document.
@@ -65,9 +76,9 @@ async function call(service, method, template, path, { body, headers = {}, statu
   const media = Object.keys(doc.content || {})[0];
   if (media === "application/json") {
     assert.match(type, /^application\/json/, `${method} ${path}`);
-    const schema = doc.content[media].schema;
-    const ref = schema.$ref ? `${service}${schema.$ref}` : null;
-    const valid = ref ? ajv.validate({ $ref: ref }, JSON.parse(text)) : true;
+    // Every schema, inline ones too, by where it sits in the document.
+    const ref = `${service}${doc.pointer}/content/${token(media)}/schema`;
+    const valid = ajv.validate({ $ref: ref }, JSON.parse(text));
     assert.ok(valid, `${method} ${path} -> ${status}: ${ajv.errorsText()}\n${text}`);
   } else if (media) {
     assert.ok(type.startsWith(media), `${method} ${path}: ${type} is not ${media}`);

@@ -217,6 +217,71 @@ Test(group_commit, an_order_the_database_refuses_fails_alone, .timeout = 60, .fi
     assert_money_adds_up(user);
 }
 
+static void drop_commit_refusal(void)
+{
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_refused_at_commit ON orders;"
+                       " DROP FUNCTION IF EXISTS test_refused_at_commit()"));
+    PQfinish(db);
+}
+
+/* 201 means committed. A group whose COMMIT itself fails (a deferred
+ * constraint, checked only then: the inserts went through) must answer
+ * nobody 201 on the strength of its inserts; each request goes again alone,
+ * and only the one at fault fails, its order absent. With keys on every
+ * request, so that the group has a COMMIT of its own to fail. */
+Test(group_commit, a_group_whose_commit_fails_answers_201_only_for_what_committed, .timeout = 60,
+     .fini = drop_commit_refusal)
+{
+    enum { N = 8, BAD = 3 };
+    char user[64], keys[N][64];
+    unique_name(user, sizeof user, "commitfails");
+    account_with(user, 100000);
+    PGconn *db = orders_db();
+    PGresult *r = PQexec(db, "CREATE FUNCTION test_refused_at_commit() RETURNS trigger"
+                             " LANGUAGE plpgsql AS $f$ BEGIN"
+                             " IF NEW.description = 'refused at commit' THEN"
+                             " RAISE EXCEPTION 'refused at commit by the test'"
+                             " USING ERRCODE = 'check_violation'; END IF; RETURN NULL; END $f$;"
+                             " CREATE CONSTRAINT TRIGGER test_refused_at_commit AFTER INSERT ON"
+                             " orders DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                             " EXECUTE FUNCTION test_refused_at_commit()");
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+
+    PGconn *lock = hold_inserts();
+    call blockers[MAX_WRITERS], calls[N];
+    int nb = occupy_writers(blockers, user);
+    for (int i = 0; i < N; i++) {
+        unique_name(keys[i], sizeof keys[i], "commitkey");
+        send_call(&calls[i], user, 10, i == BAD ? "refused at commit" : "fine", keys[i]);
+    }
+    queue_wait w = {N};
+    cr_assert(wait_until(queued, &w, 20000), "the requests never queued up");
+    release(lock);
+    for (int i = 0; i < N; i++) {
+        pthread_join(calls[i].thread, NULL);
+        if (i == BAD)
+            cr_assert_neq(calls[i].r.status, 201, "answered 201, never committed: %s",
+                          calls[i].r.body);
+        else
+            cr_assert_eq(calls[i].r.status, 201, "%s", calls[i].r.body);
+        resp_free(&calls[i].r);
+    }
+    join_blockers(blockers, nb);
+    PGconn *o = orders_db();
+    cr_assert_eq(db_int(o,
+                        "SELECT count(*) FROM orders WHERE user_id = $1 AND description ="
+                        " 'refused at commit'",
+                        user, NULL),
+                 0);
+    PQfinish(o);
+    cr_assert(all_final(user, 60000));
+    cr_assert_eq(orders_with(user, "FINISHED"), N - 1 + nb, "every order answered 201 exists");
+    assert_money_adds_up(user);
+}
+
 Test(group_commit, one_idempotency_key_twice_in_a_group_is_one_order, .timeout = 60)
 {
     char user[64], key[64], other[64];

@@ -133,6 +133,52 @@ Test(ownership, another_users_token_gets_403_or_404_and_changes_nothing)
     assert_unchanged(&intruder_before, &intruder_after, "the intruder's own state");
 }
 
+/* An Idempotency-Key is its user's: the key the owner used, sent by
+ * another user with the very same body, is a new request of that user
+ * (their own order, their own deposit), never the owner's stored answer. */
+Test(ownership, a_key_the_owner_used_is_anothers_own_key)
+{
+    char owner[64], other[64], key[96], header[128], path[128];
+    unique_name(owner, sizeof owner, "keyowner");
+    unique_name(other, sizeof other, "keyother");
+    unique_name(key, sizeof key, "sharedkey");
+    account_with(owner, 100);
+    account_with(other, 100);
+    snprintf(header, sizeof header, "Idempotency-Key: %s", key);
+    const char *headers[] = {header, NULL};
+    const char *order = "{\"amount\":10,\"description\":\"same body\"}";
+    const char *deposit = "{\"amount\":7}";
+    char ids[2][37];
+    const char *users[] = {owner, other};
+    for (int i = 0; i < 2; i++) {
+        act_as(users[i]);
+        resp r;
+        cr_assert_eq(api(&r, "POST", orders_url(), "/orders", order, headers), 0);
+        cr_assert_eq(r.status, 201, "%s: %ld %s", users[i], r.status, r.body);
+        cr_assert_str_eq(json_string_value(json_object_get(r.json, "user_id")), users[i],
+                         "%s got another user's order", users[i]);
+        snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(r.json, "id")));
+        resp_free(&r);
+        snprintf(path, sizeof path, "/accounts/%s/deposits", users[i]);
+        cr_assert_eq(api(&r, "POST", payments_url(), path, deposit, headers), 0);
+        cr_assert_eq(r.status, 201, "%s: %ld %s", users[i], r.status, r.body);
+        cr_assert_str_eq(json_string_value(json_object_get(r.json, "user_id")), users[i]);
+        resp_free(&r);
+    }
+    act_as(NULL);
+    cr_assert_str_neq(ids[0], ids[1], "the second user was answered with the first one's order");
+    for (int i = 0; i < 2; i++) {
+        cr_assert(all_final(users[i], 30000));
+        cr_assert_eq(orders_with(users[i], "FINISHED"), 1, "%s", users[i]);
+        assert_money_adds_up(users[i]);
+    }
+    PGconn *p = payments_db();
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", users[i], NULL),
+                     97, "%s: 100 + 7 - 10", users[i]);
+    PQfinish(p);
+}
+
 static char *token_with(const auth_key *k, const char *user, int64_t iat, int64_t exp,
                         const char *audience)
 {
