@@ -46,7 +46,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/identity
 BENCH = $(BUILD)/bin/loadgen $(BUILD)/bin/token_cost
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
+.PHONY: mutants fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
 .DEFAULT_GOAL := help
 
 help:
@@ -61,6 +61,7 @@ help:
 	@echo "make bench    benchmark: orders/s and latency vs pgbench on the same cluster"
 	@echo "make format   clang-format every C file (make test checks it)"
 	@echo "make fuzz     every libFuzzer target for FUZZ_SECONDS (60) each"
+	@echo "make mutants  deliberate bugs (tests/mutants), each caught by a named test"
 
 # Each target installs what it needs first (scripts/deps.sh checks in a
 # fraction of a second and installs only what is missing); prerequisites
@@ -115,6 +116,11 @@ C_FILES = find src tests bench -name '*.[ch]' -not -path '*/corpus/*'
 format:
 	@scripts/deps.sh format
 	@$(C_FILES) | xargs clang-format -i
+
+# Deliberate bugs (tests/mutants), each of which a named test must catch;
+# not part of make test (it takes a quarter of an hour or more).
+mutants:
+	@scripts/mutants.sh
 
 # libFuzzer targets: built by clang into build/fuzz (scripts/fuzz.sh).
 FUZZ_DIR = build/fuzz

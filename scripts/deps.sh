@@ -28,6 +28,7 @@ case "${1:-}" in
   # + a bench smoke, the fuzz smoke (clang's libFuzzer), schemathesis (venv)
   test) packages+=(libcriterion-dev clang-format chromium wrk jq gnuplot-nox clang-14 libclang-rt-14-dev python3-venv) ;;
   fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;
+  mutants) packages+=(libcriterion-dev patch) ;;
   bench) packages+=(wrk jq gnuplot-nox) ;;
   format) packages+=(clang-format) ;;
 esac

@@ -357,6 +357,8 @@ outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg)
 
 void outbox_relay_wake(outbox_relay *r)
 {
+    if (!r)
+        return;
     pthread_mutex_lock(&r->lock);
     r->woken = true;
     pthread_cond_signal(&r->wake);

@@ -44,7 +44,8 @@ typedef struct outbox_relay_config {
  * Returns NULL (logged) when the producer cannot be configured. */
 outbox_relay *outbox_relay_start(db_pool *pool, const outbox_relay_config *cfg);
 
-/* Tells the relay that rows were committed. Cheap; call after COMMIT. */
+/* Tells the relay that rows were committed. Cheap; call after COMMIT.
+ * A NULL relay (a process that runs none: the fuzz targets) is a no-op. */
 void outbox_relay_wake(outbox_relay *relay);
 
 /* Stops the thread (it finishes its batch) and frees the relay. NULL-safe. */

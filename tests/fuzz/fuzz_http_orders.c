@@ -13,10 +13,10 @@
 
 void *fuzz_app_start(void)
 {
-    static const db_stmt *const sets[] = {orders_stmts, NULL};
     static orders_app app = {.changed_lock = PTHREAD_MUTEX_INITIALIZER};
     fuzz_key(&app.svc);
-    app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/orders", 4, sets);
+    app.svc.db = fuzz_pool("FUZZ_ORDERS_DATABASE_URL", "postgresql://shop@127.0.0.1:1/orders",
+                           "db/orders", orders_stmts);
     app.hub = ws_hub_start(16, 60000);
     app.redrive_after_ms = 5000;
     group_config create = {

@@ -11,10 +11,10 @@
 
 void *fuzz_app_start(void)
 {
-    static const db_stmt *const sets[] = {payments_stmts, NULL};
     static payments_app app;
     fuzz_key(&app.svc);
-    app.svc.db = db_pool_new("postgresql://shop@127.0.0.1:1/payments", 4, sets);
+    app.svc.db = fuzz_pool("FUZZ_PAYMENTS_DATABASE_URL", "postgresql://shop@127.0.0.1:1/payments",
+                           "db/payments", payments_stmts);
     svc_read_start(&app.svc, payments_read_group, &app, 1, 64, 1000); /* as svc_run does */
     return &app;
 }

@@ -1,13 +1,30 @@
 /* libFuzzer: one HTTP request of any bytes to a service's real HTTP stack
  * (libmicrohttpd, our router, query and header access, JSON bodies,
  * validation, Idempotency-Keys, the WebSocket upgrade) over a loopback
- * socket, as an outsider would send it. The database is a port where
- * nothing listens: whatever passes validation gets 503. Nothing may
- * answer 500, or trip a sanitizer. A fuzz target defines fuzz_routes,
- * fuzz_nroutes and fuzz_app, then includes this. */
+ * socket, as an outsider would send it. Nothing may trip a sanitizer.
+ *
+ * Two modes. By default the database is a port where nothing listens:
+ * whatever passes validation gets 503, and anything else of 5xx is a
+ * finding. With FUZZ_<SERVICE>_DATABASE_URL set (scripts/fuzz.sh with
+ * FUZZ_DB=1 starts a PostgreSQL for it), the target migrates and uses that
+ * real database: every request goes all the way, so any 5xx at all is a
+ * finding, and each request answered 2xx is written to FUZZ_ACCEPTED
+ * (method, path, body in hex), where tests/fuzz/accepted.mjs checks its body
+ * against the OpenAPI document: a 2xx for a body the document refuses is a
+ * finding too.
+ *
+ * A fuzz target defines fuzz_routes, fuzz_nroutes and fuzz_app_start (with
+ * fuzz_pool for its database), then includes this. */
 #include "lib/auth.h"
+#include "lib/consumer.h"
+#include "lib/db.h"
+#include "lib/deadletters.h"
 #include "lib/http.h"
+#include "lib/idem.h"
+#include "lib/outbox.h"
 #include "lib/svc.h"
+
+#include <stdio.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,7 +37,91 @@
 #include <unistd.h>
 
 static int fuzz_port;
+static bool fuzz_real_db;
+static FILE *fuzz_accepted;
+static int fuzz_accepted_lines;
 void *fuzz_app_start(void);
+
+/* The service's pool: the real database named by `env` (migrated from
+ * `migrations` first), or a port where nothing listens. The statements are
+ * those svc_run prepares for a service with messages. */
+static inline db_pool *fuzz_pool(const char *env, const char *dead_url, const char *migrations,
+                                 const db_stmt *own)
+{
+    static const db_stmt *sets[6];
+    sets[0] = own, sets[1] = idem_stmts, sets[2] = outbox_stmts, sets[3] = consumer_stmts;
+    sets[4] = deadletter_stmts, sets[5] = NULL;
+    const char *url = getenv(env);
+    if (url && *url) {
+        fuzz_real_db = true;
+        db_pool *once = db_pool_new(url, 1, NULL);
+        if (!once || db_migrate(once, migrations) != 0) {
+            fprintf(stderr, "fuzz: cannot migrate %s at %s\n", migrations, url);
+            abort();
+        }
+        db_pool_free(once);
+        const char *path = getenv("FUZZ_ACCEPTED");
+        if (path && *path)
+            fuzz_accepted = fopen(path, "a");
+    }
+    return db_pool_new(fuzz_real_db ? url : dead_url, 4, sets);
+}
+
+/* What the input says as a request: its first line's method and target,
+ * and its body (after the first empty line, CRLF or bare LF, up to its
+ * Content-Length). `complete`: one whole request, not chunked, whose body
+ * is all there, which the server will answer without waiting for more. */
+typedef struct fuzz_request {
+    const char *method, *target, *body;
+    int method_len, target_len;
+    size_t body_len;
+    bool complete;
+} fuzz_request;
+
+static fuzz_request fuzz_parse(const uint8_t *data, size_t size)
+{
+    fuzz_request r = {0};
+    const char *req = (const char *)data, *eol = memchr(req, '\n', size);
+    const char *sp1 = eol ? memchr(req, ' ', (size_t)(eol - req)) : NULL;
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (!sp2)
+        return r;
+    r.method = req, r.method_len = (int)(sp1 - req);
+    r.target = sp1 + 1, r.target_len = (int)(sp2 - sp1 - 1);
+    for (const char *p = eol; p && p + 1 < req + size;
+         p = memchr(p + 1, '\n', size - (size_t)(p + 1 - req))) {
+        if (p[1] == '\n' || (p + 2 < req + size && p[1] == '\r' && p[2] == '\n')) {
+            r.body = p[1] == '\n' ? p + 2 : p + 3;
+            break;
+        }
+    }
+    if (!r.body)
+        return r;
+    size_t head = (size_t)(r.body - req);
+    char *headers = strndup(req, head);
+    if (!headers)
+        return r;
+    const char *cl = strcasestr(headers, "\ncontent-length:");
+    size_t declared = cl ? strtoul(cl + 16, NULL, 10) : 0;
+    r.body_len = size - head < declared ? size - head : declared;
+    r.complete = !strcasestr(headers, "transfer-encoding") && size - head >= declared;
+    free(headers);
+    return r;
+}
+
+/* Writes one request answered 2xx: "METHOD<TAB>TARGET<TAB>BODY-IN-HEX", for
+ * a complete request; at most 20,000 of them a run. */
+static void fuzz_note_accepted(const fuzz_request *r)
+{
+    if (!fuzz_accepted || fuzz_accepted_lines >= 20000 || !r->complete)
+        return;
+    fprintf(fuzz_accepted, "%.*s\t%.*s\t", r->method_len, r->method, r->target_len, r->target);
+    for (size_t i = 0; i < r->body_len; i++)
+        fprintf(fuzz_accepted, "%02x", (unsigned char)r->body[i]);
+    fputc('\n', fuzz_accepted);
+    fflush(fuzz_accepted);
+    fuzz_accepted_lines++;
+}
 
 /* The key the seeds' tokens are signed with (seed 1, 2, ... 32: as
  * fuzz_token's): requests get past authentication to what follows it. */
@@ -76,7 +177,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char answer[8192];
     size_t got = 0;
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    int wait_ms = 30;
+    /* Against a real database a whole request is answered after its
+     * transaction (the first one connects too): it gets 2 s. */
+    fuzz_request parsed = fuzz_parse(data, size);
+    int wait_ms = fuzz_real_db && parsed.complete ? 2000 : 30;
     while (got < sizeof answer - 1 && poll(&p, 1, wait_ms) > 0) {
         ssize_t n = recv(fd, answer + got, sizeof answer - 1 - got, 0);
         if (n <= 0)
@@ -92,6 +196,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             wait_ms = 1000; /* an answer has begun: wait for all of it */
     }
     answer[got] = '\0';
+    if (getenv("FUZZ_DEBUG")) /* what a reproduction answered */
+        fprintf(stderr, "fuzz answer (%zu bytes):\n%s\n", got, answer);
     /* Reset, not FIN: the server drops the connection at once. */
     struct linger hard = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
@@ -100,9 +206,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * status line, headers, Content-Length bytes of body. Only status
      * lines count: a body may echo the request's own bytes ("no route for
      * METHOD PATH"), and a path may hold "HTTP/1.1 5..." itself. */
+    int answers = 0;
+    bool accepted = false;
     for (const char *s = answer; strncmp(s, "HTTP/1.", 7) == 0 && s[8] == ' ';) {
-        if (s[9] == '5' && strncmp(s + 9, "503", 3) != 0 && strncmp(s + 9, "505", 3) != 0)
+        /* 505: the request's HTTP version refused, an answer about the
+         * protocol; 503: the dead database, unless it is a real one. */
+        if (s[9] == '5' && strncmp(s + 9, "505", 3) != 0 &&
+            (fuzz_real_db || strncmp(s + 9, "503", 3) != 0))
             __builtin_trap();
+        answers++;
+        accepted = s[9] == '2';
         const char *end = strstr(s, "\r\n\r\n");
         const char *cl = strcasestr(s, "\r\nContent-Length:");
         if (!end)
@@ -112,5 +225,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         s = end + 4 + body;
     }
+    if (answers == 1 && accepted)
+        fuzz_note_accepted(&parsed);
     return 0;
 }
