@@ -358,6 +358,15 @@ void *place_orders(void *arg)
     return NULL;
 }
 
+void db_ok(PGconn *db, const char *sql, const char *param)
+{
+    PGresult *r = PQexecParams(db, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
+              PQresultErrorMessage(r));
+    PQclear(r);
+}
+
 int64_t redrives_of(const char *user)
 {
     PGconn *db = orders_db();

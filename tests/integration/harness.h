@@ -68,6 +68,10 @@ PGconn *payments_db(void);
 /* A connection to the orders database; exits the test on failure. */
 PGconn *orders_db(void);
 
+/* Runs a statement with at most one text parameter (NULL: none), asserting
+ * that it succeeded. */
+void db_ok(PGconn *db, const char *sql, const char *param);
+
 /* Runs a query with up to 3 text parameters that returns one integer. */
 int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2);
 

@@ -238,16 +238,16 @@ Test(group_commit, a_group_whose_commit_fails_answers_201_only_for_what_committe
     unique_name(user, sizeof user, "commitfails");
     account_with(user, 100000);
     PGconn *db = orders_db();
-    PGresult *r = PQexec(db, "CREATE FUNCTION test_refused_at_commit() RETURNS trigger"
-                             " LANGUAGE plpgsql AS $f$ BEGIN"
-                             " IF NEW.description = 'refused at commit' THEN"
-                             " RAISE EXCEPTION 'refused at commit by the test'"
-                             " USING ERRCODE = 'check_violation'; END IF; RETURN NULL; END $f$;"
-                             " CREATE CONSTRAINT TRIGGER test_refused_at_commit AFTER INSERT ON"
-                             " orders DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
-                             " EXECUTE FUNCTION test_refused_at_commit()");
-    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(db));
-    PQclear(r);
+    db_ok(db,
+          "CREATE FUNCTION test_refused_at_commit() RETURNS trigger LANGUAGE plpgsql AS $f$"
+          " BEGIN IF NEW.description = 'refused at commit' THEN"
+          " RAISE EXCEPTION 'refused at commit by the test' USING ERRCODE = 'check_violation';"
+          " END IF; RETURN NULL; END $f$",
+          NULL);
+    db_ok(db,
+          "CREATE CONSTRAINT TRIGGER test_refused_at_commit AFTER INSERT ON orders DEFERRABLE"
+          " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refused_at_commit()",
+          NULL);
     PQfinish(db);
 
     PGconn *lock = hold_inserts();

@@ -188,16 +188,6 @@ Test(flow, a_message_that_fails_alone_is_isolated_and_never_debits_twice, .timeo
     assert_money_adds_up(user);
 }
 
-/* A transaction of the test's own on the payments database. */
-static void exec_ok(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *r = PQexecParams(db, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
-    cr_assert(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK, "%s: %s", sql,
-              PQresultErrorMessage(r));
-    PQclear(r);
-}
-
 typedef struct lock_wait {
     PGconn *db;
     int64_t want;
@@ -254,8 +244,8 @@ Test(flow, debits_of_one_account_decided_on_two_instances_at_once_never_overdraw
     int64_t isolated = metric_sum(payments_urls(), ISOLATED);
 
     PGconn *holder = payments_db();
-    exec_ok(holder, "BEGIN", NULL);
-    exec_ok(holder, "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", user);
+    db_ok(holder, "BEGIN", NULL);
+    db_ok(holder, "SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE", user);
     inject_requests_spread((const char(*)[37])ids, N, user, AMOUNT);
     lock_wait w = {.db = payments_db(), .want = 2};
     cr_assert(wait_until(waiting_for_locks, &w, 30000),
@@ -265,7 +255,7 @@ Test(flow, debits_of_one_account_decided_on_two_instances_at_once_never_overdraw
     pthread_create(&th, NULL, deposit_thread, &d);
     w.want = 3;
     cr_assert(wait_until(waiting_for_locks, &w, 30000), "the deposit never waited for the account");
-    exec_ok(holder, "COMMIT", NULL);
+    db_ok(holder, "COMMIT", NULL);
     pthread_join(th, NULL);
     cr_assert_eq(d.status, 201, "the deposit that raced the debits");
 
@@ -315,11 +305,11 @@ Test(flow, a_request_that_fails_after_its_inbox_row_keeps_nothing, .timeout = 90
              " BEGIN IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused by the test'"
              " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $f$",
              id);
-    exec_ok(db, sql, NULL);
-    exec_ok(db,
-            "CREATE TRIGGER test_refuse_ledger BEFORE INSERT ON ledger FOR EACH ROW"
-            " EXECUTE FUNCTION test_refuse_ledger()",
-            NULL);
+    db_ok(db, sql, NULL);
+    db_ok(db,
+          "CREATE TRIGGER test_refuse_ledger BEFORE INSERT ON ledger FOR EACH ROW"
+          " EXECUTE FUNCTION test_refuse_ledger()",
+          NULL);
     payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 30};
     snprintf(m.order_id, sizeof m.order_id, "%s", id);
     snprintf(m.user_id, sizeof m.user_id, "%s", user);
