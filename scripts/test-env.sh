@@ -7,6 +7,9 @@ export SHOP_BUILD=$ROOT/build/san
 export SHOP_LOG_LEVEL=info
 # Heal lost messages sooner than the default 5 s, so the drills end sooner.
 export REDRIVE_AFTER_MS=1000 REDRIVE_MAX_MS=4000 PURGE_INTERVAL_MS=500
+# An order not taken by the database within 4 s (not 10) is answered
+# not_created: the deadline test waits seconds, not tens of them.
+export ORDERS_CREATE_DEADLINE_MS=4000
 # Ping idle WebSockets after 1 s (drop after 3 s of silence).
 export WS_PING_MS=1000
 # A frozen broker fails a message after 10 s (not 30), and a consumer that

@@ -22,16 +22,18 @@ function formatCents(cents) {
 
 // ---- API calls: errors come back as {"error": {"code", "message"}} ----
 
-async function api(method, path, body) {
+async function api(method, path, body, key) {
   const headers = { "Content-Type": "application/json" };
-  // A fresh key per submission: a retried or double-sent request creates
-  // nothing twice.
-  if (method === "POST") headers["Idempotency-Key"] = crypto.randomUUID();
+  // A POST carries the Idempotency-Key of what the shopper asked for once
+  // (see once() below): sent again, it creates nothing twice.
+  if (method === "POST") headers["Idempotency-Key"] = key || crypto.randomUUID();
   let response;
   try {
     response = await fetch("/api" + path, { method, headers, body: body && JSON.stringify(body) });
   } catch {
-    throw new Error("The shop cannot be reached. Check your connection and try again.");
+    const error = new Error("The shop cannot be reached. Check your connection and try again.");
+    error.unsure = true; // the request may have arrived
+    throw error;
   }
   const data = await response.json().catch(() => null);
   if (response.status === 401 && state.user) { // the session ended under us
@@ -43,9 +45,54 @@ async function api(method, path, body) {
     const error = new Error(data?.error?.message || `The shop answered ${response.status}.`);
     error.status = response.status;
     error.code = data?.error?.code;
+    // No definite answer: the same request again (same key) is safe, and
+    // tells what happened.
+    error.unsure = [502, 503, 504].includes(response.status) || response.status === 429 ||
+      error.code === "idempotency_key_in_use";
     throw error;
   }
   return data;
+}
+
+// ---- a purchase or a top-up happens once, whatever the network does ----
+//
+// Each form keeps one Idempotency-Key for what the shopper asked for, until
+// a definite answer: retried by the page itself (a lost answer, a
+// 502/503/504, "outcome unknown"), and again if the shopper clicks once
+// more with the same values, so that however often it is sent, it is done
+// once. A new key only for a new request: other values, or after a
+// definite answer.
+const pendingKeys = new Map(); // form id -> { body: JSON text, key }
+
+function keyFor(formId, body) {
+  const text = JSON.stringify(body);
+  const kept = pendingKeys.get(formId);
+  if (kept && kept.body === text) return kept.key;
+  const key = crypto.randomUUID();
+  pendingKeys.set(formId, { body: text, key });
+  return key;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function once(formId, path, body) {
+  const key = keyFor(formId, body);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const data = await api("POST", path, body, key);
+      pendingKeys.delete(formId);
+      return data;
+    } catch (error) {
+      if (!error.unsure || attempt >= 5) {
+        if (!error.unsure) pendingKeys.delete(formId); // definite: done with this key
+        else error.message += " Click again to retry: it will not be done twice.";
+        throw error;
+      }
+      showError(new Error("Still trying…"));
+      await sleep(500 * 2 ** attempt);
+      showError(null);
+    }
+  }
 }
 
 function showError(error) {
@@ -54,10 +101,14 @@ function showError(error) {
   box.hidden = !error;
 }
 
-// Runs a form's action with its button disabled and errors shown.
+// Runs a form's action with its button disabled and errors shown; a second
+// submit while the first is under way (a double click, Enter) does nothing.
 function handle(form, action) {
+  let busy = false;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (busy) return;
+    busy = true;
     const button = form.querySelector("button");
     button.disabled = true;
     showError(null);
@@ -67,6 +118,7 @@ function handle(form, action) {
     } catch (error) {
       showError(error);
     } finally {
+      busy = false;
       button.disabled = false;
     }
   });
@@ -251,13 +303,13 @@ $("create-account").addEventListener("click", async () => {
 handle($("deposit-form"), async (form) => {
   const amount = toCents(form.get("amount"));
   if (amount === null) throw new Error("Enter an amount like 100 or 12.50.");
-  showAccount(await api("POST", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
+  showAccount(await once("deposit-form", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
 });
 
 handle($("order-form"), async (form) => {
   const amount = toCents(form.get("amount"));
   if (amount === null) throw new Error("Enter a price like 30 or 4.99.");
-  const order = await api("POST", "/orders", {
+  const order = await once("order-form", "/orders", {
     amount, description: form.get("description").trim(),
   });
   remember(order);

@@ -18,6 +18,14 @@ struct db_conn {
     struct db_pool *pool; /* NULL for a connection of its own */
     bool in_tx;
     bool broken;
+    /* The command under way could commit (a COMMIT, or a statement outside
+     * a transaction block), and `in_doubt`: the connection broke before its
+     * answer came, so whether it did is unknown (db_in_doubt). */
+    bool may_commit, in_doubt;
+    /* db_set_deadline: when a command other than COMMIT is cancelled (0:
+     * never), and whether this command's cancel was sent. */
+    int64_t deadline_ms;
+    bool cancelled;
     char sqlstate[6];
     struct db_conn *next_free;
 };
@@ -107,6 +115,7 @@ static void note_error(db_conn *c, const PGresult *r)
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
     if (PQstatus(c->pg) != CONNECTION_OK)
         c->broken = true;
+    c->in_doubt = c->broken && c->may_commit;
 }
 
 const char *db_strerror(int rc)
@@ -363,6 +372,7 @@ void db_release(db_pool *pool, db_conn *c)
      * or one a failed command left aborted, must not reach the next user;
      * a connection still busy with a command or in an unknown state is
      * dropped (the pool opens a new one when it is next taken). */
+    c->deadline_ms = 0;
     PGTransactionStatusType ts = c->pg ? PQtransactionStatus(c->pg) : PQTRANS_UNKNOWN;
     if (c->in_tx || ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
         db_rollback(c);
@@ -402,10 +412,27 @@ static bool server_answers(const db_pool *pool, int ms)
  * complete it; if it does, the server counts as heard and every command
  * waits on. A query that is merely slow is left alone; statement_timeout
  * is the server's business. */
+/* Past the connection's deadline, asks the server to cancel the command
+ * under way, once: it then fails (57014) and rolls back, unless it had
+ * finished. A COMMIT is never cancelled: it is not db_set_deadline's to
+ * cut (its outcome would be unknown). */
+static void cancel_if_late(db_conn *c, int64_t now)
+{
+    if (!c->deadline_ms || c->cancelled || now < c->deadline_ms || (c->may_commit && c->in_tx))
+        return;
+    c->cancelled = true;
+    PGcancel *cancel = PQgetCancel(c->pg);
+    char why[256];
+    if (!cancel || !PQcancel(cancel, why, sizeof why))
+        log_msg(LOG_WARN, NULL, "cancelling a command past its deadline failed");
+    PQfreeCancel(cancel);
+}
+
 static PGresult *await_result(db_conn *c)
 {
     db_pool *pool = c->pool;
-    if (pool && pool->stall_ms > 0) {
+    bool guarded = pool && pool->stall_ms > 0;
+    if (guarded || c->deadline_ms) {
         int64_t start = clock_now_ms();
         while (PQisBusy(c->pg)) {
             struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
@@ -414,6 +441,9 @@ static PGresult *await_result(db_conn *c)
                 break; /* the error is in the result */
             int64_t now = clock_now_ms();
             if (ready > 0 || PQisBusy(c->pg) == 0)
+                continue;
+            cancel_if_late(c, now);
+            if (!guarded)
                 continue;
             bool gone = atomic_load(&pool->stalled);
             int half = pool->stall_ms / 2;
@@ -432,6 +462,7 @@ static PGresult *await_result(db_conn *c)
             }
             if (gone) {
                 c->broken = true;
+                c->in_doubt = c->may_commit;
                 snprintf(c->sqlstate, sizeof c->sqlstate, "08006");
                 return NULL;
             }
@@ -451,7 +482,9 @@ static PGresult *await_result(db_conn *c)
  * be sent. */
 static PGresult *run(db_conn *c, int sent)
 {
-    if (!sent) {
+    c->in_doubt = false;
+    c->cancelled = false;
+    if (!sent) { /* never reached the server: nothing in doubt */
         c->broken = PQstatus(c->pg) != CONNECTION_OK;
         return NULL;
     }
@@ -486,6 +519,7 @@ int db_exec(db_conn *c, const char *stmt, int nparams, const char *const *params
 {
     if (out)
         *out = NULL;
+    c->may_commit = !c->in_tx;
     PGresult *r = run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, NULL, NULL, 0));
     return finish(c, r, stmt, out);
 }
@@ -514,6 +548,7 @@ int db_exec_bin(db_conn *c, const char *stmt, int nparams, const char *const *pa
 {
     if (out)
         *out = NULL;
+    c->may_commit = !c->in_tx;
     PGresult *r = run(c, PQsendQueryPrepared(c->pg, stmt, nparams, params, lengths, formats, 0));
     return finish(c, r, stmt, out);
 }
@@ -566,6 +601,7 @@ void db_array_free(db_array *a)
 
 int db_exec_sql(db_conn *c, const char *sql)
 {
+    c->may_commit = !c->in_tx;
     return finish(c, run(c, PQsendQuery(c->pg, sql)), sql, NULL);
 }
 
@@ -578,23 +614,39 @@ int db_begin_with(db_conn *c, const char *settings)
 {
     char sql[512];
     int len = settings ? snprintf(sql, sizeof sql, "BEGIN; %s", settings) : 0;
-    int rc = len < 0 || (size_t)len >= sizeof sql ? -DB_FAILED
-                                                  : db_exec_sql(c, settings ? sql : "BEGIN");
+    if (len < 0 || (size_t)len >= sizeof sql)
+        return -DB_FAILED;
+    c->may_commit = false; /* a BEGIN that breaks has done nothing */
+    int rc = finish(c, run(c, PQsendQuery(c->pg, settings ? sql : "BEGIN")), "BEGIN", NULL);
     c->in_tx = rc == 0;
     return rc;
 }
 
 int db_commit(db_conn *c)
 {
+    /* In the block still while it runs: cancel_if_late leaves it alone. */
+    c->may_commit = true;
+    int rc = finish(c, run(c, PQsendQuery(c->pg, "COMMIT")), "COMMIT", NULL);
     c->in_tx = false;
-    return db_exec_sql(c, "COMMIT");
+    return rc;
+}
+
+bool db_in_doubt(const db_conn *c)
+{
+    return c && c->in_doubt;
+}
+
+void db_set_deadline(db_conn *c, int64_t deadline_ms)
+{
+    c->deadline_ms = deadline_ms;
 }
 
 void db_rollback(db_conn *c)
 {
     c->in_tx = false;
+    c->may_commit = false;
     if (!c->broken && c->pg)
-        db_exec_sql(c, "ROLLBACK");
+        finish(c, run(c, PQsendQuery(c->pg, "ROLLBACK")), "ROLLBACK", NULL);
 }
 
 const char *db_sqlstate(const db_conn *c)

@@ -142,6 +142,20 @@ void db_rollback(db_conn *conn);
 /* The SQLSTATE of the last failure on this connection ("" if none). */
 const char *db_sqlstate(const db_conn *conn);
 
+/* True when the last command on `conn` could have committed (a COMMIT, or a
+ * statement run outside a transaction block) and the connection broke
+ * before its answer came (the server went away, the stall guard cut it):
+ * whether it took effect is unknown. A writer tells its client so, never
+ * "not done". NULL-safe. */
+bool db_in_doubt(const db_conn *conn);
+
+/* From `deadline_ms` on (clock_now_ms; 0: none), a command still waiting
+ * for its answer on `conn` is cancelled on the server: it fails (57014)
+ * and rolls back, unless it had finished. A COMMIT is left to finish (a
+ * cancelled COMMIT's outcome would be unknown). Cleared when the
+ * connection goes back to the pool. */
+void db_set_deadline(db_conn *conn, int64_t deadline_ms);
+
 /* Applies the *.sql files of `dir` in name order, each once, each in its
  * own transaction, recorded in schema_migrations. Safe to run from several
  * instances at once (an advisory lock serialises them). Returns 0 or -DB_*. */

@@ -1,4 +1,5 @@
 #include "lib/group.h"
+#include "lib/clock.h"
 #include "lib/metrics.h"
 
 #include <inttypes.h>
@@ -12,6 +13,9 @@ struct group {
     group_config cfg;
     pthread_mutex_t lock;
     pthread_cond_t work;
+    pthread_cond_t queued; /* the reaper's: the queue got a new head */
+    pthread_t reaper;
+    bool reaping;
     group_item *head, *tail; /* waiting, oldest first; under lock */
     int waiting;             /* under lock */
     int writing;             /* taken by writers, not yet answered; under lock */
@@ -19,15 +23,94 @@ struct group {
     bool stopping;           /* under lock */
     pthread_t *threads;
     int nthreads;
-    _Atomic uint64_t commits, requests, largest, gathers;
+    _Atomic uint64_t commits, requests, largest, gathers, expired;
 };
 
-/* Takes up to cfg.max waiting items into items[]; waits for one unless
- * stopping. After the last group had company (`busy`: the service is under
- * load), it waits up to cfg.gather_us more for others to join: fewer, larger
+int64_t group_deadline(group_item *const *items, int n)
+{
+    int64_t first = 0;
+    for (int i = 0; i < n; i++)
+        if (items[i]->deadline_ms && (!first || items[i]->deadline_ms < first))
+            first = items[i]->deadline_ms;
+    return first;
+}
+
+/* Answers the items of a list taken out of the queue past their deadline,
+ * and frees them. Not under the lock. */
+static void answer_expired(group *g, group_item *list)
+{
+    while (list) {
+        group_item *next = list->next;
+        if (g->cfg.expire)
+            g->cfg.expire(g->cfg.app, list);
+        else
+            http_error(&list->res, 503, "timed_out", "not done in time; retry");
+        http_resume(list->pending, &list->res);
+        free(list);
+        atomic_fetch_add(&g->expired, 1);
+        list = next;
+    }
+}
+
+/* Takes the items at the queue's head whose deadline is `now` or before
+ * (the queue is in arrival order, so in deadline order): returns them as a
+ * list. Under the lock. */
+static group_item *take_expired(group *g, int64_t now)
+{
+    group_item *out = NULL, **tail = &out;
+    while (g->head && g->head->deadline_ms && g->head->deadline_ms <= now) {
+        group_item *it = g->head;
+        g->head = it->next;
+        g->waiting--;
+        it->next = NULL;
+        *tail = it;
+        tail = &it->next;
+    }
+    if (!g->head)
+        g->tail = NULL;
+    return out;
+}
+
+/* The reaper: wakes at the head's deadline and answers what has waited too
+ * long, whatever the writers are doing (all of them may be stuck in a
+ * transaction behind a lock). */
+static void *reaper_main(void *arg)
+{
+    pthread_setname_np(pthread_self(), "reaper");
+    group *g = arg;
+    pthread_mutex_lock(&g->lock);
+    while (!g->stopping) {
+        int64_t now = clock_now_ms();
+        group_item *late = take_expired(g, now);
+        if (late) {
+            pthread_mutex_unlock(&g->lock);
+            answer_expired(g, late);
+            pthread_mutex_lock(&g->lock);
+            continue;
+        }
+        if (!g->head) {
+            pthread_cond_wait(&g->queued, &g->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t wait_ms = g->head->deadline_ms - now;
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (wait_ms % 1000) * 1000000;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&g->queued, &g->lock, &until);
+    }
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* Takes up to cfg.max waiting items into items[] (and those past their
+ * deadline into *late); waits for one unless stopping. After the last group had company (`busy`:
+ * the service is under load), it waits up to cfg.gather_us more for others to join: fewer, larger
  * transactions. A lone request at light load goes at once. Returns how many
  * (0: stopping and nothing left). */
-static int take(group *g, group_item **items, bool busy)
+static int take_some(group *g, group_item **items, bool busy, group_item **late)
 {
     pthread_mutex_lock(&g->lock);
     for (;;) {
@@ -53,6 +136,9 @@ static int take(group *g, group_item **items, bool busy)
          * load now. Returning none would end this writer. */
         busy = false;
     }
+    /* What waited past its deadline is not run: the reaper may not have
+     * got to it yet. */
+    *late = take_expired(g, clock_now_ms());
     int n = 0;
     for (; g->head && n < g->cfg.max; n++) {
         items[n] = g->head;
@@ -64,6 +150,19 @@ static int take(group *g, group_item **items, bool busy)
     g->writing += n;
     pthread_mutex_unlock(&g->lock);
     return n;
+}
+
+/* take_some, answering what it found past its deadline; none taken only
+ * when stopping with nothing left (a writer ends then). */
+static int take(group *g, group_item **items, bool busy)
+{
+    for (;;) {
+        group_item *late = NULL;
+        int n = take_some(g, items, busy, &late);
+        answer_expired(g, late);
+        if (n > 0 || !late)
+            return n;
+    }
 }
 
 static void *writer_main(void *arg)
@@ -101,12 +200,15 @@ group *group_start(const group_config *cfg)
     pthread_condattr_init(&monotonic);
     pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
     pthread_cond_init(&g->work, &monotonic);
+    pthread_cond_init(&g->queued, &monotonic);
     pthread_condattr_destroy(&monotonic);
     g->threads = calloc((size_t)cfg->writers, sizeof *g->threads);
     for (; g->threads && g->nthreads < cfg->writers; g->nthreads++)
         if (pthread_create(&g->threads[g->nthreads], NULL, writer_main, g) != 0)
             break;
-    if (g->nthreads < cfg->writers) {
+    if (g->nthreads == cfg->writers && cfg->deadline_ms > 0)
+        g->reaping = pthread_create(&g->reaper, NULL, reaper_main, g) == 0;
+    if (g->nthreads < cfg->writers || (cfg->deadline_ms > 0 && !g->reaping)) {
         group_free(g);
         return NULL;
     }
@@ -122,6 +224,9 @@ bool group_submit(group *g, http_req *req, group_item *item)
          * item only after, and group_stop cannot miss it. */
         item->pending = http_suspend(req);
         item->next = NULL;
+        item->deadline_ms = g->cfg.deadline_ms > 0 ? clock_now_ms() + g->cfg.deadline_ms : 0;
+        if (!g->head && g->reaping)
+            pthread_cond_signal(&g->queued); /* a new head: a new deadline */
         if (g->tail)
             g->tail->next = item;
         else
@@ -146,10 +251,14 @@ void group_stop(group *g)
     pthread_mutex_lock(&g->lock);
     g->stopping = true;
     pthread_cond_broadcast(&g->work);
+    pthread_cond_broadcast(&g->queued);
     pthread_mutex_unlock(&g->lock);
     for (int i = 0; i < g->nthreads; i++)
         pthread_join(g->threads[i], NULL); /* each leaves when nothing waits */
     g->nthreads = 0;
+    if (g->reaping)
+        pthread_join(g->reaper, NULL);
+    g->reaping = false;
 }
 
 void group_free(group *g)
@@ -160,6 +269,7 @@ void group_free(group *g)
     free(g->threads);
     pthread_mutex_destroy(&g->lock);
     pthread_cond_destroy(&g->work);
+    pthread_cond_destroy(&g->queued);
     free(g);
 }
 
@@ -174,6 +284,8 @@ void group_metrics(group *const *groups, int n, FILE *out)
         {"group_largest", "gauge", "Most requests one group transaction carried"},
         {"group_gathers_total", "counter",
          "Times a writer under load waited for more requests before its transaction"},
+        {"group_expired_total", "counter",
+         "Requests answered unrun because they waited past their deadline"},
         {"group_writers", "gauge", "Writer threads, each one transaction at a time"},
         {"group_waiting", "gauge", "Requests waiting for a writer now"},
         {"group_writing", "gauge", "Requests in a writer's transaction now"},
@@ -193,6 +305,7 @@ void group_metrics(group *const *groups, int n, FILE *out)
                               (int64_t)atomic_load(&g->requests),
                               (int64_t)atomic_load(&g->largest),
                               (int64_t)atomic_load(&g->gathers),
+                              (int64_t)atomic_load(&g->expired),
                               g->cfg.writers,
                               g->waiting,
                               g->writing};

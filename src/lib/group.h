@@ -9,20 +9,27 @@
  * gather_us for company before it begins: a few more requests per commit
  * (one WAL flush), for a wait of a millisecond or two. The services' reads
  * by key use the same queue (svc_read): a "writer" there is a reader, and
- * a "transaction" one statement. */
+ * a "transaction" one statement.
+ *
+ * With a deadline, no request waits for ever: one still queued at its
+ * deadline is taken out and answered (never run afterwards), and a group's
+ * transaction is bounded by its earliest deadline (the service cancels
+ * what has not committed by then: db_set_deadline). */
 #ifndef SHOP_GROUP_H
 #define SHOP_GROUP_H
 
 #include "lib/http.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* The first member of the service's own item struct, which is malloc'd by
  * its handler and freed by the group after the answer. */
 typedef struct group_item {
     http_pending *pending;
-    http_res res; /* the answer, filled by group_run_fn */
+    http_res res;        /* the answer, filled by group_run_fn */
+    int64_t deadline_ms; /* clock_now_ms; 0: none (set by group_submit) */
     struct group_item *next;
 } group_item;
 
@@ -30,14 +37,27 @@ typedef struct group_item {
  * their transaction committed. Called on a writer thread. */
 typedef void (*group_run_fn)(void *app, group_item **items, int n);
 
+/* Answers an item that waited past its deadline without being taken: it
+ * was never run, and never will be. Called on the group's own thread. */
+typedef void (*group_expire_fn)(void *app, group_item *item);
+
 typedef struct group_config {
     const char *name; /* the metrics' label, e.g. "orders" */
     int writers;      /* transactions in flight at once */
     int max;          /* requests per transaction, at most */
     int gather_us;    /* under load, wait this long for more (0: never) */
+    /* How long a request may wait in all, from group_submit (0: for
+     * ever). One still queued then is taken out and answered by `expire`;
+     * run gets each item's deadline_ms, and must not commit past the
+     * earliest (group_deadline). */
+    int deadline_ms;
     group_run_fn run;
+    group_expire_fn expire;
     void *app;
 } group_config;
+
+/* The earliest deadline of items[0..n), 0 when none has one. */
+int64_t group_deadline(group_item *const *items, int n);
 
 typedef struct group group;
 
@@ -59,8 +79,9 @@ void group_stop(group *g);
 void group_free(group *g);
 
 /* group_commits_total, group_requests_total, group_largest,
- * group_gathers_total, group_writers, group_waiting, group_writing, a line
- * for each of groups[0..n) (NULL ones skipped) labelled with its name. */
+ * group_gathers_total, group_expired_total, group_writers, group_waiting,
+ * group_writing, a line for each of groups[0..n) (NULL ones skipped)
+ * labelled with its name. */
 void group_metrics(group *const *groups, int n, FILE *out);
 
 #endif

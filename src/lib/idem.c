@@ -209,7 +209,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, id
     if (rc == 0 && key)
         rc = db_commit(c);
     if (rc < 0)
-        svc_db_error(res, rc);
+        svc_write_error(res, rc, c);
 done:
     db_release(pool, c); /* rolls back whatever was not committed */
     free(fp);

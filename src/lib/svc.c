@@ -237,10 +237,28 @@ static int load_public_key(svc_parts *parts)
 
 void svc_db_error(http_res *res, int rc)
 {
-    if (db_transient(rc))
+    if (db_transient(rc)) {
         http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
-    else
+        http_add_header(res, "Retry-After", "1");
+    } else {
         http_error(res, 500, "internal", "unexpected database error");
+    }
+}
+
+void svc_outcome_unknown(http_res *res)
+{
+    http_error(res, 503, "outcome_unknown",
+               "the database went away while committing: this may or may not have been "
+               "done; retry with the same Idempotency-Key to get its outcome");
+    http_add_header(res, "Retry-After", "1");
+}
+
+void svc_write_error(http_res *res, int rc, const db_conn *c)
+{
+    if (db_in_doubt(c))
+        svc_outcome_unknown(res);
+    else
+        svc_db_error(res, rc);
 }
 
 void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item)

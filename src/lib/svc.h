@@ -41,8 +41,20 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
 int svc_authenticate(http_req *req, http_res *res, const auth_key *key, auth_cache *cache,
                      const char *audience, auth_claims *claims, bool *via_cookie);
 
-/* Answers a database failure: 503 when retrying may help, else 500. */
+/* Answers a database failure: 503 (with Retry-After) when retrying may
+ * help, else 500. */
 void svc_db_error(http_res *res, int rc);
+
+/* Answers the failure of a write that ran on `c` (NULL: none was taken):
+ * when its COMMIT, or a statement outside a transaction, lost its
+ * connection before the answer (db_in_doubt), whether it happened is
+ * unknown, and the answer says so: 503 outcome_unknown, Retry-After. A
+ * retry with the same Idempotency-Key gets the stored outcome. Otherwise
+ * as svc_db_error: nothing was written. */
+void svc_write_error(http_res *res, int rc, const db_conn *c);
+
+/* The answer when the outcome of a write is unknown (svc_write_error). */
+void svc_outcome_unknown(http_res *res);
 
 /* Waits for a signal of `set`; returns its number. */
 int svc_wait(const sigset_t *set);

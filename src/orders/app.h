@@ -30,6 +30,7 @@ typedef struct orders_app {
     int redrive_after_ms, redrive_max_ms, redrive_check_ms;
     int ws_queue, ws_ping_ms;
     int writers, group_max, gather_us;
+    int create_deadline_ms; /* POST /orders: answered by then, created or not */
     _Atomic uint64_t finished, cancelled, ignored_results, redrives;
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;

@@ -1,4 +1,5 @@
 #include "orders/create.h"
+#include "lib/clock.h"
 #include "lib/idem.h"
 #include "lib/log.h"
 #include "lib/svc.h"
@@ -97,8 +98,18 @@ static int insert_orders(orders_app *app, db_conn *c, order_item **it, int n)
     return rc < 0 ? rc : rc == m ? 0 : -DB_FAILED;
 }
 
-/* One transaction for the whole group: the keys, the orders, the answers. */
-static int run_group(orders_app *app, order_item **it, int n)
+/* How a group's transaction ended, when it failed: */
+typedef enum {
+    GROUP_FAILED,   /* nothing was written: the database said so */
+    GROUP_LATE,     /* nothing was written: cancelled at the deadline */
+    GROUP_IN_DOUBT, /* the connection broke while it could commit */
+} group_failure;
+
+/* One transaction for the whole group: the keys, the orders, the answers.
+ * Nothing of it may commit past the group's earliest deadline: a command
+ * still running then is cancelled (db_set_deadline); only a COMMIT under
+ * way is left to finish. On failure, *how says what is known. */
+static int run_group(orders_app *app, order_item **it, int n, group_failure *how)
 {
     idem_slot *slots = calloc((size_t)n, sizeof *slots);
     int nslots = 0;
@@ -116,7 +127,10 @@ static int run_group(orders_app *app, order_item **it, int n)
                 .key = it[i]->key, .fingerprint = it[i]->fingerprint, .res = &it[i]->base.res};
     }
     db_conn *c = NULL;
+    int64_t deadline = group_deadline((group_item *const *)it, n);
     int rc = slots ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
+    if (rc == 0)
+        db_set_deadline(c, deadline);
     /* Without keys the insert is one statement, atomic by itself. */
     if (rc == 0 && nslots)
         rc = db_begin(c);
@@ -132,19 +146,43 @@ static int run_group(orders_app *app, order_item **it, int n)
         rc = idem_save_many(c, slots, nslots);
     if (rc == 0 && nslots)
         rc = db_commit(c);
+    *how = db_in_doubt(c)                           ? GROUP_IN_DOUBT
+           : deadline && clock_now_ms() >= deadline ? GROUP_LATE
+                                                    : GROUP_FAILED;
     db_release(app->svc.db, c); /* rolls back whatever was not committed */
     free(slots);
     return rc;
+}
+
+void orders_create_expired(void *arg, group_item *item)
+{
+    (void)arg;
+    http_res_clear(&item->res);
+    http_error(&item->res, 503, "not_created",
+               "the order was not created: the database did not take it in time; retry");
+    http_add_header(&item->res, "Retry-After", "1");
 }
 
 void orders_create_group(void *arg, group_item **items, int n)
 {
     orders_app *app = arg;
     order_item **it = (order_item **)items;
-    int rc = run_group(app, it, n);
+    group_failure how = GROUP_FAILED;
+    int rc = run_group(app, it, n, &how);
     if (rc < 0) {
         for (int i = 0; i < n; i++)
             http_res_clear(&it[i]->base.res);
+        if (how != GROUP_FAILED) {
+            /* Past the deadline nothing was written, and the client is
+             * told so; in doubt, it is told that. Never both. */
+            for (int i = 0; i < n; i++) {
+                if (how == GROUP_LATE)
+                    orders_create_expired(app, items[i]);
+                else
+                    svc_outcome_unknown(&it[i]->base.res);
+            }
+            return;
+        }
         if (n > 1 && !db_transient(rc)) {
             /* The database refused something of the group: each request
              * alone, so that only the one at fault fails. */

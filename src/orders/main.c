@@ -15,7 +15,7 @@
 static int configure(void *arg)
 {
     orders_app *app = arg;
-    int64_t after, max, check, queue, ping, writers, group_max, gather_us;
+    int64_t after, max, check, queue, ping, writers, group_max, gather_us, deadline;
     if (cfg_int("REDRIVE_AFTER_MS", 100, 86400000, 5000, &after) < 0 ||
         cfg_int("REDRIVE_MAX_MS", 100, 86400000, 60000, &max) < 0 ||
         cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &check) < 0 ||
@@ -23,8 +23,10 @@ static int configure(void *arg)
         cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0 ||
         cfg_int("ORDERS_WRITERS", 1, 64, 1, &writers) < 0 ||
         cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0 ||
-        cfg_int("ORDERS_GATHER_US", 0, 1000000, 2000, &gather_us) < 0)
+        cfg_int("ORDERS_GATHER_US", 0, 1000000, 2000, &gather_us) < 0 ||
+        cfg_int("ORDERS_CREATE_DEADLINE_MS", 100, 600000, 10000, &deadline) < 0)
         return -1;
+    app->create_deadline_ms = (int)deadline;
     app->writers = (int)writers;
     app->group_max = (int)group_max;
     app->gather_us = (int)gather_us;
@@ -43,7 +45,9 @@ static int start(void *arg, const char *db_url)
                            .writers = app->writers,
                            .max = app->group_max,
                            .gather_us = app->gather_us,
+                           .deadline_ms = app->create_deadline_ms,
                            .run = orders_create_group,
+                           .expire = orders_create_expired,
                            .app = app};
     if (!(app->create = group_start(&create)) ||
         !(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||

@@ -632,7 +632,14 @@ Test(chaos, database_frozen_answers_503_within_a_second_then_recovers, .timeout 
         snprintf(body, sizeof body, "{\"user_id\":\"%s\",\"amount\":10}", user);
         cr_assert_eq(api(&r, i == 4 ? "POST" : "GET", base, what, i == 4 ? body : NULL, NULL), 0);
         cr_assert_eq(r.status, 503, "%s %s: %ld %s", base, what, r.status, r.body);
-        cr_assert_str_eq(err_code(&r), "database_unavailable");
+        /* A write whose statement reached the frozen server may run when
+         * it thaws: the service cannot know, and says so. */
+        if (i == 4)
+            cr_assert(strcmp(err_code(&r), "database_unavailable") == 0 ||
+                          strcmp(err_code(&r), "outcome_unknown") == 0,
+                      "%s", r.body);
+        else
+            cr_assert_str_eq(err_code(&r), "database_unavailable");
         cr_assert_lt(r.seconds, 1.0, "%s %s took %.2f s", base, what, r.seconds);
         resp_free(&r);
     }

@@ -121,3 +121,59 @@ test("an expired session says so and asks to sign in again", { timeout: 60000 },
     await browser.close();
   }
 });
+
+// The answer lost on the way back (the gateway made to fail each first
+// attempt, after it reached the shop: the request was done, the browser
+// hears 503 outcome_unknown), and the shopper clicking twice meanwhile:
+// the page sends the same request again with the same Idempotency-Key,
+// and the top-up and the purchase each happen once.
+test("a top-up and a purchase whose answers are lost happen once", { timeout: 90000 }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
+  });
+  try {
+    const page = await browser.newPage();
+    const user = `twice-${process.pid}-${Date.now() % 100000}`;
+    await signUp(page, user);
+    const attempts = { orders: [], deposits: [] };
+    const firstAnswers = {};
+    await page.route(/\/api\/(orders|accounts\/[^/]+\/deposits)$/, async (route) => {
+      const request = route.request();
+      if (request.method() !== "POST") return route.continue();
+      const kind = request.url().endsWith("/orders") ? "orders" : "deposits";
+      attempts[kind].push(request.headers()["idempotency-key"]);
+      if (attempts[kind].length > 1) return route.continue();
+      const reached = await route.fetch(); // the shop does it...
+      firstAnswers[kind] = reached.status();
+      await route.fulfill({ // ...and the answer is lost
+        status: 503, contentType: "application/json", headers: { "Retry-After": "1" },
+        body: '{"error":{"code":"outcome_unknown","message":"the service did not answer"}}',
+      });
+    });
+
+    await page.getByLabel("Top up").fill("100");
+    await page.getByRole("button", { name: "Top up" }).dblclick();
+    await page.locator("#balance", { hasText: "100.00" }).waitFor();
+
+    await page.getByLabel("Price").fill("30");
+    await page.getByLabel("What").fill("a lamp");
+    const buy = page.getByRole("button", { name: "Buy" });
+    await buy.click();
+    await page.getByLabel("What").press("Enter"); // a second submit while the first is under way
+    await page.locator("#orders tr", { hasText: "a lamp" }).locator(".status.FINISHED").waitFor({ timeout: 30000 });
+    await page.locator("#balance", { hasText: "70.00" }).waitFor();
+
+    for (const kind of ["deposits", "orders"]) {
+      assert.equal(firstAnswers[kind], 201, `the first ${kind} attempt was done by the shop`);
+      assert.ok(attempts[kind].length >= 2, `the page sent the ${kind} request again`);
+      assert.equal(new Set(attempts[kind]).size, 1, `every ${kind} attempt carried one key`);
+    }
+    const orders = await page.evaluate(async () => (await (await fetch("/api/orders?limit=50")).json()).orders);
+    assert.equal(orders.filter((o) => o.description === "a lamp").length, 1, "one purchase");
+    assert.equal(await page.locator("#orders tr", { hasText: "a lamp" }).count(), 1);
+    const account = await page.evaluate(async (u) => (await fetch(`/api/accounts/${u}`)).json(), user);
+    assert.equal(account.balance, 7000, "100 once, 30 once");
+  } finally {
+    await browser.close();
+  }
+});

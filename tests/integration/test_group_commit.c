@@ -7,6 +7,7 @@
 
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ typedef struct call {
     char key[128]; /* an Idempotency-Key header, or "" */
     pthread_t thread;
     resp r;
+    atomic_bool answered;
 } call;
 
 static void *post(void *arg)
@@ -48,6 +50,7 @@ static void *post(void *arg)
     call *c = arg;
     const char *headers[] = {c->key[0] ? c->key : NULL, NULL};
     api(&c->r, "POST", url(), "/orders", c->body, headers);
+    atomic_store(&c->answered, true);
     return NULL;
 }
 
@@ -57,6 +60,7 @@ static void send_call(call *c, const char *user, int64_t amount, const char *des
     snprintf(c->body, sizeof c->body, "{\"user_id\":\"%s\",\"amount\":%lld,\"description\":\"%s\"}",
              user, (long long)amount, description);
     c->key[0] = '\0';
+    atomic_store(&c->answered, false);
     if (key)
         snprintf(c->key, sizeof c->key, "Idempotency-Key: %s", key);
     pthread_create(&c->thread, NULL, post, c);
@@ -279,6 +283,131 @@ Test(group_commit, a_group_whose_commit_fails_answers_201_only_for_what_committe
     PQfinish(o);
     cr_assert(all_final(user, 60000));
     cr_assert_eq(orders_with(user, "FINISHED"), N - 1 + nb, "every order answered 201 exists");
+    assert_money_adds_up(user);
+}
+
+typedef struct answers_wait {
+    call *calls;
+    int n;
+} answers_wait;
+
+static bool all_answered(void *arg)
+{
+    answers_wait *w = arg;
+    for (int i = 0; i < w->n; i++)
+        if (!atomic_load(&w->calls[i].answered))
+            return false;
+    return true;
+}
+
+#define EXPIRED "group_expired_total{group=\"orders\"}"
+
+/* The table the orders go into held for longer than the deadline
+ * (ORDERS_CREATE_DEADLINE_MS, 4 s in the test stack) while orders are
+ * posted: those in a writer's transaction (blocked on the lock) and those
+ * queued behind them are all answered 503 not_created by the deadline,
+ * while the lock is still held; none of them is ever inserted, after the
+ * lock goes either; a retry with the same key then places each once. */
+Test(group_commit, orders_past_the_deadline_are_answered_not_created_and_never_made, .timeout = 90)
+{
+    enum { N = 6 };
+    const char *setting = getenv("ORDERS_CREATE_DEADLINE_MS");
+    double deadline_s = (setting ? atoi(setting) : 10000) / 1000.0;
+    char user[64], keys[N][64];
+    unique_name(user, sizeof user, "deadline");
+    account_with(user, 100000);
+    int64_t expired = metric(url(), EXPIRED);
+    PGconn *lock = hold_inserts();
+    call all[MAX_WRITERS + N];
+    int nb = occupy_writers(all, user); /* in a transaction, blocked */
+    for (int i = 0; i < N; i++) {
+        unique_name(keys[i], sizeof keys[i], "deadlinekey");
+        send_call(&all[nb + i], user, 10, "late", keys[i]);
+    }
+    queue_wait q = {N};
+    cr_assert(wait_until(queued, &q, 20000), "the requests never queued up");
+    answers_wait w = {all, nb + N};
+    cr_assert(wait_until(all_answered, &w, (int)(deadline_s * 1000) + 5000),
+              "requests still unanswered past the deadline, the lock still held");
+    for (int i = 0; i < nb + N; i++) {
+        pthread_join(all[i].thread, NULL);
+        cr_assert_eq(all[i].r.status, 503, "%s", all[i].r.body);
+        cr_assert_str_eq(err_code(&all[i].r), "not_created", "%s", all[i].r.body);
+        char retry[16];
+        cr_assert_not_null(resp_header(&all[i].r, "Retry-After", retry, sizeof retry));
+        cr_assert_lt(all[i].r.seconds, deadline_s + 1.5, "answered after %.2f s", all[i].r.seconds);
+        resp_free(&all[i].r);
+    }
+    /* The queued ones were taken out by the deadline, unrun. */
+    cr_assert_geq(metric(url(), EXPIRED) - expired, N);
+    release(lock);
+    /* Nothing of them is written later: once the writers are idle again. */
+    writing_wait idle = {0};
+    cr_assert(wait_until(writers_took, &idle, 10000));
+    cr_assert_eq(orders_with(user, "NEW") + orders_with(user, "FINISHED") +
+                     orders_with(user, "CANCELLED"),
+                 0, "an order its client was told was not created exists");
+
+    for (int i = 0; i < N; i++)
+        send_call(&all[i], user, 10, "late", keys[i]);
+    for (int i = 0; i < N; i++) {
+        pthread_join(all[i].thread, NULL);
+        cr_assert_eq(all[i].r.status, 201, "the retry: %s", all[i].r.body);
+        resp_free(&all[i].r);
+    }
+    cr_assert(all_final(user, 60000));
+    cr_assert_eq(orders_with(user, "FINISHED"), N, "one order a key");
+    assert_money_adds_up(user);
+}
+
+static void drop_commit_kill(void)
+{
+    PGconn *db = orders_db();
+    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_dies_at_commit ON orders;"
+                       " DROP FUNCTION IF EXISTS test_dies_at_commit()"));
+    PQfinish(db);
+}
+
+/* The connection lost during the COMMIT (its backend ends itself there,
+ * from a deferred trigger): whether the order was made is unknown to the
+ * service, and it says so: 503 outcome_unknown with Retry-After, never
+ * "not created". A retry with the same key then gives exactly one order. */
+Test(group_commit, a_commit_that_loses_its_connection_is_answered_outcome_unknown, .timeout = 60,
+     .fini = drop_commit_kill)
+{
+    char user[64], key[64];
+    unique_name(user, sizeof user, "indoubt");
+    unique_name(key, sizeof key, "indoubtkey");
+    account_with(user, 1000);
+    PGconn *db = orders_db();
+    db_ok(db,
+          "CREATE FUNCTION test_dies_at_commit() RETURNS trigger LANGUAGE plpgsql AS $f$"
+          " BEGIN IF NEW.description = 'dies at commit' THEN"
+          " PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NULL; END $f$",
+          NULL);
+    db_ok(db,
+          "CREATE CONSTRAINT TRIGGER test_dies_at_commit AFTER INSERT ON orders DEFERRABLE"
+          " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_dies_at_commit()",
+          NULL);
+    PQfinish(db);
+    call c;
+    send_call(&c, user, 25, "dies at commit", key);
+    pthread_join(c.thread, NULL);
+    cr_assert_eq(c.r.status, 503, "%s", c.r.body);
+    cr_assert_str_eq(err_code(&c.r), "outcome_unknown", "%s", c.r.body);
+    char retry[16];
+    cr_assert_not_null(resp_header(&c.r, "Retry-After", retry, sizeof retry));
+    resp_free(&c.r);
+
+    drop_commit_kill();
+    for (int i = 0; i < 2; i++) { /* the retry, and the retry's retry */
+        send_call(&c, user, 25, "dies at commit", key);
+        pthread_join(c.thread, NULL);
+        cr_assert_eq(c.r.status, 201, "%s", c.r.body);
+        resp_free(&c.r);
+    }
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(orders_with(user, "FINISHED"), 1, "exactly one order for the key");
     assert_money_adds_up(user);
 }
 
