@@ -166,10 +166,35 @@ function renderOrders() {
       reason.textContent = order.reason.replaceAll("_", " ");
       status.append(reason);
     }
-    row.append(when, what, price, status);
+    const actions = document.createElement("td");
+    if (order.status === "NEW" && order.cancel_requested) {
+      actions.textContent = "cancelling…";
+    } else if (order.status === "NEW") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "cancel";
+      button.textContent = "Cancel";
+      button.addEventListener("click", () => cancelOrder(order.id, button));
+      actions.append(button);
+    }
+    row.append(when, what, price, status, actions);
     return row;
   }));
   $("no-orders").hidden = rows.length > 0;
+}
+
+// Asks to cancel a NEW order: it ends CANCELLED (live), and whatever was
+// paid for it comes back. Asking twice is harmless, so no key is needed.
+async function cancelOrder(id, button) {
+  button.disabled = true;
+  showError(null);
+  try {
+    remember(await api("POST", `/orders/${id}/cancel`));
+  } catch (error) {
+    if (error.code === "not_cancellable") loadOrders(); // paid meanwhile: show it so
+    showError(error);
+  }
+  renderOrders();
 }
 
 function remember(order) {

@@ -13,7 +13,7 @@ struct group {
     group_config cfg;
     pthread_mutex_t lock;
     pthread_cond_t work;
-    pthread_cond_t queued; /* the reaper's: the queue got a new head */
+    pthread_cond_t queued; /* the reaper's sleep; signalled at stop */
     pthread_t reaper;
     bool reaping;
     group_item *head, *tail; /* waiting, oldest first; under lock */
@@ -71,9 +71,14 @@ static group_item *take_expired(group *g, int64_t now)
     return out;
 }
 
-/* The reaper: wakes at the head's deadline and answers what has waited too
- * long, whatever the writers are doing (all of them may be stuck in a
- * transaction behind a lock). */
+/* The reaper: answers what has waited past its deadline, whatever the
+ * writers are doing (all of them may be stuck in a transaction behind a
+ * lock). It looks at the queue's head at its deadline, and at least every
+ * REAP_EVERY_MS: an arrival never wakes it (one wake-up a group would
+ * cost a context switch each), so a request is answered at most that much
+ * after its deadline. */
+#define REAP_EVERY_MS 100
+
 static void *reaper_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "reaper");
@@ -88,13 +93,11 @@ static void *reaper_main(void *arg)
             pthread_mutex_lock(&g->lock);
             continue;
         }
-        if (!g->head) {
-            pthread_cond_wait(&g->queued, &g->lock);
-            continue;
-        }
+        int64_t wait_ms = g->head ? g->head->deadline_ms - now : REAP_EVERY_MS;
+        if (wait_ms > REAP_EVERY_MS)
+            wait_ms = REAP_EVERY_MS;
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        int64_t wait_ms = g->head->deadline_ms - now;
         until.tv_sec += wait_ms / 1000;
         until.tv_nsec += (wait_ms % 1000) * 1000000;
         until.tv_sec += until.tv_nsec / 1000000000;
@@ -225,8 +228,6 @@ bool group_submit(group *g, http_req *req, group_item *item)
         item->pending = http_suspend(req);
         item->next = NULL;
         item->deadline_ms = g->cfg.deadline_ms > 0 ? clock_now_ms() + g->cfg.deadline_ms : 0;
-        if (!g->head && g->reaping)
-            pthread_cond_signal(&g->queued); /* a new head: a new deadline */
         if (g->tail)
             g->tail->next = item;
         else

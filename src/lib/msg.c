@@ -5,8 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const type_names[] = {"payment.requested", "payment.completed",
-                                         "payment.failed"};
+static const char *const type_names[] = {"payment.requested", "payment.completed", "payment.failed",
+                                         "payment.cancel"};
+enum { NTYPES = sizeof type_names / sizeof *type_names };
 
 const char *msg_type_name(msg_type t)
 {
@@ -67,9 +68,9 @@ int msg_decode(const void *data, size_t len, payment_msg *out, char *why, size_t
         goto done;
     }
     size_t t = 0;
-    while (t < 3 && strcmp(type, type_names[t]) != 0)
+    while (t < NTYPES && strcmp(type, type_names[t]) != 0)
         t++;
-    if (t == 3) {
+    if (t == NTYPES) {
         snprintf(why, whylen, "unknown type %.64s", type);
         goto done;
     }

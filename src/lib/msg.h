@@ -16,7 +16,16 @@
 #define MSG_ORDER_ID_LEN 36 /* a UUID in its canonical text form */
 #define MSG_REASON_MAX 32
 
-typedef enum { MSG_PAYMENT_REQUESTED, MSG_PAYMENT_COMPLETED, MSG_PAYMENT_FAILED } msg_type;
+/* payment.requested and payment.cancel go to payments on
+ * MSG_TOPIC_REQUESTS (a cancel after its request: the same key); the
+ * outcomes come back on MSG_TOPIC_RESULTS (a cancelled order's is
+ * payment.failed with reason "cancelled"). */
+typedef enum {
+    MSG_PAYMENT_REQUESTED,
+    MSG_PAYMENT_COMPLETED,
+    MSG_PAYMENT_FAILED,
+    MSG_PAYMENT_CANCEL,
+} msg_type;
 
 typedef struct payment_msg {
     msg_type type;

@@ -204,12 +204,85 @@ static void follow_orders(http_req *req, http_res *res)
     ws_accept(app->hub, req, res, who.claims.sub); /* only the caller's own orders */
 }
 
+/* POST /orders/{id}/cancel: a NEW order's owner asks to cancel it; the
+ * wish and its payment.cancel commit together, and payments decides (it
+ * gives back what it took): 202 with the order, cancel_requested. Asked
+ * again, or already CANCELLED: harmless. Paid: 409 (refund it instead).
+ * Another user's order is not found; an operator may cancel for support,
+ * on the record. */
+static void cancel_order(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    const char *id = req->params[0];
+    svc_caller who;
+    if (!svc_caller_of(req, res, &app->svc, true, &who))
+        return;
+    if (!valid_uuid(id)) {
+        http_error(res, 404, "order_not_found", "no order %s", id);
+        return;
+    }
+    order o;
+    db_conn *c = NULL;
+    int rc = db_acquire(app->svc.db, 1000, &c);
+    if (rc == 0)
+        rc = store_orders_get(c, &id, 1, &o);
+    bool mine = rc == 1 && strcmp(o.user_id, who.claims.sub) == 0;
+    if (rc == 1 && !mine && who.claims.role != AUTH_OPERATOR)
+        rc = 0; /* another user's order does not exist for the caller */
+    if (rc == 1 && order_cancel_rule_for(&o) == ORDER_CANCEL_ASK) {
+        if (!mine)
+            log_msg(LOG_INFO, req->req_id, "operator %s cancels order %s of %s", who.claims.sub,
+                    o.id, o.user_id);
+        payment_msg cancel;
+        order_cancel_request(&o, &cancel);
+        char *payload = msg_encode(&cancel);
+        order now;
+        int asked =
+            payload ? store_order_cancel(c, o.id, MSG_TOPIC_REQUESTS, payload, &now) : -DB_FAILED;
+        free(payload);
+        if (asked < 0)
+            svc_write_error(res, asked, c);
+        else if (asked == 1)
+            o = now;
+        else if ((asked = store_orders_get(c, &id, 1, &o)) == 1) /* no longer NEW meanwhile */
+            asked = 0;
+        else if (asked >= 0)
+            asked = -DB_FAILED; /* it was there a moment ago: orders are never deleted */
+        rc = asked < 0 ? asked : 1;
+    }
+    if (rc < 0 && !res->status)
+        svc_db_error(res, rc);
+    db_release(app->svc.db, c);
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        http_error(res, 404, "order_not_found", "no order %s", id);
+        return;
+    }
+    switch (order_cancel_rule_for(&o)) {
+    case ORDER_CANCEL_ASK:
+        outbox_relay_wake(app->svc.relay);
+        http_json(res, 202, order_json(&o));
+        break;
+    case ORDER_CANCEL_ALREADY:
+        http_json(res, 200, order_json(&o));
+        break;
+    case ORDER_CANCEL_TOO_LATE:
+        http_error(res, 409, "not_cancellable",
+                   "order %s is %s: it was paid; ask for a refund instead", o.id, o.status);
+        break;
+    }
+}
+
 static const deadletter_service dead_letters = {.parts = offsetof(orders_app, svc),
                                                 .handle = orders_handle_results};
 
 const http_route orders_routes[] = {
-    {"POST", "/orders", create_order, NULL},  {"GET", "/orders", list_orders, NULL},
-    {"GET", "/orders/{id}", get_order, NULL}, {"GET", "/ws", follow_orders, NULL},
+    {"POST", "/orders", create_order, NULL},
+    {"GET", "/orders", list_orders, NULL},
+    {"GET", "/orders/{id}", get_order, NULL},
+    {"GET", "/ws", follow_orders, NULL},
+    {"POST", "/orders/{id}/cancel", cancel_order, NULL},
     DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,

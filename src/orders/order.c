@@ -45,10 +45,32 @@ void order_payment_request(const order *o, payment_msg *out)
     snprintf(out->user_id, sizeof out->user_id, "%s", o->user_id);
 }
 
+order_cancel_rule order_cancel_rule_for(const order *o)
+{
+    if (strcmp(o->status, "NEW") == 0)
+        return ORDER_CANCEL_ASK;
+    return strcmp(o->status, "CANCELLED") == 0 ? ORDER_CANCEL_ALREADY : ORDER_CANCEL_TOO_LATE;
+}
+
+void order_cancel_request(const order *o, payment_msg *out)
+{
+    order_payment_request(o, out);
+    out->type = MSG_PAYMENT_CANCEL;
+}
+
+void order_redrive_message(const order *o, payment_msg *out)
+{
+    if (o->cancel_requested)
+        order_cancel_request(o, out);
+    else
+        order_payment_request(o, out);
+}
+
 json_t *order_json(const order *o)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:s, s:s}", "id", o->id, "user_id", o->user_id,
-                     "amount", (json_int_t)o->amount, "description", o->description, "status",
-                     o->status, "reason", o->reason[0] ? json_string(o->reason) : json_null(),
-                     "created_at", o->created_at, "updated_at", o->updated_at);
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:s, s:s}", "id", o->id, "user_id",
+                     o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
+                     "status", o->status, "reason",
+                     o->reason[0] ? json_string(o->reason) : json_null(), "cancel_requested",
+                     o->cancel_requested, "created_at", o->created_at, "updated_at", o->updated_at);
 }

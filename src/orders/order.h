@@ -21,7 +21,8 @@ typedef struct order {
     char reason[MSG_REASON_MAX + 1]; /* "" when none */
     char created_at[40];
     char updated_at[40];
-    int64_t seq; /* creation order; the listing's cursor */
+    int64_t seq;           /* creation order; the listing's cursor */
+    bool cancel_requested; /* its owner asked to cancel it (while NEW) */
 } order;
 
 /* A description: `len` bytes (as JSON gave them, so an embedded NUL
@@ -36,6 +37,20 @@ void order_final_status(const payment_msg *result, const char **status, const ch
 
 /* The payment request that pays `o`. */
 void order_payment_request(const order *o, payment_msg *out);
+
+/* What asking to cancel `o` does: a NEW order asks payments (again, if
+ * asked before: harmless); a CANCELLED one is cancelled already; a paid
+ * one can no longer be cancelled (it can be refunded). */
+typedef enum { ORDER_CANCEL_ASK, ORDER_CANCEL_ALREADY, ORDER_CANCEL_TOO_LATE } order_cancel_rule;
+order_cancel_rule order_cancel_rule_for(const order *o);
+
+/* The message that asks payments to cancel `o`: payment.cancel, with the
+ * request's key (its user), so that it follows the request. */
+void order_cancel_request(const order *o, payment_msg *out);
+
+/* What a re-drive of a NEW order `o` publishes again: its cancel when its
+ * owner asked for one, else its payment request. */
+void order_redrive_message(const order *o, payment_msg *out);
 
 /* The order as the API and the live pushes show it. Caller owns it. */
 json_t *order_json(const order *o);

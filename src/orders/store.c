@@ -4,10 +4,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define ORDER_COLS                                                                                 \
     "id, user_id, amount, description, status, coalesce(reason, ''), " DB_TS(                      \
-        "created_at") ", " DB_TS("updated_at") ", seq"
+        "created_at") ", " DB_TS("updated_at") ", seq, cancel_requested_at IS NOT NULL"
 
 const db_stmt orders_stmts[] = {
     /* A group's orders and their payment requests in one statement; the
@@ -36,7 +37,20 @@ const db_stmt orders_stmts[] = {
      " SET status = r.to_status, reason = nullif(r.to_reason, ''), updated_at = now()"
      " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(order_id, to_status, to_reason)"
      " WHERE o.id = r.order_id AND o.status NOT IN ('FINISHED', 'CANCELLED')"
+     /* Asked to cancel: a payment is not taken as final (payments gives
+      * it back when it sees the cancel, and answers "cancelled"). */
+     "   AND NOT (r.to_status = 'FINISHED' AND o.cancel_requested_at IS NOT NULL)"
      " RETURNING " ORDER_COLS},
+    /* The owner's wish to cancel a NEW order, and the payment.cancel that
+     * tells payments, in one statement; asked again, the message goes
+     * again (payments answers a cancel twice the same). No row: no longer
+     * NEW. */
+    {"order_cancel",
+     "WITH c AS (UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, now()),"
+     "                  updated_at = now()"
+     "           WHERE id = $1 AND status = 'NEW' RETURNING *),"
+     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $2, c.user_id, $3 FROM c)"
+     " SELECT " ORDER_COLS " FROM c"},
     {"redrive_claim",
      "UPDATE orders SET redrive_count = redrive_count + 1,"
      /* The exponent stops at 30: 2^redrive_count overflows float8 near
@@ -64,6 +78,7 @@ static void read_order(PGresult *r, int row, order *o)
     snprintf(o->created_at, sizeof o->created_at, "%s", PQgetvalue(r, row, 6));
     snprintf(o->updated_at, sizeof o->updated_at, "%s", PQgetvalue(r, row, 7));
     o->seq = strtoll(PQgetvalue(r, row, 8), NULL, 10);
+    o->cancel_requested = strcmp(PQgetvalue(r, row, 9), "t") == 0;
 }
 
 /* Runs `stmt` and reads up to `max` orders; returns the count or -DB_*. */
@@ -140,6 +155,13 @@ int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *ch
     int rc = run(c, "orders_finish", 3, params, changed, n);
     db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
     return rc;
+}
+
+int store_order_cancel(db_conn *c, const char *id, const char *topic, const char *payload,
+                       order *out)
+{
+    const char *params[] = {id, topic, payload};
+    return run(c, "order_cancel", 3, params, out, 1);
 }
 
 int store_notify(db_conn *c, const char *payload)

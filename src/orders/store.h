@@ -27,9 +27,17 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
 
 /* Moves the order of each of the `n` payment results from NEW to the
  * status and reason it decides (order_final_status). Orders no longer NEW,
- * or unknown, do not change (a replay). Returns how many changed, as they
- * are now (into changed[0..n)), or -DB_*. */
+ * or unknown, do not change (a replay); nor does a payment.completed for
+ * an order its owner asked to cancel (the cancel's outcome follows). Returns how many changed, as
+ * they are now (into changed[0..n)), or -DB_*. */
 int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *changed);
+
+/* Records the wish to cancel order `id` if it is still NEW, and in the same
+ * statement puts `payload` (its payment.cancel) into the outbox for
+ * `topic`. Returns 1 with the order as it is now in `out`, 0 when it is no
+ * longer NEW (or unknown), or -DB_*. */
+int store_order_cancel(db_conn *c, const char *id, const char *topic, const char *payload,
+                       order *out);
 
 /* Claims up to `limit` NEW orders whose re-drive is due and schedules
  * their next one with exponential back-off (after_ms * 2^n, at most

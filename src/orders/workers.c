@@ -31,9 +31,10 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         if (msg_decode(msgs[i]->payload, msgs[i]->len, &results[valid], v->why, sizeof v->why) <
             0) {
             v->poison = true;
-        } else if (results[valid].type == MSG_PAYMENT_REQUESTED) {
-            snprintf(v->why, sizeof v->why, "payment.requested does not belong on %s",
-                     MSG_TOPIC_RESULTS);
+        } else if (results[valid].type != MSG_PAYMENT_COMPLETED &&
+                   results[valid].type != MSG_PAYMENT_FAILED) {
+            snprintf(v->why, sizeof v->why, "%s does not belong on %s",
+                     msg_type_name(results[valid].type), MSG_TOPIC_RESULTS);
             v->poison = true;
         } else {
             valid++;
@@ -82,7 +83,7 @@ void orders_redrive(void *arg)
             store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms, due);
     for (int i = 0; rc >= 0 && i < n; i++) {
         payment_msg request;
-        order_payment_request(&due[i], &request);
+        order_redrive_message(&due[i], &request);
         char *payload = msg_encode(&request);
         rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, due[i].user_id, payload) : -DB_FAILED;
         free(payload);

@@ -16,6 +16,7 @@
 typedef struct payments_app {
     svc_parts svc;                                /* pool, relay, the payment.requests consumer */
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
+    _Atomic uint64_t cancels, cancel_credits;     /* cancels, and those that gave money back */
     _Atomic uint64_t purge_failures;              /* logged, never swallowed */
 } payments_app;
 

@@ -25,6 +25,9 @@ const db_stmt payments_stmts[] = {
      " SELECT " ACCOUNT_COLS " FROM a"},
     {"payment_batch", "SELECT order_id, replayed, outcome, coalesce(reason, ''), user_id, amount"
                       " FROM payment_batch($1::uuid[], $2::text[], $3::bigint[])"},
+    {"payment_cancel_batch",
+     "SELECT order_id, credited, outcome, coalesce(reason, ''), user_id, amount"
+     " FROM payment_cancel_batch($1::uuid[], $2::text[], $3::bigint[])"},
     {NULL, NULL},
 };
 
@@ -91,28 +94,31 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
     return rc;
 }
 
-/* The first message of the batch with the same order id, or i itself. */
-int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
-                        bool *replayed)
+/* Runs `stmt` (payment_batch or payment_cancel_batch: one row per message,
+ * in order: order id, a flag, outcome, reason, user, amount) over msgs[0..n)
+ * and reads the recorded outcome of each into results[i], the flag into
+ * flags[i]. */
+static int run_batch(db_conn *c, const char *stmt, const payment_msg *msgs, int n,
+                     payment_msg *results, bool *flags)
 {
     if (n == 0)
         return 0;
     db_array orders, users, amounts;
     db_array_begin(&orders), db_array_begin(&users), db_array_begin(&amounts);
     for (int i = 0; i < n; i++) {
-        db_array_add(&orders, reqs[i].order_id);
-        db_array_add(&users, reqs[i].user_id);
-        db_array_add_int(&amounts, reqs[i].amount);
+        db_array_add(&orders, msgs[i].order_id);
+        db_array_add(&users, msgs[i].user_id);
+        db_array_add_int(&amounts, msgs[i].amount);
     }
     db_array_end(&orders), db_array_end(&users), db_array_end(&amounts);
     const char *params[] = {orders.text, users.text, amounts.text};
     PGresult *r = NULL;
-    int rc = db_exec(c, "payment_batch", 3, params, &r);
-    /* One row per request, in order: the outcome as recorded (the rule is
-     * the function's, db/payments/005_payment_decides_once.sql). */
+    int rc = db_exec(c, stmt, 3, params, &r);
+    /* One row per message, in order: the outcome as recorded (the rule is
+     * the function's, db/payments/008 and 009). */
     for (int i = 0; rc == 0 && i < n; i++) {
-        results[i] = reqs[i];
-        replayed[i] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+        results[i] = msgs[i];
+        flags[i] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
         results[i].type = strcmp(PQgetvalue(r, i, 2), "completed") == 0 ? MSG_PAYMENT_COMPLETED
                                                                         : MSG_PAYMENT_FAILED;
         snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, i, 3));
@@ -122,4 +128,16 @@ int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg 
     PQclear(r);
     db_array_free(&orders), db_array_free(&users), db_array_free(&amounts);
     return rc;
+}
+
+int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
+                        bool *replayed)
+{
+    return run_batch(c, "payment_batch", reqs, n, results, replayed);
+}
+
+int store_cancel_batch(db_conn *c, const payment_msg *cancels, int n, payment_msg *results,
+                       bool *credited)
+{
+    return run_batch(c, "payment_cancel_batch", cancels, n, results, credited);
 }

@@ -27,13 +27,24 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
 
 /* Handles a batch of payment.requested exactly once, in the caller's
  * transaction and in message order: records each in the inbox (unique on
- * the order id), debits the account with a conditional UPDATE when the
- * funds suffice (never a read-then-write: two concurrent requests cannot
- * both pass), writes the debit to the ledger, and records the outcome. A
- * request for an order already decided (before, or earlier in the batch)
- * changes nothing: results[i] is the recorded outcome and replayed[i] is
- * set, so that the caller publishes it again. Returns 0 or -DB_*. */
+ * the order id), locks the batch's accounts (FOR UPDATE) and decides each
+ * request on what the account holds at that point of the batch, debits
+ * the paid ones, writes each debit to the ledger, and records the outcome.
+ * A request for an order already decided (before, or earlier in the
+ * batch, or cancelled) changes nothing: results[i] is the recorded outcome
+ * (a cancelled order's is payment.failed, reason "cancelled") and
+ * replayed[i] is set, so that the caller publishes it again. Returns 0 or
+ * -DB_*. */
 int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
                         bool *replayed);
+
+/* Handles a batch of payment.cancel, in the caller's transaction and in
+ * message order: "cancelled" becomes each order's permanent outcome unless
+ * it had failed (nothing taken); a paid order's amount goes back to its
+ * account, with a ledger row of its own (credited[i]). results[i] is the
+ * outcome recorded after: payment.failed with reason "cancelled", or the
+ * failure it had. Returns 0 or -DB_*. */
+int store_cancel_batch(db_conn *c, const payment_msg *cancels, int n, payment_msg *results,
+                       bool *credited);
 
 #endif

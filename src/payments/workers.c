@@ -10,33 +10,52 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
+/* Decides msgs[0..n) of one kind (requests, or cancels) with one
+ * statement, into results[] and again[] (a replay: a result published
+ * before, published again; for a cancel, whether money went back). */
+static int decide(db_conn *c, msg_type kind, const payment_msg *msgs, int n, payment_msg *results,
+                  bool *flags)
+{
+    return kind == MSG_PAYMENT_CANCEL ? store_cancel_batch(c, msgs, n, results, flags)
+                                      : store_payment_batch(c, msgs, n, results, flags);
+}
+
 int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
                              consumer_verdict *verdicts)
 {
     payments_app *app = arg;
     payment_msg *reqs = calloc((size_t)n, sizeof *reqs),
                 *results = calloc((size_t)n, sizeof *results);
-    bool *replayed = calloc((size_t)n, sizeof *replayed);
+    bool *flags = calloc((size_t)n, sizeof *flags);
     char **payloads = calloc((size_t)n, sizeof *payloads);
     const char **keys = calloc((size_t)n, sizeof *keys);
     int valid = 0, rc = -DB_FAILED;
-    if (!reqs || !results || !replayed || !payloads || !keys)
+    if (!reqs || !results || !flags || !payloads || !keys)
         goto done;
     for (int i = 0; i < n; i++) {
         consumer_verdict *v = &verdicts[i];
         if (msg_decode(msgs[i]->payload, msgs[i]->len, &reqs[valid], v->why, sizeof v->why) < 0)
             v->poison = true;
-        else if (reqs[valid].type != MSG_PAYMENT_REQUESTED) {
+        else if (reqs[valid].type != MSG_PAYMENT_REQUESTED &&
+                 reqs[valid].type != MSG_PAYMENT_CANCEL) {
             snprintf(v->why, sizeof v->why, "%s does not belong on %s",
                      msg_type_name(reqs[valid].type), MSG_TOPIC_REQUESTS);
             v->poison = true;
         } else
             valid++;
     }
-    if ((rc = store_payment_batch(c, reqs, valid, results, replayed)) < 0)
-        goto done;
+    /* In message order: each run of requests, then of cancels, with one
+     * statement (a cancel after its request, as the key keeps them). */
+    rc = 0;
+    for (int from = 0, to; from < valid; from = to) {
+        for (to = from + 1; to < valid && reqs[to].type == reqs[from].type; to++)
+            ;
+        if ((rc = decide(c, reqs[from].type, &reqs[from], to - from, &results[from],
+                         &flags[from])) < 0)
+            goto done;
+    }
     /* Published again for a replay: the first result may have been lost. */
-    uint64_t completed = 0, failed = 0, again = 0;
+    uint64_t completed = 0, failed = 0, again = 0, cancelled = 0, credited = 0;
     for (int i = 0; i < valid; i++) {
         payloads[i] = msg_encode(&results[i]);
         keys[i] = results[i].order_id;
@@ -44,20 +63,27 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
             rc = -DB_FAILED;
             goto done;
         }
-        again += replayed[i];
-        completed += !replayed[i] && results[i].type == MSG_PAYMENT_COMPLETED;
-        failed += !replayed[i] && results[i].type == MSG_PAYMENT_FAILED;
+        if (reqs[i].type == MSG_PAYMENT_CANCEL) {
+            cancelled++;
+            credited += flags[i];
+            continue;
+        }
+        again += flags[i];
+        completed += !flags[i] && results[i].type == MSG_PAYMENT_COMPLETED;
+        failed += !flags[i] && results[i].type == MSG_PAYMENT_FAILED;
     }
     rc = outbox_add_many(c, MSG_TOPIC_RESULTS, keys, (const char *const *)payloads, valid);
     if (rc == 0) {
         atomic_fetch_add(&app->completed, completed);
         atomic_fetch_add(&app->failed, failed);
         atomic_fetch_add(&app->replayed, again);
+        atomic_fetch_add(&app->cancels, cancelled);
+        atomic_fetch_add(&app->cancel_credits, credited);
     }
 done:
     for (int i = 0; payloads && i < valid; i++)
         free(payloads[i]);
-    free(reqs), free(results), free(replayed), free(payloads), free(keys);
+    free(reqs), free(results), free(flags), free(payloads), free(keys);
     return rc;
 }
 
@@ -100,6 +126,11 @@ void payments_metrics(void *arg, FILE *out)
             atomic_load(&app->completed));
     fprintf(out, "payments_total{outcome=\"failed\"} %" PRIu64 "\n", atomic_load(&app->failed));
     fprintf(out, "payments_total{outcome=\"replayed\"} %" PRIu64 "\n", atomic_load(&app->replayed));
+    metrics_header(out, "payment_cancels_total", "counter",
+                   "Cancels handled, by whether money went back (credited) or none had been taken");
+    uint64_t cancels = atomic_load(&app->cancels), credits = atomic_load(&app->cancel_credits);
+    fprintf(out, "payment_cancels_total{credited=\"true\"} %" PRIu64 "\n", credits);
+    fprintf(out, "payment_cancels_total{credited=\"false\"} %" PRIu64 "\n", cancels - credits);
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
     fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",

@@ -98,8 +98,8 @@ function upgrade(path, headers) {
   });
 }
 
-function stack(command) {
-  execFileSync(`${root}scripts/stack.sh`, [command], { stdio: ["ignore", "ignore", "inherit"] });
+function stack(...args) {
+  execFileSync(`${root}scripts/stack.sh`, args, { stdio: ["ignore", "ignore", "inherit"] });
 }
 
 function psql(sql, url = process.env.PAYMENTS_DATABASE_URL) {
@@ -114,6 +114,16 @@ function setAside(service, payload) {
   const topic = service === "orders" ? "payment.results" : "payment.requests";
   return psql(`INSERT INTO dead_letters (topic, partition, "offset", key, payload, reason)
     VALUES ('${topic}', 0, 0, 'k', convert_to('${payload}', 'UTF8'), 'contract') RETURNING id`, url);
+}
+
+// Waits until the order is no longer NEW (the payment flow answered).
+async function settled(id, user) {
+  for (const until = Date.now() + 30000; Date.now() < until;) {
+    const response = await fetch(`${services.orders.url}/orders/${id}`, { headers: bearer(mint(user)) });
+    if ((await response.json()).status !== "NEW") return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`order ${id} still NEW after 30 s`);
 }
 
 const run = `${process.pid}-${Date.now() % 100000}`;
@@ -185,6 +195,24 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: other, status: 404 });
   await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: null, status: 401 });
   await call("orders", "GET", "/orders/{id}", "/orders/00000000-0000-4000-8000-000000000000", { status: 404 });
+  // Cancel: a NEW order (202), cancelled (200), a paid one (409).
+  const cancel = "/orders/{id}/cancel";
+  stack("freeze-every", "payments"); // the order stays NEW meanwhile
+  let doomed;
+  try {
+    doomed = await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 7, description: "to cancel" }, status: 201 });
+    await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`, { as: other, status: 404 });
+    await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`, { as: null, status: 401 });
+    await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`,
+      { as: null, headers: { Cookie: `shop_session=${mint(user)}` }, status: 403 }); // the cookie without our Origin
+    await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`, { as: user, status: 202 });
+  } finally {
+    stack("thaw-every", "payments");
+  }
+  await settled(doomed.id, user);
+  await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`, { as: user, status: 200 });
+  await settled(order.id, user);
+  await call("orders", "POST", cancel, `/orders/${order.id}/cancel`, { as: user, status: 409 });
   const ws = { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13",
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", ...bearer(mint(user)) };
   assert.equal(await upgrade(`/ws?user_id=${user}`, ws), 101);
@@ -248,6 +276,7 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
     await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 1 }, status: 503 });
     await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { status: 503 });
     await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 503 });
+    await call("orders", "POST", "/orders/{id}/cancel", `/orders/${order.id}/cancel`, { as: user, status: 503 });
     for (const service of ["orders", "payments", "identity"])
       await call(service, "GET", "/readyz", "/readyz", { status: 503 });
     const operator = { headers: bearer(mint(`ops-${run}`, { role: "operator" })) };

@@ -8,6 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
 import { mint } from "./session.mjs";
 
@@ -162,6 +163,9 @@ test("a top-up and a purchase whose answers are lost happen once", { timeout: 90
     await page.getByLabel("What").press("Enter"); // a second submit while the first is under way
     await page.locator("#orders tr", { hasText: "a lamp" }).locator(".status.FINISHED").waitFor({ timeout: 30000 });
     await page.locator("#balance", { hasText: "70.00" }).waitFor();
+    // The order's status may come over the WebSocket before the page has
+    // its own answer: done once the form is free again.
+    await page.waitForFunction(() => !document.querySelector("#order-form button").disabled);
 
     for (const kind of ["deposits", "orders"]) {
       assert.equal(firstAnswers[kind], 201, `the first ${kind} attempt was done by the shop`);
@@ -173,6 +177,44 @@ test("a top-up and a purchase whose answers are lost happen once", { timeout: 90
     assert.equal(await page.locator("#orders tr", { hasText: "a lamp" }).count(), 1);
     const account = await page.evaluate(async (u) => (await fetch(`/api/accounts/${u}`)).json(), user);
     assert.equal(account.balance, 7000, "100 once, 30 once");
+  } finally {
+    await browser.close();
+  }
+});
+
+// Cancel, as a shopper does it: a purchase still NEW (payments is frozen
+// for the moment, so it stays so), the Cancel button, and the order ends
+// CANCELLED, reason cancelled, live, with the balance untouched.
+test("a purchase cancelled while NEW ends cancelled and costs nothing", { timeout: 90000 }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
+  });
+  const stack = (command) => execFileSync(new URL("../../scripts/stack.sh", import.meta.url).pathname,
+    command.split(" "), { stdio: ["ignore", "ignore", "inherit"] });
+  try {
+    const page = await browser.newPage();
+    await signUp(page, `canceller-${process.pid}-${Date.now() % 100000}`);
+    await page.getByLabel("Top up").fill("50");
+    await page.getByRole("button", { name: "Top up" }).click();
+    await page.locator("#balance", { hasText: "50.00" }).waitFor();
+    stack("freeze-every payments");
+    try {
+      await page.getByLabel("Price").fill("20");
+      await page.getByLabel("What").fill("a mug");
+      await page.getByRole("button", { name: "Buy" }).click();
+      const mug = page.locator("#orders tr", { hasText: "a mug" });
+      await mug.locator(".status.NEW").waitFor();
+      await mug.getByRole("button", { name: "Cancel" }).click();
+      await mug.getByText("cancelling…").waitFor();
+    } finally {
+      stack("thaw-every payments");
+    }
+    const mug = page.locator("#orders tr", { hasText: "a mug" });
+    await mug.locator(".status.CANCELLED").waitFor({ timeout: 30000 });
+    assert.match(await mug.innerText(), /cancelled/);
+    assert.equal(await mug.getByRole("button", { name: "Cancel" }).count(), 0);
+    await page.reload();
+    await page.locator("#balance", { hasText: "50.00" }).waitFor();
   } finally {
     await browser.close();
   }

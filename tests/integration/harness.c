@@ -443,8 +443,12 @@ void assert_money_adds_up(const char *user)
                             "SELECT id::text FROM orders WHERE user_id = $1 AND status = "
                             "'FINISHED' ORDER BY id::text",
                             user);
+    /* Debited and not given back: a cancelled order's debit has its
+     * cancellation beside it. */
     char *debited = column(p,
-                           "SELECT order_id FROM ledger WHERE user_id = $1 AND kind = 'debit'"
+                           "SELECT order_id FROM ledger d WHERE user_id = $1 AND kind = 'debit'"
+                           " AND NOT EXISTS (SELECT 1 FROM ledger c WHERE c.order_id = d.order_id"
+                           "                 AND c.kind = 'cancellation')"
                            " ORDER BY order_id",
                            user);
     cr_assert_str_eq(debited, finished, "debited orders differ from FINISHED ones for %s", user);
@@ -457,8 +461,9 @@ void assert_money_adds_up(const char *user)
                               "AND kind = 'deposit'",
                               user, NULL);
     int64_t debits = db_int(p,
-                            "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
-                            "AND kind = 'debit'",
+                            "SELECT coalesce(sum(CASE kind WHEN 'debit' THEN amount"
+                            " ELSE -amount END), 0) FROM ledger WHERE user_id = $1"
+                            " AND kind IN ('debit', 'cancellation')",
                             user, NULL);
     int64_t balance =
         db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1", user, NULL);
@@ -556,6 +561,16 @@ static void produce(const char *topic, const char *key, const char *payload, int
 void inject_raw(const char *topic, const char *key, const char *payload)
 {
     produce(topic, key, payload, 1);
+}
+
+void inject_cancel(const char *order_id, const char *user, int64_t amount)
+{
+    payment_msg m = {.type = MSG_PAYMENT_CANCEL, .amount = amount};
+    snprintf(m.order_id, sizeof m.order_id, "%s", order_id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    produce(MSG_TOPIC_REQUESTS, user, payload, 1);
+    free(payload);
 }
 
 void inject_request(const char *order_id, const char *user, int64_t amount, int copies)

@@ -122,9 +122,10 @@ bool all_final(const char *user, int timeout_ms);
 /* Number of `user`'s orders with `status`. */
 int64_t orders_with(const char *user, const char *status);
 
-/* The money check of DESIGN §4 for one user, across both databases:
- * the FINISHED orders are exactly the debited ones (one debit each), no
- * CANCELLED order is debited, and balance = deposits - FINISHED amounts. */
+/* The money check for one user, across both databases: the FINISHED
+ * orders are exactly the debited ones (one debit each), no CANCELLED order
+ * is debited (or its debit was given back by a cancellation), and
+ * balance = deposits - FINISHED amounts. */
 void assert_money_adds_up(const char *user);
 
 /* A counter from a service's /metrics, by its full series name with labels. */
@@ -148,6 +149,10 @@ void inject_requests_spread(const char (*order_ids)[37], int n, const char *user
  * re-drive for an hour, with no outbox row: its request is the test's to
  * send. `id` gets the new order's id (37 bytes). */
 void insert_order(const char *user, int64_t amount, char *id);
+
+/* Sends one payment.cancel for `order_id` onto payment.requests with the
+ * user's key, as the orders relay would; waits for the broker's ack. */
+void inject_cancel(const char *order_id, const char *user, int64_t amount);
 
 /* Produces `payload` as it is (poison, say) onto `topic`; waits for the ack. */
 void inject_raw(const char *topic, const char *key, const char *payload);

@@ -41,7 +41,8 @@ Test(orders, paid_cancelled_for_funds_and_for_no_account, .timeout = 60)
     cr_assert(json_is_null(json_object_get(o, "reason")));
     cr_assert_eq(json_integer_value(json_object_get(o, "amount")), 30);
     cr_assert_str_eq(json_string_value(json_object_get(o, "description")), "test");
-    cr_assert_eq(json_object_size(o), 8);
+    cr_assert(json_is_false(json_object_get(o, "cancel_requested")));
+    cr_assert_eq(json_object_size(o), 9);
     json_decref(o);
     o = get_order(too_big);
     cr_assert_str_eq(json_string_value(json_object_get(o, "status")), "CANCELLED");

@@ -4,6 +4,7 @@
 #include "orders/order.h"
 
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
 static payment_msg request(void)
@@ -40,6 +41,43 @@ Test(order, payment_request_carries_the_order)
     cr_assert_str_eq(m.order_id, o.id);
     cr_assert_str_eq(m.user_id, "bob");
     cr_assert_eq(m.amount, 99);
+}
+
+Test(order, only_a_new_order_is_cancelled_and_a_paid_one_never)
+{
+    order o = {.amount = 5};
+    strcpy(o.status, "NEW");
+    cr_assert_eq(order_cancel_rule_for(&o), ORDER_CANCEL_ASK);
+    o.cancel_requested = true; /* asked before: asking again is harmless */
+    cr_assert_eq(order_cancel_rule_for(&o), ORDER_CANCEL_ASK);
+    strcpy(o.status, "CANCELLED");
+    cr_assert_eq(order_cancel_rule_for(&o), ORDER_CANCEL_ALREADY);
+    strcpy(o.status, "FINISHED");
+    cr_assert_eq(order_cancel_rule_for(&o), ORDER_CANCEL_TOO_LATE);
+}
+
+Test(order, a_redrive_sends_the_cancel_once_one_was_asked)
+{
+    order o = {.amount = 42};
+    strcpy(o.id, "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a");
+    strcpy(o.user_id, "carol");
+    strcpy(o.status, "NEW");
+    payment_msg m;
+    order_redrive_message(&o, &m);
+    cr_assert_eq(m.type, MSG_PAYMENT_REQUESTED);
+    o.cancel_requested = true;
+    order_redrive_message(&o, &m);
+    cr_assert_eq(m.type, MSG_PAYMENT_CANCEL);
+    cr_assert_str_eq(m.order_id, o.id);
+    cr_assert_str_eq(m.user_id, "carol", "the request's key: it follows the request");
+    cr_assert_eq(m.amount, 42);
+    char *text = msg_encode(&m);
+    payment_msg back;
+    char why[128];
+    cr_assert_eq(msg_decode(text, strlen(text), &back, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(back.type, MSG_PAYMENT_CANCEL);
+    cr_assert_str_eq(msg_type_name(back.type), "payment.cancel");
+    free(text);
 }
 
 Test(order, descriptions)
