@@ -344,18 +344,53 @@ int64_t orders_with(const char *user, const char *status)
     return n;
 }
 
+/* Asks to cancel `id` as `user`; the HTTP status (0: no answer). */
+static long cancel_as(const char *user, const char *id)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/orders/%s/cancel", id);
+    act_as(user);
+    resp r;
+    long status = api(&r, "POST", orders_url(), path, NULL, NULL) == 0 ? r.status : 0;
+    resp_free(&r);
+    act_as(NULL);
+    return status;
+}
+
 void *place_orders(void *arg)
 {
     burst *b = arg;
     for (int i = 0; i < b->orders; i++) {
-        long status = place_order(b->user, b->amount, NULL);
+        char id[37] = "";
+        long status = place_order(b->user, b->amount, id);
         if (status == 201)
             atomic_fetch_add(&b->accepted, 1);
         else if (status < 100)
             atomic_fetch_add(&b->unanswered, 1);
+        if (status != 201 || !b->cancel_every || i % b->cancel_every != b->cancel_every - 1)
+            continue;
+        long asked = cancel_as(b->user, id);
+        if (asked == 202 && b->cancels_taken < BURST_CANCELS_MAX)
+            memcpy(b->taken[b->cancels_taken++], id, sizeof id);
+        else if (asked == 409 && b->cancels_refused < BURST_CANCELS_MAX)
+            memcpy(b->refused[b->cancels_refused++], id, sizeof id);
     }
     atomic_store(&b->done, true);
     return NULL;
+}
+
+void burst_assert_cancels(const burst *b)
+{
+    PGconn *o = orders_db();
+    for (int i = 0; i < b->cancels_taken; i++)
+        cr_assert_eq(db_int(o, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'CANCELLED'",
+                            b->taken[i], NULL),
+                     1, "order %s, whose cancel was taken, did not end CANCELLED", b->taken[i]);
+    for (int i = 0; i < b->cancels_refused; i++)
+        cr_assert_eq(db_int(o, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'FINISHED'",
+                            b->refused[i], NULL),
+                     1, "order %s, not cancellable (paid), is not FINISHED", b->refused[i]);
+    PQfinish(o);
 }
 
 void db_ok(PGconn *db, const char *sql, const char *param)

@@ -93,16 +93,29 @@ long place_order(const char *user, int64_t amount, char *id);
 
 /* A client placing `orders` orders of `amount` one after the other, for a
  * thread: pthread_create(&t, NULL, place_orders, &burst). `accepted`
- * counts the 201s as they come; `done` is set at the end. */
+ * counts the 201s as they come; `done` is set at the end. With
+ * `cancel_every` N, every Nth order placed is cancelled at once, as a
+ * shopper who changed their mind (POST /orders/{id}/cancel): the orders
+ * whose cancel was taken (202) and refused (409, paid already) are kept
+ * for burst_assert_cancels. */
+#define BURST_CANCELS_MAX 64
 typedef struct burst {
     const char *user;
     int orders;
     int64_t amount;
+    int cancel_every;
     atomic_int accepted;
     atomic_int unanswered; /* no HTTP answer at all: committed or not, unknown */
     atomic_bool done;
+    int cancels_taken, cancels_refused; /* the thread's own until done */
+    char taken[BURST_CANCELS_MAX][37], refused[BURST_CANCELS_MAX][37];
 } burst;
 void *place_orders(void *burst);
+
+/* Once the burst's orders are final: each order whose cancel was taken
+ * ended CANCELLED (never FINISHED), each whose cancel was refused as paid
+ * is FINISHED. */
+void burst_assert_cancels(const burst *b);
 
 /* Re-drives `user`'s orders needed (the sum of their redrive_count): a
  * drill whose messages all arrived needs none. */
