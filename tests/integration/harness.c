@@ -402,6 +402,33 @@ void db_ok(PGconn *db, const char *sql, const char *param)
     PQclear(r);
 }
 
+void test_trigger(PGconn *db, const char *name, const char *table, const char *body, bool at_commit)
+{
+    char *sql = NULL;
+    cr_assert(asprintf(&sql,
+                       "CREATE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN %s"
+                       " RETURN NEW; END $f$",
+                       name, body) > 0);
+    db_ok(db, sql, NULL);
+    free(sql);
+    cr_assert(asprintf(&sql,
+                       at_commit ? "CREATE CONSTRAINT TRIGGER %s AFTER INSERT ON %s DEFERRABLE"
+                                   " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION %s()"
+                                 : "CREATE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW"
+                                   " EXECUTE FUNCTION %s()",
+                       name, table, name) > 0);
+    db_ok(db, sql, NULL);
+    free(sql);
+}
+
+void test_trigger_drop(PGconn *db, const char *name, const char *table)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP TRIGGER IF EXISTS %s ON %s; DROP FUNCTION IF EXISTS %s()", name,
+             table, name);
+    PQclear(PQexec(db, sql));
+}
+
 int64_t redrives_of(const char *user)
 {
     PGconn *db = orders_db();

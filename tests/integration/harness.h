@@ -72,6 +72,14 @@ PGconn *orders_db(void);
  * that it succeeded. */
 void db_ok(PGconn *db, const char *sql, const char *param);
 
+/* A trigger made for a test, on `table`: function `name` runs `body`
+ * (plpgsql statements, NEW in hand) for each inserted row, before the
+ * insert, or at COMMIT when `at_commit` (a deferred constraint trigger).
+ * test_trigger_drop removes both (for a test's .fini). */
+void test_trigger(PGconn *db, const char *name, const char *table, const char *body,
+                  bool at_commit);
+void test_trigger_drop(PGconn *db, const char *name, const char *table);
+
 /* Runs a query with up to 3 text parameters that returns one integer. */
 int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2);
 

@@ -224,8 +224,7 @@ Test(group_commit, an_order_the_database_refuses_fails_alone, .timeout = 60, .fi
 static void drop_commit_refusal(void)
 {
     PGconn *db = orders_db();
-    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_refused_at_commit ON orders;"
-                       " DROP FUNCTION IF EXISTS test_refused_at_commit()"));
+    test_trigger_drop(db, "test_refused_at_commit", "orders");
     PQfinish(db);
 }
 
@@ -242,16 +241,10 @@ Test(group_commit, a_group_whose_commit_fails_answers_201_only_for_what_committe
     unique_name(user, sizeof user, "commitfails");
     account_with(user, 100000);
     PGconn *db = orders_db();
-    db_ok(db,
-          "CREATE FUNCTION test_refused_at_commit() RETURNS trigger LANGUAGE plpgsql AS $f$"
-          " BEGIN IF NEW.description = 'refused at commit' THEN"
-          " RAISE EXCEPTION 'refused at commit by the test' USING ERRCODE = 'check_violation';"
-          " END IF; RETURN NULL; END $f$",
-          NULL);
-    db_ok(db,
-          "CREATE CONSTRAINT TRIGGER test_refused_at_commit AFTER INSERT ON orders DEFERRABLE"
-          " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_refused_at_commit()",
-          NULL);
+    test_trigger(db, "test_refused_at_commit", "orders",
+                 "IF NEW.description = 'refused at commit' THEN RAISE EXCEPTION 'refused at"
+                 " commit by the test' USING ERRCODE = 'check_violation'; END IF;",
+                 true);
     PQfinish(db);
 
     PGconn *lock = hold_inserts();
@@ -360,8 +353,7 @@ Test(group_commit, orders_past_the_deadline_are_answered_not_created_and_never_m
 static void drop_slow_commit(void)
 {
     PGconn *db = orders_db();
-    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_slow_commit ON orders;"
-                       " DROP FUNCTION IF EXISTS test_slow_commit()"));
+    test_trigger_drop(db, "test_slow_commit", "orders");
     PQfinish(db);
 }
 
@@ -376,21 +368,14 @@ Test(group_commit, orders_queued_behind_a_stuck_commit_are_answered_not_created_
     enum { N = 4 };
     const char *setting = getenv("ORDERS_CREATE_DEADLINE_MS");
     int deadline_ms = setting ? atoi(setting) : 10000;
-    char user[64], sleep_s[16], sql[512];
+    char user[64], body[128];
     unique_name(user, sizeof user, "stuck");
     account_with(user, 100000);
-    snprintf(sleep_s, sizeof sleep_s, "%.1f", deadline_ms / 1000.0 + 2);
-    snprintf(sql, sizeof sql,
-             "CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $f$"
-             " BEGIN IF NEW.description = 'slow commit' THEN PERFORM pg_sleep(%s); END IF;"
-             " RETURN NULL; END $f$",
-             sleep_s);
+    snprintf(body, sizeof body,
+             "IF NEW.description = 'slow commit' THEN PERFORM pg_sleep(%.1f); END IF;",
+             deadline_ms / 1000.0 + 2);
     PGconn *db = orders_db();
-    db_ok(db, sql, NULL);
-    db_ok(db,
-          "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER INSERT ON orders DEFERRABLE"
-          " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_slow_commit()",
-          NULL);
+    test_trigger(db, "test_slow_commit", "orders", body, true);
     PQfinish(db);
     int64_t expired = metric(url(), EXPIRED);
     /* Every writer in a slow COMMIT (keyed: a COMMIT of their own). */
@@ -442,8 +427,7 @@ Test(group_commit, orders_queued_behind_a_stuck_commit_are_answered_not_created_
 static void drop_commit_kill(void)
 {
     PGconn *db = orders_db();
-    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_dies_at_commit ON orders;"
-                       " DROP FUNCTION IF EXISTS test_dies_at_commit()"));
+    test_trigger_drop(db, "test_dies_at_commit", "orders");
     PQfinish(db);
 }
 
@@ -459,15 +443,10 @@ Test(group_commit, a_commit_that_loses_its_connection_is_answered_outcome_unknow
     unique_name(key, sizeof key, "indoubtkey");
     account_with(user, 1000);
     PGconn *db = orders_db();
-    db_ok(db,
-          "CREATE FUNCTION test_dies_at_commit() RETURNS trigger LANGUAGE plpgsql AS $f$"
-          " BEGIN IF NEW.description = 'dies at commit' THEN"
-          " PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NULL; END $f$",
-          NULL);
-    db_ok(db,
-          "CREATE CONSTRAINT TRIGGER test_dies_at_commit AFTER INSERT ON orders DEFERRABLE"
-          " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_dies_at_commit()",
-          NULL);
+    test_trigger(db, "test_dies_at_commit", "orders",
+                 "IF NEW.description = 'dies at commit' THEN"
+                 " PERFORM pg_terminate_backend(pg_backend_pid()); END IF;",
+                 true);
     PQfinish(db);
     call c;
     send_call(&c, user, 25, "dies at commit", key);

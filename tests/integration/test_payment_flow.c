@@ -279,8 +279,7 @@ Test(flow, debits_of_one_account_decided_on_two_instances_at_once_never_overdraw
 static void drop_ledger_refusal(void)
 {
     PGconn *db = payments_db();
-    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS test_refuse_ledger ON ledger;"
-                       " DROP FUNCTION IF EXISTS test_refuse_ledger()"));
+    test_trigger_drop(db, "test_refuse_ledger", "ledger");
     PQfinish(db);
 }
 
@@ -299,17 +298,12 @@ Test(flow, a_request_that_fails_after_its_inbox_row_keeps_nothing, .timeout = 90
     account_with(user, 100);
     insert_order(user, 30, id);
     PGconn *db = payments_db();
-    char sql[512];
-    snprintf(sql, sizeof sql,
-             "CREATE FUNCTION test_refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS $f$"
-             " BEGIN IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused by the test'"
-             " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $f$",
+    char body[160];
+    snprintf(body, sizeof body,
+             "IF NEW.order_id = '%s' THEN RAISE EXCEPTION 'refused by the test'"
+             " USING ERRCODE = 'check_violation'; END IF;",
              id);
-    db_ok(db, sql, NULL);
-    db_ok(db,
-          "CREATE TRIGGER test_refuse_ledger BEFORE INSERT ON ledger FOR EACH ROW"
-          " EXECUTE FUNCTION test_refuse_ledger()",
-          NULL);
+    test_trigger(db, "test_refuse_ledger", "ledger", body, false);
     payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = 30};
     snprintf(m.order_id, sizeof m.order_id, "%s", id);
     snprintf(m.user_id, sizeof m.user_id, "%s", user);
