@@ -645,9 +645,11 @@ void inject_request(const char *order_id, const char *user, int64_t amount, int 
     free(payload);
 }
 
-void inject_requests_spread(const char (*order_ids)[37], int n, const char *user, int64_t amount)
+/* One payment.requested for each order, request i onto to(i). */
+static void inject_requests_to(const char (*order_ids)[37], int n, const char *user, int64_t amount,
+                               bool spread)
 {
-    int partitions = kafka_partitions();
+    int partitions = spread ? kafka_partitions() : 1;
     int32_t *to = calloc((size_t)n, sizeof *to);
     char **payloads = calloc((size_t)n, sizeof *payloads);
     cr_assert(to && payloads);
@@ -655,7 +657,7 @@ void inject_requests_spread(const char (*order_ids)[37], int n, const char *user
         payment_msg m = {.type = MSG_PAYMENT_REQUESTED, .amount = amount};
         snprintf(m.order_id, sizeof m.order_id, "%s", order_ids[i]);
         snprintf(m.user_id, sizeof m.user_id, "%s", user);
-        to[i] = i % partitions;
+        to[i] = spread ? i % partitions : RD_KAFKA_PARTITION_UA;
         payloads[i] = msg_encode(&m);
     }
     produce_each(MSG_TOPIC_REQUESTS, n, to, user, (const char *const *)payloads);
@@ -663,6 +665,16 @@ void inject_requests_spread(const char (*order_ids)[37], int n, const char *user
         free(payloads[i]);
     free(payloads);
     free(to);
+}
+
+void inject_requests_spread(const char (*order_ids)[37], int n, const char *user, int64_t amount)
+{
+    inject_requests_to(order_ids, n, user, amount, true);
+}
+
+void inject_requests(const char (*order_ids)[37], int n, const char *user, int64_t amount)
+{
+    inject_requests_to(order_ids, n, user, amount, false);
 }
 
 void insert_order(const char *user, int64_t amount, char *id)

@@ -166,6 +166,9 @@ void inject_request(const char *order_id, const char *user, int64_t amount, int 
  * once (a race the key otherwise rules out). Waits for the broker's acks. */
 void inject_requests_spread(const char (*order_ids)[37], int n, const char *user, int64_t amount);
 
+/* The same, each with the user's key, as the orders relay sends them. */
+void inject_requests(const char (*order_ids)[37], int n, const char *user, int64_t amount);
+
 /* Inserts an order straight into the orders database, NEW and not due for
  * re-drive for an hour, with no outbox row: its request is the test's to
  * send. `id` gets the new order's id (37 bytes). */
