@@ -42,6 +42,21 @@ static bool reached(void *arg)
     return metric_sum(payments_urls(), w->series) >= w->target;
 }
 
+#define IGNORED "orders_results_ignored_total"
+
+typedef struct result_wait {
+    const char *user;
+    int64_t ignored;
+} result_wait;
+
+/* A result reached orders: it ignored one more, or it moved the user's
+ * order (which the test then refuses). */
+static bool result_seen(void *arg)
+{
+    result_wait *w = arg;
+    return metric_sum(orders_urls(), IGNORED) > w->ignored || orders_with(w->user, "NEW") == 0;
+}
+
 /* Cancelled before payments saw its request: nothing is taken, then or
  * ever: the request that comes after (a re-drive) is answered with the
  * recorded cancellation. */
@@ -98,7 +113,12 @@ Test(cancel, an_order_paid_before_its_cancel_arrives_is_given_back, .timeout = 6
      * in that order on the user's partition. */
     db_ok(o, "UPDATE orders SET cancel_requested_at = now() WHERE id = $1", id);
     count_wait credited = {CREDITED, metric_sum(payments_urls(), CREDITED) + 1};
+    result_wait seen = {user, metric_sum(orders_urls(), IGNORED)};
     inject_request(id, user, 40, 1);
+    /* Its payment.completed reaches orders first, on its own: it must not
+     * finish an order whose owner asked to cancel. */
+    cr_assert(wait_until(result_seen, &seen, 30000), "the payment's result never reached orders");
+    cr_assert_eq(orders_with(user, "FINISHED"), 0, "a payment finished an order being cancelled");
     act_as(user);
     resp r;
     cr_assert_eq(cancel(&r, id), 202, "%s", r.body); /* sends the payment.cancel */
