@@ -399,19 +399,6 @@ static bool server_answers(const db_pool *pool, int ms)
     return ok;
 }
 
-/* Waits for the answer to the command just sent, and returns its last
- * result. Without the stall guard, as long as it takes (PQexec). With it,
- * a wait gives up when the server has been silent to every connection of
- * the pool and does not answer a new one either, `stall_ms` in all (a
- * frozen or unreachable host: the kernel keeps the socket open, so no
- * error would ever come): the connection is closed (the server rolls its
- * transaction back when it sees that) and the call answers
- * -DB_UNAVAILABLE. Silence alone is not enough: commands that all wait on
- * a lock are silent too, with the server well. So after stall_ms / 2 of
- * silence one waiting command opens a connection, with stall_ms / 2 to
- * complete it; if it does, the server counts as heard and every command
- * waits on. A query that is merely slow is left alone; statement_timeout
- * is the server's business. */
 /* Past the connection's deadline, asks the server to cancel the command
  * under way, once: it then fails (57014) and rolls back, unless it had
  * finished. A COMMIT is never cancelled: it is not db_set_deadline's to
@@ -428,6 +415,19 @@ static void cancel_if_late(db_conn *c, int64_t now)
     PQfreeCancel(cancel);
 }
 
+/* Waits for the answer to the command just sent, and returns its last
+ * result. Without the stall guard, as long as it takes (PQexec). With it,
+ * a wait gives up when the server has been silent to every connection of
+ * the pool and does not answer a new one either, `stall_ms` in all (a
+ * frozen or unreachable host: the kernel keeps the socket open, so no
+ * error would ever come): the connection is closed (the server rolls its
+ * transaction back when it sees that) and the call answers
+ * -DB_UNAVAILABLE. Silence alone is not enough: commands that all wait on
+ * a lock are silent too, with the server well. So after stall_ms / 2 of
+ * silence one waiting command opens a connection, with stall_ms / 2 to
+ * complete it; if it does, the server counts as heard and every command
+ * waits on. A query that is merely slow is left alone; statement_timeout
+ * is the server's business. */
 static PGresult *await_result(db_conn *c)
 {
     db_pool *pool = c->pool;
@@ -599,10 +599,16 @@ void db_array_free(db_array *a)
     *a = (db_array){0};
 }
 
+/* Runs one SQL text; `may_commit`: whether it could commit (see db_conn). */
+static int exec_sql(db_conn *c, const char *sql, bool may_commit)
+{
+    c->may_commit = may_commit;
+    return finish(c, run(c, PQsendQuery(c->pg, sql)), sql, NULL);
+}
+
 int db_exec_sql(db_conn *c, const char *sql)
 {
-    c->may_commit = !c->in_tx;
-    return finish(c, run(c, PQsendQuery(c->pg, sql)), sql, NULL);
+    return exec_sql(c, sql, !c->in_tx);
 }
 
 int db_begin(db_conn *c)
@@ -616,8 +622,7 @@ int db_begin_with(db_conn *c, const char *settings)
     int len = settings ? snprintf(sql, sizeof sql, "BEGIN; %s", settings) : 0;
     if (len < 0 || (size_t)len >= sizeof sql)
         return -DB_FAILED;
-    c->may_commit = false; /* a BEGIN that breaks has done nothing */
-    int rc = finish(c, run(c, PQsendQuery(c->pg, settings ? sql : "BEGIN")), "BEGIN", NULL);
+    int rc = exec_sql(c, settings ? sql : "BEGIN", false); /* broken, it did nothing */
     c->in_tx = rc == 0;
     return rc;
 }
@@ -625,8 +630,7 @@ int db_begin_with(db_conn *c, const char *settings)
 int db_commit(db_conn *c)
 {
     /* In the block still while it runs: cancel_if_late leaves it alone. */
-    c->may_commit = true;
-    int rc = finish(c, run(c, PQsendQuery(c->pg, "COMMIT")), "COMMIT", NULL);
+    int rc = exec_sql(c, "COMMIT", true);
     c->in_tx = false;
     return rc;
 }
@@ -644,9 +648,8 @@ void db_set_deadline(db_conn *c, int64_t deadline_ms)
 void db_rollback(db_conn *c)
 {
     c->in_tx = false;
-    c->may_commit = false;
     if (!c->broken && c->pg)
-        finish(c, run(c, PQsendQuery(c->pg, "ROLLBACK")), "ROLLBACK", NULL);
+        exec_sql(c, "ROLLBACK", false);
 }
 
 const char *db_sqlstate(const db_conn *c)

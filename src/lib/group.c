@@ -26,6 +26,19 @@ struct group {
     _Atomic uint64_t commits, requests, largest, gathers, expired;
 };
 
+/* CLOCK_MONOTONIC now plus `us` microseconds, for a timed wait on the
+ * group's conditions. */
+static struct timespec monotonic_in(int64_t us)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += us / 1000000;
+    t.tv_nsec += (us % 1000000) * 1000;
+    t.tv_sec += t.tv_nsec / 1000000000;
+    t.tv_nsec %= 1000000000;
+    return t;
+}
+
 int64_t group_deadline(group_item *const *items, int n)
 {
     int64_t first = 0;
@@ -96,12 +109,7 @@ static void *reaper_main(void *arg)
         int64_t wait_ms = g->head ? g->head->deadline_ms - now : REAP_EVERY_MS;
         if (wait_ms > REAP_EVERY_MS)
             wait_ms = REAP_EVERY_MS;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (wait_ms % 1000) * 1000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        struct timespec until = monotonic_in(wait_ms * 1000);
         pthread_cond_timedwait(&g->queued, &g->lock, &until);
     }
     pthread_mutex_unlock(&g->lock);
@@ -122,11 +130,7 @@ static int take_some(group *g, group_item **items, bool busy, group_item **late)
         if (!busy || g->cfg.gather_us == 0 || g->stopping || g->waiting >= g->cfg.max)
             break;
         atomic_fetch_add(&g->gathers, 1);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)g->cfg.gather_us * 1000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        struct timespec until = monotonic_in(g->cfg.gather_us);
         g->gathering++;
         while (!g->stopping && g->waiting < g->cfg.max &&
                pthread_cond_timedwait(&g->work, &g->lock, &until) == 0)
