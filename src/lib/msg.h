@@ -16,24 +16,31 @@
 #define MSG_ORDER_ID_LEN 36 /* a UUID in its canonical text form */
 #define MSG_REASON_MAX 32
 
-/* payment.requested and payment.cancel go to payments on
- * MSG_TOPIC_REQUESTS (a cancel after its request: the same key); the
- * outcomes come back on MSG_TOPIC_RESULTS (a cancelled order's is
- * payment.failed with reason "cancelled"). */
+/* payment.requested, payment.cancel and refund.requested go to payments
+ * on MSG_TOPIC_REQUESTS (all with the user's key: a cancel or a refund
+ * after its order's request); the outcomes come back on MSG_TOPIC_RESULTS
+ * (a cancelled order's is payment.failed with reason "cancelled"). */
 typedef enum {
     MSG_PAYMENT_REQUESTED,
     MSG_PAYMENT_COMPLETED,
     MSG_PAYMENT_FAILED,
     MSG_PAYMENT_CANCEL,
+    MSG_REFUND_REQUESTED,
+    MSG_REFUND_COMPLETED,
+    MSG_REFUND_FAILED,
 } msg_type;
 
 typedef struct payment_msg {
     msg_type type;
     char order_id[MSG_ORDER_ID_LEN + 1];
     char user_id[VALID_USER_ID_MAX + 1];
-    int64_t amount;
-    char reason[MSG_REASON_MAX + 1]; /* payment.failed only */
+    int64_t amount;                       /* a refund's: the amount it gives back */
+    char reason[MSG_REASON_MAX + 1];      /* payment.failed and refund.failed only */
+    char refund_id[MSG_ORDER_ID_LEN + 1]; /* refund.* only: a UUID */
 } payment_msg;
+
+/* refund.requested, refund.completed or refund.failed. */
+bool msg_is_refund(msg_type t);
 
 /* Returns the JSON text of `m` (caller frees), or NULL when out of memory. */
 char *msg_encode(const payment_msg *m);

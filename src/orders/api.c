@@ -84,6 +84,17 @@ static void get_order(http_req *req, http_res *res)
     svc_read(&app->svc, req, res, &it->base);
 }
 
+/* The order as GET /orders/{id} shows it: with its refunds, oldest first. */
+static json_t *order_with_refunds(const order *o, const refund *refunds, int n)
+{
+    json_t *j = order_json(o), *list = json_array();
+    for (int i = 0; i < n; i++)
+        if (strcmp(refunds[i].order_id, o->id) == 0)
+            json_array_append_new(list, refund_json(&refunds[i]));
+    json_object_set_new(j, "refunds", list);
+    return j;
+}
+
 void orders_read_group(void *arg, group_item **items, int n)
 {
     orders_app *app = arg;
@@ -97,6 +108,23 @@ void orders_read_group(void *arg, group_item **items, int n)
         rc = db_acquire(app->svc.db, 1000, &c);
     if (rc == 0)
         rc = store_orders_get(c, ids, n, found);
+    /* Their refunds, if any has some: a second statement only then. */
+    refund *refunds = NULL;
+    int nrefunds = 0;
+    if (rc > 0) {
+        const char **with = calloc((size_t)rc, sizeof *with);
+        int nwith = 0, max = 0;
+        for (int k = 0; with && k < rc; k++)
+            if (found[k].refund_count > 0) {
+                with[nwith++] = found[k].id;
+                max += found[k].refund_count;
+            }
+        if (!with || (max && !(refunds = calloc((size_t)max, sizeof *refunds))))
+            rc = -DB_FAILED;
+        else if (nwith && (nrefunds = store_refunds_of(c, with, nwith, refunds, max)) < 0)
+            rc = nrefunds;
+        free(with);
+    }
     db_release(app->svc.db, c);
     for (int i = 0; i < n; i++) {
         read_item *it = (read_item *)items[i];
@@ -119,12 +147,13 @@ void orders_read_group(void *arg, group_item **items, int n)
                         "operator %s reads order %s of %s", it->caller, o->id, o->user_id);
         }
         if (o)
-            http_json(res, 200, order_json(o));
+            http_json(res, 200, order_with_refunds(o, refunds, nrefunds));
         else
             http_error(res, 404, "order_not_found", "no order %s", it->id);
     }
     free(ids);
     free(found);
+    free(refunds);
 }
 
 static void list_orders(http_req *req, http_res *res)
@@ -274,6 +303,101 @@ static void cancel_order(http_req *req, http_res *res)
     }
 }
 
+/* POST /orders/{id}/refunds: what idem_run's transaction needs. */
+typedef struct refund_ask {
+    const char *id;
+    int64_t amount; /* 0: all that is left */
+    svc_caller who;
+    int redrive_ms;
+} refund_ask;
+
+static int refund_work(db_conn *c, http_req *req, http_res *res, void *arg)
+{
+    refund_ask *ask = arg;
+    order o;
+    int rc = store_order_lock(c, ask->id, &o);
+    bool mine = rc == 1 && strcmp(o.user_id, ask->who.claims.sub) == 0;
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || (!mine && ask->who.claims.role != AUTH_OPERATOR)) {
+        http_error(res, 404, "order_not_found", "no order %s", ask->id);
+        return 0;
+    }
+    int64_t amount = 0;
+    switch (order_refund_rule_for(&o, ask->amount, &amount)) {
+    case ORDER_REFUND_NOT_PAID:
+        http_error(res, 409, "not_refundable", "order %s is %s: only a paid order is refunded",
+                   o.id, o.status);
+        return 0;
+    case ORDER_REFUND_TOO_MUCH:
+        http_error(res, 422, "refund_exceeds_payment",
+                   "order %s has %" PRId64 " of its %" PRId64 " left to refund", o.id,
+                   o.amount - o.refund_reserved, o.amount);
+        return 0;
+    case ORDER_REFUND_TOO_MANY:
+        http_error(res, 422, "too_many_refunds", "order %s has had %d refunds, the most it may",
+                   o.id, ORDER_REFUNDS_MAX);
+        return 0;
+    case ORDER_REFUND_OK:
+        break;
+    }
+    if (!mine)
+        log_msg(LOG_INFO, req->req_id, "operator %s refunds %" PRId64 " of order %s of %s",
+                ask->who.claims.sub, amount, o.id, o.user_id);
+    refund r = {.amount = amount};
+    order_new_id(r.id);
+    snprintf(r.order_id, sizeof r.order_id, "%s", o.id);
+    snprintf(r.user_id, sizeof r.user_id, "%s", o.user_id);
+    payment_msg m;
+    order_refund_request(&r, &m);
+    char *payload = msg_encode(&m);
+    rc = payload ? store_refund_create(c, r.id, o.id, amount, ask->redrive_ms, MSG_TOPIC_REQUESTS,
+                                       payload, &r)
+                 : -DB_FAILED;
+    free(payload);
+    if (rc == -ENOENT)
+        rc = -DB_FAILED; /* locked a moment ago: orders are never deleted */
+    if (rc == 0)
+        http_json(res, 202, refund_json(&r));
+    return rc;
+}
+
+/* POST /orders/{id}/refunds: a paid order's owner asks for some of its
+ * money back ({"amount"}), or all that is left ({}): 202 with the refund,
+ * PENDING; it is COMPLETED once payments gives it back (GET the order, or
+ * follow /ws). A refund moves money, so it needs an Idempotency-Key: a
+ * retry with it answers the same refund, never a second one. More than is
+ * left: 422. Another user's order is not found; an operator may refund for
+ * support, on the record. */
+static void refund_order(http_req *req, http_res *res)
+{
+    orders_app *app = req->app;
+    refund_ask ask = {.id = req->params[0], .redrive_ms = app->redrive_after_ms};
+    json_int_t amount = 0;
+    if (!svc_caller_of(req, res, &app->svc, true, &ask.who))
+        return;
+    if (!valid_uuid(ask.id)) {
+        http_error(res, 404, "order_not_found", "no order %s", ask.id);
+        return;
+    }
+    if (req->body_len > 0 && http_body_unpack(req, res, "{s?:I}", "amount", &amount) < 0)
+        return;
+    if (req->body_len > 0 && json_object_get(req->json, "amount") && !valid_amount(amount)) {
+        http_error(res, 400, "invalid_amount",
+                   "amount must be an integer number of minor units from 1 to 10^12");
+        return;
+    }
+    if (!http_header(req, "Idempotency-Key")) {
+        http_error(res, 400, "idempotency_key_required",
+                   "a refund moves money: send an Idempotency-Key, and the same one on a retry");
+        return;
+    }
+    ask.amount = amount;
+    idem_run(app->svc.db, req, res, ask.who.claims.sub, refund_work, &ask);
+    if (res->status == 202)
+        outbox_relay_wake(app->svc.relay);
+}
+
 static const deadletter_service dead_letters = {.parts = offsetof(orders_app, svc),
                                                 .handle = orders_handle_results};
 
@@ -283,6 +407,7 @@ const http_route orders_routes[] = {
     {"GET", "/orders/{id}", get_order, NULL},
     {"GET", "/ws", follow_orders, NULL},
     {"POST", "/orders/{id}/cancel", cancel_order, NULL},
+    {"POST", "/orders/{id}/refunds", refund_order, NULL},
     DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,

@@ -31,12 +31,12 @@ typedef struct orders_app {
     int ws_queue, ws_ping_ms;
     int writers, group_max, gather_us;
     int create_deadline_ms; /* POST /orders: answered by then, created or not */
-    _Atomic uint64_t finished, cancelled, ignored_results, redrives;
+    _Atomic uint64_t finished, cancelled, refunded, ignored_results, redrives, refund_redrives;
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;
 
 /* The service's own routes; main.c adds the docs routes after them. */
-#define ORDERS_NROUTES (5 + DEADLETTER_NROUTES)
+#define ORDERS_NROUTES (6 + DEADLETTER_NROUTES)
 extern const http_route orders_routes[]; /* ORDERS_NROUTES of them */
 
 /* An order as the API shows it. Caller owns the result. */

@@ -58,6 +58,27 @@ void order_cancel_request(const order *o, payment_msg *out)
     out->type = MSG_PAYMENT_CANCEL;
 }
 
+order_refund_rule order_refund_rule_for(const order *o, int64_t asked, int64_t *amount)
+{
+    if (strcmp(o->status, "FINISHED") != 0 && strcmp(o->status, "REFUNDED") != 0)
+        return ORDER_REFUND_NOT_PAID;
+    int64_t left = o->amount - o->refund_reserved;
+    if (left == 0 || asked > left)
+        return ORDER_REFUND_TOO_MUCH;
+    if (o->refund_count >= ORDER_REFUNDS_MAX)
+        return ORDER_REFUND_TOO_MANY;
+    *amount = asked ? asked : left;
+    return ORDER_REFUND_OK;
+}
+
+void order_refund_request(const refund *r, payment_msg *out)
+{
+    *out = (payment_msg){.type = MSG_REFUND_REQUESTED, .amount = r->amount};
+    snprintf(out->order_id, sizeof out->order_id, "%s", r->order_id);
+    snprintf(out->user_id, sizeof out->user_id, "%s", r->user_id);
+    snprintf(out->refund_id, sizeof out->refund_id, "%s", r->id);
+}
+
 void order_redrive_message(const order *o, payment_msg *out)
 {
     if (o->cancel_requested)
@@ -68,9 +89,18 @@ void order_redrive_message(const order *o, payment_msg *out)
 
 json_t *order_json(const order *o)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:s, s:s}", "id", o->id, "user_id",
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:I, s:s, s:s}", "id", o->id, "user_id",
                      o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
                      "status", o->status, "reason",
                      o->reason[0] ? json_string(o->reason) : json_null(), "cancel_requested",
-                     o->cancel_requested, "created_at", o->created_at, "updated_at", o->updated_at);
+                     o->cancel_requested, "refunded_amount", (json_int_t)o->refunded_amount,
+                     "created_at", o->created_at, "updated_at", o->updated_at);
+}
+
+json_t *refund_json(const refund *r)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:o, s:s, s:s}", "id", r->id, "order_id", r->order_id,
+                     "amount", (json_int_t)r->amount, "status", r->status, "reason",
+                     r->reason[0] ? json_string(r->reason) : json_null(), "created_at",
+                     r->created_at, "updated_at", r->updated_at);
 }

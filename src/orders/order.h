@@ -1,5 +1,6 @@
 /* An order and the rules of its life: NEW, then FINISHED (paid) or
- * CANCELLED (with the reason), and only from NEW. Pure. */
+ * CANCELLED (with the reason), and only from NEW; a FINISHED order's
+ * refunds give its money back, and all of it back it is REFUNDED. Pure. */
 #ifndef ORDERS_ORDER_H
 #define ORDERS_ORDER_H
 
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #define ORDER_DESCRIPTION_MAX 500
+#define ORDER_REFUNDS_MAX 50 /* refunds of one order: its read lists them all */
 
 typedef struct order {
     char id[MSG_ORDER_ID_LEN + 1];
@@ -21,9 +23,24 @@ typedef struct order {
     char reason[MSG_REASON_MAX + 1]; /* "" when none */
     char created_at[40];
     char updated_at[40];
-    int64_t seq;           /* creation order; the listing's cursor */
-    bool cancel_requested; /* its owner asked to cancel it (while NEW) */
+    int64_t seq;             /* creation order; the listing's cursor */
+    bool cancel_requested;   /* its owner asked to cancel it (while NEW) */
+    int64_t refund_reserved; /* its refunds that did not fail, pending or not */
+    int64_t refunded_amount; /* what its completed refunds gave back */
+    int refund_count;        /* refunds asked for, failed or not */
 } order;
+
+/* A refund of a paid order: PENDING, then COMPLETED or FAILED (reason). */
+typedef struct refund {
+    char id[MSG_ORDER_ID_LEN + 1];
+    char order_id[MSG_ORDER_ID_LEN + 1];
+    char user_id[VALID_USER_ID_MAX + 1];
+    int64_t amount;
+    char status[16];
+    char reason[MSG_REASON_MAX + 1]; /* "" when none */
+    char created_at[40];
+    char updated_at[40];
+} refund;
 
 /* A description: `len` bytes (as JSON gave them, so an embedded NUL
  * shows), at most ORDER_DESCRIPTION_MAX characters of UTF-8. */
@@ -48,11 +65,29 @@ order_cancel_rule order_cancel_rule_for(const order *o);
  * request's key (its user), so that it follows the request. */
 void order_cancel_request(const order *o, payment_msg *out);
 
+/* What asking to refund `asked` of `o` (0: all that is left) does. OK
+ * sets *amount; a refund needs a paid order, cannot take the total past
+ * what was paid, and an order has at most ORDER_REFUNDS_MAX. */
+typedef enum {
+    ORDER_REFUND_OK,
+    ORDER_REFUND_NOT_PAID,
+    ORDER_REFUND_TOO_MUCH,
+    ORDER_REFUND_TOO_MANY,
+} order_refund_rule;
+order_refund_rule order_refund_rule_for(const order *o, int64_t asked, int64_t *amount);
+
+/* The message that asks payments to give `r` back: refund.requested, with
+ * the order's key (its user), so that it follows the order's payment. */
+void order_refund_request(const refund *r, payment_msg *out);
+
 /* What a re-drive of a NEW order `o` publishes again: its cancel when its
  * owner asked for one, else its payment request. */
 void order_redrive_message(const order *o, payment_msg *out);
 
 /* The order as the API and the live pushes show it. Caller owns it. */
 json_t *order_json(const order *o);
+
+/* A refund as the API shows it. Caller owns it. */
+json_t *refund_json(const refund *r);
 
 #endif

@@ -8,7 +8,11 @@
 
 #define ORDER_COLS                                                                                 \
     "id, user_id, amount, description, status, coalesce(reason, ''), " DB_TS(                      \
-        "created_at") ", " DB_TS("updated_at") ", seq, cancel_requested_at IS NOT NULL"
+        "created_at") ", " DB_TS("updated_at") ", seq, cancel_requested_at IS NOT NULL,"           \
+                                               " refund_reserved, refunded_amount, refund_count"
+#define REFUND_COLS                                                                                \
+    "id, order_id, user_id, amount, status, coalesce(reason, ''), " DB_TS(                         \
+        "created_at") ", " DB_TS("updated_at")
 
 const db_stmt orders_stmts[] = {
     /* A group's orders and their payment requests in one statement; the
@@ -36,7 +40,7 @@ const db_stmt orders_stmts[] = {
      "UPDATE orders o"
      " SET status = r.to_status, reason = nullif(r.to_reason, ''), updated_at = now()"
      " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(order_id, to_status, to_reason)"
-     " WHERE o.id = r.order_id AND o.status NOT IN ('FINISHED', 'CANCELLED')"
+     " WHERE o.id = r.order_id AND o.status NOT IN ('FINISHED', 'CANCELLED', 'REFUNDED')"
      /* Asked to cancel: a payment is not taken as final (payments gives
       * it back when it sees the cancel, and answers "cancelled"). */
      "   AND NOT (r.to_status = 'FINISHED' AND o.cancel_requested_at IS NOT NULL)"
@@ -51,6 +55,49 @@ const db_stmt orders_stmts[] = {
      "           WHERE id = $1 AND status = 'NEW' RETURNING *),"
      "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $2, c.user_id, $3 FROM c)"
      " SELECT " ORDER_COLS " FROM c"},
+    /* A refund: its order's row is locked first (order_lock), the checks
+     * made on it (order_refund_rule_for), then the refund, its share of
+     * the order and its refund.requested commit together. */
+    {"order_lock", "SELECT " ORDER_COLS " FROM orders WHERE id = $1 FOR UPDATE"},
+    {"refund_create",
+     "WITH o AS (UPDATE orders SET refund_reserved = refund_reserved + $3,"
+     "                  refund_count = refund_count + 1, updated_at = now()"
+     "           WHERE id = $2 RETURNING id, user_id),"
+     "     r AS (INSERT INTO refunds (id, order_id, user_id, amount, next_redrive_at)"
+     "           SELECT $1, o.id, o.user_id, $3, now() + make_interval(secs => $4::float8 / 1000)"
+     "           FROM o RETURNING *),"
+     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $5, o.user_id, $6 FROM o)"
+     " SELECT " REFUND_COLS " FROM r"},
+    {"refunds_of",
+     "SELECT " REFUND_COLS " FROM refunds WHERE order_id = ANY($1::uuid[]) ORDER BY seq"},
+    /* A refund's result moves it from PENDING if it names the refund, its
+     * order and its amount; the orders' sums follow, and an order all of
+     * whose money is back is REFUNDED. The orders that changed come back. */
+    {"refunds_finish",
+     "WITH r AS (UPDATE refunds f SET status = x.to_status, reason = nullif(x.why, ''),"
+     "                  updated_at = now()"
+     "           FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[])"
+     "                AS x(rid, oid, amt, to_status, why)"
+     "           WHERE f.id = x.rid AND f.order_id = x.oid AND f.amount = x.amt"
+     "             AND f.status = 'PENDING'"
+     "           RETURNING f.order_id, f.amount, f.status),"
+     "     s AS (SELECT r.order_id AS oid,"
+     "                  coalesce(sum(r.amount) FILTER (WHERE r.status = 'COMPLETED'), 0) AS back,"
+     "                  coalesce(sum(r.amount) FILTER (WHERE r.status = 'FAILED'), 0) AS freed"
+     "           FROM r GROUP BY r.order_id)"
+     " UPDATE orders o SET refunded_amount = o.refunded_amount + s.back,"
+     "        refund_reserved = o.refund_reserved - s.freed, updated_at = now(),"
+     "        status = CASE WHEN o.refunded_amount + s.back = o.amount THEN 'REFUNDED'"
+     "                      ELSE o.status END"
+     " FROM s WHERE o.id = s.oid"
+     " RETURNING " ORDER_COLS},
+    {"refund_redrive_claim",
+     "UPDATE refunds SET redrive_count = redrive_count + 1,"
+     " next_redrive_at = now() + make_interval(secs =>"
+     "   least($2::float8 * power(2, least(redrive_count, 30)), $3::float8) / 1000)"
+     " WHERE id IN (SELECT id FROM refunds WHERE status = 'PENDING' AND next_redrive_at <= now()"
+     "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+     " RETURNING " REFUND_COLS},
     {"redrive_claim",
      "UPDATE orders SET redrive_count = redrive_count + 1,"
      /* The exponent stops at 30: 2^redrive_count overflows float8 near
@@ -79,6 +126,36 @@ static void read_order(PGresult *r, int row, order *o)
     snprintf(o->updated_at, sizeof o->updated_at, "%s", PQgetvalue(r, row, 7));
     o->seq = strtoll(PQgetvalue(r, row, 8), NULL, 10);
     o->cancel_requested = strcmp(PQgetvalue(r, row, 9), "t") == 0;
+    o->refund_reserved = strtoll(PQgetvalue(r, row, 10), NULL, 10);
+    o->refunded_amount = strtoll(PQgetvalue(r, row, 11), NULL, 10);
+    o->refund_count = atoi(PQgetvalue(r, row, 12));
+}
+
+static void read_refund(PGresult *r, int row, refund *f)
+{
+    snprintf(f->id, sizeof f->id, "%s", PQgetvalue(r, row, 0));
+    snprintf(f->order_id, sizeof f->order_id, "%s", PQgetvalue(r, row, 1));
+    snprintf(f->user_id, sizeof f->user_id, "%s", PQgetvalue(r, row, 2));
+    f->amount = strtoll(PQgetvalue(r, row, 3), NULL, 10);
+    snprintf(f->status, sizeof f->status, "%s", PQgetvalue(r, row, 4));
+    snprintf(f->reason, sizeof f->reason, "%s", PQgetvalue(r, row, 5));
+    snprintf(f->created_at, sizeof f->created_at, "%s", PQgetvalue(r, row, 6));
+    snprintf(f->updated_at, sizeof f->updated_at, "%s", PQgetvalue(r, row, 7));
+}
+
+/* Runs `stmt` and reads up to `max` refunds; returns the count or -DB_*. */
+static int run_refunds(db_conn *c, const char *stmt, int n, const char *const *params, refund *out,
+                       int max)
+{
+    PGresult *r = NULL;
+    int rc = db_exec(c, stmt, n, params, &r);
+    if (rc == 0) {
+        rc = PQntuples(r) < max ? PQntuples(r) : max;
+        for (int i = 0; i < rc; i++)
+            read_refund(r, i, &out[i]);
+    }
+    PQclear(r);
+    return rc;
 }
 
 /* Runs `stmt` and reads up to `max` orders; returns the count or -DB_*. */
@@ -178,4 +255,63 @@ int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *
     snprintf(m, sizeof m, "%d", max_ms);
     const char *params[] = {l, a, m};
     return run(c, "redrive_claim", 3, params, out, limit);
+}
+
+int store_order_lock(db_conn *c, const char *id, order *out)
+{
+    const char *params[] = {id};
+    return run(c, "order_lock", 1, params, out, 1);
+}
+
+int store_refund_create(db_conn *c, const char *id, const char *order_id, int64_t amount,
+                        int redrive_ms, const char *topic, const char *payload, refund *out)
+{
+    char amt[24], after[16];
+    snprintf(amt, sizeof amt, "%" PRId64, amount);
+    snprintf(after, sizeof after, "%d", redrive_ms);
+    const char *params[] = {id, order_id, amt, after, topic, payload};
+    int rc = run_refunds(c, "refund_create", 6, params, out, 1);
+    return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
+}
+
+int store_refunds_of(db_conn *c, const char *const *order_ids, int n, refund *out, int max)
+{
+    db_array a;
+    db_array_of(&a, order_ids, n);
+    const char *params[] = {a.text};
+    int rc = run_refunds(c, "refunds_of", 1, params, out, max);
+    db_array_free(&a);
+    return rc;
+}
+
+int store_refunds_finish(db_conn *c, const payment_msg *results, int n, order *changed)
+{
+    db_array refunds, orders, amounts, statuses, reasons;
+    db_array_begin(&refunds), db_array_begin(&orders), db_array_begin(&amounts);
+    db_array_begin(&statuses), db_array_begin(&reasons);
+    for (int i = 0; i < n; i++) {
+        bool done = results[i].type == MSG_REFUND_COMPLETED;
+        db_array_add(&refunds, results[i].refund_id);
+        db_array_add(&orders, results[i].order_id);
+        db_array_add_int(&amounts, results[i].amount);
+        db_array_add(&statuses, done ? "COMPLETED" : "FAILED");
+        db_array_add(&reasons, done ? "" : results[i].reason);
+    }
+    db_array_end(&refunds), db_array_end(&orders), db_array_end(&amounts);
+    db_array_end(&statuses), db_array_end(&reasons);
+    const char *params[] = {refunds.text, orders.text, amounts.text, statuses.text, reasons.text};
+    int rc = run(c, "refunds_finish", 5, params, changed, n);
+    db_array_free(&refunds), db_array_free(&orders), db_array_free(&amounts);
+    db_array_free(&statuses), db_array_free(&reasons);
+    return rc;
+}
+
+int store_refund_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, refund *out)
+{
+    char l[16], a[16], m[16];
+    snprintf(l, sizeof l, "%d", limit);
+    snprintf(a, sizeof a, "%d", after_ms);
+    snprintf(m, sizeof m, "%d", max_ms);
+    const char *params[] = {l, a, m};
+    return run_refunds(c, "refund_redrive_claim", 3, params, out, limit);
 }

@@ -44,6 +44,34 @@ int store_order_cancel(db_conn *c, const char *id, const char *topic, const char
  * max_ms). Returns the count (into out[]), or -DB_*. */
 int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out);
 
+/* Locks order `id`'s row for the caller's transaction and reads it.
+ * Returns 1, 0 when unknown, or -DB_*. */
+int store_order_lock(db_conn *c, const char *id, order *out);
+
+/* Records refund `id` of `amount` of order `order_id` (locked by the
+ * caller, its checks made), adds it to the order's refunds, and in the
+ * same statement puts `payload` (its refund.requested) into the outbox for
+ * `topic`; its first re-drive is due after `redrive_ms`. Returns 0 with
+ * the refund as stored in `out`, -ENOENT, or -DB_*. */
+int store_refund_create(db_conn *c, const char *id, const char *order_id, int64_t amount,
+                        int redrive_ms, const char *topic, const char *payload, refund *out);
+
+/* The refunds of order_ids[0..n), oldest first: up to `max` in `out`.
+ * Returns the count or -DB_*. */
+int store_refunds_of(db_conn *c, const char *const *order_ids, int n, refund *out, int max);
+
+/* Moves the refund of each of the `n` refund results from PENDING to
+ * COMPLETED or FAILED, if the result names the refund's order and amount
+ * (else, or no longer PENDING: a replay, nothing changes), and adds it to
+ * its order: refunded_amount, REFUNDED when all of it is back. Returns how
+ * many orders changed, as they are now (into changed[0..n)), or -DB_*. */
+int store_refunds_finish(db_conn *c, const payment_msg *results, int n, order *changed);
+
+/* Claims up to `limit` PENDING refunds whose re-drive is due and schedules
+ * their next one, as store_redrive_claim does for orders. Returns the
+ * count (into out[]), or -DB_*. */
+int store_refund_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, refund *out);
+
 /* Announces changed orders on STORE_CHANNEL, delivered at commit. */
 #define STORE_CHANNEL "order_updates"
 int store_notify(db_conn *c, const char *payload);

@@ -15,42 +15,56 @@
 
 #define REDRIVE_BATCH 100
 
+static bool belongs_on_results(msg_type t)
+{
+    return t == MSG_PAYMENT_COMPLETED || t == MSG_PAYMENT_FAILED || t == MSG_REFUND_COMPLETED ||
+           t == MSG_REFUND_FAILED;
+}
+
 int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
                           consumer_verdict *verdicts)
 {
     orders_app *app = arg;
-    payment_msg *results = calloc((size_t)n, sizeof *results);
+    /* Payments' results from the front of `results`, refunds' from the back. */
+    payment_msg *results = calloc((size_t)n, sizeof *results), decoded;
     order *changed = calloc((size_t)n, sizeof *changed);
     if (!results || !changed) {
         free(results), free(changed);
         return -DB_FAILED;
     }
-    int valid = 0;
+    int payments = 0, refunds = 0;
     for (int i = 0; i < n; i++) {
         consumer_verdict *v = &verdicts[i];
-        if (msg_decode(msgs[i]->payload, msgs[i]->len, &results[valid], v->why, sizeof v->why) <
-            0) {
+        if (msg_decode(msgs[i]->payload, msgs[i]->len, &decoded, v->why, sizeof v->why) < 0) {
             v->poison = true;
-        } else if (results[valid].type != MSG_PAYMENT_COMPLETED &&
-                   results[valid].type != MSG_PAYMENT_FAILED) {
-            snprintf(v->why, sizeof v->why, "%s does not belong on %s",
-                     msg_type_name(results[valid].type), MSG_TOPIC_RESULTS);
+        } else if (!belongs_on_results(decoded.type)) {
+            snprintf(v->why, sizeof v->why, "%s does not belong on %s", msg_type_name(decoded.type),
+                     MSG_TOPIC_RESULTS);
             v->poison = true;
+        } else if (msg_is_refund(decoded.type)) {
+            results[n - ++refunds] = decoded;
         } else {
-            valid++;
+            results[payments++] = decoded;
         }
     }
-    int rc = 0, nchanged = 0;
-    if (valid)
-        rc = nchanged = store_orders_finish(c, results, valid, changed);
-    if (rc >= 0 && valid) {
+    int rc = 0, paid = 0, nchanged = 0;
+    if (payments)
+        rc = paid = store_orders_finish(c, results, payments, changed);
+    /* A refund follows its order's payment: after it, whatever the batch. */
+    if (rc >= 0 && refunds)
+        rc = store_refunds_finish(c, &results[n - refunds], refunds, &changed[paid]);
+    if (rc >= 0)
+        nchanged = paid + (refunds ? rc : 0);
+    if (rc >= 0 && nchanged) {
         /* Everyone following these users hears of it once this commits. */
         pthread_mutex_lock(&app->changed_lock);
         live_batch_reset(&app->changed);
-        uint64_t finished = 0, cancelled = 0;
+        uint64_t finished = 0, cancelled = 0, refunded = 0;
         for (int i = 0; i < nchanged; i++) {
             (void)live_batch_add(&app->changed, &changed[i]); /* fails only without memory */
-            if (strcmp(changed[i].status, "FINISHED") == 0)
+            if (i >= paid)
+                refunded += strcmp(changed[i].status, "REFUNDED") == 0;
+            else if (strcmp(changed[i].status, "FINISHED") == 0)
                 finished++;
             else
                 cancelled++;
@@ -60,34 +74,55 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         if (rc == 0) {
             atomic_fetch_add(&app->finished, finished);
             atomic_fetch_add(&app->cancelled, cancelled);
-            /* Replays, or results for orders that are not ours. */
-            atomic_fetch_add(&app->ignored_results, (uint64_t)(valid - nchanged));
+            atomic_fetch_add(&app->refunded, refunded);
         }
+    }
+    if (rc >= 0) {
+        /* Replays, or payment results for orders that are not ours. */
+        atomic_fetch_add(&app->ignored_results, (uint64_t)(payments - paid));
     }
     free(changed);
     free(results);
     return rc < 0 ? rc : 0;
 }
 
+/* Puts the message of each of due[0..n) NEW orders, or of each of
+ * refunds[0..nrefunds) PENDING refunds, into the outbox again. */
+static int redrive_messages(db_conn *c, const order *due, int n, const refund *refunds,
+                            int nrefunds)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < n + nrefunds; i++) {
+        payment_msg m;
+        if (i < n)
+            order_redrive_message(&due[i], &m);
+        else
+            order_refund_request(&refunds[i - n], &m);
+        char *payload = msg_encode(&m);
+        rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, m.user_id, payload) : -DB_FAILED;
+        free(payload);
+    }
+    return rc;
+}
+
 void orders_redrive(void *arg)
 {
     orders_app *app = arg;
     order *due = calloc(REDRIVE_BATCH, sizeof *due);
+    refund *refunds = calloc(REDRIVE_BATCH, sizeof *refunds);
     db_conn *c = NULL;
-    int n = 0;
-    int rc = due ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
+    int n = 0, nrefunds = 0;
+    int rc = due && refunds ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
     if (rc == 0)
         rc = db_begin(c);
     if (rc == 0)
         rc = n =
             store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms, due);
-    for (int i = 0; rc >= 0 && i < n; i++) {
-        payment_msg request;
-        order_redrive_message(&due[i], &request);
-        char *payload = msg_encode(&request);
-        rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, due[i].user_id, payload) : -DB_FAILED;
-        free(payload);
-    }
+    if (rc >= 0)
+        rc = nrefunds = store_refund_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms,
+                                                   app->redrive_max_ms, refunds);
+    if (rc >= 0)
+        rc = redrive_messages(c, due, n, refunds, nrefunds);
     if (rc >= 0)
         rc = db_commit(c);
     if (rc < 0) {
@@ -96,12 +131,15 @@ void orders_redrive(void *arg)
                 db_strerror(rc), c && db_sqlstate(c)[0] ? db_sqlstate(c) : "none");
     }
     db_release(app->svc.db, c);
-    if (rc == 0 && n > 0) {
+    if (rc == 0 && n + nrefunds > 0) {
         atomic_fetch_add(&app->redrives, (uint64_t)n);
-        log_msg(LOG_INFO, NULL, "re-drove %d orders still NEW", n);
+        atomic_fetch_add(&app->refund_redrives, (uint64_t)nrefunds);
+        log_msg(LOG_INFO, NULL, "re-drove %d orders still NEW and %d refunds still PENDING", n,
+                nrefunds);
         outbox_relay_wake(app->svc.relay);
     }
     free(due);
+    free(refunds);
 }
 
 void orders_purge(void *arg)
@@ -127,14 +165,20 @@ void orders_metrics(void *arg, FILE *out)
     svc_metrics(&app->svc, &app->create, 1, out);
     consumer_metrics(app->svc.consumer, out);
     ws_metrics(app->hub, out);
-    metrics_header(out, "orders_final_total", "counter", "Orders moved out of NEW, by status");
+    metrics_header(out, "orders_final_total", "counter",
+                   "Orders that reached a status: out of NEW, or all their money back (REFUNDED)");
     fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",
             atomic_load(&app->finished));
     fprintf(out, "orders_final_total{status=\"CANCELLED\"} %" PRIu64 "\n",
             atomic_load(&app->cancelled));
+    fprintf(out, "orders_final_total{status=\"REFUNDED\"} %" PRIu64 "\n",
+            atomic_load(&app->refunded));
     metrics_header(out, "orders_redrives_total", "counter",
                    "Payment requests published again for orders still NEW");
     fprintf(out, "orders_redrives_total %" PRIu64 "\n", atomic_load(&app->redrives));
+    metrics_header(out, "refunds_redrives_total", "counter",
+                   "Refund requests published again for refunds still PENDING");
+    fprintf(out, "refunds_redrives_total %" PRIu64 "\n", atomic_load(&app->refund_redrives));
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
     fprintf(out, "worker_failures_total{worker=\"redrive\"} %" PRIu64 "\n",

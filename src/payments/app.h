@@ -17,7 +17,8 @@ typedef struct payments_app {
     svc_parts svc;                                /* pool, relay, the payment.requests consumer */
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
     _Atomic uint64_t cancels, cancel_credits;     /* cancels, and those that gave money back */
-    _Atomic uint64_t purge_failures;              /* logged, never swallowed */
+    _Atomic uint64_t refunds_completed, refunds_failed, refunds_replayed;
+    _Atomic uint64_t purge_failures; /* logged, never swallowed */
 } payments_app;
 
 /* The routes of the payments API (DESIGN §8). */

@@ -20,14 +20,17 @@ const db_stmt payments_stmts[] = {
      "WITH a AS (UPDATE accounts SET balance = balance + $2, updated_at = now()"
      "           WHERE user_id = $1 AND balance <= 9223372036854775807 - $2::bigint"
      "           RETURNING *),"
-     "     l AS (INSERT INTO ledger (user_id, kind, amount)"
-     "           SELECT user_id, 'deposit', $2 FROM a)"
+     "     l AS (INSERT INTO ledger (user_id, kind, amount, from_account, to_account)"
+     "           SELECT user_id, 'deposit', $2, '@world', user_id FROM a)"
      " SELECT " ACCOUNT_COLS " FROM a"},
     {"payment_batch", "SELECT order_id, replayed, outcome, coalesce(reason, ''), user_id, amount"
                       " FROM payment_batch($1::uuid[], $2::text[], $3::bigint[])"},
     {"payment_cancel_batch",
      "SELECT order_id, credited, outcome, coalesce(reason, ''), user_id, amount"
      " FROM payment_cancel_batch($1::uuid[], $2::text[], $3::bigint[])"},
+    {"payment_refund_batch",
+     "SELECT order_id, replayed, outcome, coalesce(reason, ''), user_id, amount, refund_id"
+     " FROM payment_refund_batch($4::uuid[], $1::uuid[], $2::text[], $3::bigint[])"},
     {NULL, NULL},
 };
 
@@ -94,50 +97,67 @@ int store_deposit(db_conn *c, const char *user_id, int64_t amount, account *out)
     return rc;
 }
 
-/* Runs `stmt` (payment_batch or payment_cancel_batch: one row per message,
- * in order: order id, a flag, outcome, reason, user, amount) over msgs[0..n)
- * and reads the recorded outcome of each into results[i], the flag into
- * flags[i]. */
-static int run_batch(db_conn *c, const char *stmt, const payment_msg *msgs, int n,
-                     payment_msg *results, bool *flags)
+/* Runs `stmt` (payment_batch, payment_cancel_batch or payment_refund_batch:
+ * one row per message, in order: order id, a flag, outcome, reason, user,
+ * amount, and a refund's id) over msgs[0..n) and reads the recorded
+ * outcome of each into results[i] (a `done` or `failed` message), the flag
+ * into flags[i]. */
+static int run_batch(db_conn *c, const char *stmt, const payment_msg *msgs, int n, msg_type done,
+                     msg_type failed, payment_msg *results, bool *flags)
 {
     if (n == 0)
         return 0;
-    db_array orders, users, amounts;
+    bool refunds = msg_is_refund(done);
+    db_array orders, users, amounts, ids;
     db_array_begin(&orders), db_array_begin(&users), db_array_begin(&amounts);
+    db_array_begin(&ids);
     for (int i = 0; i < n; i++) {
         db_array_add(&orders, msgs[i].order_id);
         db_array_add(&users, msgs[i].user_id);
         db_array_add_int(&amounts, msgs[i].amount);
+        db_array_add(&ids, msgs[i].refund_id);
     }
-    db_array_end(&orders), db_array_end(&users), db_array_end(&amounts);
-    const char *params[] = {orders.text, users.text, amounts.text};
+    db_array_end(&orders), db_array_end(&users), db_array_end(&amounts), db_array_end(&ids);
+    const char *params[] = {orders.text, users.text, amounts.text, ids.text};
     PGresult *r = NULL;
-    int rc = db_exec(c, stmt, 3, params, &r);
+    int rc = db_exec(c, stmt, refunds ? 4 : 3, params, &r);
     /* One row per message, in order: the outcome as recorded (the rule is
-     * the function's, db/payments/008 and 009). */
+     * the function's, db/payments/008, 009 and 010). */
     for (int i = 0; rc == 0 && i < n; i++) {
-        results[i] = msgs[i];
+        payment_msg *m = &results[i];
+        *m = msgs[i];
         flags[i] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
-        results[i].type = strcmp(PQgetvalue(r, i, 2), "completed") == 0 ? MSG_PAYMENT_COMPLETED
-                                                                        : MSG_PAYMENT_FAILED;
-        snprintf(results[i].reason, sizeof results[i].reason, "%s", PQgetvalue(r, i, 3));
-        snprintf(results[i].user_id, sizeof results[i].user_id, "%s", PQgetvalue(r, i, 4));
-        results[i].amount = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+        m->type = strcmp(PQgetvalue(r, i, 2), "completed") == 0 ? done : failed;
+        snprintf(m->reason, sizeof m->reason, "%s", PQgetvalue(r, i, 3));
+        snprintf(m->user_id, sizeof m->user_id, "%s", PQgetvalue(r, i, 4));
+        m->amount = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+        if (refunds) {
+            snprintf(m->order_id, sizeof m->order_id, "%s", PQgetvalue(r, i, 0));
+            snprintf(m->refund_id, sizeof m->refund_id, "%s", PQgetvalue(r, i, 6));
+        }
     }
     PQclear(r);
-    db_array_free(&orders), db_array_free(&users), db_array_free(&amounts);
+    db_array_free(&orders), db_array_free(&users), db_array_free(&amounts), db_array_free(&ids);
     return rc;
 }
 
 int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg *results,
                         bool *replayed)
 {
-    return run_batch(c, "payment_batch", reqs, n, results, replayed);
+    return run_batch(c, "payment_batch", reqs, n, MSG_PAYMENT_COMPLETED, MSG_PAYMENT_FAILED,
+                     results, replayed);
 }
 
 int store_cancel_batch(db_conn *c, const payment_msg *cancels, int n, payment_msg *results,
                        bool *credited)
 {
-    return run_batch(c, "payment_cancel_batch", cancels, n, results, credited);
+    return run_batch(c, "payment_cancel_batch", cancels, n, MSG_PAYMENT_COMPLETED,
+                     MSG_PAYMENT_FAILED, results, credited);
+}
+
+int store_refund_batch(db_conn *c, const payment_msg *refunds, int n, payment_msg *results,
+                       bool *replayed)
+{
+    return run_batch(c, "payment_refund_batch", refunds, n, MSG_REFUND_COMPLETED, MSG_REFUND_FAILED,
+                     results, replayed);
 }

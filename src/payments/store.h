@@ -47,4 +47,15 @@ int store_payment_batch(db_conn *c, const payment_msg *reqs, int n, payment_msg 
 int store_cancel_batch(db_conn *c, const payment_msg *cancels, int n, payment_msg *results,
                        bool *credited);
 
+/* Handles a batch of refund.requested exactly once, in the caller's
+ * transaction and in message order: records each refund id in the refund
+ * inbox and credits the refund's amount back to the account it was paid
+ * from, with a ledger row of its own, if its order was paid by that user
+ * and its order's refunds add up to no more than the payment; else it
+ * fails ("not_paid", "exceeds_payment"). A refund decided before changes
+ * nothing: results[i] is its recorded outcome (refund.completed or
+ * refund.failed) and replayed[i] is set. Returns 0 or -DB_*. */
+int store_refund_batch(db_conn *c, const payment_msg *refunds, int n, payment_msg *results,
+                       bool *replayed);
+
 #endif

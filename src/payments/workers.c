@@ -10,14 +10,26 @@
 #include <inttypes.h>
 #include <stdlib.h>
 
-/* Decides msgs[0..n) of one kind (requests, or cancels) with one
- * statement, into results[] and again[] (a replay: a result published
- * before, published again; for a cancel, whether money went back). */
+/* Decides msgs[0..n) of one kind (requests, cancels or refunds) with one
+ * statement, into results[] and flags[] (a request's or a refund's: a
+ * replay, a result published before, published again; a cancel's: whether
+ * money went back). */
 static int decide(db_conn *c, msg_type kind, const payment_msg *msgs, int n, payment_msg *results,
                   bool *flags)
 {
-    return kind == MSG_PAYMENT_CANCEL ? store_cancel_batch(c, msgs, n, results, flags)
-                                      : store_payment_batch(c, msgs, n, results, flags);
+    switch (kind) {
+    case MSG_PAYMENT_CANCEL:
+        return store_cancel_batch(c, msgs, n, results, flags);
+    case MSG_REFUND_REQUESTED:
+        return store_refund_batch(c, msgs, n, results, flags);
+    default:
+        return store_payment_batch(c, msgs, n, results, flags);
+    }
+}
+
+static bool belongs_on_requests(msg_type t)
+{
+    return t == MSG_PAYMENT_REQUESTED || t == MSG_PAYMENT_CANCEL || t == MSG_REFUND_REQUESTED;
 }
 
 int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
@@ -36,16 +48,16 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
         consumer_verdict *v = &verdicts[i];
         if (msg_decode(msgs[i]->payload, msgs[i]->len, &reqs[valid], v->why, sizeof v->why) < 0)
             v->poison = true;
-        else if (reqs[valid].type != MSG_PAYMENT_REQUESTED &&
-                 reqs[valid].type != MSG_PAYMENT_CANCEL) {
+        else if (!belongs_on_requests(reqs[valid].type)) {
             snprintf(v->why, sizeof v->why, "%s does not belong on %s",
                      msg_type_name(reqs[valid].type), MSG_TOPIC_REQUESTS);
             v->poison = true;
         } else
             valid++;
     }
-    /* In message order: each run of requests, then of cancels, with one
-     * statement (a cancel after its request, as the key keeps them). */
+    /* In message order: each run of requests, of cancels or of refunds
+     * with one statement (a cancel or a refund after its order's request,
+     * as the key keeps them). */
     rc = 0;
     for (int from = 0, to; from < valid; from = to) {
         for (to = from + 1; to < valid && reqs[to].type == reqs[from].type; to++)
@@ -56,6 +68,7 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
     }
     /* Published again for a replay: the first result may have been lost. */
     uint64_t completed = 0, failed = 0, again = 0, cancelled = 0, credited = 0;
+    uint64_t refunded = 0, refused = 0, refunds_again = 0;
     for (int i = 0; i < valid; i++) {
         payloads[i] = msg_encode(&results[i]);
         keys[i] = results[i].order_id;
@@ -66,6 +79,12 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
         if (reqs[i].type == MSG_PAYMENT_CANCEL) {
             cancelled++;
             credited += flags[i];
+            continue;
+        }
+        if (reqs[i].type == MSG_REFUND_REQUESTED) {
+            refunds_again += flags[i];
+            refunded += !flags[i] && results[i].type == MSG_REFUND_COMPLETED;
+            refused += !flags[i] && results[i].type == MSG_REFUND_FAILED;
             continue;
         }
         again += flags[i];
@@ -79,6 +98,9 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
         atomic_fetch_add(&app->replayed, again);
         atomic_fetch_add(&app->cancels, cancelled);
         atomic_fetch_add(&app->cancel_credits, credited);
+        atomic_fetch_add(&app->refunds_completed, refunded);
+        atomic_fetch_add(&app->refunds_failed, refused);
+        atomic_fetch_add(&app->refunds_replayed, refunds_again);
     }
 done:
     for (int i = 0; payloads && i < valid; i++)
@@ -131,6 +153,14 @@ void payments_metrics(void *arg, FILE *out)
     uint64_t cancels = atomic_load(&app->cancels), credits = atomic_load(&app->cancel_credits);
     fprintf(out, "payment_cancels_total{credited=\"true\"} %" PRIu64 "\n", credits);
     fprintf(out, "payment_cancels_total{credited=\"false\"} %" PRIu64 "\n", cancels - credits);
+    metrics_header(out, "payment_refunds_total", "counter",
+                   "Refunds decided, by outcome (replayed: a duplicate answered again)");
+    fprintf(out, "payment_refunds_total{outcome=\"completed\"} %" PRIu64 "\n",
+            atomic_load(&app->refunds_completed));
+    fprintf(out, "payment_refunds_total{outcome=\"failed\"} %" PRIu64 "\n",
+            atomic_load(&app->refunds_failed));
+    fprintf(out, "payment_refunds_total{outcome=\"replayed\"} %" PRIu64 "\n",
+            atomic_load(&app->refunds_replayed));
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
     fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",

@@ -471,7 +471,9 @@ typedef struct final_wait {
 static bool none_new(void *arg)
 {
     final_wait *w = arg;
-    return db_int(w->db, "SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'NEW'",
+    return db_int(w->db,
+                  "SELECT (SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'NEW')"
+                  " + (SELECT count(*) FROM refunds WHERE user_id = $1 AND status = 'PENDING')",
                   w->user, NULL) == 0;
 }
 
@@ -502,8 +504,8 @@ void assert_money_adds_up(const char *user)
 {
     PGconn *o = orders_db(), *p = payments_db();
     char *finished = column(o,
-                            "SELECT id::text FROM orders WHERE user_id = $1 AND status = "
-                            "'FINISHED' ORDER BY id::text",
+                            "SELECT id::text FROM orders WHERE user_id = $1 AND status IN "
+                            "('FINISHED', 'REFUNDED') ORDER BY id::text",
                             user);
     /* Debited and not given back: a cancelled order's debit has its
      * cancellation beside it. */
@@ -513,10 +515,21 @@ void assert_money_adds_up(const char *user)
                            "                 AND c.kind = 'cancellation')"
                            " ORDER BY order_id",
                            user);
-    cr_assert_str_eq(debited, finished, "debited orders differ from FINISHED ones for %s", user);
+    cr_assert_str_eq(debited, finished, "debited orders differ from paid ones for %s", user);
+    /* Each refund COMPLETED in orders was credited once, and no other. */
+    char *refunded = column(o,
+                            "SELECT id::text || ' ' || amount FROM refunds WHERE user_id = $1"
+                            " AND status = 'COMPLETED' ORDER BY 1",
+                            user);
+    char *credited = column(p,
+                            "SELECT refund_id::text || ' ' || amount FROM ledger WHERE user_id = $1"
+                            " AND kind = 'refund' ORDER BY 1",
+                            user);
+    cr_assert_str_eq(credited, refunded, "refunds credited differ from COMPLETED ones for %s",
+                     user);
     int64_t paid = db_int(o,
-                          "SELECT coalesce(sum(amount), 0) FROM orders WHERE user_id = $1 AND "
-                          "status = 'FINISHED'",
+                          "SELECT coalesce(sum(amount - refunded_amount), 0) FROM orders"
+                          " WHERE user_id = $1 AND status IN ('FINISHED', 'REFUNDED')",
                           user, NULL);
     int64_t deposits = db_int(p,
                               "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
@@ -525,17 +538,26 @@ void assert_money_adds_up(const char *user)
     int64_t debits = db_int(p,
                             "SELECT coalesce(sum(CASE kind WHEN 'debit' THEN amount"
                             " ELSE -amount END), 0) FROM ledger WHERE user_id = $1"
-                            " AND kind IN ('debit', 'cancellation')",
+                            " AND kind IN ('debit', 'cancellation', 'refund')",
                             user, NULL);
     int64_t balance =
         db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1", user, NULL);
-    cr_assert_eq(debits, paid, "debits %lld, FINISHED amounts %lld", (long long)debits,
+    /* Double entry: what the user's transfers add up to. */
+    int64_t entries = db_int(p,
+                             "SELECT coalesce(sum(CASE WHEN to_account = $1 THEN amount"
+                             " ELSE -amount END), 0) FROM ledger WHERE user_id = $1",
+                             user, NULL);
+    cr_assert_eq(debits, paid, "debits less credits %lld, paid and kept %lld", (long long)debits,
                  (long long)paid);
     cr_assert_eq(balance, deposits - paid, "balance %lld != deposits %lld - paid %lld",
                  (long long)balance, (long long)deposits, (long long)paid);
+    cr_assert_eq(balance, entries, "balance %lld != its transfers %lld", (long long)balance,
+                 (long long)entries);
     cr_assert_geq(balance, 0);
     free(finished);
     free(debited);
+    free(refunded);
+    free(credited);
     PQfinish(o);
     PQfinish(p);
 }
@@ -632,6 +654,18 @@ void inject_cancel(const char *order_id, const char *user, int64_t amount)
     snprintf(m.user_id, sizeof m.user_id, "%s", user);
     char *payload = msg_encode(&m);
     produce(MSG_TOPIC_REQUESTS, user, payload, 1);
+    free(payload);
+}
+
+void inject_refund(const char *refund_id, const char *order_id, const char *user, int64_t amount,
+                   int copies)
+{
+    payment_msg m = {.type = MSG_REFUND_REQUESTED, .amount = amount};
+    snprintf(m.refund_id, sizeof m.refund_id, "%s", refund_id);
+    snprintf(m.order_id, sizeof m.order_id, "%s", order_id);
+    snprintf(m.user_id, sizeof m.user_id, "%s", user);
+    char *payload = msg_encode(&m);
+    produce(MSG_TOPIC_REQUESTS, user, payload, copies);
     free(payload);
 }
 

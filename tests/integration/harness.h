@@ -137,7 +137,8 @@ int64_t outbox_rows_with_key(const char *key);
  * `timeout_ms`. A drill asserts with it that work is in flight. */
 bool at_least_new(const char *user, int64_t n, int timeout_ms);
 
-/* Waits until `user` has no order left in NEW; false after `timeout_ms`. */
+/* Waits until `user` has no order left in NEW and no refund PENDING;
+ * false after `timeout_ms`. */
 bool all_final(const char *user, int timeout_ms);
 
 /* Number of `user`'s orders with `status`. */
@@ -177,6 +178,11 @@ void insert_order(const char *user, int64_t amount, char *id);
 /* Sends one payment.cancel for `order_id` onto payment.requests with the
  * user's key, as the orders relay would; waits for the broker's ack. */
 void inject_cancel(const char *order_id, const char *user, int64_t amount);
+
+/* Sends `copies` refund.requested for refund `refund_id` of `order_id`
+ * onto payment.requests with the user's key; waits for the broker's ack. */
+void inject_refund(const char *refund_id, const char *order_id, const char *user, int64_t amount,
+                   int copies);
 
 /* Produces `payload` as it is (poison, say) onto `topic`; waits for the ack. */
 void inject_raw(const char *topic, const char *key, const char *payload);

@@ -98,3 +98,42 @@ Test(order, descriptions)
     s[1000] = '\0';
     cr_assert(order_description_valid(s, 1000));
 }
+
+Test(order, a_refund_needs_a_paid_order_and_never_exceeds_it)
+{
+    order o = {.amount = 100};
+    int64_t amount = -1;
+    strcpy(o.status, "NEW");
+    cr_assert_eq(order_refund_rule_for(&o, 10, &amount), ORDER_REFUND_NOT_PAID);
+    strcpy(o.status, "CANCELLED");
+    cr_assert_eq(order_refund_rule_for(&o, 10, &amount), ORDER_REFUND_NOT_PAID);
+    strcpy(o.status, "FINISHED");
+    cr_assert_eq(order_refund_rule_for(&o, 0, &amount), ORDER_REFUND_OK);
+    cr_assert_eq(amount, 100, "no amount: all that is left");
+    o.refund_reserved = 70; /* refunds pending or done */
+    cr_assert_eq(order_refund_rule_for(&o, 31, &amount), ORDER_REFUND_TOO_MUCH);
+    cr_assert_eq(order_refund_rule_for(&o, 30, &amount), ORDER_REFUND_OK);
+    cr_assert_eq(amount, 30);
+    cr_assert_eq(order_refund_rule_for(&o, 0, &amount), ORDER_REFUND_OK);
+    cr_assert_eq(amount, 30);
+    o.refund_count = ORDER_REFUNDS_MAX;
+    cr_assert_eq(order_refund_rule_for(&o, 1, &amount), ORDER_REFUND_TOO_MANY);
+    o.refund_reserved = 100;
+    strcpy(o.status, "REFUNDED");
+    cr_assert_eq(order_refund_rule_for(&o, 0, &amount), ORDER_REFUND_TOO_MUCH);
+}
+
+Test(order, a_refund_request_follows_its_order)
+{
+    refund r = {.amount = 25};
+    strcpy(r.id, "5d0c1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f");
+    strcpy(r.order_id, "0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2a");
+    strcpy(r.user_id, "dave");
+    payment_msg m;
+    order_refund_request(&r, &m);
+    cr_assert_eq(m.type, MSG_REFUND_REQUESTED);
+    cr_assert_str_eq(m.refund_id, r.id);
+    cr_assert_str_eq(m.order_id, r.order_id);
+    cr_assert_str_eq(m.user_id, "dave", "the order's key: it follows the payment");
+    cr_assert_eq(m.amount, 25);
+}

@@ -1,6 +1,7 @@
 #include "lib/msg.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,4 +79,47 @@ Test(msg, uuids)
     cr_assert_not(valid_uuid("0b9f3c2e8d4a4c1e9a7b2f6d5e4c3b2a"));
     cr_assert_not(valid_uuid("0b9f3c2e-8d4a-4c1e-9a7b-2f6d5e4c3b2g"));
     cr_assert_not(valid_uuid(""));
+}
+
+Test(msg, a_refund_carries_its_id_and_a_failed_one_its_reason)
+{
+    payment_msg in = {.type = MSG_REFUND_FAILED, .amount = 300};
+    strcpy(in.order_id, ORDER);
+    strcpy(in.user_id, "alice");
+    strcpy(in.reason, "exceeds_payment");
+    strcpy(in.refund_id, "5d0c1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f");
+    char *text = msg_encode(&in);
+    cr_assert_str_eq(text, "{\"type\":\"refund.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-"
+                           "4c1e-9a7b-2f6d5e4c3b2a\",\"user_id\":\"alice\",\"amount\":300,"
+                           "\"reason\":\"exceeds_payment\",\"refund_id\":\"5d0c1e2f-3a4b-4c5d-8e6f-"
+                           "7a8b9c0d1e2f\"}");
+    payment_msg out;
+    char why[128];
+    cr_assert_eq(msg_decode(text, strlen(text), &out, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(out.type, MSG_REFUND_FAILED);
+    cr_assert_str_eq(out.refund_id, in.refund_id);
+    cr_assert_str_eq(out.reason, "exceeds_payment");
+    free(text);
+    in.type = MSG_REFUND_REQUESTED;
+    text = msg_encode(&in);
+    cr_assert_null(strstr(text, "reason"));
+    cr_assert_eq(msg_decode(text, strlen(text), &out, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(out.type, MSG_REFUND_REQUESTED);
+    cr_assert(msg_is_refund(out.type));
+    cr_assert_not(msg_is_refund(MSG_PAYMENT_CANCEL));
+    free(text);
+
+    /* Without its id, or with one that is not a UUID: poison. */
+    const char *bad[] = {
+        "{\"type\":\"refund.requested\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5}",
+        "{\"type\":\"refund.completed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5,\"refund_id\":\"r1\"}",
+        "{\"type\":\"refund.failed\",\"version\":1,\"order_id\":\"0b9f3c2e-8d4a-4c1e-9a7b-"
+        "2f6d5e4c3b2a\",\"user_id\":\"u\",\"amount\":5,\"refund_id\":\"5d0c1e2f-3a4b-4c5d-8e6f-"
+        "7a8b9c0d1e2f\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(msg_decode(bad[i], strlen(bad[i]), &out, why, sizeof why), -EINVAL, "%s",
+                     bad[i]);
 }
