@@ -6,7 +6,7 @@
 // DOM API does the job.
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, socket: null, retry: 0, orders: new Map() };
+const state = { user: null, socket: null, retry: 0, orders: new Map(), refunding: new Set() };
 
 // ---- money: the API counts minor units (cents); the page shows 12.34 ----
 
@@ -157,6 +157,12 @@ function renderOrders() {
     const price = document.createElement("td");
     price.className = "num";
     price.textContent = formatCents(order.amount);
+    if (order.refunded_amount > 0) {
+      const back = document.createElement("span");
+      back.className = "refunded";
+      back.textContent = `${formatCents(order.refunded_amount)} refunded`;
+      price.append(back);
+    }
     const status = document.createElement("td");
     status.className = `status ${order.status}`;
     status.textContent = order.status;
@@ -176,6 +182,16 @@ function renderOrders() {
       button.textContent = "Cancel";
       button.addEventListener("click", () => cancelOrder(order.id, button));
       actions.append(button);
+    } else if (state.refunding.has(order.id)) {
+      actions.textContent = "refunding…";
+    } else if (order.status === "FINISHED") {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "refund";
+      button.textContent = "Refund";
+      button.title = `Give back ${formatCents(order.amount - order.refunded_amount)}`;
+      button.addEventListener("click", () => refundOrder(order, button));
+      actions.append(button);
     }
     row.append(when, what, price, status, actions);
     return row;
@@ -192,6 +208,25 @@ async function cancelOrder(id, button) {
     remember(await api("POST", `/orders/${id}/cancel`));
   } catch (error) {
     if (error.code === "not_cancellable") loadOrders(); // paid meanwhile: show it so
+    showError(error);
+  }
+  renderOrders();
+}
+
+// Asks for what is left of a paid order back. A refund moves money: one
+// Idempotency-Key per order until a definite answer (once()), so a lost
+// answer retried, or a second click, is still one refund. The refund
+// completes live (order.updated with its new refunded_amount).
+async function refundOrder(order, button) {
+  button.disabled = true;
+  showError(null);
+  state.refunding.add(order.id);
+  renderOrders();
+  try {
+    await once(`refund-${order.id}`, `/orders/${order.id}/refunds`, {});
+  } catch (error) {
+    state.refunding.delete(order.id);
+    if (error.code === "refund_exceeds_payment") loadOrders(); // refunded meanwhile
     showError(error);
   }
   renderOrders();
@@ -239,8 +274,10 @@ function connect() {
     }
     if (message.type !== "order.updated") return;
     remember(message.order);
+    // A paid order changes only when a refund of it completed (or failed).
+    if (message.order.status !== "NEW") state.refunding.delete(message.order.id);
     renderOrders();
-    if (message.order.status === "FINISHED") loadAccount();
+    if (["FINISHED", "REFUNDED"].includes(message.order.status)) loadAccount();
   });
   socket.addEventListener("close", () => {
     $("live").classList.remove("on");

@@ -177,6 +177,8 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   await call("payments", "POST", "/accounts", "/accounts", { body: { user_id: rich }, status: 201 });
   psql(`UPDATE accounts SET balance = 9223372036854775000 WHERE user_id = '${rich}'`);
   await call("payments", "POST", dep, `/accounts/${rich}/deposits`, { body: { amount: 1000000 }, status: 409 });
+  // Its balance as its entries say again: make reconcile checks every account.
+  psql(`UPDATE accounts SET balance = 0 WHERE user_id = '${rich}'`);
 
   // orders
   const order = await call("orders", "POST", "/orders", "/orders", { body: { user_id: user, amount: 100, description: "contract" }, status: 201 });
@@ -213,6 +215,19 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   await call("orders", "POST", cancel, `/orders/${doomed.id}/cancel`, { as: user, status: 200 });
   await settled(order.id, user);
   await call("orders", "POST", cancel, `/orders/${order.id}/cancel`, { as: user, status: 409 });
+  // Refunds of the paid order; the cancelled one has nothing to refund.
+  const refund = "/orders/{id}/refunds", refunds = `/orders/${order.id}/refunds`;
+  await call("orders", "POST", refund, refunds, { as: user, body: { amount: 10 }, headers: key("r1"), status: 202 });
+  await call("orders", "POST", refund, refunds, { as: user, body: { amount: 10 }, status: 400 });
+  await call("orders", "POST", refund, refunds, { as: null, body: { amount: 10 }, headers: key("r2"), status: 401 });
+  await call("orders", "POST", refund, refunds,
+    { as: null, body: { amount: 10 }, headers: { ...key("r2"), Cookie: `shop_session=${mint(user)}` }, status: 403 });
+  await call("orders", "POST", refund, refunds, { as: other, body: { amount: 10 }, headers: key("r3"), status: 404 });
+  await call("orders", "POST", refund, `/orders/${doomed.id}/refunds`, { as: user, headers: key("r4"), status: 409 });
+  await call("orders", "POST", refund, refunds, { as: user, body: big, headers: key("r5"), status: 413 });
+  await call("orders", "POST", refund, refunds, { as: user, body: "amount=5", type: "text/plain", headers: key("r6"), status: 415 });
+  await call("orders", "POST", refund, refunds, { as: user, body: { amount: 91 }, headers: key("r7"), status: 422 });
+  await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { as: user, status: 200 });
   const ws = { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13",
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", ...bearer(mint(user)) };
   assert.equal(await upgrade(`/ws?user_id=${user}`, ws), 101);
@@ -277,6 +292,7 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
     await call("orders", "GET", "/orders", `/orders?user_id=${user}`, { status: 503 });
     await call("orders", "GET", "/orders/{id}", `/orders/${order.id}`, { status: 503 });
     await call("orders", "POST", "/orders/{id}/cancel", `/orders/${order.id}/cancel`, { as: user, status: 503 });
+    await call("orders", "POST", "/orders/{id}/refunds", `/orders/${order.id}/refunds`, { as: user, body: { amount: 1 }, headers: key("r8"), status: 503 });
     for (const service of ["orders", "payments", "identity"])
       await call(service, "GET", "/readyz", "/readyz", { status: 503 });
     const operator = { headers: bearer(mint(`ops-${run}`, { role: "operator" })) };

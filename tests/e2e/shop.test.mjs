@@ -12,6 +12,8 @@ import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
 import { mint } from "./session.mjs";
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 const base = process.env.SHOP_GATEWAY_URL || "http://127.0.0.1:8000";
 const shots = new URL("../../build/e2e/", import.meta.url).pathname;
 
@@ -215,6 +217,53 @@ test("a purchase cancelled while NEW ends cancelled and costs nothing", { timeou
     assert.equal(await mug.getByRole("button", { name: "Cancel" }).count(), 0);
     await page.reload();
     await page.locator("#balance", { hasText: "50.00" }).waitFor();
+  } finally {
+    await browser.close();
+  }
+});
+
+// Refund, as a shopper does it: a paid purchase, the Refund button, and the
+// order ends REFUNDED live, its refunded amount shown, the money back on the
+// balance. The first answer is lost (the gateway fails the request once,
+// after the service did it): the page retries with the same key, so there
+// is one refund, not two.
+test("a paid purchase refunded from the page comes back once, live", { timeout: 90000 }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
+  });
+  try {
+    const page = await browser.newPage();
+    await signUp(page, `refunder-${process.pid}-${Date.now() % 100000}`);
+    await page.getByLabel("Top up").fill("50");
+    await page.getByRole("button", { name: "Top up" }).click();
+    await page.locator("#balance", { hasText: "50.00" }).waitFor();
+    await page.getByLabel("Price").fill("20");
+    await page.getByLabel("What").fill("a lamp");
+    await page.getByRole("button", { name: "Buy" }).click();
+    const lamp = page.locator("#orders tr", { hasText: "a lamp" });
+    await lamp.locator(".status.FINISHED").waitFor({ timeout: 30000 });
+    await page.locator("#balance", { hasText: "30.00" }).waitFor();
+    // The refund reaches the service, and its answer is lost on the way back.
+    let sent = 0;
+    const keys = new Set();
+    await page.route("**/api/orders/*/refunds", async (route) => {
+      keys.add(route.request().headers()["idempotency-key"]);
+      const response = await route.fetch();
+      if (sent++ === 0) await route.fulfill({ status: 502, body: "{}", contentType: "application/json" });
+      else await route.fulfill({ response });
+    });
+    await lamp.getByRole("button", { name: "Refund" }).click();
+    await lamp.locator(".status.REFUNDED").waitFor({ timeout: 30000 });
+    assert.match(await lamp.innerText(), /20\.00 refunded/);
+    // The page's retry comes after its back-off, whenever the refund was done.
+    for (const until = Date.now() + 10000; sent < 2 && Date.now() < until;) await sleep(50);
+    assert.equal(sent, 2, "the page retried once");
+    assert.equal(keys.size, 1, "with the same Idempotency-Key");
+    assert.equal(await lamp.getByRole("button", { name: "Refund" }).count(), 0);
+    await page.locator("#balance", { hasText: "50.00" }).waitFor();
+    await page.reload();
+    await page.locator("#balance", { hasText: "50.00" }).waitFor();
+    await page.locator("#orders tr", { hasText: "a lamp" }).locator(".status.REFUNDED").waitFor();
   } finally {
     await browser.close();
   }
