@@ -176,7 +176,9 @@ if wanted chaos; then
   # dropped would otherwise be healed within seconds and pass. The one drill
   # that needs it (the broker's data lost) turns it on for itself.
   REDRIVE_AFTER_MS=3600000 scripts/stack.sh restart orders >/dev/null
-  suite chaos env REDRIVE_AFTER_MS=3600000 build/san/tests/chaos "${CRITERION[@]}" --filter 'chaos/*'
+  suite chaos env REDRIVE_AFTER_MS=3600000 TEST_USER_PREFIX=chaos- build/san/tests/chaos "${CRITERION[@]}" --filter 'chaos/*'
+  # The books of every drill's users at once, once they all ended.
+  suite reconcile-chaos env RECONCILE_USERS='chaos-%' scripts/reconcile.sh
   scripts/stack.sh restart orders >/dev/null
 fi
 

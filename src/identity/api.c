@@ -68,6 +68,19 @@ static json_t *user_json(const user *u)
                      "created_at", u->created_at);
 }
 
+char *identity_issue(identity_app *app, const char *user_id, auth_role role, int ttl_s,
+                     auth_claims *claims)
+{
+    *claims = (auth_claims){.role = role};
+    snprintf(claims->sub, sizeof claims->sub, "%s", user_id);
+    claims->iat = clock_wall_s();
+    claims->exp = claims->iat + ttl_s;
+    unsigned char id[16];
+    randombytes_buf(id, sizeof id);
+    sodium_bin2hex(claims->jti, sizeof claims->jti, id, sizeof id);
+    return auth_sign(&app->key, claims, app->audience);
+}
+
 static void iso_time(int64_t t, char *out, size_t len)
 {
     time_t tt = (time_t)t;
@@ -161,14 +174,8 @@ static void sign_in(http_req *req, http_res *res)
         http_error(res, 401, "invalid_credentials", "the user id or the password is wrong");
         return;
     }
-    auth_claims claims = {.role = u.role};
-    snprintf(claims.sub, sizeof claims.sub, "%s", u.user_id);
-    claims.iat = clock_wall_s();
-    claims.exp = claims.iat + app->token_ttl_s;
-    unsigned char id[16];
-    randombytes_buf(id, sizeof id);
-    sodium_bin2hex(claims.jti, sizeof claims.jti, id, sizeof id);
-    char *token = auth_sign(&app->key, &claims, app->audience);
+    auth_claims claims;
+    char *token = identity_issue(app, u.user_id, u.role, app->token_ttl_s, &claims);
     if (!token) {
         http_error(res, 500, "internal", "out of memory");
         return;

@@ -40,4 +40,10 @@ void identity_purge(void *app);
  * (crypto_pwhash_STRBYTES); 0 or -1 without memory. */
 int identity_hash(identity_app *app, const char *password, char *out);
 
+/* A token for `user_id` with `role`, valid `ttl_s` seconds from now,
+ * signed with the service's key; its claims in `claims`. Caller frees;
+ * NULL without memory. */
+char *identity_issue(identity_app *app, const char *user_id, auth_role role, int ttl_s,
+                     auth_claims *claims);
+
 #endif

@@ -161,6 +161,35 @@ static int make_operator(identity_app *app, const char *user_id)
     return 0;
 }
 
+/* `identity operator-token NAME`: prints an operator token for NAME, valid
+ * for five minutes, for an operator's tools on this machine (make
+ * reconcile). It signs with the service's key, which whoever can read it
+ * can sign anything with: it makes no key, and asks nothing of the
+ * database. */
+static int operator_token(identity_app *app, const char *user_id)
+{
+    if (!valid_user_id(user_id)) {
+        fprintf(stderr, "not a user id: %s\n", user_id);
+        return 2;
+    }
+    if (configure(app) < 0)
+        return 2;
+    if (!cfg_str("AUTH_PRIVATE_KEY", "")[0] && access(app->key_file, R_OK) != 0) {
+        fprintf(stderr, "no signing key at %s: has identity run here?\n", app->key_file);
+        return 1;
+    }
+    auth_claims claims;
+    char *token =
+        load_key(app) == 0 ? identity_issue(app, user_id, AUTH_OPERATOR, 300, &claims) : NULL;
+    if (!token)
+        return 1;
+    log_msg(LOG_INFO, NULL, "issued an operator token for %s (token %s, 300 s)", user_id,
+            claims.jti);
+    printf("%s\n", token);
+    free(token);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static identity_app app;
@@ -168,8 +197,12 @@ int main(int argc, char **argv)
         log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "info")));
         return make_operator(&app, argv[2]);
     }
+    if (argc == 3 && strcmp(argv[1], "operator-token") == 0) {
+        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "warn")));
+        return operator_token(&app, argv[2]);
+    }
     if (argc != 1) {
-        fprintf(stderr, "usage: identity [operator USER_ID]\n");
+        fprintf(stderr, "usage: identity [operator USER_ID | operator-token USER_ID]\n");
         return 2;
     }
     static const db_stmt *const stmts[] = {identity_stmts, NULL};

@@ -1,4 +1,5 @@
 /* The orders HTTP API: parse, call the store, answer. */
+#include "lib/books.h"
 #include "lib/config.h"
 #include "lib/deadletters.h"
 #include "lib/idem.h"
@@ -398,6 +399,8 @@ static void refund_order(http_req *req, http_res *res)
         outbox_relay_wake(app->svc.relay);
 }
 
+static const books_service books = {.parts = offsetof(orders_app, svc)};
+
 static const deadletter_service dead_letters = {.parts = offsetof(orders_app, svc),
                                                 .handle = orders_handle_results};
 
@@ -408,6 +411,7 @@ const http_route orders_routes[] = {
     {"GET", "/ws", follow_orders, NULL},
     {"POST", "/orders/{id}/cancel", cancel_order, NULL},
     {"POST", "/orders/{id}/refunds", refund_order, NULL},
+    BOOKS_ROUTE(&books),
     DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof orders_routes / sizeof *orders_routes == ORDERS_NROUTES,

@@ -36,7 +36,7 @@ typedef struct orders_app {
 } orders_app;
 
 /* The service's own routes; main.c adds the docs routes after them. */
-#define ORDERS_NROUTES (6 + DEADLETTER_NROUTES)
+#define ORDERS_NROUTES (7 + DEADLETTER_NROUTES)
 extern const http_route orders_routes[]; /* ORDERS_NROUTES of them */
 
 /* An order as the API shows it. Caller owns the result. */

@@ -1,4 +1,5 @@
 #include "orders/store.h"
+#include "lib/books.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -111,6 +112,30 @@ const db_stmt orders_stmts[] = {
     /* One notification per chunk of a batch's changes, not per order:
      * NOTIFY serialises commits, so it stays off the per-order path. */
     {"orders_notify", "SELECT pg_notify('" STORE_CHANNEL "', $1)"},
+    /* GET /reconciliation (lib/books.h): the orders of users LIKE $1.
+     * Each order's sums are those of its refunds; what is in flight (NEW
+     * orders, PENDING refunds) is counted, not judged. */
+    {BOOKS_STMT,
+     "WITH r AS (SELECT order_id, count(*) AS n,"
+     "                  coalesce(sum(amount) FILTER (WHERE status = 'COMPLETED'), 0) AS back,"
+     "                  coalesce(sum(amount) FILTER (WHERE status <> 'FAILED'), 0) AS reserved"
+     "           FROM refunds WHERE user_id LIKE $1 GROUP BY order_id),"
+     "     s AS (SELECT o.id, o.refunded_amount, o.refund_reserved, o.refund_count,"
+     "                  coalesce(r.back, 0) AS back, coalesce(r.reserved, 0) AS reserved,"
+     "                  coalesce(r.n, 0) AS n"
+     "           FROM orders o LEFT JOIN r ON r.order_id = o.id"
+     "           WHERE o.user_id LIKE $1 AND (o.refund_count > 0 OR r.n IS NOT NULL))"
+     " SELECT 'order_refunds_add_up', count(*),"
+     "        count(*) FILTER (WHERE refunded_amount <> back OR refund_reserved <> reserved"
+     "                            OR refund_count <> n),"
+     "        min(id || ': refunded ' || refunded_amount || ', its refunds ' || back)"
+     "          FILTER (WHERE refunded_amount <> back OR refund_reserved <> reserved"
+     "                     OR refund_count <> n)"
+     "   FROM s"
+     " UNION ALL"
+     " SELECT 'in_flight', count(*), 0, NULL"
+     "   FROM (SELECT id FROM orders WHERE status = 'NEW' AND user_id LIKE $1"
+     "         UNION ALL SELECT id FROM refunds WHERE status = 'PENDING' AND user_id LIKE $1) f"},
     {NULL, NULL},
 };
 

@@ -1,4 +1,5 @@
 /* The payments HTTP API: parse, call the store, answer. */
+#include "lib/books.h"
 #include "lib/deadletters.h"
 #include "lib/idem.h"
 #include "lib/svc.h"
@@ -155,6 +156,8 @@ static void deposit(http_req *req, http_res *res)
     idem_run(app->svc.db, req, res, who.claims.sub, deposit_tx, &d);
 }
 
+static const books_service books = {.parts = offsetof(payments_app, svc)};
+
 static const deadletter_service dead_letters = {.parts = offsetof(payments_app, svc),
                                                 .handle = payments_handle_requests,
                                                 .after_commit = payments_after_commit};
@@ -163,6 +166,7 @@ const http_route payments_routes[] = {
     {"POST", "/accounts", create_account, NULL},
     {"GET", "/accounts/{user_id}", get_account, NULL},
     {"POST", "/accounts/{user_id}/deposits", deposit, NULL},
+    BOOKS_ROUTE(&books),
     DEADLETTER_ROUTES(&dead_letters),
 };
 _Static_assert(sizeof payments_routes / sizeof *payments_routes == PAYMENTS_NROUTES,

@@ -23,7 +23,7 @@ typedef struct payments_app {
 
 /* The routes of the payments API (DESIGN §8). */
 /* The service's own routes; main.c adds the docs routes after them. */
-#define PAYMENTS_NROUTES (3 + DEADLETTER_NROUTES)
+#define PAYMENTS_NROUTES (4 + DEADLETTER_NROUTES)
 extern const http_route payments_routes[]; /* PAYMENTS_NROUTES of them */
 
 /* /readyz and /metrics hooks. */

@@ -1,4 +1,5 @@
 #include "payments/store.h"
+#include "lib/books.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +32,68 @@ const db_stmt payments_stmts[] = {
     {"payment_refund_batch",
      "SELECT order_id, replayed, outcome, coalesce(reason, ''), user_id, amount, refund_id"
      " FROM payment_refund_batch($4::uuid[], $1::uuid[], $2::text[], $3::bigint[])"},
+    /* GET /reconciliation (lib/books.h): the books of the accounts whose
+     * user id is LIKE $1, one row per check (docs/architecture.md, "The
+     * books"). */
+    {BOOKS_STMT,
+     "WITH moves AS (SELECT to_account AS account, amount AS delta FROM ledger"
+     "               UNION ALL SELECT from_account, -amount FROM ledger),"
+     "     totals AS (SELECT account, sum(delta) AS total FROM moves GROUP BY account),"
+     /* Per order: what was taken, given back by a cancel, and by refunds. */
+     "     per_order AS (SELECT l.order_id::uuid AS order_id,"
+     "                          count(*) FILTER (WHERE kind = 'debit') AS debits,"
+     "                          coalesce(sum(amount) FILTER (WHERE kind = 'debit'), 0) AS taken,"
+     "                          count(*) FILTER (WHERE kind = 'cancellation') AS cancels,"
+     "                          coalesce(sum(amount) FILTER (WHERE kind = 'cancellation'), 0)"
+     "                            AS cancelled,"
+     "                          coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0) AS refunded"
+     "                   FROM ledger l WHERE l.order_id IS NOT NULL AND l.user_id LIKE $1"
+     "                   GROUP BY l.order_id),"
+     "     decided AS (SELECT ib.order_id, ib.user_id, ib.amount, ib.outcome,"
+     "                        coalesce(p.debits, 0) AS debits, coalesce(p.taken, 0) AS taken,"
+     "                        coalesce(p.cancels, 0) AS cancels,"
+     "                        coalesce(p.cancelled, 0) AS cancelled,"
+     "                        coalesce(p.refunded, 0) AS refunded"
+     "                 FROM inbox ib LEFT JOIN per_order p USING (order_id)"
+     "                 WHERE ib.user_id LIKE $1),"
+     "     credits AS (SELECT r.refund_id, r.amount, r.outcome, count(l.id) AS n,"
+     "                        coalesce(sum(l.amount), 0) AS credited"
+     "                 FROM refund_inbox r LEFT JOIN ledger l ON l.refund_id = r.refund_id"
+     "                 WHERE r.user_id LIKE $1 GROUP BY r.refund_id, r.amount, r.outcome)"
+     " SELECT 'ledger_sums_to_zero', count(*), (coalesce(sum(total), 0) <> 0)::int,"
+     "        CASE WHEN coalesce(sum(total), 0) <> 0 THEN 'all accounts sum to ' || sum(total) END"
+     "   FROM totals"
+     " UNION ALL"
+     " SELECT 'balances_equal_entries', count(*), count(*) FILTER (WHERE a.balance <> "
+     "coalesce(t.total, 0)),"
+     "        min(a.user_id || ': balance ' || a.balance || ', entries ' || coalesce(t.total, 0))"
+     "          FILTER (WHERE a.balance <> coalesce(t.total, 0))"
+     "   FROM accounts a LEFT JOIN totals t ON t.account = a.user_id WHERE a.user_id LIKE $1"
+     " UNION ALL"
+     /* Paid: one debit of its amount, nothing given back by a cancel;
+      * refused: nothing taken; cancelled: whatever was taken, given back. */
+     " SELECT 'decided_orders_charged_once', count(*), count(*) FILTER (WHERE NOT ok),"
+     "        min(order_id || ' (' || outcome || '): taken ' || taken || ' by ' || debits"
+     "            || ' debits, back ' || cancelled + refunded) FILTER (WHERE NOT ok)"
+     "   FROM (SELECT d.*, CASE d.outcome"
+     "                     WHEN 'completed' THEN d.debits = 1 AND d.taken = d.amount"
+     "                                       AND d.cancels = 0"
+     "                     WHEN 'failed' THEN d.debits = 0 AND d.cancels = 0 AND d.refunded = 0"
+     "                     ELSE d.debits <= 1 AND d.cancels <= d.debits"
+     "                          AND d.taken = d.cancelled + d.refunded END AS ok"
+     "         FROM decided d) x"
+     " UNION ALL"
+     " SELECT 'refunds_credited_once', count(*), count(*) FILTER (WHERE NOT ok),"
+     "        min(refund_id || ' (' || outcome || '): credited ' || n || ' times')"
+     "          FILTER (WHERE NOT ok)"
+     "   FROM (SELECT c.*, CASE c.outcome WHEN 'completed' THEN c.n = 1 AND c.credited = c.amount"
+     "                                    ELSE c.n = 0 END AS ok FROM credits c) x"
+     " UNION ALL"
+     " SELECT 'refunds_within_payment', count(*),"
+     "        count(*) FILTER (WHERE d.cancelled + d.refunded > d.taken),"
+     "        min(d.order_id || ': taken ' || d.taken || ', back ' || d.cancelled + d.refunded)"
+     "          FILTER (WHERE d.cancelled + d.refunded > d.taken)"
+     "   FROM decided d"},
     {NULL, NULL},
 };
 

@@ -126,16 +126,28 @@ static void accepted_wait_until(burst *b, int n)
  * the results on their way and orders' consumers applying them, while the
  * burst goes on. With `cancel_every` N, every Nth order is cancelled as soon
  * as it is placed, so that cancels race their payments through the kill. */
-static void kill_mid_burst(const char *target, int cancel_every)
+static bool refunds_asked(void *arg)
+{
+    const burst *b = arg;
+    return atomic_load(&b->refunds_taken) > 0;
+}
+
+static void kill_mid_burst(const char *target, int cancel_every, int refund_every)
 {
     char user[64], cmd[64];
     unique_name(user, sizeof user, "killed");
     account_with(user, 500);
     cr_assert_eq(stack("freeze-every payments"), 0);
-    burst b = {.user = user, .orders = 100, .amount = 10, .cancel_every = cancel_every};
+    burst b = {.user = user,
+               .orders = 100,
+               .amount = 10,
+               .cancel_every = cancel_every,
+               .refund_every = refund_every};
     pthread_t th = burst_under_way(&b);
     cr_assert(at_least_new(user, 10, 10000), "no work in flight when %s was killed", target);
     cr_assert_eq(stack("thaw-every payments"), 0);
+    if (refund_every) /* refunds on their way when the kill comes */
+        cr_assert(wait_until(refunds_asked, &b, 30000), "no refund was asked for");
     snprintf(cmd, sizeof cmd, "%s", target);
     cr_assert_eq(stack(cmd), 0, "%s", cmd);
     cr_assert_eq(stack("up >/dev/null"), 0, "the stack restarts what was killed");
@@ -143,23 +155,35 @@ static void kill_mid_burst(const char *target, int cancel_every)
 
     int accepted = atomic_load(&b.accepted);
     cr_assert_geq(accepted, 40);
-    cr_assert(all_final(user, 120000), "orders still NEW after %s was killed", target);
+    cr_assert(all_final(user, 120000), "orders still NEW or refunds PENDING after %s was killed",
+              target);
     int64_t finished = orders_with(user, "FINISHED"), cancelled = orders_with(user, "CANCELLED");
     /* An order committed just before the kill may have lost its answer:
      * the one client thread saw at most one such order. */
     int64_t placed = finished + cancelled;
     cr_assert(placed == accepted || placed == accepted + 1, "%d accepted, %lld placed", accepted,
               (long long)placed);
+    /* What the account could pay for: 500, and each refund's 5 back. */
+    int64_t affordable = (500 + atomic_load(&b.refunds_taken) * (b.amount / 2)) / b.amount;
     if (cancel_every) {
         /* A cancelled order's money may have been taken and given back
-         * meanwhile, and a later order refused for want of it: at most 50
-         * paid, each cancel kept, and the books exact. */
+         * meanwhile, and a later order refused for want of it: at most
+         * what it could afford paid, each cancel kept, and the books exact. */
         cr_assert_gt(b.cancels_taken, 0, "no cancel was taken");
-        cr_assert_leq(finished, placed - b.cancels_taken < 50 ? placed - b.cancels_taken : 50);
+        cr_assert_leq(finished, placed - b.cancels_taken);
+        cr_assert_leq(finished, affordable);
         burst_assert_cancels(&b);
+    } else if (refund_every) {
+        /* A refund's money may come back after a later order was refused. */
+        cr_assert_leq(finished, placed < affordable ? placed : affordable);
+        cr_assert_geq(finished, placed < 50 ? placed : 50);
     } else {
         cr_assert_eq(finished, placed < 50 ? placed : 50, "%lld placed, %lld finished",
                      (long long)placed, (long long)finished);
+    }
+    if (refund_every) {
+        cr_assert_gt(atomic_load(&b.refunds_taken), 0, "no refund was taken");
+        burst_assert_refunds(&b);
     }
     cr_assert_eq(redrives_of(user), 0, "an order needed a re-drive: a message was dropped");
     assert_money_adds_up(user);
@@ -167,26 +191,34 @@ static void kill_mid_burst(const char *target, int cancel_every)
 
 Test(chaos, payments_killed_mid_burst_loses_nothing, .timeout = 240, .fini = everything_back)
 {
-    kill_mid_burst("kill-every payments", 0);
+    kill_mid_burst("kill-every payments", 0, 0);
 }
 
 Test(chaos, orders_killed_mid_burst_loses_nothing, .timeout = 240, .fini = everything_back)
 {
-    kill_mid_burst("kill-every orders", 0);
+    kill_mid_burst("kill-every orders", 0, 0);
 }
 
 Test(chaos, broker_killed_mid_burst_loses_nothing, .timeout = 240, .fini = everything_back)
 {
-    kill_mid_burst("kill kafka", 0);
+    kill_mid_burst("kill kafka", 0, 0);
 }
 
 /* Every fifth order cancelled as soon as it is placed, the first ones
  * while payments is frozen (taken, the request and the cancel both in the
- * broker), then payments killed while it decides both. */
-Test(chaos, cancels_racing_payments_through_a_payments_kill_cost_nobody_anything, .timeout = 240,
-     .fini = everything_back)
+ * broker), and every fourth time half of an earlier paid order refunded;
+ * then payments killed while it decides all three. */
+Test(chaos, cancels_and_refunds_racing_payments_through_a_payments_kill_cost_nobody_anything,
+     .timeout = 240, .fini = everything_back)
 {
-    kill_mid_burst("kill-every payments", 5);
+    kill_mid_burst("kill-every payments", 5, 4);
+}
+
+/* Refunds asked for while orders is killed: each client retries with its
+ * key until a definite answer, and each refund is made once. */
+Test(chaos, refunds_through_an_orders_kill_are_made_once, .timeout = 240, .fini = everything_back)
+{
+    kill_mid_burst("kill-every orders", 0, 3);
 }
 
 typedef struct metric_wait {

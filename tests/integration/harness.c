@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
@@ -280,8 +281,11 @@ int64_t db_int(PGconn *db, const char *sql, const char *p1, const char *p2)
 void unique_name(char *out, size_t len, const char *prefix)
 {
     static _Atomic unsigned counter;
-    snprintf(out, len, "%s-%d-%u-%ld", prefix, (int)getpid(), atomic_fetch_add(&counter, 1),
-             (long)time(NULL) % 100000);
+    /* TEST_USER_PREFIX: a suite's users share it, so that make reconcile
+     * can check them all at its end (scripts/test.sh). */
+    const char *suite = getenv("TEST_USER_PREFIX");
+    snprintf(out, len, "%s%s-%d-%u-%ld", suite ? suite : "", prefix, (int)getpid(),
+             atomic_fetch_add(&counter, 1), (long)time(NULL) % 100000);
 }
 
 int stack(const char *cmd)
@@ -357,9 +361,60 @@ static long cancel_as(const char *user, const char *id)
     return status;
 }
 
+/* Refunds half of one of the burst's earlier orders that is paid by now,
+ * as a client does: one Idempotency-Key, the same on every retry until a
+ * definite answer (a part being killed answers 502/503, or nothing).
+ * Returns 1 when it did, 0 when the next candidate is not decided yet, -1
+ * when no candidate is left. */
+static int refund_one(burst *b)
+{
+    int done = -1;
+    PGconn *o = orders_db();
+    for (; b->next_refund < b->nplaced; b->next_refund++) {
+        const char *id = b->placed[b->next_refund];
+        int64_t state = db_int(o,
+                               "SELECT CASE status WHEN 'NEW' THEN 0 WHEN 'FINISHED' THEN 1"
+                               " ELSE 2 END FROM orders WHERE id = $1",
+                               id, NULL);
+        if (state == 0) {
+            done = 0; /* not decided yet: next time */
+            break;
+        }
+        if (state == 2)
+            continue; /* refused for want of money: nothing to refund */
+        char path[96], body[48], key[80];
+        snprintf(path, sizeof path, "/orders/%s/refunds", id);
+        snprintf(body, sizeof body, "{\"amount\":%lld}", (long long)(b->amount / 2));
+        snprintf(key, sizeof key, "Idempotency-Key: refund-%s", id);
+        const char *headers[] = {key, NULL};
+        long status = 0;
+        act_as(b->user);
+        for (int attempt = 0; attempt < 120 && (status == 0 || status >= 500); attempt++) {
+            if (attempt)
+                usleep(250 * 1000);
+            resp r;
+            status = api(&r, "POST", orders_url(), path, body, headers) == 0 ? r.status : 0;
+            int k = atomic_load(&b->refunds_taken);
+            if (status == 202 && k < BURST_CANCELS_MAX) {
+                snprintf(b->refunds[k], 37, "%s", json_string_value(json_object_get(r.json, "id")));
+                atomic_store(&b->refunds_taken, k + 1); /* the drill waits for the first */
+            }
+            resp_free(&r);
+        }
+        act_as(NULL);
+        cr_assert_eq(status, 202, "refund of paid order %s: %ld", id, status);
+        b->next_refund++;
+        done = 1;
+        break;
+    }
+    PQfinish(o);
+    return done;
+}
+
 void *place_orders(void *arg)
 {
     burst *b = arg;
+    int refunds = 0;
     for (int i = 0; i < b->orders; i++) {
         char id[37] = "";
         long status = place_order(b->user, b->amount, id);
@@ -367,16 +422,44 @@ void *place_orders(void *arg)
             atomic_fetch_add(&b->accepted, 1);
         else if (status < 100)
             atomic_fetch_add(&b->unanswered, 1);
-        if (status != 201 || !b->cancel_every || i % b->cancel_every != b->cancel_every - 1)
+        if (b->refund_every && i % b->refund_every == b->refund_every - 1)
+            refunds += refund_one(b) == 1;
+        if (status != 201)
             continue;
+        if (!b->cancel_every || i % b->cancel_every != b->cancel_every - 1) {
+            if (b->nplaced < BURST_ORDERS_MAX)
+                memcpy(b->placed[b->nplaced++], id, sizeof id);
+            continue;
+        }
         long asked = cancel_as(b->user, id);
         if (asked == 202 && b->cancels_taken < BURST_CANCELS_MAX)
             memcpy(b->taken[b->cancels_taken++], id, sizeof id);
         else if (asked == 409 && b->cancels_refused < BURST_CANCELS_MAX)
             memcpy(b->refused[b->cancels_refused++], id, sizeof id);
     }
+    /* Placed faster than paid: the refunds still owed, as orders are paid. */
+    for (int tries = 0; b->refund_every && refunds < b->orders / b->refund_every && tries < 3000;
+         tries++) {
+        int rc = refund_one(b);
+        if (rc < 0)
+            break;
+        if (rc == 0)
+            usleep(20 * 1000);
+        refunds += rc;
+    }
     atomic_store(&b->done, true);
     return NULL;
+}
+
+void burst_assert_refunds(const burst *b)
+{
+    PGconn *o = orders_db();
+    for (int i = 0; i < atomic_load(&b->refunds_taken); i++)
+        cr_assert_eq(db_int(o,
+                            "SELECT count(*) FROM refunds WHERE id = $1 AND status = 'COMPLETED'",
+                            b->refunds[i], NULL),
+                     1, "refund %s, answered 202, did not complete", b->refunds[i]);
+    PQfinish(o);
 }
 
 void burst_assert_cancels(const burst *b)
@@ -485,81 +568,26 @@ bool all_final(const char *user, int timeout_ms)
     return ok;
 }
 
-/* The rows of a one-column query, joined by commas. Caller frees. */
-static char *column(PGconn *db, const char *sql, const char *param)
-{
-    PGresult *r = PQexecParams(db, sql, 1, NULL, &param, NULL, NULL, 0);
-    cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(r));
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    for (int i = 0; i < PQntuples(r); i++)
-        fprintf(f, "%s%s", i ? "," : "", PQgetvalue(r, i, 0));
-    fclose(f);
-    PQclear(r);
-    return out;
-}
-
 void assert_money_adds_up(const char *user)
 {
-    PGconn *o = orders_db(), *p = payments_db();
-    char *finished = column(o,
-                            "SELECT id::text FROM orders WHERE user_id = $1 AND status IN "
-                            "('FINISHED', 'REFUNDED') ORDER BY id::text",
-                            user);
-    /* Debited and not given back: a cancelled order's debit has its
-     * cancellation beside it. */
-    char *debited = column(p,
-                           "SELECT order_id FROM ledger d WHERE user_id = $1 AND kind = 'debit'"
-                           " AND NOT EXISTS (SELECT 1 FROM ledger c WHERE c.order_id = d.order_id"
-                           "                 AND c.kind = 'cancellation')"
-                           " ORDER BY order_id",
-                           user);
-    cr_assert_str_eq(debited, finished, "debited orders differ from paid ones for %s", user);
-    /* Each refund COMPLETED in orders was credited once, and no other. */
-    char *refunded = column(o,
-                            "SELECT id::text || ' ' || amount FROM refunds WHERE user_id = $1"
-                            " AND status = 'COMPLETED' ORDER BY 1",
-                            user);
-    char *credited = column(p,
-                            "SELECT refund_id::text || ' ' || amount FROM ledger WHERE user_id = $1"
-                            " AND kind = 'refund' ORDER BY 1",
-                            user);
-    cr_assert_str_eq(credited, refunded, "refunds credited differ from COMPLETED ones for %s",
-                     user);
-    int64_t paid = db_int(o,
-                          "SELECT coalesce(sum(amount - refunded_amount), 0) FROM orders"
-                          " WHERE user_id = $1 AND status IN ('FINISHED', 'REFUNDED')",
-                          user, NULL);
-    int64_t deposits = db_int(p,
-                              "SELECT coalesce(sum(amount), 0) FROM ledger WHERE user_id = $1 "
-                              "AND kind = 'deposit'",
-                              user, NULL);
-    int64_t debits = db_int(p,
-                            "SELECT coalesce(sum(CASE kind WHEN 'debit' THEN amount"
-                            " ELSE -amount END), 0) FROM ledger WHERE user_id = $1"
-                            " AND kind IN ('debit', 'cancellation', 'refund')",
-                            user, NULL);
-    int64_t balance =
-        db_int(p, "SELECT coalesce(max(balance), 0) FROM accounts WHERE user_id = $1", user, NULL);
-    /* Double entry: what the user's transfers add up to. */
-    int64_t entries = db_int(p,
-                             "SELECT coalesce(sum(CASE WHEN to_account = $1 THEN amount"
-                             " ELSE -amount END), 0) FROM ledger WHERE user_id = $1",
-                             user, NULL);
-    cr_assert_eq(debits, paid, "debits less credits %lld, paid and kept %lld", (long long)debits,
-                 (long long)paid);
-    cr_assert_eq(balance, deposits - paid, "balance %lld != deposits %lld - paid %lld",
-                 (long long)balance, (long long)deposits, (long long)paid);
-    cr_assert_eq(balance, entries, "balance %lld != its transfers %lld", (long long)balance,
-                 (long long)entries);
-    cr_assert_geq(balance, 0);
-    free(finished);
-    free(debited);
-    free(refunded);
-    free(credited);
-    PQfinish(o);
-    PQfinish(p);
+    /* make reconcile, for this user: every check of the books, across both
+     * databases (scripts/reconcile.sh). */
+    char *cmd = NULL, *out = NULL;
+    size_t len = 0;
+    const char *root = getenv("SHOP_ROOT");
+    cr_assert(asprintf(&cmd, "RECONCILE_USERS='%s' '%s/scripts/reconcile.sh' 2>&1", user,
+                       root ? root : ".") > 0);
+    FILE *p = popen(cmd, "r"), *text = open_memstream(&out, &len);
+    cr_assert(p && text);
+    char line[512];
+    while (fgets(line, sizeof line, p))
+        fputs(line, text);
+    int status = pclose(p);
+    fclose(text);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the books of %s do not hold:\n%s",
+              user, out);
+    free(out);
+    free(cmd);
 }
 
 int64_t metric(const char *base_url, const char *series)

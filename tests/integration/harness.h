@@ -107,16 +107,23 @@ long place_order(const char *user, int64_t amount, char *id);
  * whose cancel was taken (202) and refused (409, paid already) are kept
  * for burst_assert_cancels. */
 #define BURST_CANCELS_MAX 64
+#define BURST_ORDERS_MAX 200
 typedef struct burst {
     const char *user;
     int orders;
     int64_t amount;
-    int cancel_every;
+    int cancel_every; /* every Nth order cancelled as soon as it is placed */
+    int refund_every; /* every Nth order, half of an earlier paid one refunded */
     atomic_int accepted;
     atomic_int unanswered; /* no HTTP answer at all: committed or not, unknown */
     atomic_bool done;
     int cancels_taken, cancels_refused; /* the thread's own until done */
     char taken[BURST_CANCELS_MAX][37], refused[BURST_CANCELS_MAX][37];
+    atomic_int refunds_taken; /* refunds answered 202 (their ids below) */
+    int next_refund;          /* the next candidate in placed[] */
+    char refunds[BURST_CANCELS_MAX][37];
+    char placed[BURST_ORDERS_MAX][37]; /* accepted and not cancelled: refund candidates */
+    int nplaced;
 } burst;
 void *place_orders(void *burst);
 
@@ -124,6 +131,10 @@ void *place_orders(void *burst);
  * ended CANCELLED (never FINISHED), each whose cancel was refused as paid
  * is FINISHED. */
 void burst_assert_cancels(const burst *b);
+
+/* Once the burst's refunds are final: each refund answered 202 is
+ * COMPLETED (payments credited it: make reconcile checks it was once). */
+void burst_assert_refunds(const burst *b);
 
 /* Re-drives `user`'s orders needed (the sum of their redrive_count): a
  * drill whose messages all arrived needs none. */
@@ -144,10 +155,10 @@ bool all_final(const char *user, int timeout_ms);
 /* Number of `user`'s orders with `status`. */
 int64_t orders_with(const char *user, const char *status);
 
-/* The money check for one user, across both databases: the FINISHED
- * orders are exactly the debited ones (one debit each), no CANCELLED order
- * is debited (or its debit was given back by a cancellation), and
- * balance = deposits - FINISHED amounts. */
+/* The money check for one user: make reconcile (scripts/reconcile.sh)
+ * for their user id, every check of the books across both databases (each
+ * paid order debited once, no other net, each completed refund credited
+ * once, each balance what its entries add up to); asserts it passes. */
 void assert_money_adds_up(const char *user);
 
 /* A counter from a service's /metrics, by its full series name with labels. */
