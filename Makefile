@@ -46,7 +46,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/identity
 BENCH = $(BUILD)/bin/loadgen $(BUILD)/bin/token_cost
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: mutants fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format
+.PHONY: mutants fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format reconcile
 .DEFAULT_GOAL := help
 
 help:
@@ -62,6 +62,7 @@ help:
 	@echo "make format   clang-format every C file (make test checks it)"
 	@echo "make fuzz     every libFuzzer target for FUZZ_SECONDS (60) each"
 	@echo "make mutants  deliberate bugs (tests/mutants), each caught by a named test"
+	@echo "make reconcile  check the running shop's books across both databases (RECONCILE_USERS)"
 
 # Each target installs what it needs first (scripts/deps.sh checks in a
 # fraction of a second and installs only what is missing); prerequisites
@@ -139,6 +140,10 @@ $(BUILD)/fuzz_%:
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
 	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
+# The books of the running shop (scripts/reconcile.sh): exits 1 on a mismatch.
+reconcile:
+	@scripts/reconcile.sh
 
 bench:
 	@scripts/deps.sh bench

@@ -6,8 +6,9 @@
 #      (latency from the scheduled send to the final status pushed on the
 #      WebSocket), then rates stepped up until finals stop following;
 #   2. wrk: GET /api/orders/{id} and GET /api/accounts/{user} at keep-alive;
-#   3. honesty checks in both databases: every order final, none debited
-#      twice, and for every user balance = deposits - FINISHED amounts;
+#   3. honesty checks: every order final, and make reconcile for the run's
+#      users (none debited twice, each balance what its transfers add up
+#      to, both databases agree);
 #   4. pgbench -N (8 and 32 clients, best tps) and pgbench -S on a scratch
 #      database of the same cluster: the ceiling to compare with.
 # Writes build/bench/results.json, results.md and two PNG plots; exits 1 if
@@ -122,17 +123,19 @@ accepted=$(jq .accepted "$OUT/loadgen.json")
 in_db=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND description = 'bench'")
 still_new=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'NEW'")
 lost=$(( still_new + (accepted > in_db ? accepted - in_db : 0) ))
-psql_ -d orders -c "SELECT id FROM orders WHERE user_id LIKE '$prefix' AND status = 'FINISHED' ORDER BY 1" >"$OUT/finished.txt"
-psql_ -d payments -c "SELECT order_id FROM ledger WHERE user_id LIKE '$prefix' AND kind = 'debit' ORDER BY 1" >"$OUT/debited.txt"
-twice=$(sort "$OUT/debited.txt" | uniq -d | wc -l)
-unpaid_or_wrong=$(comm -3 <(sort -u "$OUT/finished.txt") <(sort -u "$OUT/debited.txt") | wc -l)
-double_debits=$((twice + unpaid_or_wrong))
-psql_ -d orders -c "SELECT user_id, sum(amount) FROM orders WHERE user_id LIKE '$prefix' AND status = 'FINISHED' GROUP BY 1 ORDER BY 1" >"$OUT/paid.txt"
-psql_ -d payments -c "SELECT a.user_id, coalesce(sum(l.amount) FILTER (WHERE l.kind = 'deposit'), 0) - a.balance, a.balance >= 0
-                      FROM accounts a LEFT JOIN ledger l USING (user_id) WHERE a.user_id LIKE '$prefix' GROUP BY a.user_id, a.balance ORDER BY 1" >"$OUT/spent.txt"
-# Spent by the books (deposits - balance) must equal what FINISHED orders cost.
-bad_users=$(join -t'|' -a1 -e0 -o '0,1.2,2.2,1.3' "$OUT/spent.txt" "$OUT/paid.txt" | awk -F'|' '$2 != $3 || $4 != "t"' | wc -l)
-conservation_ok=$([ "$bad_users" = 0 ] && echo true || echo false)
+# The books of the run's users, by make reconcile: every paid order debited
+# once and nothing else, each balance what its transfers add up to.
+RECONCILE_USERS="$prefix" scripts/reconcile.sh >"$OUT/reconcile.txt" 2>&1 && conservation_ok=true || conservation_ok=false
+sed 's/^/   /' "$OUT/reconcile.txt"
+mismatches() { # the mismatches reconcile counted for the checks named
+  local name n=0
+  for name; do
+    n=$((n + $(awk -v c="$name" '$1 == "FAIL" && $2 == c { for (i = 3; i <= NF; i++) if ($i ~ /^mismatches/) print $(i - 1) }' "$OUT/reconcile.txt" | head -1 | grep . || echo 0)))
+  done
+  echo "$n"
+}
+double_debits=$(mismatches payments/decided_orders_charged_once across/paid_orders_debited_once across/every_debit_has_its_order)
+bad_users=$(mismatches payments/balances_equal_entries)
 cancelled=$(psql_ -d orders -c "SELECT count(*) FROM orders WHERE user_id LIKE '$prefix' AND status = 'CANCELLED'")
 echo "   accepted $accepted, in the database $in_db, lost $lost, debited twice or wrongly $double_debits, users off the books $bad_users, cancelled for funds $cancelled"
 

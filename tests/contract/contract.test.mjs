@@ -274,6 +274,12 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { ...operator, status: 200 });
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { as: null, status: 401 });
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { as: user, status: 403 });
+    // The books, the service's own checks (make reconcile's first half).
+    const books = await call(service, "GET", "/reconciliation", `/reconciliation?users=${user}`, { ...operator, status: 200 });
+    assert.ok(books.ok, JSON.stringify(books));
+    await call(service, "GET", "/reconciliation", "/reconciliation?users=a%27b", { ...operator, status: 400 });
+    await call(service, "GET", "/reconciliation", "/reconciliation", { as: null, status: 401 });
+    await call(service, "GET", "/reconciliation", "/reconciliation", { as: user, status: 403 });
   }
 
   for (const service of ["orders", "payments", "identity"]) {
@@ -301,6 +307,7 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
       await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { ...operator, status: 503 });
       await call(service, "POST", "/dead-letters/{id}/replay", "/dead-letters/1/replay", { ...operator, status: 503 });
       await call(service, "POST", "/dead-letters/{id}/discard", "/dead-letters/1/discard", { ...operator, body: { reason: "x" }, status: 503 });
+      await call(service, "GET", "/reconciliation", "/reconciliation", { ...operator, status: 503 });
     }
     await call("identity", "POST", "/users", "/users", { body: { user_id: `down-${run}`, password: "a long test password" }, status: 503 });
     await call("identity", "POST", "/sessions", "/sessions", { body: { user_id: `down-${run}`, password: "a long test password" }, status: 503 });
