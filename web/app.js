@@ -6,7 +6,7 @@
 // DOM API does the job.
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, socket: null, retry: 0, orders: new Map(), refunding: new Set() };
+const state = { user: null, socket: null, retry: 0, orders: new Map(), refunding: new Set(), accountAsked: 0 };
 
 // ---- money: the API counts minor units (cents); the page shows 12.34 ----
 
@@ -132,13 +132,28 @@ function showAccount(account) {
   if (account) $("balance").value = formatCents(account.balance);
 }
 
+// Answers about the account can arrive out of order: a read sent just
+// before the account was opened may say "none" after the opening said
+// "here it is". Only the answer to the latest request is shown.
+async function account(request) {
+  const asked = ++state.accountAsked;
+  const answer = await request();
+  if (asked === state.accountAsked) showAccount(answer);
+}
+
 async function loadAccount() {
   if (!state.user) return;
   try {
-    showAccount(await api("GET", `/accounts/${encodeURIComponent(state.user)}`));
+    await account(async () => {
+      try {
+        return await api("GET", `/accounts/${encodeURIComponent(state.user)}`);
+      } catch (error) {
+        if (error.status === 404) return null;
+        throw error;
+      }
+    });
   } catch (error) {
-    if (error.status === 404) showAccount(null);
-    else showError(error);
+    showError(error);
   }
 }
 
@@ -344,7 +359,7 @@ $("sign-up-button").addEventListener("click", async () => {
     await signIn(user, password);
     form.reset();
     // Every user gets their account at sign-up.
-    showAccount(await api("POST", "/accounts", {}));
+    await account(() => api("POST", "/accounts", {}));
   } catch (error) {
     showError(error);
   }
@@ -355,7 +370,7 @@ $("sign-out").addEventListener("click", signOut);
 $("create-account").addEventListener("click", async () => {
   showError(null);
   try {
-    showAccount(await api("POST", "/accounts", {}));
+    await account(() => api("POST", "/accounts", {}));
   } catch (error) {
     if (error.code === "account_exists") loadAccount();
     else showError(error);
@@ -365,7 +380,7 @@ $("create-account").addEventListener("click", async () => {
 handle($("deposit-form"), async (form) => {
   const amount = toCents(form.get("amount"));
   if (amount === null) throw new Error("Enter an amount like 100 or 12.50.");
-  showAccount(await once("deposit-form", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
+  await account(() => once("deposit-form", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
 });
 
 handle($("order-form"), async (form) => {

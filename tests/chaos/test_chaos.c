@@ -436,10 +436,9 @@ Test(chaos, database_outage_past_max_poll_interval_keeps_consumers_in_their_grou
     char user[64], order_id[37];
     unique_name(user, sizeof user, "longoutage");
     account_with(user, 100);
-    /* An order id of our own, its request straight onto the topic while
-     * the database is down: a consumer holds it and cannot commit it. */
-    snprintf(order_id, sizeof order_id, "%08x-0000-4000-8000-%012lx", (unsigned)getpid(),
-             (unsigned long)clock_now_ms());
+    /* An order of our own, its request straight onto the topic while the
+     * database is down: a consumer holds it and cannot commit it. */
+    insert_order(user, 30, order_id);
     const char *series = "consumer_rebalances_total{topic=\"payment.requests\"}";
     /* The group settled first: every partition owned, the count steady. */
     metric_wait all = {.urls = payments_urls(),
