@@ -6,7 +6,7 @@
 // DOM API does the job.
 
 const $ = (id) => document.getElementById(id);
-const state = { user: null, socket: null, retry: 0, orders: new Map(), refunding: new Set(), accountAsked: 0 };
+const state = { user: null, socket: null, retry: 0, orders: new Map(), refunding: new Set(), accountWrites: 0 };
 
 // ---- money: the API counts minor units (cents); the page shows 12.34 ----
 
@@ -132,29 +132,27 @@ function showAccount(account) {
   if (account) $("balance").value = formatCents(account.balance);
 }
 
-// Answers about the account can arrive out of order: a read sent just
-// before the account was opened may say "none" after the opening said
-// "here it is". Only the answer to the latest request is shown.
-async function account(request) {
-  const asked = ++state.accountAsked;
-  const answer = await request();
-  if (asked === state.accountAsked) showAccount(answer);
+// A read of the account says what was true when it was served: one sent
+// before a write (the opening, a top-up) was answered may be older than
+// that write's answer (it may say there is no account yet), so it is
+// dropped. The write's answer, and reads sent after it, are shown.
+async function writeAccount(request) {
+  const account = await request();
+  state.accountWrites++;
+  showAccount(account);
 }
 
 async function loadAccount() {
   if (!state.user) return;
+  const writes = state.accountWrites;
+  let account;
   try {
-    await account(async () => {
-      try {
-        return await api("GET", `/accounts/${encodeURIComponent(state.user)}`);
-      } catch (error) {
-        if (error.status === 404) return null;
-        throw error;
-      }
-    });
+    account = await api("GET", `/accounts/${encodeURIComponent(state.user)}`);
   } catch (error) {
-    showError(error);
+    if (error.status !== 404) return showError(error);
+    account = null;
   }
+  if (writes === state.accountWrites) showAccount(account);
 }
 
 // ---- orders ----
@@ -359,7 +357,7 @@ $("sign-up-button").addEventListener("click", async () => {
     await signIn(user, password);
     form.reset();
     // Every user gets their account at sign-up.
-    await account(() => api("POST", "/accounts", {}));
+    await writeAccount(() => api("POST", "/accounts", {}));
   } catch (error) {
     showError(error);
   }
@@ -370,7 +368,7 @@ $("sign-out").addEventListener("click", signOut);
 $("create-account").addEventListener("click", async () => {
   showError(null);
   try {
-    await account(() => api("POST", "/accounts", {}));
+    await writeAccount(() => api("POST", "/accounts", {}));
   } catch (error) {
     if (error.code === "account_exists") loadAccount();
     else showError(error);
@@ -380,7 +378,7 @@ $("create-account").addEventListener("click", async () => {
 handle($("deposit-form"), async (form) => {
   const amount = toCents(form.get("amount"));
   if (amount === null) throw new Error("Enter an amount like 100 or 12.50.");
-  await account(() => once("deposit-form", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
+  await writeAccount(() => once("deposit-form", `/accounts/${encodeURIComponent(state.user)}/deposits`, { amount }));
 });
 
 handle($("order-form"), async (form) => {

@@ -268,3 +268,30 @@ test("a paid purchase refunded from the page comes back once, live", { timeout: 
     await browser.close();
   }
 });
+
+// Sign-up opens the account while the page's first reads of it are on
+// their way: a read that says "no account yet", sent while the opening was
+// under way, must not hide the account (make test saw the page do so).
+test("an account opened while reads of it are on their way stays shown", { timeout: 60000 }, async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args: browserArgs,
+  });
+  try {
+    const page = await browser.newPage();
+    // The opening is answered late: the reads the page sends meanwhile (as
+    // its live socket opens) are answered first, "no account yet".
+    let reads = 0;
+    await page.route("**/api/accounts/*", (route) => { reads++; return route.continue(); });
+    await page.route("**/api/accounts", async (route) => {
+      const response = await route.fetch();
+      await sleep(500);
+      await route.fulfill({ response });
+    });
+    await signUp(page, `slowopen-${process.pid}-${Date.now() % 100000}`);
+    assert.ok(reads >= 1, "no read of the account was sent");
+    await sleep(500); // anything still on its way has been answered
+    assert.equal(await page.locator("#account").isVisible(), true, "the account was hidden again");
+  } finally {
+    await browser.close();
+  }
+});

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <strings.h>
 #include <time.h>
@@ -568,26 +569,44 @@ bool all_final(const char *user, int timeout_ms)
     return ok;
 }
 
-void assert_money_adds_up(const char *user)
+int reconcile(const char *users, char **out)
 {
-    /* make reconcile, for this user: every check of the books, across both
-     * databases (scripts/reconcile.sh). */
-    char *cmd = NULL, *out = NULL;
+    char *cmd = NULL;
     size_t len = 0;
     const char *root = getenv("SHOP_ROOT");
-    cr_assert(asprintf(&cmd, "RECONCILE_USERS='%s' '%s/scripts/reconcile.sh' 2>&1", user,
+    cr_assert(asprintf(&cmd, "RECONCILE_USERS='%s' '%s/scripts/reconcile.sh' 2>&1", users,
                        root ? root : ".") > 0);
-    FILE *p = popen(cmd, "r"), *text = open_memstream(&out, &len);
+    FILE *p = popen(cmd, "r"), *text = open_memstream(out, &len);
     cr_assert(p && text);
     char line[512];
     while (fgets(line, sizeof line, p))
         fputs(line, text);
     int status = pclose(p);
     fclose(text);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the books of %s do not hold:\n%s",
-              user, out);
-    free(out);
     free(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void assert_money_adds_up(const char *user)
+{
+    char *out = NULL;
+    cr_assert_eq(reconcile(user, &out), 0, "the books of %s do not hold:\n%s", user, out);
+    free(out);
+}
+
+bool payments_count_reached(void *arg)
+{
+    const count_wait *w = arg;
+    return metric_sum(payments_urls(), w->series) >= w->target;
+}
+
+void random_uuid(char *out)
+{
+    unsigned char b[16];
+    cr_assert_eq(getrandom(b, sizeof b, 0), (ssize_t)sizeof b);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-4%x%02x-%x%x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6] & 15, b[7], 8 | (b[8] & 3), b[8] >> 4, b[9], b[10],
+             b[11], b[12], b[13], b[14], b[15]);
 }
 
 int64_t metric(const char *base_url, const char *series)

@@ -161,6 +161,22 @@ int64_t orders_with(const char *user, const char *status);
  * once, each balance what its entries add up to); asserts it passes. */
 void assert_money_adds_up(const char *user);
 
+/* Runs make reconcile (scripts/reconcile.sh) for the user ids LIKE
+ * `users`: its exit status (0: the books hold, 1: a mismatch), its output
+ * in `out` (caller frees). */
+int reconcile(const char *users, char **out);
+
+/* For wait_until: payments' instances together count `target` or more
+ * of the metric `series` (metric_sum). */
+typedef struct count_wait {
+    const char *series;
+    int64_t target;
+} count_wait;
+bool payments_count_reached(void *count_wait);
+
+/* A random (version 4) UUID, 37 bytes. */
+void random_uuid(char *out);
+
 /* A counter from a service's /metrics, by its full series name with labels. */
 int64_t metric(const char *base_url, const char *series);
 

@@ -31,17 +31,6 @@ static const char *reason_of(PGconn *o, const char *id, char *out, size_t len)
 #define CREDITED "payment_cancels_total{credited=\"true\"}"
 #define REPLAYED "payments_total{outcome=\"replayed\"}"
 
-typedef struct count_wait {
-    const char *series;
-    int64_t target;
-} count_wait;
-
-static bool reached(void *arg)
-{
-    count_wait *w = arg;
-    return metric_sum(payments_urls(), w->series) >= w->target;
-}
-
 #define IGNORED "orders_results_ignored_total"
 
 typedef struct result_wait {
@@ -80,7 +69,7 @@ Test(cancel, an_order_cancelled_before_its_payment_is_never_debited, .timeout = 
     /* The request arrives after all: answered "cancelled", never paid. */
     count_wait w = {REPLAYED, metric_sum(payments_urls(), REPLAYED) + 1};
     inject_request(id, user, 30, 1);
-    cr_assert(wait_until(reached, &w, 30000), "the late request was not answered");
+    cr_assert(wait_until(payments_count_reached, &w, 30000), "the late request was not answered");
     cr_assert_eq(db_int(p, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 0);
     cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 100);
     cr_assert_eq(db_int(p,
@@ -124,7 +113,8 @@ Test(cancel, an_order_paid_before_its_cancel_arrives_is_given_back, .timeout = 6
     cr_assert_eq(cancel(&r, id), 202, "%s", r.body); /* sends the payment.cancel */
     resp_free(&r);
     act_as(NULL);
-    cr_assert(wait_until(reached, &credited, 30000), "the paid order was not given back");
+    cr_assert(wait_until(payments_count_reached, &credited, 30000),
+              "the paid order was not given back");
     cr_assert(all_final(user, 30000));
     cr_assert_eq(orders_with(user, "CANCELLED"), 1, "a payment finished an order being cancelled");
     cr_assert_str_eq(reason_of(o, id, why, sizeof why), "cancelled");
@@ -140,7 +130,7 @@ Test(cancel, an_order_paid_before_its_cancel_arrives_is_given_back, .timeout = 6
     count_wait again = {REPLAYED, metric_sum(payments_urls(), REPLAYED) + 1};
     inject_request(id, user, 40, 1);
     inject_cancel(id, user, 40);
-    cr_assert(wait_until(reached, &again, 30000));
+    cr_assert(wait_until(payments_count_reached, &again, 30000));
     cr_assert_eq(db_int(p, "SELECT count(*) FROM ledger WHERE order_id = $1", id, NULL), 2,
                  "a replay moved money");
     cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL), 100);

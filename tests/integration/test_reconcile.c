@@ -7,28 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/wait.h>
-
-/* Runs make reconcile for `users`; returns its exit status, its output in
- * `out` (caller frees). */
-static int reconcile(const char *users, char **out)
-{
-    char *cmd = NULL;
-    size_t len = 0;
-    const char *root = getenv("SHOP_ROOT");
-    cr_assert(asprintf(&cmd, "RECONCILE_USERS='%s' '%s/scripts/reconcile.sh' 2>&1", users,
-                       root ? root : ".") > 0);
-    FILE *p = popen(cmd, "r"), *text = open_memstream(out, &len);
-    cr_assert(p && text);
-    char line[512];
-    while (fgets(line, sizeof line, p))
-        fputs(line, text);
-    int status = pclose(p);
-    fclose(text);
-    free(cmd);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+#include <unistd.h>
 
 /* Asserts that reconcile for `user` fails on `check`, and only on it. */
 static void fails_on(const char *user, const char *check)
@@ -42,15 +21,6 @@ static void fails_on(const char *user, const char *check)
         fails++;
     cr_assert_eq(fails, 1, "more than %s failed:\n%s", check, out);
     free(out);
-}
-
-static void random_uuid(char *out)
-{
-    unsigned char b[16];
-    cr_assert_eq(getrandom(b, sizeof b, 0), (ssize_t)sizeof b);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-4%x%02x-%x%x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6] & 15, b[7], 8 | (b[8] & 3), b[8] >> 4, b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
 }
 
 Test(reconcile, the_books_of_a_quiet_shop_hold)

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 /* Asks for a refund of `amount` of order `id` (0: the rest) under `key`
  * (NULL: none). Returns the HTTP status; r holds the answer. */
@@ -45,16 +44,6 @@ static void get_order(resp *r, const char *id)
     cr_assert_eq(r->status, 200, "%s", r->body);
 }
 
-/* A random (version 4) UUID, 37 bytes. */
-static void new_uuid(char *out)
-{
-    unsigned char b[16];
-    cr_assert_eq(getrandom(b, sizeof b, 0), (ssize_t)sizeof b);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-4%x%02x-%x%x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6] & 15, b[7], 8 | (b[8] & 3), b[8] >> 4, b[9], b[10],
-             b[11], b[12], b[13], b[14], b[15]);
-}
-
 static int64_t int_of(const json_t *j, const char *name)
 {
     return json_integer_value(json_object_get(j, name));
@@ -76,17 +65,6 @@ static int64_t balance_of(const char *user)
 
 #define REFUNDS_REPLAYED "payment_refunds_total{outcome=\"replayed\"}"
 #define REFUNDS_FAILED "payment_refunds_total{outcome=\"failed\"}"
-
-typedef struct count_wait {
-    const char *series;
-    int64_t target;
-} count_wait;
-
-static bool reached(void *arg)
-{
-    count_wait *w = arg;
-    return metric_sum(payments_urls(), w->series) >= w->target;
-}
 
 /* Part, then the rest: each refund COMPLETED once, the order REFUNDED with
  * all of it back, the money where it was before the purchase. A retry with
@@ -294,13 +272,15 @@ Test(refund, a_refund_replayed_or_forged_is_credited_at_most_once, .timeout = 90
 
     count_wait replayed = {REFUNDS_REPLAYED, metric_sum(payments_urls(), REFUNDS_REPLAYED) + 3};
     inject_refund(refund_id, id, user, 20, 3);
-    cr_assert(wait_until(reached, &replayed, 30000), "the replays were not answered");
+    cr_assert(wait_until(payments_count_reached, &replayed, 30000),
+              "the replays were not answered");
     count_wait failed = {REFUNDS_FAILED, metric_sum(payments_urls(), REFUNDS_FAILED) + 2};
     char forged[2][37];
-    new_uuid(forged[0]), new_uuid(forged[1]);
+    random_uuid(forged[0]), random_uuid(forged[1]);
     inject_refund(forged[0], id, user, 31, 1); /* 30 left */
     inject_refund(forged[1], unpaid, waiting, 10, 1);
-    cr_assert(wait_until(reached, &failed, 30000), "the forged refunds were not refused");
+    cr_assert(wait_until(payments_count_reached, &failed, 30000),
+              "the forged refunds were not refused");
     PGconn *p = payments_db();
     cr_assert_eq(
         db_int(p, "SELECT count(*) FROM ledger WHERE order_id = $1 AND kind = 'refund'", id, NULL),
