@@ -516,7 +516,11 @@ void test_trigger_drop(PGconn *db, const char *name, const char *table)
 int64_t redrives_of(const char *user)
 {
     PGconn *db = orders_db();
-    int64_t n = db_int(db, "SELECT coalesce(sum(redrive_count), 0) FROM orders WHERE user_id = $1",
+    int64_t n = db_int(db,
+                       "SELECT (SELECT coalesce(sum(redrive_count), 0) FROM orders"
+                       "        WHERE user_id = $1)"
+                       "     + (SELECT coalesce(sum(redrive_count), 0) FROM refunds"
+                       "        WHERE user_id = $1)",
                        user, NULL);
     PQfinish(db);
     return n;

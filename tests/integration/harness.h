@@ -136,8 +136,8 @@ void burst_assert_cancels(const burst *b);
  * COMPLETED (payments credited it: make reconcile checks it was once). */
 void burst_assert_refunds(const burst *b);
 
-/* Re-drives `user`'s orders needed (the sum of their redrive_count): a
- * drill whose messages all arrived needs none. */
+/* Re-drives `user`'s orders and refunds needed (the sum of their
+ * redrive_count): a drill whose messages all arrived needs none. */
 int64_t redrives_of(const char *user);
 
 /* Rows of the orders outbox waiting to be published with `key` (a payment

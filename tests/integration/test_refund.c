@@ -300,3 +300,36 @@ Test(refund, a_refund_replayed_or_forged_is_credited_at_most_once, .timeout = 90
     cr_assert_eq(balance_of(waiting), 100);
     assert_money_adds_up(user);
 }
+
+/* A refund whose message never left (its outbox row lost, as a broker
+ * that lost its data would lose the message) is sent again by the
+ * re-drive while it is PENDING, and credited once. */
+Test(refund, a_pending_refund_whose_message_was_lost_is_redriven, .timeout = 90)
+{
+    char user[64], id[37], refund[37];
+    unique_name(user, sizeof user, "refundredrive");
+    paid_order(user, 100, 40, id);
+    random_uuid(refund);
+    PGconn *o = orders_db();
+    /* What POST /orders/{id}/refunds writes, less its outbox row. */
+    const char *params[] = {refund, id};
+    PGresult *r =
+        PQexecParams(o,
+                     "WITH o AS (UPDATE orders SET refund_reserved = refund_reserved + 15,"
+                     "                  refund_count = refund_count + 1 WHERE id = $2"
+                     "           RETURNING id, user_id)"
+                     " INSERT INTO refunds (id, order_id, user_id, amount, next_redrive_at)"
+                     " SELECT $1, o.id, o.user_id, 15, now() FROM o",
+                     2, NULL, params, NULL, NULL, 0);
+    cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(r));
+    PQclear(r);
+    cr_assert(all_final(user, 30000), "the lost refund was not re-driven");
+    cr_assert_eq(db_int(o, "SELECT count(*) FROM refunds WHERE id = $1 AND status = 'COMPLETED'",
+                        refund, NULL),
+                 1);
+    cr_assert_geq(db_int(o, "SELECT redrive_count FROM refunds WHERE id = $1", refund, NULL), 1);
+    cr_assert_eq(db_int(o, "SELECT refunded_amount FROM orders WHERE id = $1", id, NULL), 15);
+    PQfinish(o);
+    cr_assert_eq(balance_of(user), 75);
+    assert_money_adds_up(user);
+}
