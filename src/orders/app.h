@@ -32,6 +32,7 @@ typedef struct orders_app {
     int writers, group_max, gather_us;
     int create_deadline_ms; /* POST /orders: answered by then, created or not */
     _Atomic uint64_t finished, cancelled, refunded, ignored_results, redrives, refund_redrives;
+    _Atomic uint64_t mismatched_results;               /* dead-lettered: not their order's */
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
 } orders_app;
 

@@ -40,12 +40,21 @@ const db_stmt orders_stmts[] = {
     {"orders_finish",
      "UPDATE orders o"
      " SET status = r.to_status, reason = nullif(r.to_reason, ''), updated_at = now()"
-     " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS r(order_id, to_status, to_reason)"
+     " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
+     "      AS r(order_id, to_status, to_reason, by_user, of_amount)"
      " WHERE o.id = r.order_id AND o.status NOT IN ('FINISHED', 'CANCELLED', 'REFUNDED')"
+     /* The order's own user and amount, or the result is not its. */
+     "   AND o.user_id = r.by_user AND o.amount = r.of_amount"
      /* Asked to cancel: a payment is not taken as final (payments gives
       * it back when it sees the cancel, and answers "cancelled"). */
      "   AND NOT (r.to_status = 'FINISHED' AND o.cancel_requested_at IS NOT NULL)"
      " RETURNING " ORDER_COLS},
+    /* Results that name an existing order with another user or amount
+     * (their 0-based place in the batch, and what the order has). */
+    {"results_mismatched",
+     "SELECT r.n - 1, o.user_id, o.amount"
+     " FROM unnest($1::uuid[], $2::text[], $3::bigint[]) WITH ORDINALITY AS r(id, u, a, n)"
+     " JOIN orders o ON o.id = r.id WHERE o.user_id <> r.u OR o.amount <> r.a ORDER BY r.n"},
     /* The owner's wish to cancel a NEW order, and the payment.cancel that
      * tells payments, in one statement; asked again, the message goes
      * again (payments answers a cancel twice the same). No row: no longer
@@ -243,19 +252,50 @@ int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit,
 
 int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *changed)
 {
-    db_array ids, statuses, reasons;
+    db_array ids, statuses, reasons, users, amounts;
     db_array_begin(&ids), db_array_begin(&statuses), db_array_begin(&reasons);
+    db_array_begin(&users), db_array_begin(&amounts);
     for (int i = 0; i < n; i++) {
         const char *status, *reason;
         order_final_status(&results[i], &status, &reason);
         db_array_add(&ids, results[i].order_id);
         db_array_add(&statuses, status);
         db_array_add(&reasons, reason);
+        db_array_add(&users, results[i].user_id);
+        db_array_add_int(&amounts, results[i].amount);
     }
     db_array_end(&ids), db_array_end(&statuses), db_array_end(&reasons);
-    const char *params[] = {ids.text, statuses.text, reasons.text};
-    int rc = run(c, "orders_finish", 3, params, changed, n);
+    db_array_end(&users), db_array_end(&amounts);
+    const char *params[] = {ids.text, statuses.text, reasons.text, users.text, amounts.text};
+    int rc = run(c, "orders_finish", 5, params, changed, n);
     db_array_free(&ids), db_array_free(&statuses), db_array_free(&reasons);
+    db_array_free(&users), db_array_free(&amounts);
+    return rc;
+}
+
+int store_results_mismatched(db_conn *c, const payment_msg *results, int n, store_mismatch *out)
+{
+    db_array ids, users, amounts;
+    db_array_begin(&ids), db_array_begin(&users), db_array_begin(&amounts);
+    for (int i = 0; i < n; i++) {
+        db_array_add(&ids, results[i].order_id);
+        db_array_add(&users, results[i].user_id);
+        db_array_add_int(&amounts, results[i].amount);
+    }
+    db_array_end(&ids), db_array_end(&users), db_array_end(&amounts);
+    const char *params[] = {ids.text, users.text, amounts.text};
+    PGresult *r = NULL;
+    int rc = db_exec(c, "results_mismatched", 3, params, &r);
+    if (rc == 0) {
+        rc = PQntuples(r) < n ? PQntuples(r) : n;
+        for (int i = 0; i < rc; i++) {
+            out[i].index = atoi(PQgetvalue(r, i, 0));
+            snprintf(out[i].user_id, sizeof out[i].user_id, "%s", PQgetvalue(r, i, 1));
+            out[i].amount = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        }
+    }
+    PQclear(r);
+    db_array_free(&ids), db_array_free(&users), db_array_free(&amounts);
     return rc;
 }
 

@@ -26,11 +26,26 @@ int store_orders_get(db_conn *c, const char *const *ids, int n, order *out);
 int store_order_list(db_conn *c, const char *user_id, int64_t before, int limit, order *out);
 
 /* Moves the order of each of the `n` payment results from NEW to the
- * status and reason it decides (order_final_status). Orders no longer NEW,
- * or unknown, do not change (a replay); nor does a payment.completed for
- * an order its owner asked to cancel (the cancel's outcome follows). Returns how many changed, as
- * they are now (into changed[0..n)), or -DB_*. */
+ * status and reason it decides (order_final_status), if the result names
+ * the order's own user and amount. Orders no longer NEW, or unknown, do
+ * not change (a replay); nor does a payment.completed for an order its
+ * owner asked to cancel (the cancel's outcome follows), nor an order whose
+ * result names another user or amount (store_results_mismatched finds
+ * those). Returns how many changed, as they are now (into
+ * changed[0..n)), or -DB_*. */
 int store_orders_finish(db_conn *c, const payment_msg *results, int n, order *changed);
+
+/* A payment result that names an existing order with another user or
+ * amount: its place in the batch, and what the order has. */
+typedef struct store_mismatch {
+    int index;
+    char user_id[VALID_USER_ID_MAX + 1];
+    int64_t amount;
+} store_mismatch;
+
+/* The results of results[0..n) whose order exists with another user or
+ * amount, in batch order: up to n into `out`. Returns the count or -DB_*. */
+int store_results_mismatched(db_conn *c, const payment_msg *results, int n, store_mismatch *out);
 
 /* Records the wish to cancel order `id` if it is still NEW, and in the same
  * statement puts `payload` (its payment.cancel) into the outbox for

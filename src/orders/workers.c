@@ -21,6 +21,30 @@ static bool belongs_on_results(msg_type t)
            t == MSG_REFUND_FAILED;
 }
 
+/* Marks for the dead letters each of results[0..n) (from message
+ * from[i]) that names an existing order with another user or amount: a
+ * result is applied only to the order it was asked for (a forged or
+ * corrupted one changes nothing). Returns how many, or -DB_*. */
+static int set_aside_mismatches(db_conn *c, const payment_msg *results, int n, const int *from,
+                                consumer_verdict *verdicts)
+{
+    store_mismatch *bad = calloc((size_t)n, sizeof *bad);
+    int found = bad ? store_results_mismatched(c, results, n, bad) : -DB_FAILED;
+    for (int k = 0; k < found; k++) {
+        const payment_msg *m = &results[bad[k].index];
+        consumer_verdict *v = &verdicts[from[bad[k].index]];
+        v->poison = true;
+        snprintf(v->why, sizeof v->why,
+                 "%s for order %s names user %s and amount %" PRId64
+                 "; the order is %s's, of %" PRId64,
+                 msg_type_name(m->type), m->order_id, m->user_id, m->amount, bad[k].user_id,
+                 bad[k].amount);
+        log_msg(LOG_WARN, NULL, "payment result set aside: %s", v->why);
+    }
+    free(bad);
+    return found;
+}
+
 int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
                           consumer_verdict *verdicts)
 {
@@ -28,8 +52,9 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
     /* Payments' results from the front of `results`, refunds' from the back. */
     payment_msg *results = calloc((size_t)n, sizeof *results), decoded;
     order *changed = calloc((size_t)n, sizeof *changed);
-    if (!results || !changed) {
-        free(results), free(changed);
+    int *from = calloc((size_t)n, sizeof *from); /* a payment result's message */
+    if (!results || !changed || !from) {
+        free(results), free(changed), free(from);
         return -DB_FAILED;
     }
     int payments = 0, refunds = 0;
@@ -44,12 +69,16 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         } else if (msg_is_refund(decoded.type)) {
             results[n - ++refunds] = decoded;
         } else {
+            from[payments] = i;
             results[payments++] = decoded;
         }
     }
-    int rc = 0, paid = 0, nchanged = 0;
+    int rc = 0, paid = 0, nchanged = 0, mismatched = 0;
     if (payments)
         rc = paid = store_orders_finish(c, results, payments, changed);
+    /* Some changed nothing: replays, or results that are not their order's. */
+    if (rc >= 0 && paid < payments)
+        rc = mismatched = set_aside_mismatches(c, results, payments, from, verdicts);
     /* A refund follows its order's payment: after it, whatever the batch. */
     if (rc >= 0 && refunds)
         rc = store_refunds_finish(c, &results[n - refunds], refunds, &changed[paid]);
@@ -79,10 +108,12 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
     }
     if (rc >= 0) {
         /* Replays, or payment results for orders that are not ours. */
-        atomic_fetch_add(&app->ignored_results, (uint64_t)(payments - paid));
+        atomic_fetch_add(&app->ignored_results, (uint64_t)(payments - paid - mismatched));
+        atomic_fetch_add(&app->mismatched_results, (uint64_t)mismatched);
     }
     free(changed);
     free(results);
+    free(from);
     return rc < 0 ? rc : 0;
 }
 
@@ -185,6 +216,11 @@ void orders_metrics(void *arg, FILE *out)
             atomic_load(&app->redrive_failures));
     fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
             atomic_load(&app->purge_failures));
+    metrics_header(out, "orders_results_mismatched_total", "counter",
+                   "Payment results naming another user or amount than their order's"
+                   " (dead-lettered, each logged)");
+    fprintf(out, "orders_results_mismatched_total %" PRIu64 "\n",
+            atomic_load(&app->mismatched_results));
     metrics_header(out, "orders_results_ignored_total", "counter",
                    "Payment results for orders already final or unknown (replays)");
     fprintf(out, "orders_results_ignored_total %" PRIu64 "\n", atomic_load(&app->ignored_results));

@@ -379,3 +379,50 @@ Test(flow, a_result_for_an_order_already_final_changes_nothing, .timeout = 90)
     PQfinish(db);
     assert_money_adds_up(user);
 }
+
+/* A result is applied only to the order it was asked for: one that names
+ * another amount, or another user, is set aside with its reason and
+ * changes nothing (issue 24: anything on the broker could otherwise mark
+ * an order paid for free). The real payment after it is applied. */
+Test(flow, a_result_naming_another_amount_or_user_is_dead_lettered_and_changes_nothing,
+     .timeout = 90)
+{
+    char user[64], id[37];
+    unique_name(user, sizeof user, "forgedresult");
+    account_with(user, 100);
+    insert_order(user, 30, id); /* NEW, its request not sent */
+    int64_t mismatched = metric_sum(orders_urls(), "orders_results_mismatched_total");
+    payment_msg cheap = {.type = MSG_PAYMENT_COMPLETED, .amount = 1},
+                other = {.type = MSG_PAYMENT_COMPLETED, .amount = 30};
+    snprintf(cheap.order_id, sizeof cheap.order_id, "%s", id);
+    snprintf(cheap.user_id, sizeof cheap.user_id, "%s", user);
+    snprintf(other.order_id, sizeof other.order_id, "%s", id);
+    snprintf(other.user_id, sizeof other.user_id, "someone-else");
+    char *a = msg_encode(&cheap), *b = msg_encode(&other);
+    inject_raw(MSG_TOPIC_RESULTS, id, a);
+    inject_raw(MSG_TOPIC_RESULTS, id, b);
+    PGconn *db = orders_db();
+    char why[64];
+    snprintf(why, sizeof why, "%%order %s names%%", id);
+    dead_wait w = {db, a, why, 1}, w2 = {db, b, why, 1};
+    cr_assert(wait_until(dead_lettered, &w, 30000) && wait_until(dead_lettered, &w2, 30000),
+              "the forged results were not set aside");
+    cr_assert_eq(
+        db_int(db, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'NEW'", id, NULL), 1,
+        "a forged result moved the order");
+    cr_assert_eq(db_int(db,
+                        "SELECT count(*) FROM dead_letters WHERE reason LIKE '%' || $1 || '%'"
+                        " AND reason LIKE '%amount 1;%'",
+                        id, NULL),
+                 1);
+    cr_assert_eq(metric_sum(orders_urls(), "orders_results_mismatched_total"), mismatched + 2);
+    /* The real payment is applied. */
+    inject_request(id, user, 30, 1);
+    cr_assert(all_final(user, 30000));
+    cr_assert_eq(
+        db_int(db, "SELECT count(*) FROM orders WHERE id = $1 AND status = 'FINISHED'", id, NULL),
+        1);
+    PQfinish(db);
+    free(a), free(b);
+    assert_money_adds_up(user);
+}
