@@ -178,7 +178,8 @@ static int run_batch(db_conn *c, const char *stmt, const payment_msg *msgs, int 
         db_array_add(&orders, msgs[i].order_id);
         db_array_add(&users, msgs[i].user_id);
         db_array_add_int(&amounts, msgs[i].amount);
-        db_array_add(&ids, msgs[i].refund_id);
+        if (refunds)
+            db_array_add(&ids, msgs[i].refund_id);
     }
     db_array_end(&orders), db_array_end(&users), db_array_end(&amounts), db_array_end(&ids);
     const char *params[] = {orders.text, users.text, amounts.text, ids.text};

@@ -280,8 +280,9 @@ test("an account opened while reads of it are on their way stays shown", { timeo
     const page = await browser.newPage();
     // The opening is answered late: the reads the page sends meanwhile (as
     // its live socket opens) are answered first, "no account yet".
-    let reads = 0;
+    let reads = 0, answered = 0;
     await page.route("**/api/accounts/*", (route) => { reads++; return route.continue(); });
+    page.on("requestfinished", (r) => /\/api\/accounts\/[^/]+$/.test(new URL(r.url()).pathname) && answered++);
     await page.route("**/api/accounts", async (route) => {
       const response = await route.fetch();
       await sleep(500);
@@ -289,7 +290,11 @@ test("an account opened while reads of it are on their way stays shown", { timeo
     });
     await signUp(page, `slowopen-${process.pid}-${Date.now() % 100000}`);
     assert.ok(reads >= 1, "no read of the account was sent");
-    await sleep(500); // anything still on its way has been answered
+    // Every read sent so far answered, after the opening was.
+    for (const until = Date.now() + 10000; answered < reads && Date.now() < until;) await sleep(20);
+    assert.equal(answered, reads, "a read of the account was never answered");
+    // ...and handled by the page: a turn of its event loop after them.
+    await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 0)));
     assert.equal(await page.locator("#account").isVisible(), true, "the account was hidden again");
   } finally {
     await browser.close();

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Asserts that reconcile for `user` fails on `check`, and only on it. */
 static void fails_on(const char *user, const char *check)
@@ -51,6 +50,18 @@ Test(reconcile, a_balance_changed_by_hand_is_found)
     assert_money_adds_up(user);
 }
 
+/* For wait_until: payments' database has a row for `sql` with `param`. */
+typedef struct row_wait {
+    PGconn *db;
+    const char *sql, *param;
+} row_wait;
+
+static bool row_exists(void *arg)
+{
+    row_wait *w = arg;
+    return db_int(w->db, w->sql, w->param, NULL) > 0;
+}
+
 /* Money taken for an order orders never had (a forged request). */
 Test(reconcile, a_debit_without_its_order_is_found, .timeout = 60)
 {
@@ -59,12 +70,9 @@ Test(reconcile, a_debit_without_its_order_is_found, .timeout = 60)
     account_with(user, 100);
     random_uuid(ghost);
     inject_request(ghost, user, 10, 1);
-    PGconn *p = payments_db();
-    for (int i = 0;
-         i < 1500 && db_int(p, "SELECT count(*) FROM inbox WHERE order_id = $1", ghost, NULL) == 0;
-         i++)
-        usleep(20 * 1000);
-    PQfinish(p);
+    row_wait w = {payments_db(), "SELECT count(*) FROM inbox WHERE order_id = $1", ghost};
+    cr_assert(wait_until(row_exists, &w, 30000), "the forged request was not decided");
+    PQfinish(w.db);
     fails_on(user, "across/every_debit_has_its_order");
 }
 
@@ -79,12 +87,9 @@ Test(reconcile, a_refund_credited_without_its_order_record_is_found, .timeout = 
     cr_assert(all_final(user, 30000));
     random_uuid(refund);
     inject_refund(refund, id, user, 10, 1);
-    PGconn *p = payments_db();
-    for (int i = 0; i < 1500 && db_int(p, "SELECT count(*) FROM refund_inbox WHERE refund_id = $1",
-                                       refund, NULL) == 0;
-         i++)
-        usleep(20 * 1000);
-    PQfinish(p);
+    row_wait w = {payments_db(), "SELECT count(*) FROM refund_inbox WHERE refund_id = $1", refund};
+    cr_assert(wait_until(row_exists, &w, 30000), "the forged refund was not decided");
+    PQfinish(w.db);
     char *out = NULL;
     cr_assert_eq(reconcile(user, &out), 1, "%s", out);
     cr_assert(strstr(out, "FAIL  across/completed_refunds_credited_once "), "%s", out);
