@@ -83,6 +83,8 @@ suite() { # suite NAME COMMAND...
   fi
   [ "$rc" = 0 ] || { fail_step "$name"; [ "$f" -gt 0 ] || f=1; }
   passed=$((passed + p)) failed=$((failed + f))
+  # What failed and why, again at the very end: a CI shows only the tail.
+  [ "$rc" = 0 ] || failures+="$(grep -a -E '^\[(FAIL|----)\]|^not ok' "$LOGS/$name.log" | grep -a -v -e 'Criterion v' -e '^\[----\] *$' | tail -n 24 || true)"$'\n'
 }
 
 stop_stack() {
@@ -107,6 +109,7 @@ finish() {
   if [ "$status" = 0 ]; then
     echo "ALL TESTS PASSED"
   else
+    [ -z "${failures:-}" ] || printf 'what failed (from build/test-logs):\n%s' "$failures"
     echo "failed steps: ${failed_steps[*]}"
     echo "TESTS FAILED"
   fi
@@ -143,6 +146,10 @@ fi
 if wanted lint; then
   step lint "OpenAPI lint (@redocly/cli)"
   suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml api/identity.yaml
+  # make mutants is too long for every run; a mutant that no longer applies
+  # would only be found there. Each must still apply to today's code.
+  step mutants-apply "every mutant of make mutants still applies to the code"
+  suite mutants-apply bash -c 'for p in tests/mutants/*.patch; do git apply --check "$p" || { echo "$p no longer applies: make it again from the code" >&2; exit 1; }; done'
 fi
 
 if wanted unit; then

@@ -43,7 +43,8 @@ struct consumer {
     rd_kafka_topic_partition_list_t *handled;
     int64_t committed_at;
     _Atomic uint64_t batches, messages, dead_letters, retries, isolations, rebalances, revoked,
-        commits_ok, commits_failed, rejoins;
+        commits_ok, commits_failed, rejoins, systemic;
+    int64_t systemic_logged_at; /* rate limit of its log line */
 };
 
 static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
@@ -191,43 +192,114 @@ static int dead_letter_alone(consumer *cs, const rd_kafka_message_t *m, const ch
     return rc;
 }
 
+/* Counts a batch's failure that is not its messages' fault, and logs the
+ * ones no time cures (a schema, privilege or disk failure) at most every
+ * 10 s: an operator must act, and must not be drowned. */
+static void note_failure(consumer *cs, int rc, const char *sqlstate, int n)
+{
+    atomic_fetch_add(&cs->retries, 1);
+    if (rc != -DB_SYSTEMIC)
+        return;
+    atomic_fetch_add(&cs->systemic, 1);
+    int64_t now = clock_now_ms();
+    if (now - cs->systemic_logged_at < 10000)
+        return;
+    cs->systemic_logged_at = now;
+    log_msg(LOG_ERROR, NULL,
+            "consumer %s: the database refuses every message (SQLSTATE %s, a batch of %d): "
+            "waiting for it to be mended, nothing set aside",
+            cs->cfg.group, sqlstate[0] ? sqlstate : "none", n);
+}
+
+enum { ISOLATED, ISOLATION_SYSTEMIC, ISOLATION_STOPPED };
+
+/* Runs each of msgs[0..n) alone after their batch failed with `sqlstate`,
+ * and dead-letters the ones that fail alone. When every message of a batch
+ * of several fails alone as the batch did, the fault is the database's,
+ * not theirs: none is set aside (ISOLATION_SYSTEMIC), and all are tried
+ * again later. *dead counts the messages set aside. */
+static int isolate(consumer *cs, rd_kafka_message_t **msgs, int n, const char *sqlstate, int *dead)
+{
+    /* Which failed alone as the batch did: set aside only once the others
+     * showed that the fault is not everyone's. Without memory for this
+     * bookkeeping, each is set aside at once, as a failure of its own. */
+    bool *same = calloc((size_t)n, sizeof *same);
+    int failed_same = 0, backoff;
+    char one_state[6];
+    *dead = 0;
+    for (int i = 0; i < n; i++) {
+        int one_dead = 0, one;
+        backoff = 100;
+        while ((one = run_batch(cs, &msgs[i], 1, &one_dead, one_state)) != 0 && db_transient(one)) {
+            note_failure(cs, one, one_state, 1);
+            if (!back_off(cs, &backoff))
+                goto stopped;
+        }
+        if (one == 0) {
+            *dead += one_dead;
+        } else if (same && strcmp(one_state, sqlstate) == 0) {
+            same[i] = true;
+            failed_same++;
+        } else {
+            backoff = 100;
+            while (dead_letter_alone(cs, msgs[i], one_state) != 0)
+                if (!back_off(cs, &backoff))
+                    goto stopped;
+            (*dead)++;
+        }
+    }
+    if (n > 1 && failed_same == n) {
+        free(same);
+        return ISOLATION_SYSTEMIC;
+    }
+    for (int i = 0; same && i < n; i++) {
+        backoff = 100;
+        while (same[i] && dead_letter_alone(cs, msgs[i], sqlstate) != 0)
+            if (!back_off(cs, &backoff))
+                goto stopped;
+        *dead += same[i];
+    }
+    free(same);
+    return ISOLATED;
+stopped:
+    free(same);
+    return ISOLATION_STOPPED;
+}
+
 /* Runs the *n messages until they are durable: as a batch, or one by one
- * when the batch fails for a reason that retrying will not cure,
- * dead-lettering the message that fails alone. Transient failures are
- * waited out; messages whose partition is revoked meanwhile are dropped
- * (*n shrinks). Returns false when nothing may be acknowledged: the consumer
- * is stopping, or no message is left. */
+ * when the batch fails for a reason that may be one message's,
+ * dead-lettering the message that fails alone. A failure that is not the
+ * messages' (the server away, a conflict, a schema or privilege or disk
+ * failure, or every message failing alone as their batch did) is waited
+ * out with back-off and never sets anything aside; messages whose
+ * partition is revoked meanwhile are dropped (*n shrinks). Returns false
+ * when nothing may be acknowledged: the consumer is stopping, or no message
+ * is left. */
 static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
 {
     int dead = 0, rc, backoff = 100, n = *count;
     char sqlstate[6];
-    while (db_transient(rc = run_batch(cs, msgs, n, &dead, sqlstate))) {
-        atomic_fetch_add(&cs->retries, 1);
+    for (;;) {
+        rc = run_batch(cs, msgs, n, &dead, sqlstate);
+        if (rc != 0 && !db_transient(rc)) {
+            /* The batch rolled back: find the message that fails alone. */
+            atomic_fetch_add(&cs->isolations, 1);
+            log_msg(LOG_WARN, NULL,
+                    "consumer %s: a batch of %d failed (SQLSTATE %s); each goes alone",
+                    cs->cfg.group, n, sqlstate[0] ? sqlstate : "none");
+            int how = isolate(cs, msgs, n, sqlstate, &dead);
+            if (how == ISOLATION_STOPPED)
+                return false;
+            rc = how == ISOLATED ? 0 : -DB_SYSTEMIC;
+        }
+        if (rc == 0)
+            break;
+        note_failure(cs, rc, sqlstate, n);
         if (!back_off(cs, &backoff))
             return false;
         if ((n = *count = drop_revoked(cs, msgs, n)) == 0) {
             pause_all(cs, false); /* nothing of ours waits any more */
             return false;
-        }
-    }
-    if (rc != 0) {
-        /* The batch rolled back: find the message that fails alone. */
-        atomic_fetch_add(&cs->isolations, 1);
-        log_msg(LOG_WARN, NULL, "consumer %s: a batch of %d failed (SQLSTATE %s); each goes alone",
-                cs->cfg.group, n, sqlstate[0] ? sqlstate : "none");
-        dead = 0;
-        for (int i = 0; i < n; i++) {
-            int one_dead = 0, one;
-            backoff = 100;
-            while ((one = run_batch(cs, &msgs[i], 1, &one_dead, sqlstate)) != 0) {
-                if (!db_transient(one) && dead_letter_alone(cs, msgs[i], sqlstate) == 0) {
-                    one_dead = 1;
-                    break;
-                }
-                if (!back_off(cs, &backoff))
-                    return false;
-            }
-            dead += one_dead;
         }
     }
     atomic_fetch_add(&cs->batches, 1);
@@ -545,6 +617,10 @@ void consumer_metrics(consumer *cs, FILE *out)
            atomic_load(&cs->messages));
     series(out, "consumer_retries_total", "counter", "Batches retried after a transient failure", t,
            atomic_load(&cs->retries));
+    series(out, "consumer_systemic_failures_total", "counter",
+           "Batches retried because the database refused every message alike (a schema, "
+           "privilege, limit or disk failure): nothing set aside",
+           t, atomic_load(&cs->systemic));
     series(out, "consumer_isolated_batches_total", "counter",
            "Batches that failed for a reason a retry cannot cure, then run a message at a time", t,
            atomic_load(&cs->isolations));

@@ -133,6 +133,8 @@ const char *db_strerror(int rc)
         return "value out of range";
     case -DB_CONFLICT:
         return "serialization conflict";
+    case -DB_SYSTEMIC:
+        return "database failing for every caller";
     default:
         return "database error";
     }
@@ -140,7 +142,25 @@ const char *db_strerror(int rc)
 
 bool db_transient(int rc)
 {
-    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT;
+    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT || rc == -DB_SYSTEMIC;
+}
+
+/* The SQLSTATE classes no one message or request can cause: the statement
+ * itself no longer fits the database (42: a function or column renamed by a
+ * rolling upgrade, a privilege revoked; 0A: not supported), the server
+ * cannot go on (54: a limit, such as a full NOTIFY queue; 55: an object in
+ * the wrong state; 58 and XX: disk and internal errors; F0: its
+ * configuration), or the session's database or schema is gone (28, 3D,
+ * 3F). Setting a message aside for one of these would set aside every
+ * message; they are waited out instead. */
+static bool systemic(const char *s)
+{
+    static const char *const classes[] = {"0A", "28", "3D", "3F", "42",
+                                          "54", "55", "58", "F0", "XX"};
+    for (size_t i = 0; i < sizeof classes / sizeof *classes; i++)
+        if (strncmp(s, classes[i], 2) == 0)
+            return true;
+    return false;
 }
 
 int db_classify(const char *s, bool broken)
@@ -161,6 +181,8 @@ int db_classify(const char *s, bool broken)
     /* Serialization failure, deadlock, lock not available: try again. */
     if (strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0 || strcmp(s, "55P03") == 0)
         return -DB_CONFLICT;
+    if (systemic(s))
+        return -DB_SYSTEMIC;
     return -DB_FAILED;
 }
 

@@ -16,16 +16,20 @@ enum {
     DB_CHECK,              /* check_violation (23514) */
     DB_RANGE,              /* numeric_value_out_of_range (22003) */
     DB_CONFLICT,           /* serialization failure or deadlock: retry */
-    DB_FAILED,             /* anything else: a bug or bad SQL */
+    DB_FAILED,             /* anything else: a bug, bad SQL, or bad data */
+    DB_SYSTEMIC,           /* the database refuses every caller alike: a
+                            * schema, privilege, limit or disk failure */
 };
 
 /* The return code for a failed command's SQLSTATE: -DB_UNAVAILABLE and
- * -DB_CONFLICT for what passes with time (retry), the others for what
- * does not. `broken`: the connection itself is gone. Pure. */
+ * -DB_CONFLICT for what passes with time (retry), -DB_SYSTEMIC for what
+ * an operator must mend and no caller's data can cause, the others for
+ * what may be the caller's. `broken`: the connection itself is gone. Pure. */
 int db_classify(const char *sqlstate, bool broken);
 
-/* True for the codes of what passes with time (-DB_UNAVAILABLE,
- * -DB_CONFLICT): retry, answer 503, never set aside. */
+/* True for the codes of a failure that is not the caller's
+ * (-DB_UNAVAILABLE, -DB_CONFLICT, -DB_SYSTEMIC): retry later, answer 503,
+ * never set a message aside for it. */
 bool db_transient(int rc);
 
 /* A short name for a return code of this module ("unavailable", ...). */

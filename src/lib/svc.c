@@ -237,7 +237,13 @@ static int load_public_key(svc_parts *parts)
 
 void svc_db_error(http_res *res, int rc)
 {
-    if (db_transient(rc)) {
+    if (rc == -DB_SYSTEMIC) {
+        /* Logged where it happened; the same for every caller until an
+         * operator mends it (a schema change half done, a privilege). */
+        http_error(res, 503, "database_failing",
+                   "the database refuses this for every caller now; retry later");
+        http_add_header(res, "Retry-After", "5");
+    } else if (db_transient(rc)) {
         http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
         http_add_header(res, "Retry-After", "1");
     } else {

@@ -426,3 +426,76 @@ Test(flow, a_result_naming_another_amount_or_user_is_dead_lettered_and_changes_n
     free(a), free(b);
     assert_money_adds_up(user);
 }
+
+#define RENAMED "payment_batch_renamed_by_test"
+
+static void restore_decision_function(void)
+{
+    PGconn *db = payments_db();
+    PQclear(PQexec(db, "DO $$ BEGIN IF to_regprocedure('" RENAMED "(uuid[],text[],bigint[])')"
+                       " IS NOT NULL THEN ALTER FUNCTION " RENAMED "(uuid[],text[],bigint[])"
+                       " RENAME TO payment_batch; END IF; END $$"));
+    PQfinish(db);
+}
+
+typedef struct systemic_wait {
+    int64_t target;
+} systemic_wait;
+
+static bool systemic_reached(void *arg)
+{
+    return metric_sum(payments_urls(),
+                      "consumer_systemic_failures_total{topic=\"payment.requests\"}") >=
+           ((systemic_wait *)arg)->target;
+}
+
+/* A rolling upgrade renames the function payments decides with (42883 for
+ * every message, 42 being a class no message's data can cause) while
+ * orders keep coming: payments waits it out, counted, and sets nothing
+ * aside; once the name is back every order is paid, once (issue 24: each
+ * message used to be dead-lettered, and its order left NEW although paid
+ * for by nobody). */
+Test(flow, a_decision_function_renamed_under_load_is_waited_out_and_sets_nothing_aside,
+     .timeout = 120, .fini = restore_decision_function)
+{
+    char user[64];
+    unique_name(user, sizeof user, "renamed");
+    account_with(user, 1000);
+    PGconn *p = payments_db(), *o = orders_db();
+    const char *dl = "SELECT count(*) FROM dead_letters";
+    int64_t dead_p = db_int(p, dl, NULL, NULL), dead_o = db_int(o, dl, NULL, NULL);
+    systemic_wait w = {metric_sum(payments_urls(),
+                                  "consumer_systemic_failures_total{topic=\"payment.requests\"}") +
+                       3};
+    db_ok(p, "ALTER FUNCTION payment_batch(uuid[], text[], bigint[]) RENAME TO " RENAMED, NULL);
+
+    enum { THREADS = 4, EACH = 10 };
+    pthread_t th[THREADS];
+    burst b[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        b[i] = (burst){.user = user, .orders = EACH, .amount = 10};
+        pthread_create(&th[i], NULL, place_orders, &b[i]);
+    }
+    int accepted = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        accepted += atomic_load(&b[i].accepted);
+    }
+    cr_assert_eq(accepted, THREADS * EACH);
+    cr_assert(wait_until(systemic_reached, &w, 30000), "payments never met the renamed function");
+    cr_assert_eq(orders_with(user, "FINISHED"), 0, "paid while the function was missing");
+    cr_assert_eq(db_int(p, dl, NULL, NULL), dead_p, "payments set messages aside");
+
+    restore_decision_function();
+    cr_assert(all_final(user, 60000), "orders still NEW after the function came back");
+    cr_assert_eq(orders_with(user, "FINISHED"), THREADS * EACH);
+    cr_assert_eq(db_int(p, "SELECT count(*) FROM ledger WHERE kind = 'debit' AND from_account = $1",
+                        user, NULL),
+                 THREADS * EACH, "each order debited once");
+    cr_assert_eq(db_int(p, "SELECT balance FROM accounts WHERE user_id = $1", user, NULL),
+                 1000 - THREADS * EACH * 10);
+    cr_assert_eq(db_int(p, dl, NULL, NULL), dead_p, "payments set messages aside");
+    cr_assert_eq(db_int(o, dl, NULL, NULL), dead_o, "orders set messages aside");
+    PQfinish(p), PQfinish(o);
+    assert_money_adds_up(user);
+}

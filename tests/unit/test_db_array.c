@@ -37,6 +37,25 @@ Test(db, sqlstates_that_pass_with_time_are_retried)
     cr_assert_eq(db_classify("23505", false), -DB_UNIQUE);
     cr_assert_eq(db_classify("23514", false), -DB_CHECK);
     cr_assert_eq(db_classify("22003", false), -DB_RANGE);
-    cr_assert_eq(db_classify("42601", false), -DB_FAILED, "a syntax error is a bug");
-    cr_assert_eq(db_classify("22P02", false), -DB_FAILED);
+    cr_assert_eq(db_classify("22P02", false), -DB_FAILED, "bad data may be one message's");
+    cr_assert_eq(db_classify("23503", false), -DB_FAILED);
+}
+
+/* What no message's data can cause is waited out, never set aside: a
+ * function or column renamed (42883, 42703), a privilege revoked (42501),
+ * a syntax error (42601: a bug, in every message alike), not supported
+ * (0A000), a full NOTIFY queue (54000), an object in use (55006), a disk or
+ * internal error (58030, XX000, XX001), a bad configuration (F0000), the
+ * database or schema gone (3D000, 3F000), the role refused (28000). */
+Test(db, sqlstates_no_message_can_cause_are_systemic_and_retried)
+{
+    const char *systemic[] = {"42883", "42703", "42501", "42601", "0A000",
+                              "54000", "55006", "58030", "XX000", "XX001",
+                              "F0000", "3D000", "3F000", "28000", NULL};
+    for (int i = 0; systemic[i]; i++) {
+        cr_assert_eq(db_classify(systemic[i], false), -DB_SYSTEMIC, "%s", systemic[i]);
+        cr_assert(db_transient(db_classify(systemic[i], false)), "%s is retried", systemic[i]);
+    }
+    cr_assert_not(db_transient(-DB_FAILED));
+    cr_assert_not(db_transient(-DB_UNIQUE));
 }
