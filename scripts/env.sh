@@ -53,6 +53,12 @@ kafka_brokers() {
   echo "$out"
 }
 KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_brokers)}
+# The broker's passwords (SASL/SCRAM-SHA-512; scripts/stack.sh makes them
+# when it formats the broker's storage), one file per principal, mode 0600:
+# broker (the brokers' own, the only super user, which the scripts and the
+# tests administer with), orders, payments; and the admin client settings
+# for Kafka's tools (admin.properties) and kcat (admin.kcat).
+KAFKA_SECRETS=$SHOP_VAR/kafka-secrets
 
 # The database password's pgpass file (scripts/stack.sh writes it): every
 # client of ours (services, psql, pgbench, tests) reads it from here.

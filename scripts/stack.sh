@@ -342,16 +342,52 @@ kafka_tool() {
     -Dlog4j.configuration="file:$ROOT/kafka/tools-log4j.properties" -cp "$KAFKA_LIBS/*" "$@"
 }
 
+# The brokers' passwords: made once, before the first format (the
+# SCRAM users are written into the cluster's metadata then), kept in
+# var/kafka-secrets (0700, each file 0600), never on a command line (the
+# format reads them from an @argfile the Kafka user alone can read). A
+# cluster formatted before them cannot be entered: it must be made anew.
+kafka_secrets() { # kafka_secrets BASE
+  local base=$1 who pw formatted=0
+  for who in $(seq "$KAFKA_NODES"); do [ -f "$base/node-$who/data/meta.properties" ] && formatted=1; done
+  if [ ! -s "$KAFKA_SECRETS/broker" ]; then
+    [ "$formatted" = 0 ] ||
+      die "$SHOP_VAR/kafka was made without broker passwords (before SASL/SCRAM): run scripts/stack.sh broker-wipe (or make clean) to make it anew"
+    (umask 077 && mkdir -p "$KAFKA_SECRETS")
+    for who in broker orders payments; do
+      (umask 077 && head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$KAFKA_SECRETS/$who")
+    done
+  fi
+  pw=$(cat "$KAFKA_SECRETS/broker")
+  (umask 077 && cat >"$KAFKA_SECRETS/admin.properties" <<PROPS
+security.protocol=SASL_PLAINTEXT
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="$pw";
+PROPS
+  cat >"$KAFKA_SECRETS/admin.kcat" <<PROPS
+security.protocol=SASL_PLAINTEXT
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=broker
+sasl.password=$pw
+PROPS
+  )
+}
+
+# kcat as the brokers' own principal (the only one that may see everything).
+kcat_admin() { kcat -F "$KAFKA_SECRETS/admin.kcat" "$@"; }
+
 # Formats each node's storage once (the cluster id is kept in var/kafka, so
-# a node whose data was lost is formatted into the same cluster) and renders
-# its configuration at every start.
+# a node whose data was lost is formatted into the same cluster, with the
+# same SCRAM users) and renders its configuration at every start.
 kafka_prepare() {
   kafka_user
-  local base voters="" i id
+  local base voters="" i id pw
   base=$(data_dir kafka "$KAFKA_USER")
   if [ -s "$base/nodes" ] && [ "$(cat "$base/nodes")" != "$KAFKA_NODES" ]; then
     die "$SHOP_VAR/kafka holds a cluster of $(cat "$base/nodes") node(s), not $KAFKA_NODES: run with KAFKA_NODES=$(cat "$base/nodes"), or make clean first"
   fi
+  kafka_secrets "$base"
+  pw=$(cat "$KAFKA_SECRETS/broker")
   if [ ! -s "$base/cluster.id" ]; then
     id=$(kafka_tool kafka.tools.StorageTool random-uuid) || die "kafka-storage random-uuid failed"
     echo "$id" | as_user "$KAFKA_USER" tee "$base/cluster.id" >/dev/null
@@ -363,17 +399,30 @@ kafka_prepare() {
   for i in $(seq "$KAFKA_NODES"); do
     local node=$base/node-$i
     as_user "$KAFKA_USER" mkdir -p "$node"
+    # Holds the brokers' password: 0600 before anything is written to it.
+    as_user "$KAFKA_USER" touch "$node/server.properties"
+    as_user "$KAFKA_USER" chmod 600 "$node/server.properties"
     sed -e "s|@NODE_ID@|$i|" -e "s|@VOTERS@|$voters|" -e "s|@HOST@|127.0.0.1|g" \
       -e "s|@PORT@|$(kafka_port "$i")|g" -e "s|@CONTROLLER_PORT@|$(($(kafka_port "$i") + 1))|g" \
       -e "s|@DATA_DIR@|$node/data|" -e "s|@REPLICATION@|$replication|g" -e "s|@MIN_ISR@|$min_isr|g" \
+      -e "s|@BROKER_PASSWORD@|$pw|g" \
       "$ROOT/kafka/server.properties.template" | as_user "$KAFKA_USER" tee "$node/server.properties" >/dev/null
     as_user "$KAFKA_USER" tee "$node/log4j.properties" <"$ROOT/kafka/log4j.properties" >/dev/null
     if [ ! -f "$node/data/meta.properties" ]; then
+      # Formatted now: the ACLs (metadata too) must be set again.
+      rm -f "$base/acls.done"
+      local who args=$node/format.args
+      as_user "$KAFKA_USER" sh -c 'umask 077; cat >"$1"' _ "$args" <<ARGS
+kafka.tools.StorageTool format --ignore-formatted -t $(cat "$base/cluster.id") -c $node/server.properties
+$(for who in broker orders payments; do echo "--add-scram SCRAM-SHA-512=[name=$who,password=$(cat "$KAFKA_SECRETS/$who")]"; done)
+ARGS
       as_user "$KAFKA_USER" "$KAFKA_JAVA" -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-        -Dlog4j.configuration="file:$node/log4j.properties" -cp "$(kafka_libs)/*" \
-        kafka.tools.StorageTool format --ignore-formatted -t "$(cat "$base/cluster.id")" \
-        -c "$node/server.properties" >>"$LOG_DIR/$(kafka_name "$i").log" 2>&1 ||
+        -Dlog4j.configuration="file:$node/log4j.properties" -cp "$(kafka_libs)/*" "@$args" \
+        >>"$LOG_DIR/$(kafka_name "$i").log" 2>&1 || {
+        rm -f "$args"
         die "formatting Kafka node $i failed; see $LOG_DIR/$(kafka_name "$i").log"
+      }
+      rm -f "$args"
     fi
   done
 }
@@ -383,7 +432,7 @@ kafka_node_conf() { echo "$(readlink -f "$SHOP_VAR/kafka")/node-$1/server.proper
 kafka_pid() { alive_pid "$(kafka_name "$1")" "kafka.Kafka $(kafka_node_conf "$1")"; }
 
 # True when node $1 answers a metadata request.
-kafka_answers() { kcat -L -b "127.0.0.1:$(kafka_port "$1")" -m 2 >/dev/null 2>&1; }
+kafka_answers() { kcat_admin -L -b "127.0.0.1:$(kafka_port "$1")" -m 2 >/dev/null 2>&1; }
 
 # The partition count of topic $2 in kcat's listing $1, empty when absent.
 topic_partitions() { sed -n "s/^ *topic \"$2\" with \([0-9]*\) partitions:.*/\1/p" <<<"$1"; }
@@ -393,7 +442,7 @@ topic_partitions() { sed -n "s/^ *topic \"$2\" with \([0-9]*\) partitions:.*/\1/
 # with a leader.
 kafka_topics_ready() {
   local out t n
-  out=$(kcat -L -b "$KAFKA_BROKERS" -m 3 2>/dev/null) || return 1
+  out=$(kcat_admin -L -b "$KAFKA_BROKERS" -m 3 2>/dev/null) || return 1
   for t in $KAFKA_TOPICS; do
     n=$(topic_partitions "$out" "$t")
     [ "${n:-0}" -ge "$KAFKA_PARTITIONS" ] || return 1
@@ -406,7 +455,7 @@ kafka_topics_ready() {
 # write to count when there are three.
 kafka_topics_create() {
   local out t n
-  out=$(kcat -L -b "$KAFKA_BROKERS" -m 10 2>/dev/null) || die "Kafka does not answer at $KAFKA_BROKERS"
+  out=$(kcat_admin -L -b "$KAFKA_BROKERS" -m 10 2>/dev/null) || die "Kafka does not answer at $KAFKA_BROKERS"
   for t in $KAFKA_TOPICS; do
     n=$(topic_partitions "$out" "$t")
     if [ -n "$n" ]; then
@@ -414,10 +463,30 @@ kafka_topics_create() {
         echo "note: topic $t keeps its $n partitions (KAFKA_PARTITIONS is $KAFKA_PARTITIONS; Kafka cannot remove partitions: \`make clean\` makes it anew)" >&2
       continue
     fi
-    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" --create \
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" \
+      --command-config "$KAFKA_SECRETS/admin.properties" --create \
       --if-not-exists --topic "$t" --partitions "$KAFKA_PARTITIONS" --replication-factor "$(kafka_replication)" \
       --config "min.insync.replicas=$(kafka_min_isr)" 2>&1 | grep -v -e 'WARNING: Due to limitations' -e '^Created topic' >&2 || true
   done
+}
+
+# Who may do what on the broker, set once after each format (the ACLs live
+# in the cluster's metadata): each service writes the one topic it
+# produces, reads the one it consumes in its own consumer group, and
+# nothing else. Kafka's AclCommand, one JVM per grant, run side by side.
+kafka_acls_create() {
+  local base pids=() rc=0 pid
+  base=$(readlink -f "$SHOP_VAR/kafka")
+  [ -f "$base/acls.done" ] && return 0
+  acl() { kafka_tool kafka.admin.AclCommand --bootstrap-server "$KAFKA_BROKERS" \
+    --command-config "$KAFKA_SECRETS/admin.properties" --add "$@" >/dev/null; }
+  acl --allow-principal User:orders --operation Write --topic payment.requests & pids+=($!)
+  acl --allow-principal User:orders --operation Read --topic payment.results --group orders & pids+=($!)
+  acl --allow-principal User:payments --operation Write --topic payment.results & pids+=($!)
+  acl --allow-principal User:payments --operation Read --topic payment.requests --group payments & pids+=($!)
+  for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+  [ "$rc" = 0 ] || die "setting Kafka's ACLs failed"
+  touch "$base/acls.done"
 }
 
 # Starts every node that is not running, waits until each answers and our
@@ -443,6 +512,7 @@ kafka_start() {
       wait_for 90 "Kafka node $i" kafka_answers "$i"
   done
   kafka_topics_create
+  kafka_acls_create
   wait_for 60 "Kafka's topics" kafka_topics_ready
 }
 
@@ -580,7 +650,8 @@ services_start() {
   for port in $PAYMENTS_PORTS; do
     service_start "$(instance_name payments "$port" "$PAYMENTS_PORTS")" "$port" \
       PAYMENTS_DATABASE_URL="$PAYMENTS_DATABASE_URL" AUTH_PUBLIC_KEY_FILE="$AUTH_KEY_FILE.pub" \
-      ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS" KAFKA_SASL_USERNAME=payments \
+      KAFKA_SASL_PASSWORD_FILE="$KAFKA_SECRETS/payments"
   done
   for port in $ORDERS_PORTS; do
     # ORDERS_WRITERS_<port>: that instance's writers (the tests run one
@@ -588,7 +659,8 @@ services_start() {
     local writers_var=ORDERS_WRITERS_$port
     service_start "$(instance_name orders "$port" "$ORDERS_PORTS")" "$port" \
       ORDERS_DATABASE_URL="$ORDERS_DATABASE_URL" AUTH_PUBLIC_KEY_FILE="$AUTH_KEY_FILE.pub" \
-      ALLOWED_ORIGINS="$ALLOWED_ORIGINS" ${!writers_var:+ORDERS_WRITERS=${!writers_var}}
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS" KAFKA_SASL_USERNAME=orders \
+      KAFKA_SASL_PASSWORD_FILE="$KAFKA_SECRETS/orders" ${!writers_var:+ORDERS_WRITERS=${!writers_var}}
   done
 }
 

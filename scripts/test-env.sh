@@ -49,4 +49,8 @@ test_stack() {
   export IDENTITY_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/identity
   export SHOP_IDENTITY_URL=http://127.0.0.1:$IDENTITY_PORT
   export AUTH_KEY_FILE=$SHOP_VAR/identity-signing.key
+  # The tests' own Kafka clients (injecting forged messages, reading the
+  # partitions) are the operator's: the brokers' principal. The services
+  # are started with their own (scripts/stack.sh).
+  export KAFKA_SASL_USERNAME=broker KAFKA_SASL_PASSWORD_FILE=$SHOP_VAR/kafka-secrets/broker
 }

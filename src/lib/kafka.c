@@ -1,8 +1,11 @@
 #include "lib/kafka.h"
 #include "lib/config.h"
+#include "lib/file.h"
 #include "lib/log.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -25,6 +28,31 @@ static bool set(rd_kafka_conf_t *conf, const char *name, const char *value)
     return false;
 }
 
+/* Who this client is to the broker: SASL/SCRAM-SHA-512 as
+ * KAFKA_SASL_USERNAME, with the password read from the file
+ * KAFKA_SASL_PASSWORD_FILE (never from the environment or a command line,
+ * where other processes may read it). No user set: no SASL, which a broker
+ * of ours refuses. False when the password cannot be read. */
+static bool set_principal(rd_kafka_conf_t *conf)
+{
+    const char *user = getenv("KAFKA_SASL_USERNAME"), *file = getenv("KAFKA_SASL_PASSWORD_FILE");
+    if (!user || !*user)
+        return true;
+    char *password = file && *file ? file_read(file, NULL) : NULL;
+    if (!password) {
+        log_msg(LOG_ERROR, NULL, "KAFKA_SASL_PASSWORD_FILE (%s): %s", file ? file : "unset",
+                file && *file ? strerror(errno) : "set it with KAFKA_SASL_USERNAME");
+        return false;
+    }
+    password[strcspn(password, "\r\n")] = '\0';
+    bool ok = set(conf, "security.protocol", "SASL_PLAINTEXT") &&
+              set(conf, "sasl.mechanisms", "SCRAM-SHA-512") && set(conf, "sasl.username", user) &&
+              set(conf, "sasl.password", password);
+    explicit_bzero(password, strlen(password));
+    free(password);
+    return ok;
+}
+
 static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -39,7 +67,7 @@ static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
          * grows is seen within 10 s, not librdkafka's default 5 minutes: a
          * consumer that joined while its topic was missing has no
          * partitions until it looks again. */
-        set(conf, "topic.metadata.refresh.interval.ms", "10000"))
+        set(conf, "topic.metadata.refresh.interval.ms", "10000") && set_principal(conf))
         return conf;
     rd_kafka_conf_destroy(conf);
     return NULL;
