@@ -473,7 +473,8 @@ kafka_topics_create() {
 # Who may do what on the broker, set once after each format (the ACLs live
 # in the cluster's metadata): each service writes the one topic it
 # produces, reads the one it consumes in its own consumer group, and
-# nothing else. Kafka's AclCommand, one JVM per grant, run side by side.
+# nothing else but orders seeing how far payments' group has read.
+# Kafka's AclCommand, one JVM per grant, run side by side.
 kafka_acls_create() {
   local base pids=() rc=0 pid
   base=$(readlink -f "$SHOP_VAR/kafka")
@@ -482,6 +483,8 @@ kafka_acls_create() {
     --command-config "$KAFKA_SECRETS/admin.properties" --add "$@" >/dev/null; }
   acl --allow-principal User:orders --operation Write --topic payment.requests & pids+=($!)
   acl --allow-principal User:orders --operation Read --topic payment.results --group orders & pids+=($!)
+  # How far payments has read (its group's offsets): re-drive waits for it.
+  acl --allow-principal User:orders --operation Describe --group payments & pids+=($!)
   acl --allow-principal User:payments --operation Write --topic payment.results & pids+=($!)
   acl --allow-principal User:payments --operation Read --topic payment.requests --group payments & pids+=($!)
   for pid in "${pids[@]}"; do wait "$pid" || rc=1; done

@@ -84,7 +84,12 @@ suite() { # suite NAME COMMAND...
   [ "$rc" = 0 ] || { fail_step "$name"; [ "$f" -gt 0 ] || f=1; }
   passed=$((passed + p)) failed=$((failed + f))
   # What failed and why, again at the very end: a CI shows only the tail.
-  [ "$rc" = 0 ] || failures+="$(grep -a -E '^\[(FAIL|----)\]|^not ok' "$LOGS/$name.log" | grep -a -v -e 'Criterion v' -e '^\[----\] *$' | tail -n 24 || true)"$'\n'
+  if [ "$rc" != 0 ]; then
+    local why
+    why=$(grep -a -E '^\[(FAIL|----)\]|^not ok' "$LOGS/$name.log" | grep -a -v -e 'Criterion v' -e '^\[----\] *$' | tail -n 24 || true)
+    [ -n "$why" ] || why=$(tail -n 6 "$LOGS/$name.log" || true)
+    failures+="[$name]"$'\n'"$why"$'\n'
+  fi
 }
 
 stop_stack() {

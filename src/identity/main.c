@@ -137,7 +137,7 @@ static int make_operator(identity_app *app, const char *user_id)
     sigset_t none;
     sigemptyset(&none);
     const char *db_url = cfg_str(DB_URL, DB_URL_DEFAULT);
-    if (svc_migrate(db_url, cfg_str("IDENTITY_MIGRATIONS_DIR", "db/identity"), &none) < 0)
+    if (svc_migrate(DB_URL, db_url, cfg_str("IDENTITY_MIGRATIONS_DIR", "db/identity"), &none) < 0)
         return 1;
     unsigned char raw[18];
     char password[32], hash[crypto_pwhash_STRBYTES];

@@ -135,6 +135,8 @@ const char *db_strerror(int rc)
         return "serialization conflict";
     case -DB_SYSTEMIC:
         return "database failing for every caller";
+    case -DB_REFUSED:
+        return "connection refused by the server (password, role, database)";
     default:
         return "database error";
     }
@@ -142,7 +144,31 @@ const char *db_strerror(int rc)
 
 bool db_transient(int rc)
 {
-    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT || rc == -DB_SYSTEMIC;
+    return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT || rc == -DB_SYSTEMIC || rc == -DB_REFUSED;
+}
+
+bool db_connect_refused(const char *m)
+{
+    /* libpq gives a failed connection no SQLSTATE, only the server's FATAL
+     * text (28P01, 28000, 3D000) or its own. "the database system is
+     * starting up" (57P03) and "too many clients" (53300) are FATAL too,
+     * and pass with time: only these words mean a setting is wrong. */
+    static const char *const refused[] = {"password authentication failed",
+                                          "no password supplied",
+                                          "authentication failed",
+                                          "does not exist",
+                                          "no pg_hba.conf entry",
+                                          "invalid connection option",
+                                          "invalid URI",
+                                          "invalid integer value",
+                                          "missing \"=\"",
+                                          "unterminated quoted string",
+                                          "invalid sslmode value",
+                                          NULL};
+    for (int i = 0; refused[i]; i++)
+        if (strstr(m, refused[i]))
+            return true;
+    return false;
 }
 
 /* The SQLSTATE classes no one message or request can cause: the statement
@@ -279,10 +305,11 @@ static int conn_open(db_pool *pool, db_conn *c)
         char msg[256];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(c->pg));
         msg[strcspn(msg, "\n")] = '\0';
-        log_msg(LOG_WARN, NULL, "database connection failed: %s", msg);
+        bool refused = db_connect_refused(msg);
+        log_msg(refused ? LOG_ERROR : LOG_WARN, NULL, "database connection failed: %s", msg);
         PQfinish(c->pg);
         c->pg = NULL;
-        return -DB_UNAVAILABLE;
+        return refused ? -DB_REFUSED : -DB_UNAVAILABLE;
     }
     PQsetNoticeProcessor(c->pg, on_notice, NULL);
     for (const db_stmt *const *set = pool->stmt_sets; set && *set; set++) {

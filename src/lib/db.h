@@ -9,6 +9,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Whether libpq's message for a failed connection says the server turned
+ * us away for good (authentication, an unknown role or database, pg_hba)
+ * rather than that it could not be reached or is starting. Pure. */
+bool db_connect_refused(const char *message);
+
 /* Error codes (negated on return), above errno's range. */
 enum {
     DB_UNAVAILABLE = 1000, /* cannot reach the server, or it went away */
@@ -19,6 +24,9 @@ enum {
     DB_FAILED,             /* anything else: a bug, bad SQL, or bad data */
     DB_SYSTEMIC,           /* the database refuses every caller alike: a
                             * schema, privilege, limit or disk failure */
+    DB_REFUSED,            /* the server turned the connection away: a wrong
+                            * password, role or database name, no pg_hba
+                            * entry, or a connection string it cannot read */
 };
 
 /* The return code for a failed command's SQLSTATE: -DB_UNAVAILABLE and
@@ -28,8 +36,9 @@ enum {
 int db_classify(const char *sqlstate, bool broken);
 
 /* True for the codes of a failure that is not the caller's
- * (-DB_UNAVAILABLE, -DB_CONFLICT, -DB_SYSTEMIC): retry later, answer 503,
- * never set a message aside for it. */
+ * (-DB_UNAVAILABLE, -DB_CONFLICT, -DB_SYSTEMIC, -DB_REFUSED): retry later,
+ * answer 503, never set a message aside for it. (At start-up, -DB_REFUSED
+ * is a wrong setting: svc_migrate exits on it.) */
 bool db_transient(int rc);
 
 /* A short name for a return code of this module ("unavailable", ...). */

@@ -64,8 +64,11 @@ const char *docs_content_type(const char *name)
 static void serve_spec(http_req *req, http_res *res)
 {
     const docs *d = req->ctx;
+    if (!(res->raw = malloc(d->spec_len))) {
+        http_error(res, 503, "out_of_memory", "no memory to answer; retry");
+        return;
+    }
     res->status = 200;
-    res->raw = malloc(d->spec_len);
     memcpy(res->raw, d->spec, d->spec_len);
     res->raw_len = d->spec_len;
     res->content_type = "application/yaml";

@@ -169,6 +169,81 @@ bool kafka_reachable(rd_kafka_t *rk, int timeout_ms)
     return e == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
+rd_kafka_t *kafka_client_new(const char *brokers, const char *client_id)
+{
+    rd_kafka_conf_t *conf = base_conf(brokers, client_id);
+    if (!conf)
+        return NULL;
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk)
+        log_msg(LOG_ERROR, NULL, "kafka client: %s", err);
+    return rk;
+}
+
+int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, int timeout_ms)
+{
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    int n = -1;
+    if (t && rd_kafka_metadata(rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt <= max)
+        n = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (t)
+        rd_kafka_topic_destroy(t);
+    for (int p = 0; p < n; p++) {
+        int64_t low, high;
+        if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, timeout_ms))
+            return -1;
+        out[p] = high;
+    }
+    return n;
+}
+
+int kafka_group_offsets(rd_kafka_t *rk, const char *group, const char *topic, int n, int64_t *out,
+                        int timeout_ms)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
+    for (int p = 0; p < n; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p);
+    rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
+    char err[128];
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof err);
+    rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q);
+    rd_kafka_ListConsumerGroupOffsets_destroy(req);
+    rd_kafka_AdminOptions_destroy(opts);
+    int rc = -1;
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
+    const rd_kafka_ListConsumerGroupOffsets_result_t *res =
+        ev && !rd_kafka_event_error(ev) ? rd_kafka_event_ListConsumerGroupOffsets_result(ev) : NULL;
+    size_t ngroups = 0;
+    const rd_kafka_group_result_t **groups =
+        res ? rd_kafka_ListConsumerGroupOffsets_result_groups(res, &ngroups) : NULL;
+    if (groups && ngroups == 1 && !rd_kafka_group_result_error(groups[0])) {
+        const rd_kafka_topic_partition_list_t *got = rd_kafka_group_result_partitions(groups[0]);
+        for (int p = 0; p < n; p++)
+            out[p] = -1;
+        rc = 0;
+        for (int i = 0; got && i < got->cnt; i++) {
+            const rd_kafka_topic_partition_t *tp = &got->elems[i];
+            if (tp->err)
+                rc = -1;
+            else if (tp->partition >= 0 && tp->partition < n)
+                out[tp->partition] = tp->offset >= 0 ? tp->offset : -1;
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
 void kafka_destroy(rd_kafka_t *rk)
 {
     if (!rk)

@@ -1,4 +1,5 @@
 #include "lib/msg.h"
+#include "lib/valid.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -120,6 +121,10 @@ int msg_decode(const void *data, size_t len, payment_msg *out, char *why, size_t
         snprintf(out->refund_id, sizeof out->refund_id, "%s", refund_id);
     rc = 0;
 done:
+    /* A reason cut at its buffer (or at %.64s) may end inside a character
+     * of the message's own text: the dead-letter row must be UTF-8. */
+    if (rc < 0)
+        valid_utf8_repair(why);
     json_decref(j);
     return rc;
 }

@@ -57,12 +57,26 @@ void svc_block_signals(sigset_t *set)
     signal(SIGPIPE, SIG_IGN);
 }
 
-int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set)
+int svc_migrate(const char *setting, const char *conninfo, const char *dir, const sigset_t *set)
 {
+    char *err = NULL;
+    PQconninfoOption *parsed = PQconninfoParse(conninfo, &err);
+    if (!parsed) {
+        log_msg(LOG_ERROR, NULL, "%s cannot be read as a PostgreSQL connection string: %s", setting,
+                err ? err : "out of memory");
+        PQfreemem(err);
+        return -DB_REFUSED;
+    }
+    PQconninfoFree(parsed);
     for (;;) {
         db_pool *pool = db_pool_new(conninfo, 1, NULL);
         int rc = pool ? db_migrate(pool, dir) : -DB_FAILED;
         db_pool_free(pool);
+        if (rc == -DB_REFUSED)
+            log_msg(LOG_ERROR, NULL,
+                    "the database refused the connection that %s describes (see above: a "
+                    "password, role or database name): exiting",
+                    setting);
         if (rc != -DB_UNAVAILABLE)
             return rc;
         log_msg(LOG_WARN, NULL, "database unreachable; retrying the migrations in 1 s");
@@ -342,7 +356,7 @@ int svc_run(const svc_def *def, void *app)
         return 2;
     }
     const char *db_url = cfg_str(def->db_url, def->db_url_default);
-    const char *brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
+    const char *brokers = parts->brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
     const char *migrations = cfg_str(def->migrations, def->migrations_default);
     const char *spec = cfg_str(def->spec, def->spec_default);
     const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
@@ -386,7 +400,7 @@ int svc_run(const svc_def *def, void *app)
                           .after_commit = def->after_commit,
                           .app = app};
 
-    if (!routes || svc_migrate(db_url, migrations, &signals) < 0 ||
+    if (!routes || svc_migrate(def->db_url, db_url, migrations, &signals) < 0 ||
         !(parts->db = svc_db_pool(db_url, sets)) ||
         (def->topic && !(parts->relay = outbox_relay_start(parts->db, &relay))))
         goto done;

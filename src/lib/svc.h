@@ -19,10 +19,13 @@ int svc_http_config(http_config *cfg, int default_port);
  * thread starts, so they all inherit the mask) and fills `set` with them. */
 void svc_block_signals(sigset_t *set);
 
-/* Applies the migrations in `dir` to `conninfo`, retrying every second
- * while the database is unreachable. Returns 0, -EINTR when a signal of
- * `set` arrived meanwhile, or -DB_FAILED for a migration that cannot apply. */
-int svc_migrate(const char *conninfo, const char *dir, const sigset_t *set);
+/* Applies the migrations in `dir` to `conninfo` (the value of the setting
+ * named `setting`), retrying every second while the database does not
+ * answer. Returns 0, -EINTR when a signal of `set` arrived meanwhile,
+ * -DB_REFUSED at once when the server turns us away or the string cannot
+ * be read (a wrong setting: logged, naming it, for the caller to exit), or
+ * -DB_FAILED for a migration that cannot apply. */
+int svc_migrate(const char *setting, const char *conninfo, const char *dir, const sigset_t *set);
 
 /* The service's connection pool, sized and bounded by DB_POOL_SIZE,
  * DB_STALL_MS, DB_CONNECT_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS
@@ -64,6 +67,7 @@ int svc_wait(const sigset_t *set);
 /* What every service has, inside its app struct (svc_def.parts says where):
  * filled by svc_run, borrowed by handlers and workers. */
 typedef struct svc_parts {
+    const char *brokers; /* KAFKA_BROKERS */
     db_pool *db;
     outbox_relay *relay;
     consumer *consumer;

@@ -400,10 +400,17 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_
     snprintf(c->topic, sizeof c->topic, "%s", a->topic);
     free(a);
     c->last_rx_ms = c->last_ping_ms = clock_now_ms();
-    if (extra_in_size) {
-        c->extra = malloc(extra_in_size);
+    if (extra_in_size && (c->extra = malloc(extra_in_size))) {
         memcpy(c->extra, extra_in, extra_in_size);
         c->extra_len = extra_in_size;
+    } else if (extra_in_size) {
+        /* Without memory for the bytes that came with the upgrade, the
+         * socket cannot be read from its start: close it (the page
+         * reconnects). */
+        wslay_event_context_free(c->ctx);
+        free(c);
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
     }
     pthread_mutex_lock(&hub->lock);
     if (hub->stopping) { /* shutting down: the hub thread is gone */

@@ -19,12 +19,32 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* The most partitions of payment.requests the re-drive follows. */
+#define REDRIVE_MAX_PARTITIONS 256
+
+/* How far payments has read payment.requests, as the re-drive ticker
+ * (its only user) last asked the broker: a mark is the topic's end offsets
+ * at marked_at; once payments' committed offsets pass a mark, every request
+ * sent before it was read. That time becomes usable one check later
+ * (read_before), when the answers to what was read have had time to come
+ * back: only a request read and left unanswered is worth sending again. */
+typedef struct redrive_gate {
+    rd_kafka_t *rk; /* a client of orders' own principal (kafka_client_new) */
+    int nmarks;     /* partitions in marks[]; 0 when none is taken */
+    int64_t marks[REDRIVE_MAX_PARTITIONS];
+    int64_t marked_at;   /* epoch ms */
+    int64_t passed;      /* epoch ms: the last mark payments passed */
+    int64_t read_before; /* epoch ms: what may be sent again (0: nothing yet) */
+    int64_t logged_at;   /* monotonic ms: the last "waits" log line */
+} redrive_gate;
+
 typedef struct orders_app {
     svc_parts svc; /* pool, relay, the payment.results consumer */
     group *create; /* POST /orders' group commit */
     ws_hub *hub;
     live *live;
     ticker *redrive;
+    redrive_gate gate;
     live_batch changed;           /* the results handler's, under changed_lock: */
     pthread_mutex_t changed_lock; /* the consumer and an operator's replay */
     int redrive_after_ms, redrive_max_ms, redrive_check_ms;
@@ -34,6 +54,8 @@ typedef struct orders_app {
     _Atomic uint64_t finished, cancelled, refunded, ignored_results, redrives, refund_redrives;
     _Atomic uint64_t mismatched_results;               /* dead-lettered: not their order's */
     _Atomic uint64_t redrive_failures, purge_failures; /* logged, never swallowed */
+    _Atomic uint64_t redrive_waits;                    /* checks that found payments behind */
+    _Atomic int64_t requests_unread;                   /* payments' lag, as last seen */
 } orders_app;
 
 /* The service's own routes; main.c adds the docs routes after them. */

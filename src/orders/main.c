@@ -4,6 +4,7 @@
  * start and stop steps both services share are svc_run's (src/lib/svc.c);
  * here are the orders' own: re-drive, and live status over WebSockets. */
 #include "lib/config.h"
+#include "lib/kafka.h"
 #include "lib/msg.h"
 #include "lib/svc.h"
 #include "orders/app.h"
@@ -52,6 +53,7 @@ static int start(void *arg, const char *db_url)
     if (!(app->create = group_start(&create)) ||
         !(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||
         !(app->live = live_start(db_url, app->hub)) ||
+        !(app->gate.rk = kafka_client_new(app->svc.brokers, "orders-redrive")) ||
         !(app->redrive = ticker_start(app->redrive_check_ms, orders_redrive, app)))
         return -1;
     return 0;
@@ -73,6 +75,7 @@ static void stop(void *arg)
 {
     orders_app *app = arg;
     ticker_stop(app->redrive);
+    kafka_destroy(app->gate.rk);
     live_stop(app->live);
     ws_hub_free(app->hub);
     group_free(app->create);

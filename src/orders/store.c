@@ -15,6 +15,16 @@
     "id, order_id, user_id, amount, status, coalesce(reason, ''), " DB_TS(                         \
         "created_at") ", " DB_TS("updated_at")
 
+/* The re-drive claims' condition on what may be sent again: only requests
+ * payments has read past (sent before $4, epoch ms), and none still in the
+ * outbox. Re-sending one still on its way only adds to a backlog (an
+ * outage of payments or of Kafka). The outbox's oldest row by id, less a
+ * second: ids and now() may disagree by a transaction's length. */
+#define REDRIVE_GATE                                                                               \
+    "   AND sent_at < to_timestamp($4::float8 / 1000)"                                             \
+    "   AND sent_at < coalesce((SELECT created_at - interval '1 second'"                           \
+    "                           FROM outbox ORDER BY id LIMIT 1), 'infinity')"
+
 const db_stmt orders_stmts[] = {
     /* A group's orders and their payment requests in one statement; the
      * requests enter the outbox, and the stored orders come back, in the
@@ -102,22 +112,27 @@ const db_stmt orders_stmts[] = {
      " FROM s WHERE o.id = s.oid"
      " RETURNING " ORDER_COLS},
     {"refund_redrive_claim",
-     "UPDATE refunds SET redrive_count = redrive_count + 1,"
+     "UPDATE refunds SET redrive_count = redrive_count + 1, sent_at = now(),"
      " next_redrive_at = now() + make_interval(secs =>"
      "   least($2::float8 * power(2, least(redrive_count, 30)), $3::float8) / 1000)"
-     " WHERE id IN (SELECT id FROM refunds WHERE status = 'PENDING' AND next_redrive_at <= now()"
-     "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+     " WHERE id IN (SELECT id FROM refunds WHERE status = 'PENDING' AND next_redrive_at <= "
+     "now()" REDRIVE_GATE "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
      " RETURNING " REFUND_COLS},
     {"redrive_claim",
-     "UPDATE orders SET redrive_count = redrive_count + 1,"
+     "UPDATE orders SET redrive_count = redrive_count + 1, sent_at = now(),"
      /* The exponent stops at 30: 2^redrive_count overflows float8 near
       * 1,024 re-drives (an order NEW for ~17 h at the 60 s cap), and one
       * such row would fail the claim of every other. */
      " next_redrive_at = now() + make_interval(secs =>"
      "   least($2::float8 * power(2, least(redrive_count, 30)), $3::float8) / 1000)"
-     " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= now()"
-     "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+     " WHERE id IN (SELECT id FROM orders WHERE status = 'NEW' AND next_redrive_at <= "
+     "now()" REDRIVE_GATE "              ORDER BY next_redrive_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
      " RETURNING " ORDER_COLS},
+    /* Whether any order or refund is due a re-drive (both partial indexes):
+     * only then is the broker asked how far payments has read. */
+    {"redrive_due",
+     "SELECT EXISTS (SELECT 1 FROM orders WHERE status = 'NEW' AND next_redrive_at <= now())"
+     "    OR EXISTS (SELECT 1 FROM refunds WHERE status = 'PENDING' AND next_redrive_at <= now())"},
     /* One notification per chunk of a batch's changes, not per order:
      * NOTIFY serialises commits, so it stays off the per-order path. */
     {"orders_notify", "SELECT pg_notify('" STORE_CHANNEL "', $1)"},
@@ -312,14 +327,36 @@ int store_notify(db_conn *c, const char *payload)
     return db_exec(c, "orders_notify", 1, params, NULL);
 }
 
-int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out)
+/* The four parameters of a re-drive claim, as text. */
+typedef struct claim_params {
+    char limit[16], after[16], max[16], before[24];
+    const char *v[4];
+} claim_params;
+
+static void claim_params_set(claim_params *p, int limit, const redrive_window *w)
 {
-    char l[16], a[16], m[16];
-    snprintf(l, sizeof l, "%d", limit);
-    snprintf(a, sizeof a, "%d", after_ms);
-    snprintf(m, sizeof m, "%d", max_ms);
-    const char *params[] = {l, a, m};
-    return run(c, "redrive_claim", 3, params, out, limit);
+    snprintf(p->limit, sizeof p->limit, "%d", limit);
+    snprintf(p->after, sizeof p->after, "%d", w->after_ms);
+    snprintf(p->max, sizeof p->max, "%d", w->max_ms);
+    snprintf(p->before, sizeof p->before, "%" PRId64, w->sent_before_ms);
+    p->v[0] = p->limit, p->v[1] = p->after, p->v[2] = p->max, p->v[3] = p->before;
+}
+
+int store_redrive_claim(db_conn *c, int limit, const redrive_window *w, order *out)
+{
+    claim_params p;
+    claim_params_set(&p, limit, w);
+    return run(c, "redrive_claim", 4, p.v, out, limit);
+}
+
+int store_redrive_due(db_conn *c)
+{
+    PGresult *r = NULL;
+    int rc = db_exec(c, "redrive_due", 0, NULL, &r);
+    if (rc == 0)
+        rc = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return rc;
 }
 
 int store_order_lock(db_conn *c, const char *id, order *out)
@@ -371,12 +408,9 @@ int store_refunds_finish(db_conn *c, const payment_msg *results, int n, order *c
     return rc;
 }
 
-int store_refund_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, refund *out)
+int store_refund_redrive_claim(db_conn *c, int limit, const redrive_window *w, refund *out)
 {
-    char l[16], a[16], m[16];
-    snprintf(l, sizeof l, "%d", limit);
-    snprintf(a, sizeof a, "%d", after_ms);
-    snprintf(m, sizeof m, "%d", max_ms);
-    const char *params[] = {l, a, m};
-    return run_refunds(c, "refund_redrive_claim", 3, params, out, limit);
+    claim_params p;
+    claim_params_set(&p, limit, w);
+    return run_refunds(c, "refund_redrive_claim", 4, p.v, out, limit);
 }

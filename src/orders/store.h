@@ -54,10 +54,22 @@ int store_results_mismatched(db_conn *c, const payment_msg *results, int n, stor
 int store_order_cancel(db_conn *c, const char *id, const char *topic, const char *payload,
                        order *out);
 
-/* Claims up to `limit` NEW orders whose re-drive is due and schedules
- * their next one with exponential back-off (after_ms * 2^n, at most
- * max_ms). Returns the count (into out[]), or -DB_*. */
-int store_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, order *out);
+/* What a re-drive may send again: its back-off (after_ms * 2^n, at most
+ * max_ms), and only requests sent before sent_before_ms (epoch ms), those
+ * payments has read past. */
+typedef struct redrive_window {
+    int after_ms, max_ms;
+    int64_t sent_before_ms;
+} redrive_window;
+
+/* Claims up to `limit` NEW orders whose re-drive is due, whose request was
+ * sent inside the window and is no longer in the outbox, and schedules
+ * their next one. Returns the count (into out[]), or -DB_*. */
+int store_redrive_claim(db_conn *c, int limit, const redrive_window *w, order *out);
+
+/* 1 when an order or a refund is due a re-drive (whatever the window), 0
+ * when none, or -DB_*. */
+int store_redrive_due(db_conn *c);
 
 /* Locks order `id`'s row for the caller's transaction and reads it.
  * Returns 1, 0 when unknown, or -DB_*. */
@@ -85,7 +97,7 @@ int store_refunds_finish(db_conn *c, const payment_msg *results, int n, order *c
 /* Claims up to `limit` PENDING refunds whose re-drive is due and schedules
  * their next one, as store_redrive_claim does for orders. Returns the
  * count (into out[]), or -DB_*. */
-int store_refund_redrive_claim(db_conn *c, int limit, int after_ms, int max_ms, refund *out);
+int store_refund_redrive_claim(db_conn *c, int limit, const redrive_window *w, refund *out);
 
 /* Announces changed orders on STORE_CHANNEL, delivered at commit. */
 #define STORE_CHANNEL "order_updates"

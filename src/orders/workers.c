@@ -1,6 +1,8 @@
 /* The orders service's message side: the payment.results handler, the
  * re-drive, the purge, and their metrics. */
+#include "lib/clock.h"
 #include "lib/idem.h"
+#include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/msg.h"
@@ -14,6 +16,9 @@
 #include <string.h>
 
 #define REDRIVE_BATCH 100
+/* Payments' consumer group (its svc_def name): whose reading of
+ * payment.requests the re-drive waits for. */
+#define PAYMENTS_GROUP "payments"
 
 static bool belongs_on_results(msg_type t)
 {
@@ -136,6 +141,54 @@ static int redrive_messages(db_conn *c, const order *due, int n, const refund *r
     return rc;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Asks the broker whether payments has read past the last mark, and takes
+ * the next one. Returns the time before which every request sent has been
+ * read by payments (and answered, by now, unless lost): epoch ms, 0 for
+ * none yet. A broker that does not answer moves nothing: while payments
+ * or Kafka is away, nothing is sent again, however long the outage. */
+static int64_t requests_read_before(orders_app *app)
+{
+    redrive_gate *g = &app->gate;
+    if (g->nmarks > 0) {
+        int64_t read[REDRIVE_MAX_PARTITIONS];
+        if (kafka_group_offsets(g->rk, PAYMENTS_GROUP, MSG_TOPIC_REQUESTS, g->nmarks, read, 2000) <
+            0)
+            return g->read_before;
+        int64_t unread = 0;
+        for (int p = 0; p < g->nmarks; p++)
+            if (read[p] < g->marks[p])
+                unread += g->marks[p] - (read[p] > 0 ? read[p] : 0);
+        atomic_store(&app->requests_unread, unread);
+        if (unread > 0) {
+            atomic_fetch_add(&app->redrive_waits, 1);
+            int64_t now = clock_now_ms();
+            if (now - g->logged_at >= 60000) {
+                g->logged_at = now;
+                log_msg(LOG_WARN, NULL,
+                        "re-drive waits: payments has %" PRId64 " requests to read; nothing "
+                        "is sent again until it has",
+                        unread);
+            }
+            return g->read_before;
+        }
+        g->read_before = g->passed;
+        g->passed = g->marked_at;
+        g->nmarks = 0;
+    }
+    int64_t at = wall_ms();
+    int n = kafka_end_offsets(g->rk, MSG_TOPIC_REQUESTS, g->marks, REDRIVE_MAX_PARTITIONS, 2000);
+    if (n > 0)
+        g->nmarks = n, g->marked_at = at;
+    return g->read_before;
+}
+
 void orders_redrive(void *arg)
 {
     orders_app *app = arg;
@@ -144,18 +197,25 @@ void orders_redrive(void *arg)
     db_conn *c = NULL;
     int n = 0, nrefunds = 0;
     int rc = due && refunds ? db_acquire(app->svc.db, 1000, &c) : -DB_FAILED;
-    if (rc == 0)
-        rc = db_begin(c);
-    if (rc == 0)
-        rc = n =
-            store_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms, app->redrive_max_ms, due);
-    if (rc >= 0)
-        rc = nrefunds = store_refund_redrive_claim(c, REDRIVE_BATCH, app->redrive_after_ms,
-                                                   app->redrive_max_ms, refunds);
-    if (rc >= 0)
-        rc = redrive_messages(c, due, n, refunds, nrefunds);
-    if (rc >= 0)
-        rc = db_commit(c);
+    /* The broker is asked only when something is due, and never while a
+     * connection is held. */
+    if (rc == 0 && (rc = store_redrive_due(c)) == 1) {
+        db_release(app->svc.db, c), c = NULL;
+        redrive_window w = {.after_ms = app->redrive_after_ms,
+                            .max_ms = app->redrive_max_ms,
+                            .sent_before_ms = requests_read_before(app)};
+        rc = db_acquire(app->svc.db, 1000, &c);
+        if (rc == 0)
+            rc = db_begin(c);
+        if (rc == 0)
+            rc = n = store_redrive_claim(c, REDRIVE_BATCH, &w, due);
+        if (rc >= 0)
+            rc = nrefunds = store_refund_redrive_claim(c, REDRIVE_BATCH, &w, refunds);
+        if (rc >= 0)
+            rc = redrive_messages(c, due, n, refunds, nrefunds);
+        if (rc >= 0)
+            rc = db_commit(c);
+    }
     if (rc < 0) {
         atomic_fetch_add(&app->redrive_failures, 1);
         log_msg(LOG_WARN, NULL, "re-drive failed (%s, SQLSTATE %s); trying again next tick",
@@ -210,6 +270,13 @@ void orders_metrics(void *arg, FILE *out)
     metrics_header(out, "refunds_redrives_total", "counter",
                    "Refund requests published again for refunds still PENDING");
     fprintf(out, "refunds_redrives_total %" PRIu64 "\n", atomic_load(&app->refund_redrives));
+    metrics_header(out, "orders_redrive_waits_total", "counter",
+                   "Re-drive checks that found payments behind on payment.requests: nothing "
+                   "due was sent again");
+    fprintf(out, "orders_redrive_waits_total %" PRIu64 "\n", atomic_load(&app->redrive_waits));
+    metrics_header(out, "orders_requests_unread", "gauge",
+                   "Requests payments had not read when the re-drive last asked the broker");
+    fprintf(out, "orders_requests_unread %" PRId64 "\n", atomic_load(&app->requests_unread));
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
     fprintf(out, "worker_failures_total{worker=\"redrive\"} %" PRIu64 "\n",

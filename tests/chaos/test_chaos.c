@@ -50,6 +50,25 @@ static void redrive_restored(void)
 
 static void accepted_wait_until(burst *b, int n);
 
+typedef struct in_broker_wait {
+    const char *user;
+    int64_t n;
+} in_broker_wait;
+
+/* At least n of the user's requests have left orders' outbox: the broker
+ * acknowledged them. */
+static bool in_broker(void *arg)
+{
+    in_broker_wait *w = arg;
+    PGconn *db = orders_db();
+    int64_t sent = db_int(db,
+                          "SELECT (SELECT count(*) FROM orders WHERE user_id = $1)"
+                          "     - (SELECT count(*) FROM outbox WHERE key = $1)",
+                          w->user, NULL);
+    PQfinish(db);
+    return sent >= w->n;
+}
+
 Test(chaos, broker_data_lost_is_healed_by_redrive, .timeout = 240, .fini = redrive_restored)
 {
     char user[64];
@@ -67,6 +86,12 @@ Test(chaos, broker_data_lost_is_healed_by_redrive, .timeout = 240, .fini = redri
     pthread_create(&th, NULL, place_orders, &b);
     accepted_wait_until(&b, 10);
     cr_assert(at_least_new(user, 10, 10000), "no request in flight when the broker's disk went");
+    /* Some of them in the broker's log, not only in the outbox (a relay
+     * that has just connected, with its SASL handshake, may not have sent
+     * any yet): those are what the disk takes with it. */
+    in_broker_wait iw = {user, 5};
+    cr_assert(wait_until(in_broker, &iw, 20000),
+              "no request reached the broker before its disk went");
     /* The broker's disk lost at once (SIGKILL, then its data deleted):
      * requests and results still in the outboxes, in the log, or in the
      * consumers' hands; the broker that comes back is empty, committed

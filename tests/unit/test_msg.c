@@ -1,5 +1,7 @@
 #include "lib/msg.h"
 
+#include <jansson.h>
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -122,4 +124,21 @@ Test(msg, a_refund_carries_its_id_and_a_failed_one_its_reason)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_assert_eq(msg_decode(bad[i], strlen(bad[i]), &out, why, sizeof why), -EINVAL, "%s",
                      bad[i]);
+}
+
+/* An unknown type is quoted in the reason, cut at 64 bytes: a cut inside
+ * a character of its own would make the dead-letter insert fail (22021),
+ * and the message could be set aside nowhere (issue 24). */
+Test(msg, a_reason_that_quotes_the_message_stays_utf8)
+{
+    char payload[512] = "{\"type\":\"a", why[128];
+    for (int i = 0; i < 45; i++)
+        strcat(payload, "\xc3\xa9"); /* é after one byte: byte 64 falls inside one */
+    strcat(payload, "x\",\"version\":1}");
+    payment_msg m;
+    cr_assert_lt(msg_decode(payload, strlen(payload), &m, why, sizeof why), 0);
+    json_t *s = json_string(why); /* jansson takes valid UTF-8 only */
+    cr_assert_not_null(s, "the reason is not UTF-8: %s", why);
+    json_decref(s);
+    cr_assert(strstr(why, "unknown type"), "%s", why);
 }
