@@ -648,7 +648,8 @@ services_start() {
   # other services read its public half.
   for port in $IDENTITY_PORTS; do
     service_start "$(instance_name identity "$port" "$IDENTITY_PORTS")" "$port" \
-      IDENTITY_DATABASE_URL="$IDENTITY_DATABASE_URL" AUTH_PRIVATE_KEY_FILE="$AUTH_KEY_FILE"
+      IDENTITY_DATABASE_URL="$IDENTITY_DATABASE_URL" AUTH_PRIVATE_KEY_FILE="$AUTH_KEY_FILE" \
+      ALLOWED_ORIGINS="$ALLOWED_ORIGINS"
   done
   for port in $PAYMENTS_PORTS; do
     service_start "$(instance_name payments "$port" "$PAYMENTS_PORTS")" "$port" \

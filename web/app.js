@@ -292,9 +292,14 @@ function connect() {
     renderOrders();
     if (["FINISHED", "REFUNDED"].includes(message.order.status)) loadAccount();
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", (event) => {
     $("live").classList.remove("on");
     if (state.socket !== socket) return; // signed out
+    // 4001: the session's token expired; the server follows it no longer.
+    if (event.code === 4001) {
+      sessionEnded("Your session has expired: sign in again.");
+      return;
+    }
     const delay = Math.min(10000, 500 * 2 ** state.retry++);
     setTimeout(() => state.socket === socket && connect(), delay);
   });

@@ -6,8 +6,11 @@
 #include "lib/metrics.h"
 #include "lib/valid.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -40,9 +43,15 @@ static bool verify(identity_app *app, const char *hash, const char *password)
     return argon2(app, password, hash, NULL) == 0;
 }
 
-/* {user_id, password}, both checked; false when `res` holds the 400. */
+/* {user_id, password}, both checked; false when `res` holds the 4xx. A
+ * sign-up or sign-in is JSON and, from a browser, from the shop's own page:
+ * a form on another site (text/plain, its own Origin) cannot sign the
+ * victim in as the attacker (login CSRF). */
 static bool credentials(http_req *req, http_res *res, const char **user_id, const char **password)
 {
+    identity_app *app = req->app;
+    if (!svc_json_body(req, res) || !svc_origin_ok(req, res, &app->svc, false))
+        return false;
     if (http_body_unpack(req, res, "{s:s, s:s}", "user_id", user_id, "password", password) < 0)
         return false;
     if (!valid_user_id(*user_id)) {
@@ -126,51 +135,84 @@ static void set_cookie(identity_app *app, http_res *res, const char *token, int 
     http_add_header(res, "Set-Cookie", cookie);
 }
 
-/* Wrong password and unknown user take the same steps (a count, a read,
- * one Argon2id verification, a write) and get the same answer. */
+/* True when `addr` is one of the space-separated addresses of `list`. */
+static bool addr_listed(const char *list, const char *addr)
+{
+    size_t n = strlen(addr);
+    for (const char *p = list; n && (p = strstr(p, addr)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+            return true;
+    return false;
+}
+
+/* The address a sign-in comes from: the gateway's X-Real-IP when the
+ * connection is from a trusted proxy (TRUSTED_PROXIES; the gateway sets
+ * the header itself, whatever the client sent), else the peer's own. */
+static void client_of(identity_app *app, http_req *req, char *out, size_t len)
+{
+    http_peer(req, out, len);
+    const char *real = http_header(req, "X-Real-IP");
+    unsigned char ip[sizeof(struct in6_addr)];
+    if (!real || !addr_listed(app->trusted_proxies, out) ||
+        (inet_pton(AF_INET, real, ip) != 1 && inet_pton(AF_INET6, real, ip) != 1))
+        return;
+    snprintf(out, len, "%s", real);
+}
+
+/* Wrong password and unknown user take the same steps (an attempt
+ * counted, a read, one Argon2id verification) and get the same answer. The
+ * attempt is counted before the password is checked and cleared on
+ * success, so parallel guesses cannot pass the limit; the limit is per
+ * user id and address, with growing waits, so nobody can lock the owner
+ * out from elsewhere. */
 static void sign_in(http_req *req, http_res *res)
 {
     identity_app *app = req->app;
     const char *user_id, *password;
     if (!credentials(req, res, &user_id, &password))
         return;
+    char client[INET6_ADDRSTRLEN];
+    client_of(app, req, client, sizeof client);
     db_conn *c = NULL;
     user u;
-    int rc = db_acquire(app->svc.db, 1000, &c), failures = 0;
-    if (rc == 0 && (rc = failures = store_failures_count(c, user_id, app->window_s)) >= 0)
-        rc = 0;
-    if (rc == 0 && failures >= app->max_failures) {
+    int wait_s = 0, rc = db_acquire(app->svc.db, 1000, &c);
+    if (rc == 0)
+        rc = store_attempt_take(c, user_id, client, app->max_failures, app->window_s, &wait_s);
+    if (rc == 0) {
         db_release(app->svc.db, c);
         atomic_fetch_add(&app->sign_ins_limited, 1);
         char after[16];
-        snprintf(after, sizeof after, "%d", app->window_s);
+        snprintf(after, sizeof after, "%d", wait_s);
         http_error(res, 429, "too_many_attempts",
-                   "too many failed sign-ins for this user id; retry later");
+                   "too many failed sign-ins for this user id from this address; retry in %d s",
+                   wait_s);
         http_add_header(res, "Retry-After", after);
         return;
     }
     bool known = false;
-    if (rc == 0) {
+    if (rc == 1) {
         rc = store_user_get(c, user_id, &u);
         known = rc == 0;
         if (rc == -ENOENT)
             rc = 0;
     }
+    /* No connection held through the hash: it may wait for a slot. */
+    db_release(app->svc.db, c), c = NULL;
     if (rc < 0) {
-        db_release(app->svc.db, c);
         svc_db_error(res, rc);
         return;
     }
     bool ok = verify(app, known ? u.password_hash : app->dummy_hash, password) && known;
-    rc = ok ? store_failures_clear(c, user_id) : store_failure_add(c, user_id);
+    if (ok && (rc = db_acquire(app->svc.db, 1000, &c)) == 0)
+        rc = store_attempts_clear(c, user_id, client);
     db_release(app->svc.db, c);
-    if (rc < 0) {
+    if (ok && rc < 0) {
         svc_db_error(res, rc);
         return;
     }
     if (!ok) {
         atomic_fetch_add(&app->sign_ins_failed, 1);
-        log_msg(LOG_INFO, req->req_id, "sign-in refused for %s", user_id);
+        log_msg(LOG_INFO, req->req_id, "sign-in refused for %s from %s", user_id, client);
         http_error(res, 401, "invalid_credentials", "the user id or the password is wrong");
         return;
     }
@@ -233,7 +275,7 @@ void identity_purge(void *arg)
     identity_app *app = arg;
     db_conn *c = NULL;
     int n = db_acquire(app->svc.db, 1000, &c), purged = 0;
-    while (n == 0 && (n = store_failures_purge(c, app->window_s, 1000)) > 0)
+    while (n == 0 && (n = store_attempts_purge(c, app->window_s, 1000)) > 0)
         purged += n;
     db_release(app->svc.db, c);
     if (n < 0) {

@@ -18,7 +18,8 @@ typedef struct identity_app {
     const char *audience;
     const char *key_file; /* where the key is kept, when not given as a setting */
     int token_ttl_s;
-    int max_failures, window_s;  /* sign-in attempts per user id */
+    int max_failures, window_s;  /* sign-in attempts per user id and address */
+    char trusted_proxies[256];   /* TRUSTED_PROXIES: whose X-Real-IP is believed */
     unsigned long long opslimit; /* Argon2id's passes */
     size_t memlimit;             /* and memory, bytes */
     bool cookie_secure;

@@ -104,6 +104,9 @@ static int configure(void *arg)
     app->token_ttl_s = (int)ttl;
     app->max_failures = (int)failures;
     app->window_s = (int)window;
+    /* Whose X-Real-IP header names the client (the gateway's address). */
+    snprintf(app->trusted_proxies, sizeof app->trusted_proxies, "%s",
+             cfg_str("TRUSTED_PROXIES", "127.0.0.1 ::1"));
     app->opslimit = (unsigned long long)ops;
     app->memlimit = (size_t)mem_kib * 1024;
     app->cookie_secure = secure != 0;

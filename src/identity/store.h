@@ -24,12 +24,18 @@ int store_operator_set(db_conn *c, const char *user_id, const char *hash);
 /* -ENOENT when there is no such user. */
 int store_user_get(db_conn *c, const char *user_id, user *out);
 
-/* Failed sign-ins of `user_id` in the last `window_s` seconds, or -DB_*. */
-int store_failures_count(db_conn *c, const char *user_id, int window_s);
-int store_failure_add(db_conn *c, const char *user_id);
-int store_failures_clear(db_conn *c, const char *user_id);
+/* Counts a sign-in attempt of `user_id` from `client` (an address), in
+ * one statement: returns 1 to go on (the attempt counts as a failure
+ * until store_attempts_clear), 0 when that pair must wait (past `max`
+ * attempts in `window_s`, 2^(attempts - max) s after its last one, at most
+ * the window) with the seconds left in *wait_s, or -DB_*. */
+int store_attempt_take(db_conn *c, const char *user_id, const char *client, int max, int window_s,
+                       int *wait_s);
 
-/* Deletes up to `batch` failures older than `max_age_s`; how many. */
-int store_failures_purge(db_conn *c, int max_age_s, int batch);
+/* A success: the pair's count starts again. */
+int store_attempts_clear(db_conn *c, const char *user_id, const char *client);
+
+/* Deletes up to `batch` pairs idle for longer than `max_age_s`; how many. */
+int store_attempts_purge(db_conn *c, int max_age_s, int batch);
 
 #endif

@@ -45,6 +45,7 @@ struct consumer {
     int64_t committed_at;
     _Atomic uint64_t batches, messages, dead_letters, retries, isolations, rebalances, revoked,
         commits_ok, commits_failed, rejoins, systemic;
+    _Atomic int64_t lag_seen;   /* consumer_refresh's, for /metrics */
     int64_t systemic_logged_at; /* rate limit of its log line */
 };
 
@@ -606,6 +607,12 @@ static int64_t lag(consumer *cs)
     return total;
 }
 
+void consumer_refresh(consumer *cs)
+{
+    if (cs)
+        atomic_store(&cs->lag_seen, lag(cs));
+}
+
 /* One counter or gauge of this consumer, labelled by its topic. */
 static void series(FILE *out, const char *name, const char *type, const char *help,
                    const char *topic, uint64_t value)
@@ -652,6 +659,7 @@ void consumer_metrics(consumer *cs, FILE *out)
     series(out, "consumer_paused", "gauge",
            "1 while the consumer waits out a failure with its partitions paused", t,
            atomic_load(&cs->paused) ? 1 : 0);
-    metrics_header(out, "consumer_lag", "gauge", "Messages behind the partitions' ends");
-    fprintf(out, "consumer_lag{topic=\"%s\"} %" PRId64 "\n", t, lag(cs));
+    metrics_header(out, "consumer_lag", "gauge",
+                   "Messages behind the partitions' ends (as of the last refresh, every 2 s)");
+    fprintf(out, "consumer_lag{topic=\"%s\"} %" PRId64 "\n", t, atomic_load(&cs->lag_seen));
 }

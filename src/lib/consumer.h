@@ -79,4 +79,9 @@ void consumer_stop(consumer *c);
  * commits by outcome, the paused flag and lag, labelled by topic. */
 void consumer_metrics(consumer *c, FILE *out);
 
+/* Measures the consumer's lag for consumer_metrics (a broker round trip at
+ * worst): called by a background ticker, never by a request's thread, so
+ * that /metrics answers from memory. NULL-safe. */
+void consumer_refresh(consumer *c);
+
 #endif

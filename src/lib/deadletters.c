@@ -12,7 +12,10 @@
 
 #define PREVIEW_BYTES 256
 #define LIST_MAX 100
-#define REPLAY_ALL_MAX 1000
+/* Dead letters one POST /dead-letters/replay handles: a request's thread
+ * is not held for long (every connection of its worker waits meanwhile);
+ * `more` tells the operator to call again. */
+#define REPLAY_ALL_MAX 100
 #define NOTE_MAX 500
 
 #define DL_COLS                                                                                    \
@@ -240,47 +243,53 @@ void deadletter_replay_all(http_req *req, http_res *res)
     svc_parts *parts = operator_only(req, res, true, &who);
     if (!parts)
         return;
-    int replayed = 0, refused = 0, rc = 0;
-    int64_t after = 0;
-    /* Each in its own transaction, oldest first, up to REPLAY_ALL_MAX. */
-    while (rc == 0 && replayed + refused < REPLAY_ALL_MAX) {
-        char a_s[24], l_s[16];
-        snprintf(a_s, sizeof a_s, "%" PRId64, after);
-        snprintf(l_s, sizeof l_s, "%d", 100);
-        const char *params[] = {a_s, l_s};
-        db_conn *c = NULL;
-        PGresult *r = NULL;
-        rc = db_acquire(parts->db, 1000, &c);
-        if (rc == 0)
-            rc = db_exec(c, "dl_open", 2, params, &r);
-        db_release(parts->db, c);
-        int n = rc == 0 ? PQntuples(r) : 0;
-        for (int i = 0; i < n && rc == 0; i++) {
-            int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-            char why[256] = "";
-            int one = resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why,
-                              sizeof why, NULL);
-            if (one == 0)
-                replayed++;
-            else if (one == -EINVAL)
-                refused++;
-            else if (one != -EALREADY && one != -ENOENT) /* taken meanwhile: fine */
-                rc = one;
-            after = id;
-        }
-        PQclear(r);
-        if (n == 0)
-            break;
+    /* ?after=ID: go on past the dead letters an earlier call reached. */
+    const char *after_q = http_query(req, "after");
+    char *end = NULL;
+    long long after = after_q ? strtoll(after_q, &end, 10) : 0;
+    if (after_q && (end == after_q || *end || after < 0)) {
+        http_error(res, 400, "invalid_after", "after must be a dead letter's id (an integer)");
+        return;
     }
+    int replayed = 0, refused = 0, rc = 0, n = 0;
+    /* One more than handled: whether any is left past this call. */
+    char a_s[24], l_s[16];
+    snprintf(a_s, sizeof a_s, "%lld", after);
+    snprintf(l_s, sizeof l_s, "%d", REPLAY_ALL_MAX + 1);
+    const char *params[] = {a_s, l_s};
+    db_conn *c = NULL;
+    PGresult *r = NULL;
+    rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = db_exec(c, "dl_open", 2, params, &r);
+    db_release(parts->db, c);
+    n = rc == 0 ? PQntuples(r) : 0;
+    /* Each in its own transaction, oldest first. */
+    int64_t last = after;
+    for (int i = 0; i < n && i < REPLAY_ALL_MAX && rc == 0; i++) {
+        int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+        char why[256] = "";
+        int one =
+            resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why, sizeof why, NULL);
+        if (one == 0)
+            replayed++;
+        else if (one == -EINVAL)
+            refused++;
+        else if (one != -EALREADY && one != -ENOENT) /* taken meanwhile: fine */
+            rc = one;
+        last = id;
+    }
+    PQclear(r);
+    bool more = n > REPLAY_ALL_MAX;
     log_msg(LOG_INFO, req->req_id,
-            "operator %s replayed all dead letters: %d handled, %d still "
-            "refused",
-            who.claims.sub, replayed, refused);
+            "operator %s replayed dead letters after %lld: %d handled, %d still refused%s",
+            who.claims.sub, after, replayed, refused, more ? ", more left" : "");
     if (rc < 0)
         svc_db_error(res, rc);
     else
         http_json(res, 200,
-                  json_pack("{s:i, s:i}", "replayed", replayed, "still_refused", refused));
+                  json_pack("{s:i, s:i, s:b, s:I}", "replayed", replayed, "still_refused", refused,
+                            "more", more, "next_after", (json_int_t)last));
 }
 
 void deadletter_discard(http_req *req, http_res *res)

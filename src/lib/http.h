@@ -132,6 +132,10 @@ int http_body_unpack(http_req *req, http_res *res, const char *fmt, ...);
 const char *http_query(const http_req *req, const char *name);
 const char *http_header(const http_req *req, const char *name);
 
+/* The address of the connection's peer as text (IPv4 or IPv6) into out,
+ * "" when unknown; returns out. */
+const char *http_peer(const http_req *req, char *out, size_t len);
+
 /* Matches a path against a route pattern. Pure. On a match, copies each
  * {param} segment into `buf` (NUL-terminated) and points params[] at them.
  * Returns the number of params, or -1 when the path does not match or

@@ -398,8 +398,10 @@ bool outbox_relay_broker_ok(outbox_relay *r, int timeout_ms)
     return ok;
 }
 
-void outbox_relay_metrics(outbox_relay *r, FILE *out)
+void outbox_relay_refresh(outbox_relay *r)
 {
+    if (!r)
+        return;
     db_conn *c = NULL;
     PGresult *res = NULL;
     /* The last count stays when no open connection is at hand. */
@@ -407,8 +409,13 @@ void outbox_relay_metrics(outbox_relay *r, FILE *out)
         atomic_store(&r->backlog, strtoull(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
     db_release(r->pool, c);
+}
+
+void outbox_relay_metrics(outbox_relay *r, FILE *out)
+{
     metrics_header(out, "outbox_backlog", "gauge",
-                   "Outbox rows not yet acknowledged by the broker");
+                   "Outbox rows not yet acknowledged by the broker (as of the last count, every "
+                   "2 s)");
     fprintf(out, "outbox_backlog %" PRIu64 "\n", atomic_load(&r->backlog));
     metrics_header(out, "outbox_published_total", "counter", "Outbox rows published and deleted");
     fprintf(out, "outbox_published_total %" PRIu64 "\n", atomic_load(&r->published));

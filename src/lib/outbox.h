@@ -63,4 +63,9 @@ bool outbox_relay_broker_ok(outbox_relay *relay, int timeout_ms);
  * renewals, batches. */
 void outbox_relay_metrics(outbox_relay *relay, FILE *out);
 
+/* Counts the outbox for outbox_relay_metrics: called by a background
+ * ticker, never by a request's thread (a backlog of a long outage takes a
+ * while to count). NULL-safe. */
+void outbox_relay_refresh(outbox_relay *relay);
+
 #endif

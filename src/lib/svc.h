@@ -91,6 +91,16 @@ typedef struct svc_caller {
     bool via_cookie; /* the browser's cookie, not an Authorization header */
 } svc_caller;
 
+/* False, with 415 unsupported_media_type in `res`, when the request has a
+ * body that is not application/json (a form another site posts is not). */
+bool svc_json_body(http_req *req, http_res *res);
+
+/* False, with 403 cross_origin in `res`, when the request names an Origin
+ * that is not one of ALLOWED_ORIGINS, or names none and `required`. A
+ * browser sends its page's Origin with every POST: another site's page
+ * cannot act through it. */
+bool svc_origin_ok(http_req *req, http_res *res, const svc_parts *parts, bool required);
+
 /* For a handler of a service that verifies tokens: fills `who` from the
  * request's token, or answers 401 and returns false. For a request that
  * changes something (`write`), also: the body must be application/json

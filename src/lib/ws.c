@@ -31,8 +31,9 @@ typedef struct ws_conn {
     char *extra; /* bytes MHD read past the handshake: frames to feed first */
     size_t extra_len, extra_off;
     int64_t last_rx_ms, last_ping_ms;
-    uint32_t events; /* epoll interest */
-    bool dead;       /* removed; freed after the current epoll batch */
+    int64_t expires_at; /* epoch s: closed with WS_CLOSE_EXPIRED then (0: never) */
+    uint32_t events;    /* epoll interest */
+    bool dead;          /* removed; freed after the current epoll batch */
     struct ws_conn *next;
     struct ws_topic *t;              /* the index entry of its topic */
     struct ws_conn *t_next, *t_prev; /* the other connections on that topic */
@@ -66,12 +67,13 @@ struct ws_hub {
     ws_topic *topics[WS_BUCKETS];
     int64_t next_keep_alive_ms;
     atomic_int count;
-    _Atomic uint64_t sent, dropped_slow, accepted, closed_too_big;
+    _Atomic uint64_t sent, dropped_slow, accepted, closed_too_big, expired;
 };
 
 typedef struct upgrade_arg {
     ws_hub *hub;
     char topic[128];
+    int64_t expires_at;
 } upgrade_arg;
 
 void ws_accept_key(const char *key, char *out)
@@ -323,11 +325,20 @@ static void keep_alive(ws_hub *hub)
     if (now < hub->next_keep_alive_ms)
         return;
     hub->next_keep_alive_ms = now + (hub->ping_ms >= 40 ? hub->ping_ms / 4 : 10);
+    int64_t wall = clock_wall_s();
     for (ws_conn *c = hub->conns, *next; c; c = next) {
         next = c->next;
         bool ok = true;
         if (now - c->last_rx_ms > 3 * (int64_t)hub->ping_ms) {
             ok = false; /* no pong to three pings: the peer is gone */
+        } else if (c->expires_at && wall >= c->expires_at) {
+            /* Its token has expired: it hears nothing more of the user's
+             * orders. The page signs in again on this code. */
+            static const char why[] = "token expired";
+            wslay_event_queue_close(c->ctx, WS_CLOSE_EXPIRED, (const uint8_t *)why, sizeof why - 1);
+            conn_io(hub, c, 0);
+            atomic_fetch_add(&hub->expired, 1);
+            ok = false;
         } else if (now - c->last_ping_ms >= hub->ping_ms && now - c->last_rx_ms >= hub->ping_ms) {
             struct wslay_event_msg ping = {WSLAY_PING, NULL, 0};
             wslay_event_queue_msg(c->ctx, &ping);
@@ -398,6 +409,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *connection, void *con_
     c->fd = sock;
     c->urh = urh;
     snprintf(c->topic, sizeof c->topic, "%s", a->topic);
+    c->expires_at = a->expires_at;
     free(a);
     c->last_rx_ms = c->last_ping_ms = clock_now_ms();
     if (extra_in_size && (c->extra = malloc(extra_in_size))) {
@@ -443,7 +455,7 @@ static bool header_has(const http_req *req, const char *name, const char *token)
     return false;
 }
 
-void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic)
+void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic, int64_t expires_at)
 {
     const char *key = http_header(req, "Sec-WebSocket-Key");
     const char *version = http_header(req, "Sec-WebSocket-Version");
@@ -472,6 +484,7 @@ void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic)
         return;
     }
     a->hub = hub;
+    a->expires_at = expires_at;
     snprintf(a->topic, sizeof a->topic, "%s", topic);
     char accept[32];
     ws_accept_key(key, accept);
@@ -584,4 +597,7 @@ void ws_metrics(ws_hub *hub, FILE *out)
     metrics_header(out, "ws_closed_too_big_total", "counter",
                    "WebSocket clients closed for sending a message over 4 KiB (1009)");
     fprintf(out, "ws_closed_too_big_total %" PRIu64 "\n", atomic_load(&hub->closed_too_big));
+    metrics_header(out, "ws_closed_expired_total", "counter",
+                   "WebSocket clients closed when their token expired (4001)");
+    fprintf(out, "ws_closed_expired_total %" PRIu64 "\n", atomic_load(&hub->expired));
 }

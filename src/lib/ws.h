@@ -27,10 +27,15 @@ ws_hub *ws_hub_start(int max_queue, int ping_ms);
 void ws_hub_close(ws_hub *hub);
 void ws_hub_free(ws_hub *hub);
 
+/* The close code of a socket whose token expired: the page signs in again. */
+#define WS_CLOSE_EXPIRED 4001
+
 /* For a GET handler: checks the upgrade request and answers 101 with the
- * hub taking the socket, subscribed to `topic` (copied). A request that is
- * not a WebSocket upgrade gets 426 upgrade_required. */
-void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic);
+ * hub taking the socket, subscribed to `topic` (copied), until
+ * `expires_at` (epoch seconds, its token's expiry; 0: no end), when it is
+ * closed with WS_CLOSE_EXPIRED. A request that is not a WebSocket upgrade
+ * gets 426 upgrade_required. */
+void ws_accept(ws_hub *hub, http_req *req, http_res *res, const char *topic, int64_t expires_at);
 
 /* Sends `text` to every connection following `topic` (NULL: every
  * connection). Thread-safe; does not block on the network. */

@@ -231,7 +231,8 @@ static void follow_orders(http_req *req, http_res *res)
     }
     if (user_id && !svc_may_act_for(res, &who, user_id, false))
         return;
-    ws_accept(app->hub, req, res, who.claims.sub); /* only the caller's own orders */
+    /* Only the caller's own orders, and only while its token lasts. */
+    ws_accept(app->hub, req, res, who.claims.sub, who.claims.exp);
 }
 
 /* POST /orders/{id}/cancel: a NEW order's owner asks to cancel it; the

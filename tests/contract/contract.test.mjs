@@ -139,9 +139,13 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
   await call("identity", "POST", "/users", "/users", { body: creds, status: 409 });
   await call("identity", "POST", "/users", "/users", { body: { user_id: `x-${run}`, password: "short" }, status: 400 });
   await call("identity", "POST", "/users", "/users", { body: big, status: 413 });
+  await call("identity", "POST", "/users", "/users", { body: JSON.stringify(creds), type: "text/plain", status: 415 });
+  await call("identity", "POST", "/users", "/users", { body: creds, headers: { Origin: "https://evil.example" }, status: 403 });
   const session = await call("identity", "POST", "/sessions", "/sessions", { body: creds, status: 200 });
   await call("identity", "POST", "/sessions", "/sessions", { body: { user_id: 7 }, status: 400 });
   await call("identity", "POST", "/sessions", "/sessions", { body: big, status: 413 });
+  await call("identity", "POST", "/sessions", "/sessions", { body: JSON.stringify(creds), type: "text/plain", status: 415 });
+  await call("identity", "POST", "/sessions", "/sessions", { body: creds, headers: { Origin: "https://evil.example" }, status: 403 });
   await call("identity", "GET", "/me", "/me", { headers: bearer(session.token), status: 200 });
   await call("identity", "GET", "/me", "/me", { status: 401 });
   await call("identity", "DELETE", "/sessions/current", "/sessions/current", { status: 204 });
@@ -274,6 +278,9 @@ test("every documented answer is what the services give", { timeout: 120000 }, a
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { ...operator, status: 200 });
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { as: null, status: 401 });
     await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay", { as: user, status: 403 });
+    await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay?after=x", { ...operator, status: 400 });
+    const next = await call(service, "POST", "/dead-letters/replay", "/dead-letters/replay?after=0", { ...operator, status: 200 });
+    assert.equal(typeof next.more, "boolean", JSON.stringify(next));
     // The books, the service's own checks (make reconcile's first half).
     const books = await call(service, "GET", "/reconciliation", `/reconciliation?users=${user}`, { ...operator, status: 200 });
     assert.ok(books.ok, JSON.stringify(books));

@@ -195,3 +195,19 @@ test("a socket follows its token's user: another user's id is refused, a foreign
   assert.equal(await refused(orderA.replace(/^http/, "ws") + "/ws",
     { Cookie: `shop_session=${mint(alice)}`, Origin: gateway }), 101, "the shop's own page, by cookie");
 });
+
+test("a socket closes with 4001 when its token expires", { timeout: 30000 }, async () => {
+  // It used to outlive its token: a signed-out or expired session kept
+  // hearing the user's orders.
+  const user = `expiring-${run}`;
+  const before = await metric(orderA, "ws_closed_expired_total");
+  const socket = new WebSocket(wsUrl(orderA, user), { headers: bearer(mint(user, { expiresIn: 2 })) });
+  const closed = new Promise((resolve) => socket.once("close", (code, reason) => resolve([code, String(reason)])));
+  await new Promise((resolve, reject) => { socket.once("open", resolve); socket.once("error", reject); });
+  const started = Date.now();
+  const [code, reason] = await closed;
+  assert.equal(code, 4001, `closed with ${code} (${reason})`);
+  assert.equal(reason, "token expired");
+  assert.ok(Date.now() - started < 10000, "closed within seconds of the expiry");
+  assert.equal(await metric(orderA, "ws_closed_expired_total"), before + 1);
+});

@@ -452,6 +452,23 @@ void *place_orders(void *arg)
     return NULL;
 }
 
+int place_orders_at_once(const char *user, int threads, int each, int64_t amount)
+{
+    pthread_t th[32];
+    burst b[32];
+    cr_assert(threads > 0 && threads <= 32);
+    for (int i = 0; i < threads; i++) {
+        b[i] = (burst){.user = user, .orders = each, .amount = amount};
+        pthread_create(&th[i], NULL, place_orders, &b[i]);
+    }
+    int accepted = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        accepted += atomic_load(&b[i].accepted);
+    }
+    return accepted;
+}
+
 void burst_assert_refunds(const burst *b)
 {
     PGconn *o = orders_db();

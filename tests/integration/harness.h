@@ -127,6 +127,10 @@ typedef struct burst {
 } burst;
 void *place_orders(void *burst);
 
+/* `threads` clients at once, each placing `each` orders of `amount` for
+ * `user` (at most 32 threads); returns how many were accepted (201). */
+int place_orders_at_once(const char *user, int threads, int each, int64_t amount);
+
 /* Once the burst's orders are final: each order whose cancel was taken
  * ended CANCELLED (never FINISHED), each whose cancel was refused as paid
  * is FINISHED. */

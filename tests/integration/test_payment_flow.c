@@ -16,18 +16,7 @@ Test(flow, two_hundred_concurrent_orders_never_overdraw, .timeout = 120)
     unique_name(user, sizeof user, "crowd");
     account_with(user, 150);
     enum { THREADS = 20, EACH = 10 };
-    pthread_t th[THREADS];
-    burst b[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        b[i] = (burst){.user = user, .orders = EACH, .amount = 1};
-        pthread_create(&th[i], NULL, place_orders, &b[i]);
-    }
-    int accepted = 0;
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(th[i], NULL);
-        accepted += atomic_load(&b[i].accepted);
-    }
-    cr_assert_eq(accepted, THREADS * EACH);
+    cr_assert_eq(place_orders_at_once(user, THREADS, EACH, 1), THREADS * EACH);
     cr_assert(all_final(user, 90000), "orders still NEW");
     cr_assert_eq(orders_with(user, "FINISHED"), 150);
     cr_assert_eq(orders_with(user, "CANCELLED"), 50);
@@ -470,18 +459,7 @@ Test(flow, a_decision_function_renamed_under_load_is_waited_out_and_sets_nothing
     db_ok(p, "ALTER FUNCTION payment_batch(uuid[], text[], bigint[]) RENAME TO " RENAMED, NULL);
 
     enum { THREADS = 4, EACH = 10 };
-    pthread_t th[THREADS];
-    burst b[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        b[i] = (burst){.user = user, .orders = EACH, .amount = 10};
-        pthread_create(&th[i], NULL, place_orders, &b[i]);
-    }
-    int accepted = 0;
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(th[i], NULL);
-        accepted += atomic_load(&b[i].accepted);
-    }
-    cr_assert_eq(accepted, THREADS * EACH);
+    cr_assert_eq(place_orders_at_once(user, THREADS, EACH, 10), THREADS * EACH);
     cr_assert(wait_until(systemic_reached, &w, 30000), "payments never met the renamed function");
     cr_assert_eq(orders_with(user, "FINISHED"), 0, "paid while the function was missing");
     cr_assert_eq(db_int(p, dl, NULL, NULL), dead_p, "payments set messages aside");

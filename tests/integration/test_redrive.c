@@ -4,7 +4,6 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
-#include <pthread.h>
 #include <stdio.h>
 
 /* Inserts an order in NEW, due for a re-drive, that has been re-driven
@@ -72,18 +71,7 @@ Test(redrive, payments_stopped_under_load_adds_one_outbox_row_per_order_and_no_m
     int64_t published = metric_sum(orders_urls(), "outbox_published_total");
     cr_assert_eq(stack("freeze-every payments"), 0);
     enum { THREADS = 4, EACH = 5 };
-    pthread_t th[THREADS];
-    burst b[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        b[i] = (burst){.user = user, .orders = EACH, .amount = 10};
-        pthread_create(&th[i], NULL, place_orders, &b[i]);
-    }
-    int accepted = 0;
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(th[i], NULL);
-        accepted += atomic_load(&b[i].accepted);
-    }
-    cr_assert_eq(accepted, THREADS * EACH);
+    cr_assert_eq(place_orders_at_once(user, THREADS, EACH, 10), THREADS * EACH);
     /* Every order is past REDRIVE_AFTER_MS (1 s in the tests) by now or
      * soon; each orders instance then finds payments behind, at every
      * check, several times over. */
