@@ -256,3 +256,51 @@ Test(dead_letters, one_the_database_refuses_stays_refused_and_blocks_nothing, .t
     free(payload);
     PQfinish(p);
 }
+
+/* Replaying every open dead letter holds a request's thread (and every
+ * connection of its libmicrohttpd worker) only for a bounded batch: 100 a
+ * call, and a cursor to go on (issue 24: up to 1,000 transactions in one
+ * request). */
+Test(dead_letters, replaying_all_takes_a_hundred_a_call_and_a_cursor_goes_on, .timeout = 90)
+{
+    char marker[64];
+    unique_name(marker, sizeof marker, "batch");
+    PGconn *p = payments_db();
+    int64_t before = db_int(p, "SELECT coalesce(max(id), 0) FROM dead_letters", NULL, NULL);
+    db_ok(p,
+          "INSERT INTO dead_letters (topic, partition, \"offset\", key, payload, reason)"
+          " SELECT 'payment.requests', 0, g, NULL, convert_to('not json ' || $1, 'UTF8'),"
+          " 'made by a test' FROM generate_series(1, 120) g",
+          marker);
+    act_as_operator("ops-batch");
+    char path[96];
+    snprintf(path, sizeof path, "/dead-letters/replay?after=%lld", (long long)before);
+    resp r;
+    cr_assert_eq(post(payments_url(), path, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "replayed")) +
+                     json_integer_value(json_object_get(r.json, "still_refused")),
+                 100, "%s", r.body);
+    cr_assert(json_is_true(json_object_get(r.json, "more")), "%s", r.body);
+    json_int_t next = json_integer_value(json_object_get(r.json, "next_after"));
+    resp_free(&r);
+    snprintf(path, sizeof path, "/dead-letters/replay?after=%lld", (long long)next);
+    cr_assert_eq(post(payments_url(), path, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(json_integer_value(json_object_get(r.json, "still_refused")), 20, "%s", r.body);
+    cr_assert(json_is_false(json_object_get(r.json, "more")), "%s", r.body);
+    resp_free(&r);
+    cr_assert_eq(post(payments_url(), "/dead-letters/replay?after=-1", NULL, &r), 400);
+    cr_assert_str_eq(err_code(&r), "invalid_after");
+    resp_free(&r);
+    act_as(NULL);
+    /* Still open, each refused as it was; set aside for the other tests. */
+    cr_assert_eq(db_int(p,
+                        "SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL AND"
+                        " position(convert_to($1, 'UTF8') in payload) > 0",
+                        marker, NULL),
+                 120);
+    db_ok(p,
+          "UPDATE dead_letters SET resolved_at = now(), resolution = 'discarded',"
+          " resolved_by = 'test' WHERE position(convert_to($1, 'UTF8') in payload) > 0",
+          marker);
+    PQfinish(p);
+}
