@@ -90,7 +90,6 @@ int store_attempt_take(db_conn *c, const char *user_id, const char *client, int 
         PQclear(r), r = NULL;
         rc = db_exec(c, "attempt_wait", 4, params, &r);
         *wait_s = rc == 0 && PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 1;
-        rc = rc == 0 ? 0 : rc;
     } else if (rc == 0) {
         rc = 1;
     }

@@ -14,6 +14,10 @@ int64_t clock_now_us(void);
 /* Seconds since the epoch (wall clock): for token lifetimes. */
 int64_t clock_wall_s(void);
 
+/* Milliseconds since the epoch (wall clock): to compare with the
+ * database's timestamps. */
+int64_t clock_wall_ms(void);
+
 /* The CLOCK_REALTIME instant `ms` from now, as pthread_cond_timedwait
  * wants its deadline. */
 struct timespec clock_deadline(int64_t ms);

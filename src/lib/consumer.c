@@ -2,7 +2,6 @@
 #include "lib/clock.h"
 #include "lib/kafka.h"
 #include "lib/log.h"
-#include "lib/valid.h"
 #include "lib/metrics.h"
 
 #include <inttypes.h>
@@ -49,13 +48,10 @@ struct consumer {
     int64_t systemic_logged_at; /* rate limit of its log line */
 };
 
-static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *reason)
+/* `why` is UTF-8 (the column is text): msg_decode, the one reason that
+ * quotes a message, repairs what its cut may break. */
+static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
 {
-    /* A handler's reason may quote the message, cut anywhere: the column
-     * is text, and PostgreSQL refuses a broken character (22021). */
-    char why[sizeof((consumer_verdict *)0)->why];
-    snprintf(why, sizeof why, "%s", reason);
-    valid_utf8_repair(why);
     char partition[16], offset[24];
     snprintf(partition, sizeof partition, "%" PRId32, m->partition);
     snprintf(offset, sizeof offset, "%" PRId64, m->offset);

@@ -153,8 +153,7 @@ bool db_connect_refused(const char *m)
      * text (28P01, 28000, 3D000) or its own. "the database system is
      * starting up" (57P03) and "too many clients" (53300) are FATAL too,
      * and pass with time: only these words mean a setting is wrong. */
-    static const char *const refused[] = {"password authentication failed",
-                                          "no password supplied",
+    static const char *const refused[] = {"no password supplied",
                                           "authentication failed",
                                           "does not exist",
                                           "no pg_hba.conf entry",

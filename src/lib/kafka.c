@@ -24,7 +24,9 @@ static bool set(rd_kafka_conf_t *conf, const char *name, const char *value)
     char err[256];
     if (rd_kafka_conf_set(conf, name, value, err, sizeof err) == RD_KAFKA_CONF_OK)
         return true;
-    log_msg(LOG_ERROR, NULL, "kafka setting %s=%s: %s", name, value, err);
+    /* A secret's value is never logged. */
+    log_msg(LOG_ERROR, NULL, "kafka setting %s=%s: %s", name,
+            strstr(name, "password") ? "(hidden)" : value, err);
     return false;
 }
 

@@ -141,13 +141,6 @@ static int redrive_messages(db_conn *c, const order *due, int n, const refund *r
     return rc;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Asks the broker whether payments has read past the last mark, and takes
  * the next one. Returns the time before which every request sent has been
  * read by payments (and answered, by now, unless lost): epoch ms, 0 for
@@ -182,7 +175,7 @@ static int64_t requests_read_before(orders_app *app)
         g->passed = g->marked_at;
         g->nmarks = 0;
     }
-    int64_t at = wall_ms();
+    int64_t at = clock_wall_ms();
     int n = kafka_end_offsets(g->rk, MSG_TOPIC_REQUESTS, g->marks, REDRIVE_MAX_PARTITIONS, 2000);
     if (n > 0)
         g->nmarks = n, g->marked_at = at;

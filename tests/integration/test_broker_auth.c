@@ -4,6 +4,7 @@
  * clients are built here from librdkafka's own settings, not with
  * lib/kafka.c, which always names the process's principal. */
 #include "harness.h"
+#include "lib/file.h"
 #include "lib/msg.h"
 
 #include <criterion/criterion.h>
@@ -19,11 +20,10 @@ static void secret_of(const char *who, char *out, size_t len)
     cr_assert_not_null(var, "SHOP_VAR is not set (scripts/test.sh sets it)");
     char path[512];
     snprintf(path, sizeof path, "%s/kafka-secrets/%s", var, who);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "no password for %s in %s", who, path);
-    cr_assert_not_null(fgets(out, (int)len, f));
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
+    char *secret = file_read(path, NULL);
+    cr_assert_not_null(secret, "no password for %s in %s", who, path);
+    snprintf(out, len, "%.*s", (int)strcspn(secret, "\r\n"), secret);
+    free(secret);
 }
 
 static void set(rd_kafka_conf_t *conf, const char *name, const char *value)
