@@ -96,9 +96,11 @@ stop_stack() {
   [ "${stopped_var:-}" != "$SHOP_VAR" ] || return 0
   stopped_var=$SHOP_VAR
   scripts/stack.sh down || true
-  # A sanitizer report in a service's log fails the run even if no test saw it.
-  if grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$SHOP_VAR"/log/*.log 2>/dev/null; then
-    echo "sanitizer reports in the logs above" >&2
+  # A sanitizer report or a failed assertion (a library's abort) in a
+  # service's log fails the run even if no test saw it: `stack.sh up`
+  # restarts a service that died, and a drill can go on unaware.
+  if grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|: Assertion .* failed' "$SHOP_VAR"/log/*.log 2>/dev/null; then
+    echo "sanitizer reports or failed assertions in the logs above" >&2
     fail_step "sanitizer reports ($SHOP_VAR/log)"
     failed=$((failed + 1))
   fi

@@ -171,15 +171,22 @@ bool kafka_reachable(rd_kafka_t *rk, int timeout_ms)
     return e == RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-rd_kafka_t *kafka_client_new(const char *brokers, const char *client_id)
+rd_kafka_t *kafka_observer_new(const char *brokers, const char *client_id, const char *group)
 {
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
+    /* Never subscribed: it never joins `group`, never owns a partition and
+     * has nothing to commit (said again here, for the reader). */
+    if (!set(conf, "group.id", group) || !set(conf, "enable.auto.commit", "false") ||
+        !set(conf, "enable.auto.offset.store", "false")) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     char err[256];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
     if (!rk)
-        log_msg(LOG_ERROR, NULL, "kafka client: %s", err);
+        log_msg(LOG_ERROR, NULL, "kafka observer: %s", err);
     return rk;
 }
 
@@ -204,45 +211,30 @@ int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, 
     return n;
 }
 
-int kafka_group_offsets(rd_kafka_t *rk, const char *group, const char *topic, int n, int64_t *out,
-                        int timeout_ms)
+/* With the consumer group's own OffsetFetch (rd_kafka_committed), not the
+ * admin API's ListConsumerGroupOffsets: in librdkafka 2.0 (Debian 12) the
+ * latter aborts the process (rd_kafka_enq_once_del_source_return: Assertion
+ * `eonce->refcnt > 0') when the group's coordinator moves while a request
+ * is out, as it does when a broker of the cluster dies (librdkafka issues
+ * 4605, 3663; the three-node drill saw it). */
+int kafka_group_offsets(rd_kafka_t *rk, const char *topic, int n, int64_t *out, int timeout_ms)
 {
+    /* Errors and statistics queue up on a handle nobody polls. */
+    rd_kafka_poll(rk, 0);
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(parts, topic, p);
-    rd_kafka_ListConsumerGroupOffsets_t *req = rd_kafka_ListConsumerGroupOffsets_new(group, parts);
-    rd_kafka_topic_partition_list_destroy(parts);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS);
-    char err[128];
-    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, err, sizeof err);
-    rd_kafka_ListConsumerGroupOffsets(rk, &req, 1, opts, q);
-    rd_kafka_ListConsumerGroupOffsets_destroy(req);
-    rd_kafka_AdminOptions_destroy(opts);
-    int rc = -1;
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
-    const rd_kafka_ListConsumerGroupOffsets_result_t *res =
-        ev && !rd_kafka_event_error(ev) ? rd_kafka_event_ListConsumerGroupOffsets_result(ev) : NULL;
-    size_t ngroups = 0;
-    const rd_kafka_group_result_t **groups =
-        res ? rd_kafka_ListConsumerGroupOffsets_result_groups(res, &ngroups) : NULL;
-    if (groups && ngroups == 1 && !rd_kafka_group_result_error(groups[0])) {
-        const rd_kafka_topic_partition_list_t *got = rd_kafka_group_result_partitions(groups[0]);
-        for (int p = 0; p < n; p++)
-            out[p] = -1;
-        rc = 0;
-        for (int i = 0; got && i < got->cnt; i++) {
-            const rd_kafka_topic_partition_t *tp = &got->elems[i];
-            if (tp->err)
-                rc = -1;
-            else if (tp->partition >= 0 && tp->partition < n)
-                out[tp->partition] = tp->offset >= 0 ? tp->offset : -1;
-        }
+    int rc = rd_kafka_committed(rk, parts, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+    for (int p = 0; p < n; p++)
+        out[p] = -1;
+    for (int i = 0; rc == 0 && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        if (tp->err)
+            rc = -1;
+        else if (tp->partition >= 0 && tp->partition < n)
+            out[tp->partition] = tp->offset >= 0 ? tp->offset : -1;
     }
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_queue_destroy(q);
+    rd_kafka_topic_partition_list_destroy(parts);
     return rc;
 }
 

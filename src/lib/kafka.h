@@ -44,20 +44,22 @@ rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const cha
 /* True when the cluster answers a metadata request within `timeout_ms`. */
 bool kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 
-/* A client that produces nothing, for metadata and administrative
- * requests (who has read how far). NULL, logged, on a configuration error. */
-rd_kafka_t *kafka_client_new(const char *brokers, const char *client_id);
+/* A consumer that watches `group` from outside: it never subscribes, so
+ * it never joins the group nor takes its partitions; it asks the group's
+ * coordinator how far the group has read (kafka_group_offsets), and the
+ * cluster for metadata and end offsets. It takes Describe on the group.
+ * NULL, logged, on a configuration error. */
+rd_kafka_t *kafka_observer_new(const char *brokers, const char *client_id, const char *group);
 
 /* Each partition's end offset (the next offset to be written) of `topic`,
  * into out[0..max): returns the partition count, or -1 when the broker
  * does not answer within timeout_ms (per request; one per partition). */
 int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, int timeout_ms);
 
-/* The offsets `group` has committed for partitions 0..n-1 of `topic` into
- * out[] (-1: none yet): how far that group has read. 0, or -1 when the
- * broker does not answer or refuses (it takes Describe on the group). */
-int kafka_group_offsets(rd_kafka_t *rk, const char *group, const char *topic, int n, int64_t *out,
-                        int timeout_ms);
+/* The offsets the group `rk` watches (kafka_observer_new) has committed
+ * for partitions 0..n-1 of `topic`, into out[] (-1: none yet): how far that
+ * group has read. 0, or -1 when the broker does not answer or refuses. */
+int kafka_group_offsets(rd_kafka_t *rk, const char *topic, int n, int64_t *out, int timeout_ms);
 
 /* Flushes (producers) or closes (consumers) and destroys. NULL-safe. */
 void kafka_destroy(rd_kafka_t *rk);

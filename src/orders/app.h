@@ -19,6 +19,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* Payments' consumer group (its svc_def name): whose reading of
+ * payment.requests the re-drive waits for. */
+#define PAYMENTS_GROUP "payments"
 /* The most partitions of payment.requests the re-drive follows. */
 #define REDRIVE_MAX_PARTITIONS 256
 
@@ -29,7 +32,7 @@
  * (read_before), when the answers to what was read have had time to come
  * back: only a request read and left unanswered is worth sending again. */
 typedef struct redrive_gate {
-    rd_kafka_t *rk; /* a client of orders' own principal (kafka_client_new) */
+    rd_kafka_t *rk; /* orders' principal watching PAYMENTS_GROUP (kafka_observer_new) */
     int nmarks;     /* partitions in marks[]; 0 when none is taken */
     int64_t marks[REDRIVE_MAX_PARTITIONS];
     int64_t marked_at;   /* epoch ms */

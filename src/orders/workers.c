@@ -16,9 +16,6 @@
 #include <string.h>
 
 #define REDRIVE_BATCH 100
-/* Payments' consumer group (its svc_def name): whose reading of
- * payment.requests the re-drive waits for. */
-#define PAYMENTS_GROUP "payments"
 
 static bool belongs_on_results(msg_type t)
 {
@@ -151,8 +148,7 @@ static int64_t requests_read_before(orders_app *app)
     redrive_gate *g = &app->gate;
     if (g->nmarks > 0) {
         int64_t read[REDRIVE_MAX_PARTITIONS];
-        if (kafka_group_offsets(g->rk, PAYMENTS_GROUP, MSG_TOPIC_REQUESTS, g->nmarks, read, 2000) <
-            0)
+        if (kafka_group_offsets(g->rk, MSG_TOPIC_REQUESTS, g->nmarks, read, 2000) < 0)
             return g->read_before;
         int64_t unread = 0;
         for (int p = 0; p < g->nmarks; p++)

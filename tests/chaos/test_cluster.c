@@ -37,10 +37,14 @@ static long place_with_retries(const char *user)
     for (int attempt = 0; attempt < 5; attempt++) {
         resp r;
         status = api(&r, "POST", orders_url(), "/orders", body, headers) == 0 ? r.status : 0;
-        resp_free(&r);
-        if (status != 0 && status != 503)
+        if (status != 0 && status != 503) {
+            resp_free(&r);
             break;
-        fprintf(stderr, "three-node drill: an order answered %ld; retried with its key\n", status);
+        }
+        fprintf(stderr,
+                "three-node drill: %.3f s: an order answered %ld (%s); retried with its key\n",
+                clock_wall_ms() / 1000.0, status, status ? err_code(&r) : r.error);
+        resp_free(&r);
         usleep(200 * 1000);
     }
     return status;

@@ -141,11 +141,15 @@ int api(resp *r, const char *method, const char *base, const char *path, const c
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, head);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    char error[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
     }
     CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        snprintf(r->error, sizeof r->error, "%.60s: %.180s", curl_easy_strerror(rc), error);
     fclose(out);
     fclose(head);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);

@@ -17,6 +17,7 @@ typedef struct resp {
     char *body;   /* raw body, NUL-terminated */
     char *head;   /* the status line and headers, raw */
     double seconds;
+    char error[256]; /* curl's words when no answer came (api returned -1) */
 } resp;
 
 /* Requests carry a token minted with the test stack's signing key
