@@ -46,7 +46,7 @@ BINS = $(BUILD)/bin/orders $(BUILD)/bin/payments $(BUILD)/bin/identity
 BENCH = $(BUILD)/bin/loadgen $(BUILD)/bin/token_cost
 TESTS = $(BUILD)/tests/unit $(BUILD)/tests/integration $(BUILD)/tests/chaos
 
-.PHONY: mutants fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format reconcile
+.PHONY: settings mutants fuzz fuzzers help build services deps-run deps-build construct tests deps run stop clean rerun start restart fresh test status bench format reconcile
 .DEFAULT_GOAL := help
 
 help:
@@ -113,6 +113,10 @@ test:
 # Every C file of ours: found on disk, so that a checkout without .git
 # (a downloaded archive) formats and checks the same.
 C_FILES = find src tests bench -name '*.[ch]' -not -path '*/corpus/*'
+
+# The README's settings table, made again from the services' own tables.
+settings: services
+	@scripts/settings.sh
 
 format:
 	@scripts/deps.sh format

@@ -25,7 +25,7 @@ int main(int argc, char **argv)
     auth_claims out;
     int64_t t0 = clock_now_us();
     for (int i = 0; i < n; i++)
-        if (auth_verify(&k, token, "shop", c.iat, &out) != AUTH_OK)
+        if (auth_verify(&k, token, "shop", c.iat, &out) != 0)
             return 1;
     double us = (double)(clock_now_us() - t0) / n;
     auth_cache *cache = auth_cache_new(4096);
@@ -33,7 +33,7 @@ int main(int argc, char **argv)
         return 2;
     t0 = clock_now_us();
     for (int i = 0; i < n; i++)
-        if (auth_verify_cached(cache, &k, token, "shop", c.iat, &out) != AUTH_OK)
+        if (auth_verify_cached(cache, &k, token, "shop", c.iat, &out) != 0)
             return 1;
     double cached_us = (double)(clock_now_us() - t0) / n;
     printf("%.2f %.2f\n", us, cached_us);

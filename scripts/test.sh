@@ -12,7 +12,13 @@
 # (packages, build, a stack that did not start, a suite, a suite that ran
 # no test, a sanitizer report in a service's log).
 #
-# TEST_STEPS runs some steps only (default: all, in the order of ALL_STEPS).
+# SUITE runs some steps only (`make test SUITE=unit`, or several:
+# SUITE="unit integration"; default: all, in the order of ALL_STEPS; `bench`
+# names both benchmark smokes). TEST narrows them to the tests of that name:
+# a Criterion --filter for the C suites (TEST='refund/*',
+# TEST='orders_api/creates_an_order') and node's --test-name-pattern for
+# the browser and contract tests; a suite where it matches nothing fails.
+# TEST_STEPS is SUITE's older name.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -24,8 +30,18 @@ CRITERION=(--jobs 1 --full-stats)
 # The steps of a run, in order; TEST_STEPS picks some (the test of this
 # script runs a step or two of a run of its own: tests/scripts/runner.sh).
 ALL_STEPS="format lint unit fuzz integration chaos e2e schemathesis bench-smoke bench-long-smoke cluster runner"
-TEST_STEPS=${TEST_STEPS:-$ALL_STEPS}
+TEST_STEPS=" $(tr ',' ' ' <<<"${SUITE:-${TEST_STEPS:-$ALL_STEPS}}") "
+TEST_STEPS=${TEST_STEPS// bench / bench-smoke bench-long-smoke }
+for s in $TEST_STEPS; do
+  [[ " $ALL_STEPS " == *" $s "* ]] || {
+    echo "make test: no suite \"$s\"; the suites are: $ALL_STEPS (and bench: both bench steps)" >&2
+    exit 2
+  }
+done
 wanted() { [[ " $TEST_STEPS " == *" $1 "* ]]; }
+# TEST as each runner takes it (none: the suite's whole).
+CR_FILTER=()
+[ -z "${TEST:-}" ] || CR_FILTER=(--filter "$TEST")
 # Where the first test stack lives and the offset of its ports: a run of
 # this script inside another (tests/scripts/runner.sh) moves both.
 TEST_VAR=${TEST_VAR:-var/test}
@@ -153,6 +169,8 @@ fi
 if wanted lint; then
   step lint "OpenAPI lint (@redocly/cli)"
   suite lint npx --no-install redocly lint api/orders.yaml api/payments.yaml api/identity.yaml
+  step settings "the README's settings table is what the services' own tables say (scripts/settings.sh)"
+  suite settings scripts/settings.sh --check
   # make mutants is too long for every run; a mutant that no longer applies
   # would only be found there. Each must still apply to today's code.
   step mutants-apply "every mutant of make mutants still applies to the code"
@@ -161,7 +179,7 @@ fi
 
 if wanted unit; then
   step unit "unit tests (sanitizers on)"
-  suite unit build/san/tests/unit "${CRITERION[@]}" ${UNIT_FILTER:+--filter "$UNIT_FILTER"}
+  suite unit build/san/tests/unit "${CRITERION[@]}" "${CR_FILTER[@]}"
 fi
 
 if wanted fuzz; then
@@ -181,7 +199,7 @@ fi
 
 if wanted integration; then
   step integration "integration tests: real PostgreSQL and Apache Kafka (sanitizers on)"
-  suite integration build/san/tests/integration "${CRITERION[@]}"
+  suite integration build/san/tests/integration "${CRITERION[@]}" "${CR_FILTER[@]}"
 fi
 
 if wanted chaos; then
@@ -190,7 +208,7 @@ if wanted chaos; then
   # dropped would otherwise be healed within seconds and pass. The one drill
   # that needs it (the broker's data lost) turns it on for itself.
   REDRIVE_AFTER_MS=3600000 scripts/stack.sh restart orders >/dev/null
-  suite chaos env REDRIVE_AFTER_MS=3600000 TEST_USER_PREFIX=chaos- build/san/tests/chaos "${CRITERION[@]}" --filter 'chaos/*'
+  suite chaos env REDRIVE_AFTER_MS=3600000 TEST_USER_PREFIX=chaos- build/san/tests/chaos "${CRITERION[@]}" --filter "${TEST:-chaos/*}"
   # The books of every drill's users at once, once they all ended.
   suite reconcile-chaos env RECONCILE_USERS='chaos-%' scripts/reconcile.sh
   scripts/stack.sh restart orders >/dev/null
@@ -201,9 +219,16 @@ if wanted e2e; then
   # One file at a time: they share the stack (Node 18 has no --test-concurrency).
   # A socket a failed test left open would keep node running for ever: each
   # file gets five minutes.
-  for f in tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/contract/contract.test.mjs; do
-    suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
-  done
+  files=(tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/contract/contract.test.mjs)
+  if [ -z "${TEST:-}" ]; then
+    for f in "${files[@]}"; do
+      suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
+    done
+  else # the tests of that name, wherever they are: one suite, counted together
+    suite node-e2e bash -c 'rc=0; for f in "${@:2}"; do
+      timeout --kill-after=10 300 node --no-warnings --test --test-name-pattern "$1" "$f" || rc=1; done; exit $rc' \
+      - "$TEST" "${files[@]}"
+  fi
 fi
 
 if wanted schemathesis; then
@@ -237,5 +262,5 @@ if wanted cluster; then
   step cluster "three-node Kafka cluster: nodes killed mid-burst, one after the other (sanitizers on)"
   test_stack "$TEST_VAR-cluster" $((TEST_PORT_OFFSET + 100)) 3
   fresh_stack "cluster stack"
-  suite cluster build/san/tests/chaos "${CRITERION[@]}" --filter 'cluster/*'
+  suite cluster build/san/tests/chaos "${CRITERION[@]}" --filter "${TEST:-cluster/*}"
 fi

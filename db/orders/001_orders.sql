@@ -1,4 +1,5 @@
--- Orders, the outbox that announces them, dead letters, and Idempotency-Keys.
+-- Orders. (The outbox that announces them, dead letters and Idempotency-Keys
+-- were made here too until they moved to db/lib, which lib's modules own.)
 CREATE TABLE orders (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     seq             bigserial NOT NULL UNIQUE, -- creation order: the listing's cursor
@@ -16,31 +17,3 @@ CREATE TABLE orders (
 );
 CREATE INDEX orders_by_user ON orders (user_id, seq DESC);
 CREATE INDEX orders_redrive ON orders (next_redrive_at) WHERE status = 'NEW';
-
-CREATE TABLE outbox (
-    id         bigserial PRIMARY KEY,
-    topic      text NOT NULL,
-    key        text NOT NULL,
-    payload    text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE dead_letters (
-    id         bigserial PRIMARY KEY,
-    topic      text NOT NULL,
-    partition  int NOT NULL,
-    "offset"   bigint NOT NULL,
-    key        bytea,
-    payload    bytea,
-    reason     text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE TABLE idempotency_keys (
-    key         text PRIMARY KEY,
-    fingerprint bytea NOT NULL,
-    status      int,
-    body        text,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);

@@ -18,14 +18,3 @@ CREATE TABLE ledger (
     CHECK ((kind = 'debit') = (order_id IS NOT NULL))
 );
 CREATE INDEX ledger_user ON ledger (user_id);
-
--- Idempotency-Key rows: the request's fingerprint and the stored answer,
--- written in the same transaction as the work they guard.
-CREATE TABLE idempotency_keys (
-    key         text PRIMARY KEY,
-    fingerprint bytea NOT NULL,
-    status      int,
-    body        text,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);

@@ -1,6 +1,6 @@
 -- The inbox is the record of every decided payment: one row per order id
 -- (the idempotency key), with its outcome, reason, user and amount. It is
--- kept for ever (DESIGN §3 step 3): a request replayed at any age gets the
+-- kept for ever (docs/architecture.md, "The guarantees"): a request replayed at any age gets the
 -- recorded answer again and can never be debited after a refusal. Nothing
 -- purges it any more, so the index that served the purge goes.
 DROP INDEX inbox_processed;

@@ -19,7 +19,7 @@
 
 /* Argon2id, a few at a time (each takes memlimit bytes) and timed: hashes
  * `password` into `out`, or, `out` NULL, checks it against `hash`. 0 when
- * done (or matching). */
+ * done (or matching); -ENOMEM (hashing), -EACCES (another password). */
 static int argon2(identity_app *app, const char *password, const char *hash, char *out)
 {
     int64_t t0 = clock_now_us();
@@ -30,7 +30,7 @@ static int argon2(identity_app *app, const char *password, const char *hash, cha
     sem_post(&app->hashing);
     atomic_fetch_add(&app->hashes, 1);
     atomic_fetch_add(&app->hash_us, (uint64_t)(clock_now_us() - t0));
-    return rc == 0 ? 0 : -1;
+    return rc == 0 ? 0 : out ? -ENOMEM : -EACCES;
 }
 
 int identity_hash(identity_app *app, const char *password, char *out)
@@ -50,15 +50,12 @@ static bool verify(identity_app *app, const char *hash, const char *password)
 static bool credentials(http_req *req, http_res *res, const char **user_id, const char **password)
 {
     identity_app *app = req->app;
-    if (!svc_json_body(req, res) || !svc_origin_ok(req, res, &app->svc, false))
+    if (!caller_json_body(req, res) || !caller_origin_ok(req, res, &app->svc.callers, false))
         return false;
     if (http_body_unpack(req, res, "{s:s, s:s}", "user_id", user_id, "password", password) < 0)
         return false;
-    if (!valid_user_id(*user_id)) {
-        http_error(res, 400, "invalid_user_id",
-                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
+    if (!caller_user_id_ok(res, *user_id))
         return false;
-    }
     size_t bytes = strlen(*password), chars = 0;
     for (const char *s = *password; *s; s++)
         chars += ((unsigned char)*s & 0xC0) != 0x80; /* UTF-8 lead bytes */
@@ -87,7 +84,7 @@ char *identity_issue(identity_app *app, const char *user_id, auth_role role, int
     unsigned char id[16];
     randombytes_buf(id, sizeof id);
     sodium_bin2hex(claims->jti, sizeof claims->jti, id, sizeof id);
-    return auth_sign(&app->key, claims, app->audience);
+    return auth_sign(&app->svc.callers.key, claims, app->svc.callers.audience);
 }
 
 static void iso_time(int64_t t, char *out, size_t len)
@@ -123,7 +120,7 @@ static void sign_up(http_req *req, http_res *res)
     } else if (rc == -EEXIST) {
         http_error(res, 409, "user_exists", "user %s exists already", user_id);
     } else {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
     }
 }
 
@@ -199,7 +196,7 @@ static void sign_in(http_req *req, http_res *res)
     /* No connection held through the hash: it may wait for a slot. */
     db_release(app->svc.db, c), c = NULL;
     if (rc < 0) {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
         return;
     }
     bool ok = verify(app, known ? u.password_hash : app->dummy_hash, password) && known;
@@ -207,7 +204,7 @@ static void sign_in(http_req *req, http_res *res)
         rc = store_attempts_clear(c, user_id, client);
     db_release(app->svc.db, c);
     if (ok && rc < 0) {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
         return;
     }
     if (!ok) {
@@ -245,9 +242,10 @@ static void sign_out(http_req *req, http_res *res)
 static void who_am_i(http_req *req, http_res *res)
 {
     identity_app *app = req->app;
-    auth_claims claims;
-    if (svc_authenticate(req, res, &app->key, NULL, app->audience, &claims, NULL) < 0)
+    caller who;
+    if (caller_authenticate(req, res, &app->svc.callers, &who) < 0)
         return;
+    const auth_claims claims = who.claims;
     char expires[32];
     iso_time(claims.exp, expires, sizeof expires);
     http_json(res, 200,
@@ -273,30 +271,22 @@ bool identity_ready(void *arg, json_t *checks)
 void identity_purge(void *arg)
 {
     identity_app *app = arg;
-    db_conn *c = NULL;
-    int n = db_acquire(app->svc.db, 1000, &c), purged = 0;
-    while (n == 0 && (n = store_attempts_purge(c, app->window_s, 1000)) > 0)
-        purged += n;
-    db_release(app->svc.db, c);
-    if (n < 0) {
-        atomic_fetch_add(&app->purge_failures, 1);
-        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
-    }
+    svc_purge(&app->svc, store_attempts_purge, app->window_s, "sign-in attempts",
+              &app->purge_failures);
 }
 
 void identity_metrics(void *arg, FILE *out)
 {
     identity_app *app = arg;
-    metrics_header(out, "identity_sign_ups_total", "counter", "Users signed up");
-    fprintf(out, "identity_sign_ups_total %" PRIu64 "\n", atomic_load(&app->sign_ups));
+    metrics_series(out, "identity_sign_ups_total", "counter", "Users signed up",
+                   atomic_load(&app->sign_ups));
     metrics_header(out, "identity_sign_ins_total", "counter",
                    "Sign-ins, by result (limited: refused with 429 before any check)");
-    fprintf(out, "identity_sign_ins_total{result=\"ok\"} %" PRIu64 "\n",
-            atomic_load(&app->sign_ins_ok));
-    fprintf(out, "identity_sign_ins_total{result=\"failed\"} %" PRIu64 "\n",
-            atomic_load(&app->sign_ins_failed));
-    fprintf(out, "identity_sign_ins_total{result=\"limited\"} %" PRIu64 "\n",
-            atomic_load(&app->sign_ins_limited));
+    metrics_sample(out, "identity_sign_ins_total", "result=\"ok\"", atomic_load(&app->sign_ins_ok));
+    metrics_sample(out, "identity_sign_ins_total", "result=\"failed\"",
+                   atomic_load(&app->sign_ins_failed));
+    metrics_sample(out, "identity_sign_ins_total", "result=\"limited\"",
+                   atomic_load(&app->sign_ins_limited));
     metrics_header(out, "identity_password_hash_seconds", "summary",
                    "Argon2id hashes and verifications, waiting for a slot included");
     fprintf(out, "identity_password_hash_seconds_count %" PRIu64 "\n", atomic_load(&app->hashes));
@@ -304,6 +294,6 @@ void identity_metrics(void *arg, FILE *out)
             (double)atomic_load(&app->hash_us) / 1e6);
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
-    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
-            atomic_load(&app->purge_failures));
+    metrics_sample(out, "worker_failures_total", "worker=\"purge\"",
+                   atomic_load(&app->purge_failures));
 }

@@ -12,10 +12,18 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* The identity service's own settings (identity_settings_table). */
+typedef struct identity_settings {
+    svc_own own;
+    const char *private_key, *private_key_file, *public_key_file, *trusted_proxies;
+    int64_t token_ttl_s, max_failures, window_s, opslimit, memlimit_kib, hashes_at_once,
+        cookie_secure;
+} identity_settings;
+
 typedef struct identity_app {
+    identity_settings settings;
     svc_parts svc; /* the pool; identity has no messages */
-    auth_key key;  /* the signing key: its secret half lives only here */
-    const char *audience;
+    /* svc.callers.key is the signing key: its secret half lives only here */
     const char *key_file; /* where the key is kept, when not given as a setting */
     int token_ttl_s;
     int max_failures, window_s;  /* sign-in attempts per user id and address */
@@ -38,7 +46,7 @@ void identity_metrics(void *app, FILE *out);
 void identity_purge(void *app);
 
 /* Argon2id of `password` with the app's parameters into `out`
- * (crypto_pwhash_STRBYTES); 0 or -1 without memory. */
+ * (crypto_pwhash_STRBYTES); 0 or -ENOMEM without memory. */
 int identity_hash(identity_app *app, const char *password, char *out);
 
 /* A token for `user_id` with `role`, valid `ttl_s` seconds from now,

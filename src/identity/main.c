@@ -19,8 +19,31 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define DB_URL "IDENTITY_DATABASE_URL"
-#define DB_URL_DEFAULT "postgresql://shop@127.0.0.1:54320/identity"
+static const cfg_setting identity_settings_list[] = {
+    SVC_OWN_SETTINGS(identity_settings, "IDENTITY", 8082, "identity"),
+    CFG_S("AUTH_PRIVATE_KEY_FILE", identity_settings, private_key_file, "var/identity-signing.key",
+          "the Ed25519 signing key, made on the first start (0600)"),
+    CFG_S("AUTH_PRIVATE_KEY", identity_settings, private_key, "",
+          "the signing key itself (base64 of libsodium's 64-byte secret key), instead of the file"),
+    CFG_S("AUTH_PUBLIC_KEY_FILE", identity_settings, public_key_file, "",
+          "where identity writes the public half (unset: AUTH_PRIVATE_KEY_FILE + .pub)"),
+    CFG_I("TOKEN_TTL_S", identity_settings, token_ttl_s, 30, 86400, 900, "how long a token lives"),
+    CFG_I("SIGNIN_MAX_FAILURES", identity_settings, max_failures, 1, 1000, 5,
+          "sign-in attempts per user id and address within SIGNIN_WINDOW_S before that address "
+          "waits (1 s, 2 s, 4 s... up to the window; 429)"),
+    CFG_I("SIGNIN_WINDOW_S", identity_settings, window_s, 1, 86400, 900,
+          "the window sign-in attempts are counted in"),
+    CFG_S("TRUSTED_PROXIES", identity_settings, trusted_proxies, "127.0.0.1 ::1",
+          "the addresses whose X-Real-IP header names the client (the gateway's)"),
+    CFG_I("PASSWORD_OPSLIMIT", identity_settings, opslimit, 1, 32, 2, "Argon2id's passes"),
+    CFG_I("PASSWORD_MEMLIMIT_KIB", identity_settings, memlimit_kib, 8, 4 << 20, 19456,
+          "Argon2id's memory (OWASP's minimum)"),
+    CFG_I("PASSWORD_HASHES_AT_ONCE", identity_settings, hashes_at_once, 1, 256, 4,
+          "how many Argon2id hashes run at once"),
+    CFG_I("COOKIE_SECURE", identity_settings, cookie_secure, 0, 1, 0,
+          "1 adds Secure to the session cookie (behind HTTPS)"),
+};
+static const cfg_table identity_settings_table = CFG_TABLE("identity", identity_settings_list);
 
 /* Writes `text` to `path` with `mode`, atomically (a new file renamed). */
 static int write_file(const char *path, const char *text, mode_t mode)
@@ -45,46 +68,46 @@ static int write_file(const char *path, const char *text, mode_t mode)
  * where orders and payments read it. */
 static int load_key(identity_app *app)
 {
-    const char *given = cfg_str("AUTH_PRIVATE_KEY", "");
+    const char *given = app->settings.private_key;
     char text[AUTH_KEY_B64_MAX + 2];
     if (given[0]) {
-        if (auth_key_from_secret_text(&app->key, given) < 0) {
+        if (auth_key_from_secret_text(&app->svc.callers.key, given) < 0) {
             log_msg(LOG_ERROR, NULL, "AUTH_PRIVATE_KEY is not a base64 Ed25519 secret key");
-            return -1;
+            return -EINVAL;
         }
     } else {
         char *stored = file_read(app->key_file, NULL);
         if (stored) {
-            int bad = auth_key_from_secret_text(&app->key, stored);
+            int bad = auth_key_from_secret_text(&app->svc.callers.key, stored);
             sodium_memzero(stored, strlen(stored));
             free(stored);
             if (bad) {
                 log_msg(LOG_ERROR, NULL, "%s does not hold an Ed25519 secret key", app->key_file);
-                return -1;
+                return -EINVAL;
             }
         } else {
-            auth_key_generate(&app->key);
-            auth_key_secret_text(&app->key, text);
+            auth_key_generate(&app->svc.callers.key);
+            auth_key_secret_text(&app->svc.callers.key, text);
             strcat(text, "\n");
             int rc = write_file(app->key_file, text, 0600);
             sodium_memzero(text, sizeof text);
             if (rc < 0) {
                 log_msg(LOG_ERROR, NULL, "cannot write the signing key to %s: %s", app->key_file,
                         strerror(-rc));
-                return -1;
+                return -EINVAL;
             }
             log_msg(LOG_INFO, NULL, "made a new signing key in %s", app->key_file);
         }
     }
     char pub[4096];
-    snprintf(pub, sizeof pub, "%s", cfg_str("AUTH_PUBLIC_KEY_FILE", ""));
+    snprintf(pub, sizeof pub, "%s", app->settings.public_key_file);
     if (!pub[0])
         snprintf(pub, sizeof pub, "%s.pub", app->key_file);
-    auth_key_public_text(&app->key, text);
+    auth_key_public_text(&app->svc.callers.key, text);
     strcat(text, "\n");
     if (write_file(pub, text, 0644) < 0) {
         log_msg(LOG_ERROR, NULL, "cannot write the public key to %s", pub);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -92,29 +115,31 @@ static int load_key(identity_app *app)
 static int configure(void *arg)
 {
     identity_app *app = arg;
-    int64_t ttl, failures, window, ops, mem_kib, at_once, secure;
-    if (cfg_int("TOKEN_TTL_S", 30, 86400, 900, &ttl) < 0 ||
-        cfg_int("SIGNIN_MAX_FAILURES", 1, 1000, 5, &failures) < 0 ||
-        cfg_int("SIGNIN_WINDOW_S", 1, 86400, 900, &window) < 0 ||
-        cfg_int("PASSWORD_OPSLIMIT", 1, 32, 2, &ops) < 0 ||
-        cfg_int("PASSWORD_MEMLIMIT_KIB", 8, 4 << 20, 19456, &mem_kib) < 0 ||
-        cfg_int("PASSWORD_HASHES_AT_ONCE", 1, 256, 4, &at_once) < 0 ||
-        cfg_int("COOKIE_SECURE", 0, 1, 0, &secure) < 0)
-        return -1;
-    app->token_ttl_s = (int)ttl;
-    app->max_failures = (int)failures;
-    app->window_s = (int)window;
+    const identity_settings *s = &app->settings;
+    app->token_ttl_s = (int)s->token_ttl_s;
+    app->max_failures = (int)s->max_failures;
+    app->window_s = (int)s->window_s;
     /* Whose X-Real-IP header names the client (the gateway's address). */
-    snprintf(app->trusted_proxies, sizeof app->trusted_proxies, "%s",
-             cfg_str("TRUSTED_PROXIES", "127.0.0.1 ::1"));
-    app->opslimit = (unsigned long long)ops;
-    app->memlimit = (size_t)mem_kib * 1024;
-    app->cookie_secure = secure != 0;
-    app->audience = cfg_str("TOKEN_AUDIENCE", "shop");
-    app->key_file = cfg_str("AUTH_PRIVATE_KEY_FILE", "var/identity-signing.key");
-    if (auth_init() < 0 || sem_init(&app->hashing, 0, (unsigned)at_once) != 0)
-        return -1;
+    snprintf(app->trusted_proxies, sizeof app->trusted_proxies, "%s", s->trusted_proxies);
+    app->opslimit = (unsigned long long)s->opslimit;
+    app->memlimit = (size_t)s->memlimit_kib * 1024;
+    app->cookie_secure = s->cookie_secure != 0;
+    app->key_file = s->private_key_file;
+    if (auth_init() < 0 || sem_init(&app->hashing, 0, (unsigned)s->hashes_at_once) != 0)
+        return -EINVAL;
     return 0;
+}
+
+/* The settings, for the commands that run without svc_run: its own table,
+ * and the audience tokens are signed for. */
+static int configure_alone(identity_app *app)
+{
+    caller_settings cs;
+    if (cfg_load(&identity_settings_table, &app->settings) < 0 ||
+        cfg_load(&caller_settings_table, &cs) < 0)
+        return -EINVAL;
+    app->svc.callers.audience = cs.audience;
+    return configure(app);
 }
 
 static int start(void *arg, const char *db_url)
@@ -122,7 +147,7 @@ static int start(void *arg, const char *db_url)
     (void)db_url;
     identity_app *app = arg;
     if (load_key(app) < 0)
-        return -1;
+        return -EINVAL;
     /* An unknown user's sign-in verifies against this, as long as a real one. */
     return identity_hash(app, "not a password of anyone", app->dummy_hash);
 }
@@ -135,12 +160,13 @@ static int make_operator(identity_app *app, const char *user_id)
         fprintf(stderr, "not a user id: %s\n", user_id);
         return 2;
     }
-    if (configure(app) < 0)
+    if (configure_alone(app) < 0)
         return 2;
     sigset_t none;
     sigemptyset(&none);
-    const char *db_url = cfg_str(DB_URL, DB_URL_DEFAULT);
-    if (svc_migrate(DB_URL, db_url, cfg_str("IDENTITY_MIGRATIONS_DIR", "db/identity"), &none) < 0)
+    const char *db_url = app->settings.own.db_url;
+    if (svc_migrate(identity_settings_list[1].name, db_url, NULL, app->settings.own.migrations,
+                    &none) < 0)
         return 1;
     unsigned char raw[18];
     char password[32], hash[crypto_pwhash_STRBYTES];
@@ -150,7 +176,7 @@ static int make_operator(identity_app *app, const char *user_id)
     static const db_stmt *const sets[] = {identity_stmts, NULL};
     db_pool *pool = db_pool_new(db_url, 1, sets);
     db_conn *c = NULL;
-    int rc = pool && identity_hash(app, password, hash) == 0 ? db_acquire(pool, 5000, &c) : -1;
+    int rc = pool && identity_hash(app, password, hash) == 0 ? db_acquire(pool, 5000, &c) : -ENOMEM;
     if (rc == 0)
         rc = store_operator_set(c, user_id, hash);
     db_release(pool, c);
@@ -175,9 +201,9 @@ static int operator_token(identity_app *app, const char *user_id)
         fprintf(stderr, "not a user id: %s\n", user_id);
         return 2;
     }
-    if (configure(app) < 0)
+    if (configure_alone(app) < 0)
         return 2;
-    if (!cfg_str("AUTH_PRIVATE_KEY", "")[0] && access(app->key_file, R_OK) != 0) {
+    if (!app->settings.private_key[0] && access(app->key_file, R_OK) != 0) {
         fprintf(stderr, "no signing key at %s: has identity run here?\n", app->key_file);
         return 1;
     }
@@ -196,29 +222,12 @@ static int operator_token(identity_app *app, const char *user_id)
 int main(int argc, char **argv)
 {
     static identity_app app;
-    if (argc == 3 && strcmp(argv[1], "operator") == 0) {
-        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "info")));
-        return make_operator(&app, argv[2]);
-    }
-    if (argc == 3 && strcmp(argv[1], "operator-token") == 0) {
-        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "warn")));
-        return operator_token(&app, argv[2]);
-    }
-    if (argc != 1) {
-        fprintf(stderr, "usage: identity [operator USER_ID | operator-token USER_ID]\n");
-        return 2;
-    }
     static const db_stmt *const stmts[] = {identity_stmts, NULL};
     static const svc_def def = {
         .name = "identity",
-        .port = 8082,
-        .db_url = DB_URL,
-        .db_url_default = DB_URL_DEFAULT,
-        .migrations = "IDENTITY_MIGRATIONS_DIR",
-        .migrations_default = "db/identity",
-        .spec = "IDENTITY_OPENAPI",
-        .spec_default = "api/identity.yaml",
         .docs_title = "Shop identity API",
+        .settings = &identity_settings_table,
+        .values = offsetof(identity_app, settings),
         .stmt_sets = stmts,
         .routes = identity_routes,
         .nroutes = IDENTITY_NROUTES,
@@ -228,5 +237,18 @@ int main(int argc, char **argv)
         .configure = configure,
         .start = start,
     };
+    if (argc == 3 && strcmp(argv[1], "operator") == 0) {
+        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "info")));
+        return make_operator(&app, argv[2]);
+    }
+    if (argc == 3 && strcmp(argv[1], "operator-token") == 0) {
+        log_init("identity", log_level_parse(cfg_str("LOG_LEVEL", "warn")));
+        return operator_token(&app, argv[2]);
+    }
+    int help = svc_help(&def, argc, argv,
+                        "identity [--help | --settings-tsv | operator USER_ID | "
+                        "operator-token USER_ID]");
+    if (help >= 0)
+        return help;
     return svc_run(&def, &app);
 }

@@ -1,6 +1,7 @@
 #include "lib/auth.h"
 #include "lib/valid.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -15,7 +16,7 @@
 
 int auth_init(void)
 {
-    return sodium_init() < 0 ? -1 : 0; /* 1: already done, fine */
+    return sodium_init() < 0 ? -EIO : 0; /* 1: already done, fine */
 }
 
 void auth_key_generate(auth_key *k)
@@ -46,7 +47,7 @@ static int decode_exact(const char *text, unsigned char *out, size_t want, int v
     const char *end = NULL;
     if (sodium_base642bin(out, want, text, strlen(text), " \n\r\t", &got, &end, variant) != 0 ||
         got != want || (end && *end != '\0'))
-        return -1;
+        return -EINVAL;
     return 0;
 }
 
@@ -63,7 +64,7 @@ int auth_key_from_secret_text(auth_key *k, const char *text)
         sodium_memzero(seed, sizeof seed);
         sodium_memzero(sk, sizeof sk);
         memset(k, 0, sizeof *k);
-        return -1;
+        return -EINVAL;
     }
     sodium_memzero(seed, sizeof seed);
     sodium_memzero(sk, sizeof sk);
@@ -184,21 +185,21 @@ int auth_verify(const auth_key *k, const char *token, const char *audience, int6
     memset(out, 0, sizeof *out);
     size_t len = token ? strnlen(token, AUTH_TOKEN_MAX + 1) : 0;
     if (len == 0 || len > AUTH_TOKEN_MAX)
-        return AUTH_MALFORMED;
+        return -AUTH_MALFORMED;
     const char *dot1 = strchr(token, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     if (!dot1 || !dot2 || strchr(dot2 + 1, '.') || dot1 == token || dot2 == dot1 + 1 ||
         dot2[1] == '\0')
-        return AUTH_MALFORMED;
+        return -AUTH_MALFORMED;
 
     /* The header first: only EdDSA, whatever else it says. */
     json_t *header = json_part(token, (size_t)(dot1 - token));
     if (!header)
-        return AUTH_MALFORMED;
+        return -AUTH_MALFORMED;
     const char *alg = json_string_value(json_object_get(header, "alg"));
     bool eddsa = alg && strcmp(alg, "EdDSA") == 0 && !json_object_get(header, "crit");
     json_decref(header);
     if (!eddsa)
-        return AUTH_ALGORITHM;
+        return -AUTH_ALGORITHM;
 
     size_t sig_len = 0;
     unsigned char *sig = part(dot2 + 1, strlen(dot2 + 1), &sig_len);
@@ -207,12 +208,12 @@ int auth_verify(const auth_key *k, const char *token, const char *audience, int6
                                                     (size_t)(dot2 - token), k->pk) == 0;
     free(sig);
     if (!signed_by_us)
-        return AUTH_SIGNATURE;
+        return -AUTH_SIGNATURE;
 
     json_t *claims = json_part(dot1 + 1, (size_t)(dot2 - dot1 - 1));
     if (!claims)
-        return AUTH_MALFORMED;
-    int rc = AUTH_OK;
+        return -AUTH_MALFORMED;
+    int rc = 0;
     const char *iss = json_string_value(json_object_get(claims, "iss"));
     const char *sub = json_string_value(json_object_get(claims, "sub"));
     const char *role = json_string_value(json_object_get(claims, "role"));
@@ -220,14 +221,14 @@ int auth_verify(const auth_key *k, const char *token, const char *audience, int6
     json_t *iat = json_object_get(claims, "iat"), *exp = json_object_get(claims, "exp");
     if (!iss || strcmp(iss, AUTH_ISSUER) != 0 ||
         !audience_matches(json_object_get(claims, "aud"), audience))
-        rc = AUTH_AUDIENCE;
+        rc = -AUTH_AUDIENCE;
     else if (!sub || !valid_user_id(sub) || !role ||
              (strcmp(role, "user") != 0 && strcmp(role, "operator") != 0) ||
              !json_is_integer(iat) || !json_is_integer(exp) || (jti && strlen(jti) >= 33))
-        rc = AUTH_CLAIMS;
+        rc = -AUTH_CLAIMS;
     else if (json_integer_value(exp) <= now - LEEWAY_S || json_integer_value(iat) > now + LEEWAY_S)
-        rc = AUTH_EXPIRED;
-    if (rc == AUTH_OK) {
+        rc = -AUTH_EXPIRED;
+    if (rc == 0) {
         snprintf(out->sub, sizeof out->sub, "%s", sub);
         out->role = strcmp(role, "operator") == 0 ? AUTH_OPERATOR : AUTH_USER;
         out->iat = json_integer_value(iat);
@@ -236,26 +237,6 @@ int auth_verify(const auth_key *k, const char *token, const char *audience, int6
     }
     json_decref(claims);
     return rc;
-}
-
-const char *auth_strerror(int rc)
-{
-    switch (rc) {
-    case AUTH_OK:
-        return "ok";
-    case AUTH_MALFORMED:
-        return "malformed token";
-    case AUTH_ALGORITHM:
-        return "unsupported algorithm";
-    case AUTH_SIGNATURE:
-        return "bad signature";
-    case AUTH_AUDIENCE:
-        return "wrong audience or issuer";
-    case AUTH_EXPIRED:
-        return "token expired";
-    default:
-        return "bad claims";
-    }
 }
 
 typedef struct cache_slot {
@@ -321,11 +302,11 @@ int auth_verify_cached(auth_cache *c, const auth_key *k, const char *token, cons
     pthread_mutex_unlock(&s->lock);
     if (hit) {
         atomic_fetch_add(&c->hits, 1);
-        return AUTH_OK;
+        return 0;
     }
     atomic_fetch_add(&c->misses, 1);
     int rc = auth_verify(k, token, audience, now, out);
-    if (rc != AUTH_OK)
+    if (rc != 0)
         return rc;
     pthread_mutex_lock(&s->lock);
     memcpy(s->key, key, sizeof key);
@@ -335,7 +316,7 @@ int auth_verify_cached(auth_cache *c, const auth_key *k, const char *token, cons
     s->until = out->exp + LEEWAY_S;
     s->claims = *out;
     pthread_mutex_unlock(&s->lock);
-    return AUTH_OK;
+    return 0;
 }
 
 void auth_cache_counts(auth_cache *c, uint64_t *hits, uint64_t *misses)

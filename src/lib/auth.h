@@ -1,4 +1,4 @@
-/* Signed tokens (DESIGN §3): identity signs, orders and payments verify
+/* Signed tokens (docs/architecture.md, "The parts"): identity signs, orders and payments verify
  * in-process, with no call to identity per request. A token is a JWT (RFC
  * 7519) in JWS compact form signed with Ed25519 ("EdDSA", RFC 8037) by
  * libsodium: base64url(header).base64url(claims).base64url(signature).
@@ -9,6 +9,8 @@
  * and the part to get right (what a verifier accepts) is a few lines. */
 #ifndef SHOP_AUTH_H
 #define SHOP_AUTH_H
+
+#include "lib/err.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -35,18 +37,7 @@ typedef struct auth_key {
     bool has_sk;
 } auth_key;
 
-/* Why a token was refused (negative), or 0. */
-enum {
-    AUTH_OK = 0,
-    AUTH_MALFORMED = -1, /* not three base64url parts of JSON, too long */
-    AUTH_ALGORITHM = -2, /* a header asking for anything but EdDSA */
-    AUTH_SIGNATURE = -3, /* not signed by our key */
-    AUTH_AUDIENCE = -4,  /* for another audience, or another issuer */
-    AUTH_EXPIRED = -5,   /* past its exp, or issued in the future */
-    AUTH_CLAIMS = -6,    /* a claim missing or of the wrong shape */
-};
-
-/* Initialises libsodium once; 0, or -1 when it cannot. Thread-safe. */
+/* Initialises libsodium once; 0, or -EIO when it cannot. Thread-safe. */
 int auth_init(void);
 
 /* A new key pair. */
@@ -57,7 +48,7 @@ void auth_key_from_seed(auth_key *k, const unsigned char seed[32]);
 
 /* Keys as text (standard base64 of the raw bytes): the secret key's 64
  * bytes (the public key is derived from them) and the public key's 32.
- * `out` has room for AUTH_KEY_B64_MAX. Parsing returns 0 or -1. */
+ * `out` has room for AUTH_KEY_B64_MAX. Parsing returns 0 or -EINVAL. */
 void auth_key_secret_text(const auth_key *k, char *out);
 void auth_key_public_text(const auth_key *k, char *out);
 int auth_key_from_secret_text(auth_key *k, const char *text);
@@ -68,7 +59,7 @@ int auth_key_from_public_text(auth_key *k, const char *text);
 char *auth_sign(const auth_key *k, const auth_claims *c, const char *audience);
 
 /* Checks `token` against `k` for `audience` at time `now` (seconds) and
- * fills `out`. Returns AUTH_OK or the reason it was refused. */
+ * fills `out`. Returns 0 or the reason it was refused. */
 int auth_verify(const auth_key *k, const char *token, const char *audience, int64_t now,
                 auth_claims *out);
 
@@ -93,9 +84,6 @@ int auth_verify_cached(auth_cache *c, const auth_key *k, const char *token, cons
 
 /* Lookups answered from the cache, and those that verified a signature. */
 void auth_cache_counts(auth_cache *c, uint64_t *hits, uint64_t *misses);
-
-/* "malformed token", ... */
-const char *auth_strerror(int rc);
 
 /* "user", "operator". */
 const char *auth_role_name(auth_role r);

@@ -1,6 +1,7 @@
 #include "lib/books.h"
 #include "lib/log.h"
-#include "lib/svc.h"
+#include "lib/answer.h"
+#include "lib/caller.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +18,9 @@ static bool valid_pattern(const char *s)
 void books_check(http_req *req, http_res *res)
 {
     const books_service *s = req->ctx;
-    svc_parts *parts = (svc_parts *)((char *)req->app + s->parts);
-    svc_caller who;
-    if (!svc_caller_of(req, res, parts, false, &who))
+    db_pool *db = *(db_pool **)((char *)req->app + s->db);
+    caller who;
+    if (!caller_of(req, res, (const callers *)((char *)req->app + s->callers), false, &who))
         return;
     if (who.claims.role != AUTH_OPERATOR) {
         http_error(res, 403, "operator_only", "the books are checked by operators");
@@ -36,12 +37,12 @@ void books_check(http_req *req, http_res *res)
     db_conn *c = NULL;
     PGresult *r = NULL;
     const char *params[] = {users};
-    int rc = db_acquire(parts->db, 1000, &c);
+    int rc = db_acquire(db, 1000, &c);
     if (rc == 0)
         rc = db_exec(c, BOOKS_STMT, 1, params, &r);
-    db_release(parts->db, c);
+    db_release(db, c);
     if (rc < 0) {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
         return;
     }
     json_t *checks = json_array();

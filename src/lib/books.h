@@ -14,9 +14,10 @@
 
 #define BOOKS_STMT "books_check"
 
-/* The route's ctx: offsetof(app type, its svc_parts). */
+/* The route's ctx: where the app keeps its pool and its callers. */
 typedef struct books_service {
-    size_t parts;
+    size_t db;      /* offsetof(app type, its db_pool *) */
+    size_t callers; /* offsetof(app type, its callers) */
 } books_service;
 
 #define BOOKS_ROUTE(service)                                                                       \

@@ -4,6 +4,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -216,57 +217,63 @@ static void note_failure(consumer *cs, int rc, const char *sqlstate, int n)
 
 enum { ISOLATED, ISOLATION_SYSTEMIC, ISOLATION_STOPPED };
 
-/* Runs each of msgs[0..n) alone after their batch failed with `sqlstate`,
- * and dead-letters the ones that fail alone. When every message of a batch
- * of several fails alone as the batch did, the fault is the database's,
- * not theirs: none is set aside (ISOLATION_SYSTEMIC), and all are tried
- * again later. *dead counts the messages set aside. */
+bool consumer_fault_is_systemic(const char *batch_state, const consumer_alone *alone, int n,
+                                bool *aside)
+{
+    int same = 0;
+    for (int i = 0; i < n; i++)
+        same += alone[i].failed && strcmp(alone[i].sqlstate, batch_state) == 0;
+    bool systemic = n > 1 && same == n;
+    for (int i = 0; i < n; i++)
+        aside[i] = !systemic && alone[i].failed;
+    return systemic;
+}
+
+/* Runs each of msgs[0..n) alone after their batch failed with `sqlstate`
+ * (transient failures waited out), then sets aside the ones
+ * consumer_fault_is_systemic says to, each in a transaction of its own;
+ * or none, when the fault is the database's (ISOLATION_SYSTEMIC), and all
+ * are tried again later, as they are without memory for the bookkeeping.
+ * *dead counts the messages set aside. */
 static int isolate(consumer *cs, rd_kafka_message_t **msgs, int n, const char *sqlstate, int *dead)
 {
-    /* Which failed alone as the batch did: set aside only once the others
-     * showed that the fault is not everyone's. Without memory for this
-     * bookkeeping, each is set aside at once, as a failure of its own. */
-    bool *same = calloc((size_t)n, sizeof *same);
-    int failed_same = 0, backoff;
-    char one_state[6];
+    consumer_alone *alone = calloc((size_t)n, sizeof *alone);
+    bool *aside = calloc((size_t)n, sizeof *aside);
+    int how = ISOLATION_SYSTEMIC, backoff;
     *dead = 0;
+    if (!alone || !aside)
+        goto done;
     for (int i = 0; i < n; i++) {
         int one_dead = 0, one;
         backoff = 100;
-        while ((one = run_batch(cs, &msgs[i], 1, &one_dead, one_state)) != 0 && db_transient(one)) {
-            note_failure(cs, one, one_state, 1);
-            if (!back_off(cs, &backoff))
-                goto stopped;
+        while ((one = run_batch(cs, &msgs[i], 1, &one_dead, alone[i].sqlstate)) != 0 &&
+               db_transient(one)) {
+            note_failure(cs, one, alone[i].sqlstate, 1);
+            if (!back_off(cs, &backoff)) {
+                how = ISOLATION_STOPPED;
+                goto done;
+            }
         }
-        if (one == 0) {
+        alone[i].failed = one != 0;
+        if (one == 0)
             *dead += one_dead;
-        } else if (same && strcmp(one_state, sqlstate) == 0) {
-            same[i] = true;
-            failed_same++;
-        } else {
-            backoff = 100;
-            while (dead_letter_alone(cs, msgs[i], one_state) != 0)
-                if (!back_off(cs, &backoff))
-                    goto stopped;
-            (*dead)++;
-        }
     }
-    if (n > 1 && failed_same == n) {
-        free(same);
-        return ISOLATION_SYSTEMIC;
-    }
-    for (int i = 0; same && i < n; i++) {
+    if (consumer_fault_is_systemic(sqlstate, alone, n, aside))
+        goto done;
+    for (int i = 0; i < n; i++) {
         backoff = 100;
-        while (same[i] && dead_letter_alone(cs, msgs[i], sqlstate) != 0)
-            if (!back_off(cs, &backoff))
-                goto stopped;
-        *dead += same[i];
+        while (aside[i] && dead_letter_alone(cs, msgs[i], alone[i].sqlstate) != 0)
+            if (!back_off(cs, &backoff)) {
+                how = ISOLATION_STOPPED;
+                goto done;
+            }
+        *dead += aside[i];
     }
-    free(same);
-    return ISOLATED;
-stopped:
-    free(same);
-    return ISOLATION_STOPPED;
+    how = ISOLATED;
+done:
+    free(alone);
+    free(aside);
+    return how;
 }
 
 /* Runs the *n messages until they are durable: as a batch, or one by one
@@ -412,12 +419,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /* Number of partitions of the consumer's topic (0 when it does not exist,
- * -1 when the cluster did not answer). */
+ * -ETIMEDOUT when the cluster did not answer). */
 static int topic_partitions(consumer *cs)
 {
     rd_kafka_topic_t *t = rd_kafka_topic_new(cs->rk, cs->cfg.topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
-    int n = -1;
+    int n = -ETIMEDOUT;
     if (t && rd_kafka_metadata(cs->rk, 0, t, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR)
         n = md->topic_cnt == 1 && !md->topics[0].err ? md->topics[0].partition_cnt : 0;
     if (md)
@@ -427,11 +434,12 @@ static int topic_partitions(consumer *cs)
     return n;
 }
 
-/* Number of members of the consumer's group, or -1. */
+/* Number of members of the consumer's group, or -ETIMEDOUT when the
+ * cluster did not answer. */
 static int group_members(consumer *cs)
 {
     const struct rd_kafka_group_list *groups = NULL;
-    int n = -1;
+    int n = -ETIMEDOUT;
     if (rd_kafka_list_groups(cs->rk, cs->cfg.group, &groups, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         groups->group_cnt == 1)
         n = groups->groups[0].member_cnt;
@@ -568,6 +576,8 @@ void consumer_stop(consumer *cs)
     free(cs);
 }
 
+/* Messages behind the ends of the partitions the consumer owns, or -1 (the
+ * gauge's "unknown") when the broker did not say. */
 static int64_t lag(consumer *cs)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -613,8 +623,10 @@ void consumer_refresh(consumer *cs)
 static void series(FILE *out, const char *name, const char *type, const char *help,
                    const char *topic, uint64_t value)
 {
+    char labels[128];
+    snprintf(labels, sizeof labels, "topic=\"%s\"", topic);
     metrics_header(out, name, type, help);
-    fprintf(out, "%s{topic=\"%s\"} %" PRIu64 "\n", name, topic, value);
+    metrics_sample(out, name, labels, value);
 }
 
 void consumer_metrics(consumer *cs, FILE *out)
@@ -646,10 +658,11 @@ void consumer_metrics(consumer *cs, FILE *out)
            atomic_load(&cs->revoked));
     metrics_header(out, "consumer_offset_commits_total", "counter",
                    "Offset commits by outcome (a failed one means a redelivery)");
-    fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"ok\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->commits_ok));
-    fprintf(out, "consumer_offset_commits_total{topic=\"%s\",result=\"failed\"} %" PRIu64 "\n", t,
-            atomic_load(&cs->commits_failed));
+    char labels[160];
+    snprintf(labels, sizeof labels, "topic=\"%s\",result=\"ok\"", t);
+    metrics_sample(out, "consumer_offset_commits_total", labels, atomic_load(&cs->commits_ok));
+    snprintf(labels, sizeof labels, "topic=\"%s\",result=\"failed\"", t);
+    metrics_sample(out, "consumer_offset_commits_total", labels, atomic_load(&cs->commits_failed));
     series(out, "consumer_assigned_partitions", "gauge", "Partitions the consumer owns now", t,
            (uint64_t)atomic_load(&cs->assigned));
     series(out, "consumer_paused", "gauge",
@@ -659,3 +672,16 @@ void consumer_metrics(consumer *cs, FILE *out)
                    "Messages behind the partitions' ends (as of the last refresh, every 2 s)");
     fprintf(out, "consumer_lag{topic=\"%s\"} %" PRId64 "\n", t, atomic_load(&cs->lag_seen));
 }
+
+static const cfg_setting consumer_settings_list[] = {
+    CFG_I("CONSUMER_BATCH", consumer_settings, batch, 1, 10000, 256,
+          "messages handled per consumer transaction"),
+    CFG_I("CONSUMER_GATHER_MS", consumer_settings, gather_ms, 0, 1000, 5,
+          "a consumer whose last batch had more than one message waits this long for more "
+          "before its transaction; a lone message goes at once"),
+    CFG_I("CONSUMER_COMMIT_INTERVAL_MS", consumer_settings, commit_interval_ms, 0, 60000, 1000,
+          "consumers commit handled offsets to Kafka at most this often, and at once on a "
+          "revoke or a stop; a crash redelivers at most this much, which the inbox absorbs "
+          "(0: after every batch)"),
+};
+const cfg_table consumer_settings_table = CFG_TABLE("consumer", consumer_settings_list);

@@ -1,5 +1,5 @@
 /* A batch consumer that turns Kafka messages into database changes
- * exactly once (DESIGN §3, §5). It takes up to `batch` messages per poll,
+ * exactly once (docs/architecture.md, "The guarantees"). It takes up to `batch` messages per poll,
  * handles them all in ONE transaction, commits it, and only then counts
  * its Kafka offsets as handled. So a message is acknowledged only after its
  * effects are durable, and a crash anywhere redelivers it (the handler
@@ -29,6 +29,7 @@
 #ifndef SHOP_CONSUMER_H
 #define SHOP_CONSUMER_H
 
+#include "lib/config.h"
 #include "lib/db.h"
 
 #include <librdkafka/rdkafka.h>
@@ -44,11 +45,33 @@ typedef struct consumer_verdict {
     char why[256]; /* the reason, when poison */
 } consumer_verdict;
 
+/* How one message of a failed batch fared when it ran alone. */
+typedef struct consumer_alone {
+    bool failed;
+    char sqlstate[6]; /* when failed: the database's code ("" if none) */
+} consumer_alone;
+
+/* The rule that keeps a database failure out of the dead letters: after a
+ * batch of n failed with SQLSTATE `batch_state` and each of its messages
+ * ran alone (alone[i]), returns true, marking none, when every one of
+ * several failed alone as the batch did: the fault is the database's (a
+ * schema, privilege, limit or disk failure), and all are tried again
+ * later. Otherwise returns false and marks aside[i] for each message that
+ * failed alone: that failure is its own, and it is dead-lettered. */
+bool consumer_fault_is_systemic(const char *batch_state, const consumer_alone *alone, int n,
+                                bool *aside);
+
 /* Handles msgs[0..n) in the batch's transaction, with as few statements as
  * it can (set-based SQL over the whole batch). Marks each message it cannot
  * handle in verdicts[] (zeroed by the caller). Returns 0 or -DB_*. */
 typedef int (*consumer_handle_fn)(db_conn *conn, rd_kafka_message_t *const *msgs, int n, void *app,
                                   consumer_verdict *verdicts);
+
+/* The consumer's settings every service with messages reads. */
+typedef struct consumer_settings {
+    int64_t batch, gather_ms, commit_interval_ms;
+} consumer_settings;
+extern const cfg_table consumer_settings_table;
 
 typedef struct consumer_config {
     const char *brokers;

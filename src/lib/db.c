@@ -118,30 +118,6 @@ static void note_error(db_conn *c, const PGresult *r)
     c->in_doubt = c->broken && c->may_commit;
 }
 
-const char *db_strerror(int rc)
-{
-    switch (rc) {
-    case 0:
-        return "ok";
-    case -DB_UNAVAILABLE:
-        return "database unavailable";
-    case -DB_UNIQUE:
-        return "unique violation";
-    case -DB_CHECK:
-        return "check violation";
-    case -DB_RANGE:
-        return "value out of range";
-    case -DB_CONFLICT:
-        return "serialization conflict";
-    case -DB_SYSTEMIC:
-        return "database failing for every caller";
-    case -DB_REFUSED:
-        return "connection refused by the server (password, role, database)";
-    default:
-        return "database error";
-    }
-}
-
 bool db_transient(int rc)
 {
     return rc == -DB_UNAVAILABLE || rc == -DB_CONFLICT || rc == -DB_SYSTEMIC || rc == -DB_REFUSED;
@@ -718,7 +694,7 @@ static int sql_file(const struct dirent *e)
     return n > 4 && strcmp(e->d_name + n - 4, ".sql") == 0;
 }
 
-int db_migrate(db_pool *pool, const char *dir)
+int db_migrate(db_pool *pool, const char *dir, const char *prefix)
 {
     struct dirent **files = NULL;
     int nfiles = scandir(dir, &files, sql_file, by_name);
@@ -743,12 +719,15 @@ int db_migrate(db_pool *pool, const char *dir)
             rc = -DB_FAILED;
             break;
         }
-        const char *name = files[i]->d_name;
+        char name[512];
+        snprintf(name, sizeof name, "%s%s%s", prefix ? prefix : "", prefix ? "/" : "",
+                 files[i]->d_name);
+        const char *param = name;
         PGresult *r = NULL;
         if ((rc = db_begin(c)) == 0 &&
             (rc = db_exec_sql(c, "SELECT pg_advisory_xact_lock(7265)")) == 0) {
             r = PQexecParams(c->pg, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
-                             &name, NULL, NULL, 0);
+                             &param, NULL, NULL, 0);
             rc = finish(c, r, "schema_migrations lookup", &r);
         }
         bool applied = rc == 0 && PQntuples(r) > 0;
@@ -757,7 +736,7 @@ int db_migrate(db_pool *pool, const char *dir)
             rc = db_exec_sql(c, sql);
             if (rc == 0) {
                 r = PQexecParams(c->pg, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL,
-                                 &name, NULL, NULL, 0);
+                                 &param, NULL, NULL, 0);
                 rc = finish(c, r, "schema_migrations insert", NULL);
             }
             if (rc == 0)
@@ -772,4 +751,28 @@ done:
         free(files[i]);
     free(files);
     return rc;
+}
+
+static const cfg_setting db_settings_list[] = {
+    CFG_I("DB_POOL_SIZE", db_settings, pool_size, 2, 256, 24,
+          "database connections per service, all opened at start-up"),
+    CFG_I("DB_STALL_MS", db_settings, stall_ms, 0, 3600000, 800,
+          "a command waiting for the database gives up (503, connection closed) when no "
+          "connection of the pool has heard from the server for this long (0: as long as libpq)"),
+    CFG_I("DB_CONNECT_TIMEOUT_MS", db_settings, connect_timeout_ms, 100, 600000, 800,
+          "a connection attempt (TCP and start-up) gives up after this"),
+    CFG_I("DB_STATEMENT_TIMEOUT_MS", db_settings, statement_timeout_ms, 0, 86400000, 30000,
+          "the server's statement_timeout for the services' connections (a cancelled statement "
+          "is retried or answers 503); TCP keepalives and tcp_user_timeout are set too"),
+};
+const cfg_table db_settings_table = CFG_TABLE("db", db_settings_list);
+
+db_pool *db_pool_open(const char *conninfo, const db_stmt *const *stmt_sets, const db_settings *s)
+{
+    db_pool *pool = db_pool_new(conninfo, (int)s->pool_size, stmt_sets);
+    if (!pool)
+        return NULL;
+    db_pool_guard(pool, (int)s->stall_ms, (int)s->connect_timeout_ms, (int)s->statement_timeout_ms);
+    db_pool_warm(pool);
+    return pool;
 }

@@ -4,6 +4,9 @@
 #ifndef SHOP_DB_H
 #define SHOP_DB_H
 
+#include "lib/config.h"
+#include "lib/err.h"
+
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,21 +16,6 @@
  * us away for good (authentication, an unknown role or database, pg_hba)
  * rather than that it could not be reached or is starting. Pure. */
 bool db_connect_refused(const char *message);
-
-/* Error codes (negated on return), above errno's range. */
-enum {
-    DB_UNAVAILABLE = 1000, /* cannot reach the server, or it went away */
-    DB_UNIQUE,             /* unique_violation (23505) */
-    DB_CHECK,              /* check_violation (23514) */
-    DB_RANGE,              /* numeric_value_out_of_range (22003) */
-    DB_CONFLICT,           /* serialization failure or deadlock: retry */
-    DB_FAILED,             /* anything else: a bug, bad SQL, or bad data */
-    DB_SYSTEMIC,           /* the database refuses every caller alike: a
-                            * schema, privilege, limit or disk failure */
-    DB_REFUSED,            /* the server turned the connection away: a wrong
-                            * password, role or database name, no pg_hba
-                            * entry, or a connection string it cannot read */
-};
 
 /* The return code for a failed command's SQLSTATE: -DB_UNAVAILABLE and
  * -DB_CONFLICT for what passes with time (retry), -DB_SYSTEMIC for what
@@ -41,9 +29,6 @@ int db_classify(const char *sqlstate, bool broken);
  * is a wrong setting: svc_migrate exits on it.) */
 bool db_transient(int rc);
 
-/* A short name for a return code of this module ("unavailable", ...). */
-const char *db_strerror(int rc);
-
 /* A named statement, prepared on every connection the pool opens. */
 typedef struct db_stmt {
     const char *name;
@@ -51,7 +36,7 @@ typedef struct db_stmt {
 } db_stmt;
 
 /* A timestamptz column as the API shows it: UTC, milliseconds, ISO 8601
- * ("2026-11-25T12:11:29.595Z"). For SQL text: TS("created_at"). */
+ * ("2026-11-25T12:11:29.595Z"). For SQL text: DB_TS("created_at"). */
 #define DB_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 typedef struct db_pool db_pool;
@@ -62,6 +47,16 @@ typedef struct db_conn db_conn;
  * is a NULL-terminated list of arrays, each ending with a {NULL, NULL}
  * entry; all are borrowed for the pool's life. */
 db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_sets);
+
+/* The pool's settings every service reads. */
+typedef struct db_settings {
+    int64_t pool_size, stall_ms, connect_timeout_ms, statement_timeout_ms;
+} db_settings;
+extern const cfg_table db_settings_table;
+
+/* A pool sized and guarded as `s` says (db_pool_guard), its connections
+ * opened now. NULL without memory. */
+db_pool *db_pool_open(const char *conninfo, const db_stmt *const *stmt_sets, const db_settings *s);
 void db_pool_free(db_pool *pool);
 
 /* Bounds every exchange with the server (a pool without this waits as long
@@ -170,8 +165,10 @@ bool db_in_doubt(const db_conn *conn);
 void db_set_deadline(db_conn *conn, int64_t deadline_ms);
 
 /* Applies the *.sql files of `dir` in name order, each once, each in its
- * own transaction, recorded in schema_migrations. Safe to run from several
- * instances at once (an advisory lock serialises them). Returns 0 or -DB_*. */
-int db_migrate(db_pool *pool, const char *dir);
+ * own transaction, recorded in schema_migrations by its name, after
+ * `prefix` and a slash when not NULL (lib's migrations are "lib/001_...",
+ * apart from the service's own). Safe to run from several instances at
+ * once (an advisory lock serialises them). Returns 0 or -DB_*. */
+int db_migrate(db_pool *pool, const char *dir, const char *prefix);
 
 #endif

@@ -1,7 +1,7 @@
 #include "lib/deadletters.h"
 #include "lib/config.h"
 #include "lib/log.h"
-#include "lib/svc.h"
+#include "lib/answer.h"
 #include "lib/valid.h"
 
 #include <errno.h>
@@ -79,18 +79,18 @@ static json_t *row_json(PGresult *r, int i)
     return j;
 }
 
-/* The caller, who must be an operator; NULL with the answer in `res`. */
-static svc_parts *operator_only(http_req *req, http_res *res, bool write, svc_caller *who)
+/* The caller, who must be an operator: the service's pool, or NULL with
+ * the answer in `res`. */
+static db_pool *operator_only(http_req *req, http_res *res, bool write, caller *who)
 {
     const deadletter_service *s = req->ctx;
-    svc_parts *parts = (svc_parts *)((char *)req->app + s->parts);
-    if (!svc_caller_of(req, res, parts, write, who))
+    if (!caller_of(req, res, (const callers *)((char *)req->app + s->callers), write, who))
         return NULL;
     if (who->claims.role != AUTH_OPERATOR) {
         http_error(res, 403, "operator_only", "the dead-letter tools are for operators");
         return NULL;
     }
-    return parts;
+    return *(db_pool **)((char *)req->app + s->db);
 }
 
 static bool parse_id(http_req *req, http_res *res, int64_t *id)
@@ -103,9 +103,9 @@ static bool parse_id(http_req *req, http_res *res, int64_t *id)
 
 void deadletter_list(http_req *req, http_res *res)
 {
-    svc_caller who;
-    svc_parts *parts = operator_only(req, res, false, &who);
-    if (!parts)
+    caller who;
+    db_pool *db = operator_only(req, res, false, &who);
+    if (!db)
         return;
     const char *state = http_query(req, "state"), *limit_s = http_query(req, "limit");
     const char *cursor_s = http_query(req, "cursor");
@@ -125,12 +125,12 @@ void deadletter_list(http_req *req, http_res *res)
     const char *params[] = {state && strcmp(state, "all") == 0 ? "true" : "false", c_s, l_s};
     db_conn *c = NULL;
     PGresult *r = NULL;
-    int rc = db_acquire(parts->db, 1000, &c);
+    int rc = db_acquire(db, 1000, &c);
     if (rc == 0)
         rc = db_exec(c, "dl_list", 3, params, &r);
-    db_release(parts->db, c);
+    db_release(db, c);
     if (rc < 0) {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
         return;
     }
     int n = PQntuples(r), shown = n > limit ? (int)limit : n;
@@ -148,9 +148,8 @@ void deadletter_list(http_req *req, http_res *res)
  * when `row` is not NULL, gives the row as it is now. Returns 0, -ENOENT,
  * -EALREADY (resolved before), -EINVAL (the handler still refuses it:
  * `why`), or -DB_*. */
-static int resolve(void *app, const deadletter_service *s, svc_parts *parts, int64_t id,
-                   bool replay, const char *by, const char *note, char *why, size_t whylen,
-                   json_t **row)
+static int resolve(void *app, const deadletter_service *s, db_pool *db, int64_t id, bool replay,
+                   const char *by, const char *note, char *why, size_t whylen, json_t **row)
 {
     char id_s[24];
     snprintf(id_s, sizeof id_s, "%" PRId64, id);
@@ -158,7 +157,7 @@ static int resolve(void *app, const deadletter_service *s, svc_parts *parts, int
     db_conn *c = NULL;
     PGresult *r = NULL, *marked = NULL;
     unsigned char *key = NULL, *payload = NULL;
-    int rc = db_acquire(parts->db, 1000, &c);
+    int rc = db_acquire(db, 1000, &c);
     if (rc == 0)
         rc = db_begin(c);
     if (rc == 0)
@@ -192,7 +191,7 @@ static int resolve(void *app, const deadletter_service *s, svc_parts *parts, int
         rc = db_exec(c, "dl_resolve", 4, mark, &marked);
     if (rc == 0)
         rc = db_commit(c);
-    db_release(parts->db, c); /* rolls back what did not commit */
+    db_release(db, c); /* rolls back what did not commit */
     if (rc == 0 && row)
         *row = row_json(marked, 0);
     PQclear(r), PQclear(marked);
@@ -214,20 +213,19 @@ static void answer(http_res *res, int rc, int64_t id, json_t *row, const char *w
     else if (rc == -EINVAL)
         http_error(res, 409, "still_refused", "the consumer still refuses it: %s", why);
     else
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
 }
 
 void deadletter_replay(http_req *req, http_res *res)
 {
-    svc_caller who;
-    svc_parts *parts = operator_only(req, res, true, &who);
+    caller who;
+    db_pool *db = operator_only(req, res, true, &who);
     int64_t id;
-    if (!parts || !parse_id(req, res, &id))
+    if (!db || !parse_id(req, res, &id))
         return;
     char why[256] = "";
     json_t *row = NULL;
-    int rc =
-        resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why, sizeof why, &row);
+    int rc = resolve(req->app, req->ctx, db, id, true, who.claims.sub, "", why, sizeof why, &row);
     log_msg(LOG_INFO, req->req_id, "operator %s replayed dead letter %" PRId64 ": %s%s%s",
             who.claims.sub, id,
             rc == 0         ? "handled"
@@ -239,9 +237,9 @@ void deadletter_replay(http_req *req, http_res *res)
 
 void deadletter_replay_all(http_req *req, http_res *res)
 {
-    svc_caller who;
-    svc_parts *parts = operator_only(req, res, true, &who);
-    if (!parts)
+    caller who;
+    db_pool *db = operator_only(req, res, true, &who);
+    if (!db)
         return;
     /* ?after=ID: go on past the dead letters an earlier call reached. */
     const char *after_q = http_query(req, "after");
@@ -259,10 +257,10 @@ void deadletter_replay_all(http_req *req, http_res *res)
     const char *params[] = {a_s, l_s};
     db_conn *c = NULL;
     PGresult *r = NULL;
-    rc = db_acquire(parts->db, 1000, &c);
+    rc = db_acquire(db, 1000, &c);
     if (rc == 0)
         rc = db_exec(c, "dl_open", 2, params, &r);
-    db_release(parts->db, c);
+    db_release(db, c);
     n = rc == 0 ? PQntuples(r) : 0;
     /* Each in its own transaction, oldest first. */
     int64_t last = after;
@@ -270,7 +268,7 @@ void deadletter_replay_all(http_req *req, http_res *res)
         int64_t id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
         char why[256] = "";
         int one =
-            resolve(req->app, req->ctx, parts, id, true, who.claims.sub, "", why, sizeof why, NULL);
+            resolve(req->app, req->ctx, db, id, true, who.claims.sub, "", why, sizeof why, NULL);
         if (one == 0)
             replayed++;
         else if (one == -EINVAL)
@@ -285,7 +283,7 @@ void deadletter_replay_all(http_req *req, http_res *res)
             "operator %s replayed dead letters after %lld: %d handled, %d still refused%s",
             who.claims.sub, after, replayed, refused, more ? ", more left" : "");
     if (rc < 0)
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
     else
         http_json(res, 200,
                   json_pack("{s:i, s:i, s:b, s:I}", "replayed", replayed, "still_refused", refused,
@@ -294,11 +292,11 @@ void deadletter_replay_all(http_req *req, http_res *res)
 
 void deadletter_discard(http_req *req, http_res *res)
 {
-    svc_caller who;
-    svc_parts *parts = operator_only(req, res, true, &who);
+    caller who;
+    db_pool *db = operator_only(req, res, true, &who);
     int64_t id;
     const char *reason = NULL;
-    if (!parts || !parse_id(req, res, &id) ||
+    if (!db || !parse_id(req, res, &id) ||
         http_body_unpack(req, res, "{s:s}", "reason", &reason) < 0)
         return;
     size_t n = strlen(reason);
@@ -307,7 +305,7 @@ void deadletter_discard(http_req *req, http_res *res)
         return;
     }
     json_t *row = NULL;
-    int rc = resolve(req->app, req->ctx, parts, id, false, who.claims.sub, reason, NULL, 0, &row);
+    int rc = resolve(req->app, req->ctx, db, id, false, who.claims.sub, reason, NULL, 0, &row);
     log_msg(LOG_INFO, req->req_id, "operator %s discarded dead letter %" PRId64 " (%s): %s",
             who.claims.sub, id, reason, rc == 0 ? "done" : "no");
     answer(res, rc, id, row, "");

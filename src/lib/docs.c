@@ -131,3 +131,9 @@ void docs_routes(const docs *d, http_route *out)
     out[2] = (http_route){"GET", "/docs/", serve_index, d};
     out[3] = (http_route){"GET", "/docs/{file}", serve_asset, d};
 }
+
+static const cfg_setting docs_settings_list[] = {
+    CFG_S("SWAGGER_UI_DIR", docs_settings, assets, "node_modules/swagger-ui-dist",
+          "Swagger UI's assets, served at /docs/"),
+};
+const cfg_table docs_settings_table = CFG_TABLE("docs", docs_settings_list);

@@ -4,6 +4,7 @@
 #ifndef SHOP_DOCS_H
 #define SHOP_DOCS_H
 
+#include "lib/config.h"
 #include "lib/http.h"
 
 typedef struct docs {
@@ -26,5 +27,10 @@ void docs_routes(const docs *d, http_route *out);
 
 /* The Content-Type of a file name, by its extension. Pure. */
 const char *docs_content_type(const char *name);
+
+typedef struct docs_settings {
+    const char *assets; /* SWAGGER_UI_DIR */
+} docs_settings;
+extern const cfg_table docs_settings_table;
 
 #endif

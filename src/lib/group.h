@@ -1,4 +1,4 @@
-/* Group commit at the edge (DESIGN §6). Requests that each need a durable
+/* Group commit at the edge (docs/architecture.md, "One order"). Requests that each need a durable
  * write wait in one queue, their connections suspended (no HTTP thread
  * held); a writer takes every request waiting, up to a bound, has the
  * service run them as ONE transaction, and answers each after its commit.

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -98,22 +99,22 @@ int http_match(const char *pattern, const char *path, char *buf, size_t buflen, 
     const char *p = pattern, *s = path;
     while (*p && *s) {
         if (*p != '/' || *s != '/')
-            return -1;
+            return -ENOENT;
         p++, s++;
         size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
         if (plen > 1 && p[0] == '{' && p[plen - 1] == '}') {
             if (slen == 0 || np >= maxparams || used + slen + 1 > buflen)
-                return -1;
+                return -ENOENT;
             memcpy(buf + used, s, slen);
             buf[used + slen] = '\0';
             params[np++] = buf + used;
             used += slen + 1;
         } else if (plen != slen || memcmp(p, s, plen) != 0) {
-            return -1;
+            return -ENOENT;
         }
         p += plen, s += slen;
     }
-    return (*p == '\0' && *s == '\0') ? (int)np : -1;
+    return (*p == '\0' && *s == '\0') ? (int)np : -ENOENT;
 }
 
 void http_json(http_res *res, int status, json_t *body)
@@ -510,8 +511,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         /* Failures always, with the gateway's request id; every other
          * request at debug. The gateway's access log already has each one
          * (method, path, status, time, the service's time, the same id),
-         * and a second line per request here cost 5-12 % of the reads per
-         * second (bench/README.md). */
+         * and a second line per request here was a measurable share of
+         * the cost of a read (bench/README.md). */
         log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
         if (log_enabled(level))
             log_fields(level, ctx->req_id,
@@ -586,4 +587,31 @@ void http_stop(http_server *srv)
     MHD_stop_daemon(srv->daemon);
     free(srv->latency);
     free(srv);
+}
+
+static const cfg_setting http_settings_list[] = {
+    CFG_S("HTTP_HOST", http_settings, host, "127.0.0.1", "address to listen on"),
+    CFG_I_DYN("HTTP_THREADS", http_settings, threads, 1, 256, "2 per core, at least 4",
+              "HTTP worker threads (deposits and listings wait on the database in them; orders "
+              "and reads by key wait suspended for their group, holding no thread)"),
+    CFG_I("HTTP_MAX_BODY", http_settings, max_body, 64, 1 << 24, 16384,
+          "largest request body in bytes (larger: 413)"),
+    CFG_I("HTTP_IDLE_TIMEOUT_S", http_settings, idle_timeout_s, 1, 3600, 60,
+          "idle keep-alive connections close after this"),
+};
+const cfg_table http_settings_table = CFG_TABLE("http", http_settings_list);
+
+http_config http_config_of(const http_settings *s, int port)
+{
+    /* Two per core (at least 4): reads and deposits wait on the database
+     * in these threads, orders do not (they wait suspended for their group
+     * commit). More threads than that only take turns on the cores
+     * (bench/README.md has the measurement). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t threads = s->threads ? s->threads : cores > 2 ? 2 * cores : 4;
+    return (http_config){.host = s->host,
+                         .port = port,
+                         .threads = (int)threads,
+                         .max_body = (size_t)s->max_body,
+                         .timeout_s = (int)s->idle_timeout_s};
 }

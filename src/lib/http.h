@@ -1,9 +1,11 @@
 /* HTTP layer on libmicrohttpd: an epoll thread pool, a small router with
  * {param} path segments, JSON bodies through jansson with strict shape
- * checks, a body size limit, request ids, the error format of DESIGN §8, and
- * the built-in /healthz, /readyz and /metrics routes. */
+ * checks, a body size limit, request ids, the error format of docs/architecture.md ("Conventions"),
+ * and the built-in /healthz, /readyz and /metrics routes. */
 #ifndef SHOP_HTTP_H
 #define SHOP_HTTP_H
+
+#include "lib/config.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -83,6 +85,17 @@ typedef struct http_config {
     int timeout_s; /* idle keep-alive connections are closed after this */
 } http_config;
 
+/* The HTTP settings every service reads (its port is its own). */
+typedef struct http_settings {
+    const char *host;
+    int64_t threads; /* 0: two per core, at least 4 */
+    int64_t max_body, idle_timeout_s;
+} http_settings;
+extern const cfg_table http_settings_table;
+
+/* The configuration `s` and `port` give (threads worked out when 0). */
+http_config http_config_of(const http_settings *s, int port);
+
 typedef struct http_server http_server;
 
 /* Starts serving. `routes` and `app` are borrowed for the server's life.
@@ -138,7 +151,7 @@ const char *http_peer(const http_req *req, char *out, size_t len);
 
 /* Matches a path against a route pattern. Pure. On a match, copies each
  * {param} segment into `buf` (NUL-terminated) and points params[] at them.
- * Returns the number of params, or -1 when the path does not match or
+ * Returns the number of params, or -ENOENT when the path does not match or
  * `buf` / `params` are too small. */
 int http_match(const char *pattern, const char *path, char *buf, size_t buflen, const char **params,
                size_t maxparams);

@@ -1,8 +1,9 @@
 #include "lib/idem.h"
 #include "lib/log.h"
-#include "lib/svc.h"
+#include "lib/answer.h"
 #include "lib/valid.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +58,7 @@ int idem_scoped_key(const http_req *req, http_res *res, const char *scope,
     if (!valid_idempotency_key(given)) {
         http_error(res, 400, "invalid_idempotency_key",
                    "Idempotency-Key must be 1-255 printable ASCII characters");
-        return -1;
+        return -EINVAL;
     }
     /* A user's keys are theirs: the same key from two users is two keys
      * (a user id has no ':'). */
@@ -209,7 +210,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, id
     if (rc == 0 && key)
         rc = db_commit(c);
     if (rc < 0)
-        svc_write_error(res, rc, c);
+        answer_write_error(res, rc, c);
 done:
     db_release(pool, c); /* rolls back whatever was not committed */
     free(fp);
@@ -220,3 +221,9 @@ int idem_purge(db_conn *c, int max_age_s, int batch)
 {
     return db_purge(c, "idem_purge", max_age_s, batch);
 }
+
+static const cfg_setting idem_settings_list[] = {
+    CFG_I("IDEMPOTENCY_RETENTION_S", idem_settings, retention_s, 60, 365 * 86400, 86400,
+          "Idempotency-Keys older than this are purged"),
+};
+const cfg_table idem_settings_table = CFG_TABLE("idem", idem_settings_list);

@@ -1,12 +1,12 @@
-/* Idempotent HTTP writes (DESIGN §4.4). A POST that creates something runs
- * its work in one transaction together with its Idempotency-Key row, so a
- * retry with the same key replays the stored status and body and changes
- * nothing, and the same key with another request gets 422. Two requests
- * with one key at once: the second waits on the first's row lock, then
+/* Idempotent HTTP writes (docs/architecture.md, "The guarantees"). A POST that creates something
+ * runs its work in one transaction together with its Idempotency-Key row, so a retry with the same
+ * key replays the stored status and body and changes nothing, and the same key with another request
+ * gets 422. Two requests with one key at once: the second waits on the first's row lock, then
  * replays its answer. */
 #ifndef SHOP_IDEM_H
 #define SHOP_IDEM_H
 
+#include "lib/config.h"
 #include "lib/db.h"
 #include "lib/http.h"
 
@@ -30,7 +30,7 @@ void idem_run(db_pool *pool, http_req *req, http_res *res, const char *scope, id
 #define HTTP_IDEM_SCOPED_MAX (64 + 1 + 255 + 1)
 
 /* The request's Idempotency-Key, scoped to `scope`, into out: returns 1,
- * 0 when the request has none, or -1 after a 400 in `res` (malformed). */
+ * 0 when the request has none, or -EINVAL after a 400 in `res` (malformed). */
 int idem_scoped_key(const http_req *req, http_res *res, const char *scope,
                     char out[HTTP_IDEM_SCOPED_MAX]);
 
@@ -61,5 +61,11 @@ int idem_save_many(db_conn *conn, const idem_slot *slots, int n);
 /* Deletes up to `batch` keys older than `max_age_s`; returns how many, or
  * a negative -DB_* code. */
 int idem_purge(db_conn *conn, int max_age_s, int batch);
+
+/* How long a key is kept (idem_purge's `older_than_s`). */
+typedef struct idem_settings {
+    int64_t retention_s;
+} idem_settings;
+extern const cfg_table idem_settings_table;
 
 #endif

@@ -4,9 +4,51 @@
 #include "lib/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const cfg_setting kafka_settings_list[] = {
+    CFG_S("KAFKA_BROKERS", kafka_settings, brokers, "127.0.0.1:9092",
+          "bootstrap servers (the stack passes every node's)"),
+    CFG_S("KAFKA_SASL_USERNAME", kafka_settings, sasl_username, "",
+          "the service's principal on the broker (SASL/SCRAM-SHA-512); unset: no SASL, which "
+          "the stack's broker refuses"),
+    CFG_S("KAFKA_SASL_PASSWORD_FILE", kafka_settings, sasl_password_file, "",
+          "the file holding that principal's password (the stack: var/kafka-secrets/NAME)"),
+    CFG_I("KAFKA_FETCH_WAIT_MS", kafka_settings, fetch_wait_ms, 0, 60000, 100,
+          "consumers' fetch.wait.max.ms: how long Kafka may hold an empty fetch (it answers as "
+          "soon as data arrives)"),
+    CFG_I("KAFKA_MESSAGE_TIMEOUT_MS", kafka_settings, message_timeout_ms, 1000, 900000, 30000,
+          "a produced message fails after this long (its outbox row stays and goes again)"),
+    CFG_I("KAFKA_MAX_POLL_INTERVAL_MS", kafka_settings, max_poll_interval_ms, 6000, 86400000,
+          300000,
+          "librdkafka's max.poll.interval.ms; consumers keep polling while they wait out an "
+          "outage, so they are not put out of their group"),
+};
+const cfg_table kafka_settings_table = CFG_TABLE("kafka", kafka_settings_list);
+
+static kafka_settings settings;
+static int settings_rc;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void load_settings(void)
+{
+    settings_rc = cfg_load(&kafka_settings_table, &settings);
+}
+
+int kafka_settings_load(void)
+{
+    pthread_once(&settings_once, load_settings);
+    return settings_rc;
+}
+
+const kafka_settings *kafka_config(void)
+{
+    kafka_settings_load();
+    return &settings;
+}
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -37,13 +79,13 @@ static bool set(rd_kafka_conf_t *conf, const char *name, const char *value)
  * of ours refuses. False when the password cannot be read. */
 static bool set_principal(rd_kafka_conf_t *conf)
 {
-    const char *user = getenv("KAFKA_SASL_USERNAME"), *file = getenv("KAFKA_SASL_PASSWORD_FILE");
-    if (!user || !*user)
+    const char *user = kafka_config()->sasl_username, *file = kafka_config()->sasl_password_file;
+    if (!*user)
         return true;
-    char *password = file && *file ? file_read(file, NULL) : NULL;
+    char *password = *file ? file_read(file, NULL) : NULL;
     if (!password) {
-        log_msg(LOG_ERROR, NULL, "KAFKA_SASL_PASSWORD_FILE (%s): %s", file ? file : "unset",
-                file && *file ? strerror(errno) : "set it with KAFKA_SASL_USERNAME");
+        log_msg(LOG_ERROR, NULL, "KAFKA_SASL_PASSWORD_FILE (%s): %s", *file ? file : "unset",
+                *file ? strerror(errno) : "set it with KAFKA_SASL_USERNAME");
         return false;
     }
     password[strcspn(password, "\r\n")] = '\0';
@@ -77,10 +119,7 @@ static rd_kafka_conf_t *base_conf(const char *brokers, const char *client_id)
 
 int kafka_message_timeout_ms(void)
 {
-    int64_t ms;
-    if (cfg_int("KAFKA_MESSAGE_TIMEOUT_MS", 1000, 900000, 30000, &ms) < 0)
-        ms = 30000;
-    return (int)ms;
+    return (int)kafka_config()->message_timeout_ms;
 }
 
 rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
@@ -112,10 +151,12 @@ rd_kafka_t *kafka_producer_new(const char *brokers, const char *client_id,
 rd_kafka_t *kafka_consumer_new(const char *brokers, const char *group, const char *client_id,
                                const char *const *topics, const kafka_consumer_hooks *hooks)
 {
-    const char *fetch_wait_ms = cfg_str("KAFKA_FETCH_WAIT_MS", "100");
+    char fetch_wait_ms[24], max_poll_ms[24];
+    snprintf(fetch_wait_ms, sizeof fetch_wait_ms, "%lld", (long long)kafka_config()->fetch_wait_ms);
     /* A consumer that does not poll for this long is put out of its group.
      * Ours poll even while they wait out a database outage (consumer.c). */
-    const char *max_poll_ms = cfg_str("KAFKA_MAX_POLL_INTERVAL_MS", "300000");
+    snprintf(max_poll_ms, sizeof max_poll_ms, "%lld",
+             (long long)kafka_config()->max_poll_interval_ms);
     rd_kafka_conf_t *conf = base_conf(brokers, client_id);
     if (!conf)
         return NULL;
@@ -194,7 +235,7 @@ int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, 
 {
     rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
-    int n = -1;
+    int n = -ETIMEDOUT;
     if (t && rd_kafka_metadata(rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         md->topic_cnt == 1 && !md->topics[0].err && md->topics[0].partition_cnt <= max)
         n = md->topics[0].partition_cnt;
@@ -205,7 +246,7 @@ int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, 
     for (int p = 0; p < n; p++) {
         int64_t low, high;
         if (rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high, timeout_ms))
-            return -1;
+            return -ETIMEDOUT;
         out[p] = high;
     }
     return n;
@@ -224,13 +265,14 @@ int kafka_group_offsets(rd_kafka_t *rk, const char *topic, int n, int64_t *out, 
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(parts, topic, p);
-    int rc = rd_kafka_committed(rk, parts, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+    int rc =
+        rd_kafka_committed(rk, parts, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -ETIMEDOUT;
     for (int p = 0; p < n; p++)
         out[p] = -1;
     for (int i = 0; rc == 0 && i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *tp = &parts->elems[i];
         if (tp->err)
-            rc = -1;
+            rc = -EIO;
         else if (tp->partition >= 0 && tp->partition < n)
             out[tp->partition] = tp->offset >= 0 ? tp->offset : -1;
     }

@@ -1,18 +1,32 @@
 /* Kafka through librdkafka: an idempotent producer and a consumer whose
  * offsets move only when the application says so. Thin on purpose: the
- * outbox relay and the inbox consumers own the policy. Settings read here:
- * KAFKA_FETCH_WAIT_MS (consumers' longest wait for data, 100),
- * KAFKA_MESSAGE_TIMEOUT_MS (30000) and KAFKA_MAX_POLL_INTERVAL_MS (300000). */
+ * outbox relay and the inbox consumers own the policy. Its settings
+ * (kafka_settings_table) are read once, by kafka_settings_load or at the
+ * first client made. */
 #ifndef SHOP_KAFKA_H
 #define SHOP_KAFKA_H
+
+#include "lib/config.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+typedef struct kafka_settings {
+    const char *brokers, *sasl_username, *sasl_password_file;
+    int64_t fetch_wait_ms, message_timeout_ms, max_poll_interval_ms;
+} kafka_settings;
+extern const cfg_table kafka_settings_table;
+
+/* Reads the settings (once; later calls return the first answer): 0, or a
+ * negative code after logging the bad one (the defaults then stand). */
+int kafka_settings_load(void);
+
+/* The settings read (loaded now if they were not). */
+const kafka_settings *kafka_config(void);
+
 /* How long a produced message may take, retries included, before its
- * delivery report says it failed (message.timeout.ms): KAFKA_MESSAGE_TIMEOUT_MS,
- * 30000 by default, or that default when the setting is invalid (logged). */
+ * delivery report says it failed (message.timeout.ms). */
 int kafka_message_timeout_ms(void);
 
 /* An idempotent producer (acks=all, in-order, no duplicates on retry).
@@ -52,13 +66,14 @@ bool kafka_reachable(rd_kafka_t *rk, int timeout_ms);
 rd_kafka_t *kafka_observer_new(const char *brokers, const char *client_id, const char *group);
 
 /* Each partition's end offset (the next offset to be written) of `topic`,
- * into out[0..max): returns the partition count, or -1 when the broker
+ * into out[0..max): returns the partition count, or -ETIMEDOUT when the broker
  * does not answer within timeout_ms (per request; one per partition). */
 int kafka_end_offsets(rd_kafka_t *rk, const char *topic, int64_t *out, int max, int timeout_ms);
 
 /* The offsets the group `rk` watches (kafka_observer_new) has committed
  * for partitions 0..n-1 of `topic`, into out[] (-1: none yet): how far that
- * group has read. 0, or -1 when the broker does not answer or refuses. */
+ * group has read. 0, -ETIMEDOUT when the broker does not answer, or -EIO
+ * when it refuses. */
 int kafka_group_offsets(rd_kafka_t *rk, const char *topic, int n, int64_t *out, int timeout_ms);
 
 /* Flushes (producers) or closes (consumers) and destroys. NULL-safe. */

@@ -39,3 +39,17 @@ void metrics_header(FILE *out, const char *name, const char *type, const char *h
 {
     fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
+
+void metrics_sample(FILE *out, const char *name, const char *labels, uint64_t value)
+{
+    if (labels && *labels)
+        fprintf(out, "%s{%s} %" PRIu64 "\n", name, labels, value);
+    else
+        fprintf(out, "%s %" PRIu64 "\n", name, value);
+}
+
+void metrics_series(FILE *out, const char *name, const char *type, const char *help, uint64_t value)
+{
+    metrics_header(out, name, type, help);
+    metrics_sample(out, name, NULL, value);
+}

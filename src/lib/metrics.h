@@ -29,4 +29,12 @@ void metrics_histogram_write(FILE *out, const char *name, const char *labels,
 /* Writes a "# HELP" and "# TYPE" header. */
 void metrics_header(FILE *out, const char *name, const char *type, const char *help);
 
+/* Writes one sample of series `name`: `labels` is the inside of the braces
+ * (NULL or "": none). */
+void metrics_sample(FILE *out, const char *name, const char *labels, uint64_t value);
+
+/* A series of one unlabelled sample: its header, then the sample. */
+void metrics_series(FILE *out, const char *name, const char *type, const char *help,
+                    uint64_t value);
+
 #endif

@@ -4,6 +4,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,10 +13,9 @@
 #include <time.h>
 
 const db_stmt outbox_stmts[] = {
-    {"outbox_add", "INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)"},
-    {"outbox_add_many", "INSERT INTO outbox (topic, key, payload)"
-                        " SELECT $1, k, p FROM unnest($2::text[], $3::text[])"
-                        " WITH ORDINALITY AS m(k, p, n) ORDER BY n"},
+    {"outbox_add", OUTBOX_INSERT " VALUES ($1, $2, $3)"},
+    {"outbox_add_many", OUTBOX_INSERT " SELECT $1, k, p FROM unnest($2::text[], $3::text[])"
+                                      " WITH ORDINALITY AS m(k, p, n) ORDER BY n"},
     {"outbox_claim", "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1"
                      " FOR UPDATE SKIP LOCKED"},
     {"outbox_delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
@@ -36,13 +36,14 @@ typedef struct round round;
 
 typedef struct row_report {
     round *rd;
-    int outcome; /* 0 waiting, 1 acknowledged, -1 failed */
+    int i; /* its row */
 } row_report;
 
 struct round {
     db_conn *conn; /* NULL: the slot is free */
     PGresult *rows;
     row_report *reports;
+    int *outcome; /* each row's: 0 waiting, 1 acknowledged, -1 failed */
     int n, awaiting, undelivered;
     rd_kafka_resp_err_t first_failure;
     int64_t overdue_at;
@@ -94,7 +95,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     row_report *rep = m->_private;
     round *rd = rep->rd;
     rd->awaiting--;
-    rep->outcome = m->err ? -1 : 1;
+    rd->outcome[rep->i] = m->err ? -1 : 1;
     if (m->err && !rd->undelivered++)
         rd->first_failure = m->err;
 }
@@ -135,6 +136,7 @@ static void end_round(outbox_relay *r, round *rd)
     db_release(r->pool, rd->conn);
     PQclear(rd->rows);
     free(rd->reports);
+    free(rd->outcome);
     *rd = (round){0};
 }
 
@@ -162,7 +164,7 @@ static int start_round(outbox_relay *r, round *rd)
                       "SET LOCAL synchronous_commit = off; SET LOCAL enable_seqscan = off") < 0 ||
         db_exec(rd->conn, "outbox_claim", 1, lp, &rd->rows) < 0) {
         end_round(r, rd);
-        return -1;
+        return -EIO;
     }
     int n = rd->n = PQntuples(rd->rows);
     if (n == 0) {
@@ -170,23 +172,24 @@ static int start_round(outbox_relay *r, round *rd)
         end_round(r, rd);
         return 0;
     }
-    if (!(rd->reports = calloc((size_t)n, sizeof *rd->reports))) {
+    if (!(rd->reports = calloc((size_t)n, sizeof *rd->reports)) ||
+        !(rd->outcome = calloc((size_t)n, sizeof *rd->outcome))) {
         end_round(r, rd);
-        return -1;
+        return -ENOMEM;
     }
     rd->overdue_at = clock_now_ms() + r->message_timeout_ms + 5000;
     int refused = 0;
     rd_kafka_resp_err_t first_refusal = RD_KAFKA_RESP_ERR_NO_ERROR;
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rd->rows, i, 2), *payload = PQgetvalue(rd->rows, i, 3);
-        rd->reports[i].rd = rd;
+        rd->reports[i] = (row_report){.rd = rd, .i = i};
         rd_kafka_resp_err_t e = rd_kafka_producev(
             r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rd->rows, i, 1)),
             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&rd->reports[i]),
             RD_KAFKA_V_END);
         if (e) {
-            rd->reports[i].outcome = -1;
+            rd->outcome[i] = -1;
             if (!refused++)
                 first_refusal = e;
         } else {
@@ -199,6 +202,16 @@ static int start_round(outbox_relay *r, round *rd)
     return n;
 }
 
+int outbox_acknowledged(const PGresult *rows, const int *outcome, int n, db_array *ids)
+{
+    db_array_begin(ids);
+    for (int i = 0; i < n; i++)
+        if (outcome[i] == 1)
+            db_array_add(ids, PQgetvalue(rows, i, 0));
+    db_array_end(ids);
+    return ids->n;
+}
+
 /* Every report of the round has come: deletes exactly the rows the broker
  * acknowledged and commits. Returns how many, or -1 when a row failed or
  * the database did (the rows stay, and go again: a duplicate the
@@ -208,29 +221,14 @@ static int finish_round(outbox_relay *r, round *rd)
     if (rd->undelivered)
         log_msg(LOG_WARN, NULL, "outbox: %d of %d message(s) not delivered (%s); they go again",
                 rd->undelivered, rd->n, rd_kafka_err2str(rd->first_failure));
-    char *ids = NULL;
-    size_t len = 0;
-    int delivered = 0, rc = 0;
-    FILE *out = open_memstream(&ids, &len);
-    if (!out) {
-        end_round(r, rd);
-        return -1;
-    }
-    fputc('{', out);
-    for (int i = 0; i < rd->n; i++) {
-        if (rd->reports[i].outcome != 1)
-            continue;
-        fprintf(out, "%s%s", delivered ? "," : "", PQgetvalue(rd->rows, i, 0));
-        delivered++;
-    }
-    fputc('}', out);
-    fclose(out);
-    const char *dp[] = {ids};
+    db_array ids;
+    int delivered = outbox_acknowledged(rd->rows, rd->outcome, rd->n, &ids), rc = 0;
+    const char *dp[] = {ids.text};
     if (delivered)
         rc = db_exec(rd->conn, "outbox_delete", 1, dp, NULL);
     if (rc == 0)
         rc = db_commit(rd->conn);
-    free(ids);
+    db_array_free(&ids);
     if (rc == 0) {
         atomic_fetch_add(&r->batches, 1);
         atomic_fetch_add(&r->published, (uint64_t)delivered);
@@ -238,7 +236,7 @@ static int finish_round(outbox_relay *r, round *rd)
     }
     int n = rd->n;
     end_round(r, rd);
-    return rc < 0 || delivered < n ? -1 : delivered;
+    return rc < 0 || delivered < n ? -EIO : delivered;
 }
 
 /* A round whose reports are overdue (each comes within message.timeout.ms,
@@ -413,23 +411,35 @@ void outbox_relay_refresh(outbox_relay *r)
 
 void outbox_relay_metrics(outbox_relay *r, FILE *out)
 {
-    metrics_header(out, "outbox_backlog", "gauge",
+    metrics_series(out, "outbox_backlog", "gauge",
                    "Outbox rows not yet acknowledged by the broker (as of the last count, every "
-                   "2 s)");
-    fprintf(out, "outbox_backlog %" PRIu64 "\n", atomic_load(&r->backlog));
-    metrics_header(out, "outbox_published_total", "counter", "Outbox rows published and deleted");
-    fprintf(out, "outbox_published_total %" PRIu64 "\n", atomic_load(&r->published));
-    metrics_header(out, "outbox_publish_failures_total", "counter",
-                   "Outbox rows whose delivery failed (they are sent again)");
-    fprintf(out, "outbox_publish_failures_total %" PRIu64 "\n", atomic_load(&r->failures));
-    metrics_header(out, "outbox_producer_renewals_total", "counter",
-                   "Producers replaced after a fatal error");
-    fprintf(out, "outbox_producer_renewals_total %" PRIu64 "\n", atomic_load(&r->renewals));
-    metrics_header(out, "outbox_relay_overlapped_rounds_total", "counter",
-                   "Relay rounds claimed and produced while the previous one awaited the broker");
-    fprintf(out, "outbox_relay_overlapped_rounds_total %" PRIu64 "\n", atomic_load(&r->overlapped));
+                   "2 s)",
+                   atomic_load(&r->backlog));
+    metrics_series(out, "outbox_published_total", "counter", "Outbox rows published and deleted",
+                   atomic_load(&r->published));
+    metrics_series(out, "outbox_publish_failures_total", "counter",
+                   "Outbox rows whose delivery failed (they are sent again)",
+                   atomic_load(&r->failures));
+    metrics_series(out, "outbox_producer_renewals_total", "counter",
+                   "Producers replaced after a fatal error", atomic_load(&r->renewals));
+    metrics_series(out, "outbox_relay_overlapped_rounds_total", "counter",
+                   "Relay rounds claimed and produced while the previous one awaited the broker",
+                   atomic_load(&r->overlapped));
     metrics_header(out, "outbox_relay_batch_size", "summary", "Rows per relay batch");
     fprintf(out, "outbox_relay_batch_size_sum %" PRIu64 "\n",
             atomic_load(&r->published) + atomic_load(&r->failures));
     fprintf(out, "outbox_relay_batch_size_count %" PRIu64 "\n", atomic_load(&r->batches));
 }
+
+static const cfg_setting outbox_settings_list[] = {
+    CFG_I("RELAY_BATCH", outbox_settings, batch, 1, 10000, 256,
+          "outbox rows claimed per relay round"),
+    CFG_I("RELAY_POLL_MS", outbox_settings, poll_ms, 10, 60000, 500,
+          "the relay's fallback poll (it is woken at once after a local commit)"),
+    CFG_I("RELAY_GATHER_MS", outbox_settings, gather_ms, 0, 1000, 0,
+          "a relay pauses this long after a partial round, to send larger batches"),
+    CFG_I("RELAY_ROUNDS", outbox_settings, rounds, 1, 8, 2,
+          "batches a relay has in flight at once: the next is claimed and produced while the "
+          "broker acknowledges the previous (1: one at a time)"),
+};
+const cfg_table outbox_settings_table = CFG_TABLE("outbox", outbox_settings_list);

@@ -1,4 +1,4 @@
-/* The transactional outbox (DESIGN §3, §6). A service writes a message with
+/* The transactional outbox (docs/architecture.md, "One order"). A service writes a message with
  * outbox_add in the same transaction as the change it announces; the relay
  * thread claims rows in batches (FOR UPDATE SKIP LOCKED, so several
  * instances share the work), produces them with the idempotent producer,
@@ -13,11 +13,28 @@
 #ifndef SHOP_OUTBOX_H
 #define SHOP_OUTBOX_H
 
+#include "lib/config.h"
 #include "lib/db.h"
 
 #include <stdio.h>
 
 extern const db_stmt outbox_stmts[];
+
+/* SQL for a service's own statement that queues messages as it changes
+ * something (a data-modifying WITH of one statement): OUTBOX_INSERT
+ * followed by a SELECT of (topic, key, payload) rows, in their order.
+ * The outbox's table is this module's; no other SQL names it. */
+#define OUTBOX_INSERT "INSERT INTO outbox (topic, key, payload)"
+/* When the oldest message still waiting was queued (NULL: none waits). */
+#define OUTBOX_OLDEST_QUEUED_AT "(SELECT created_at FROM outbox ORDER BY id LIMIT 1)"
+
+/* The rows a relay round deletes: of the n rows it claimed (their ids in
+ * column 0 of `rows`), those whose delivery the broker acknowledged
+ * (outcome[i] 1; 0: no report, -1: failed or refused by the producer), as
+ * an array literal in `ids` (db_array_free it). Every other row stays in
+ * the outbox and goes again: a duplicate the consumers absorb, never a
+ * loss. Returns how many. */
+int outbox_acknowledged(const PGresult *rows, const int *outcome, int n, db_array *ids);
 
 /* Queues a message inside the caller's transaction. Returns 0 or -DB_*. */
 int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload);
@@ -27,6 +44,12 @@ int outbox_add_many(db_conn *conn, const char *topic, const char *const *keys,
                     const char *const *payloads, int n);
 
 typedef struct outbox_relay outbox_relay;
+
+/* The relay's settings every service with messages reads. */
+typedef struct outbox_settings {
+    int64_t batch, poll_ms, gather_ms, rounds;
+} outbox_settings;
+extern const cfg_table outbox_settings_table;
 
 typedef struct outbox_relay_config {
     const char *brokers;

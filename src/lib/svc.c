@@ -6,6 +6,7 @@
 #include "lib/docs.h"
 #include "lib/file.h"
 #include "lib/idem.h"
+#include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/ticker.h"
@@ -19,34 +20,39 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t default_threads(void)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 2 ? 2 * cores : 4;
-}
+/* What svc_run itself reads. */
+typedef struct svc_settings {
+    const char *log_level;
+    int64_t purge_interval_ms, read_threads, read_group_max, read_gather_us;
+    const char *lib_migrations;
+} svc_settings;
 
-int svc_http_config(http_config *cfg, int default_port)
-{
-    int64_t port, threads, max_body, timeout;
-    if (cfg_int("HTTP_PORT", 1, 65535, default_port, &port) < 0 ||
-        /* Two per core (at least 4): reads and deposits wait on the
-         * database in these threads, orders do not (they wait suspended for
-         * their group commit). More threads than that only take turns on
-         * the cores: on 2 cores, 4 threads read 16 % more than 16 did
-         * (bench/README.md). */
-        cfg_int("HTTP_THREADS", 1, 256, default_threads(), &threads) < 0 ||
-        cfg_int("HTTP_MAX_BODY", 64, 1 << 24, 16384, &max_body) < 0 ||
-        cfg_int("HTTP_IDLE_TIMEOUT_S", 1, 3600, 60, &timeout) < 0)
-        return -EINVAL;
-    *cfg = (http_config){
-        .host = cfg_str("HTTP_HOST", "127.0.0.1"),
-        .port = (int)port,
-        .threads = (int)threads,
-        .max_body = (size_t)max_body,
-        .timeout_s = (int)timeout,
-    };
-    return 0;
-}
+static const cfg_setting svc_settings_list[] = {
+    CFG_S("LOG_LEVEL", svc_settings, log_level, "info",
+          "debug, info, warn, error; each request is logged at debug, each 5xx at warn"),
+    CFG_I("PURGE_INTERVAL_MS", svc_settings, purge_interval_ms, 100, 86400000, 60000,
+          "how often the purges run (batches of 1,000 rows)"),
+};
+/* The grouped reads (svc_read), for a service that has them. */
+static const cfg_setting svc_read_settings_list[] = {
+    CFG_I("READ_THREADS", svc_settings, read_threads, 0, 64, 1,
+          "readers for GET /orders/{id} and GET /accounts/{user_id}, each fetching every such "
+          "read waiting with one statement (0: each read on its HTTP thread)"),
+    CFG_I("READ_GROUP_MAX", svc_settings, read_group_max, 1, 10000, 64,
+          "the most reads one statement fetches"),
+    CFG_I("READ_GATHER_US", svc_settings, read_gather_us, 0, 1000000, 1000,
+          "a reader whose last statement carried more than one read waits up to this long for "
+          "more (0: never)"),
+};
+static const cfg_table svc_read_settings_table = CFG_TABLE("svc", svc_read_settings_list);
+/* The tables lib's modules own, for a service with messages. */
+static const cfg_setting svc_lib_settings_list[] = {
+    CFG_S("LIB_MIGRATIONS_DIR", svc_settings, lib_migrations, "db/lib",
+          "SQL migrations of the tables lib owns (outbox, dead letters, Idempotency-Keys), applied "
+          "before the service's own"),
+};
+static const cfg_table svc_lib_settings_table = CFG_TABLE("svc", svc_lib_settings_list);
+static const cfg_table svc_settings_table = CFG_TABLE("svc", svc_settings_list);
 
 void svc_block_signals(sigset_t *set)
 {
@@ -57,7 +63,8 @@ void svc_block_signals(sigset_t *set)
     signal(SIGPIPE, SIG_IGN);
 }
 
-int svc_migrate(const char *setting, const char *conninfo, const char *dir, const sigset_t *set)
+int svc_migrate(const char *setting, const char *conninfo, const char *lib_dir, const char *dir,
+                const sigset_t *set)
 {
     char *err = NULL;
     PQconninfoOption *parsed = PQconninfoParse(conninfo, &err);
@@ -70,7 +77,11 @@ int svc_migrate(const char *setting, const char *conninfo, const char *dir, cons
     PQconninfoFree(parsed);
     for (;;) {
         db_pool *pool = db_pool_new(conninfo, 1, NULL);
-        int rc = pool ? db_migrate(pool, dir) : -DB_FAILED;
+        int rc = pool ? 0 : -DB_FAILED;
+        if (rc == 0 && lib_dir)
+            rc = db_migrate(pool, lib_dir, "lib");
+        if (rc == 0)
+            rc = db_migrate(pool, dir, NULL);
         db_pool_free(pool);
         if (rc == -DB_REFUSED)
             log_msg(LOG_ERROR, NULL,
@@ -86,22 +97,6 @@ int svc_migrate(const char *setting, const char *conninfo, const char *dir, cons
     }
 }
 
-db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets)
-{
-    int64_t size, stall, connect, statement;
-    if (cfg_int("DB_POOL_SIZE", 2, 256, 24, &size) < 0 ||
-        cfg_int("DB_STALL_MS", 0, 3600000, 800, &stall) < 0 ||
-        cfg_int("DB_CONNECT_TIMEOUT_MS", 100, 600000, 800, &connect) < 0 ||
-        cfg_int("DB_STATEMENT_TIMEOUT_MS", 0, 86400000, 30000, &statement) < 0)
-        return NULL;
-    db_pool *pool = db_pool_new(conninfo, (int)size, stmt_sets);
-    if (!pool)
-        return NULL;
-    db_pool_guard(pool, (int)stall, (int)connect, (int)statement);
-    db_pool_warm(pool);
-    return pool;
-}
-
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
 {
     db_conn *c = NULL;
@@ -113,183 +108,6 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
     bool kafka_ok = outbox_relay_broker_ok(relay, 500);
     json_object_set_new(checks, "broker", json_string(kafka_ok ? "ok" : "unreachable"));
     return db_ok && kafka_ok;
-}
-
-/* The value of cookie `name` in a Cookie header ("a=1; name=v; b=2"),
- * copied into `out`; false when absent or too long. */
-static bool cookie_value(const char *header, const char *name, char *out, size_t len)
-{
-    size_t n = strlen(name);
-    for (const char *p = header; p && *p;) {
-        p += strspn(p, " \t");
-        const char *end = strchr(p, ';');
-        size_t item = end ? (size_t)(end - p) : strlen(p);
-        if (item > n && strncmp(p, name, n) == 0 && p[n] == '=') {
-            size_t vlen = item - n - 1;
-            if (vlen == 0 || vlen >= len)
-                return false;
-            memcpy(out, p + n + 1, vlen);
-            out[vlen] = '\0';
-            return true;
-        }
-        p = end ? end + 1 : NULL;
-    }
-    return false;
-}
-
-int svc_authenticate(http_req *req, http_res *res, const auth_key *key, auth_cache *cache,
-                     const char *audience, auth_claims *claims, bool *via_cookie)
-{
-    const char *authz = http_header(req, "Authorization");
-    const char *cookies = http_header(req, "Cookie");
-    char cookie[AUTH_TOKEN_MAX + 1];
-    const char *token = NULL;
-    bool from_cookie = false;
-    if (authz && strncasecmp(authz, "Bearer ", 7) == 0)
-        token = authz + 7;
-    else if (cookies && cookie_value(cookies, AUTH_COOKIE, cookie, sizeof cookie))
-        token = cookie, from_cookie = true;
-    if (via_cookie)
-        *via_cookie = from_cookie;
-    int rc = token ? auth_verify_cached(cache, key, token, audience, clock_wall_s(), claims)
-                   : AUTH_MALFORMED;
-    if (rc == AUTH_OK)
-        return 0;
-    if (!token && !authz)
-        http_error(res, 401, "unauthenticated",
-                   "sign in: this needs a Bearer token or the session cookie");
-    else if (rc == AUTH_EXPIRED)
-        http_error(res, 401, "token_expired", "the session has expired: sign in again");
-    else
-        http_error(res, 401, "invalid_token", "the token was refused: %s", auth_strerror(rc));
-    http_add_header(res, "WWW-Authenticate", "Bearer");
-    return -1;
-}
-
-bool svc_origin_allowed(const svc_parts *parts, const char *origin)
-{
-    size_t n = strlen(origin);
-    for (const char *p = parts->origins; *p;) {
-        p += strspn(p, " ");
-        size_t len = strcspn(p, " ");
-        if (len && len == n && strncmp(p, origin, n) == 0)
-            return true;
-        p += len;
-    }
-    return false;
-}
-
-bool svc_json_body(http_req *req, http_res *res)
-{
-    const char *type = http_header(req, "Content-Type");
-    if (req->body_len && (!type || strncasecmp(type, "application/json", 16) != 0 ||
-                          (type[16] != '\0' && type[16] != ';' && type[16] != ' '))) {
-        http_error(res, 415, "unsupported_media_type", "the body must be application/json");
-        return false;
-    }
-    return true;
-}
-
-bool svc_origin_ok(http_req *req, http_res *res, const svc_parts *parts, bool required)
-{
-    const char *origin = http_header(req, "Origin");
-    if ((origin || required) && (!origin || !svc_origin_allowed(parts, origin))) {
-        http_error(res, 403, "cross_origin", "this request must come from the shop's own page");
-        return false;
-    }
-    return true;
-}
-
-bool svc_caller_of(http_req *req, http_res *res, const svc_parts *parts, bool write,
-                   svc_caller *who)
-{
-    if (svc_authenticate(req, res, &parts->key, parts->tokens, parts->audience, &who->claims,
-                         &who->via_cookie) < 0)
-        return false;
-    if (!write)
-        return true;
-    /* A write carried by the cookie must name the shop's page as its
-     * Origin (a browser always sends one with a POST). */
-    return svc_json_body(req, res) && (!who->via_cookie || svc_origin_ok(req, res, parts, true));
-}
-
-bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, bool operator_may)
-{
-    if (strcmp(who->claims.sub, user_id) == 0)
-        return true;
-    if (operator_may && who->claims.role == AUTH_OPERATOR) {
-        /* Support reading a user's data: on the record, with who. */
-        log_msg(LOG_INFO, NULL, "operator %s reads %s's data", who->claims.sub, user_id);
-        return true;
-    }
-    http_error(res, 403, "forbidden", "this is not your account");
-    return false;
-}
-
-/* Identity's public key: AUTH_PUBLIC_KEY, else the file identity writes
- * (waited for a while: identity may be starting next to us). */
-static int load_public_key(svc_parts *parts)
-{
-    const char *given = cfg_str("AUTH_PUBLIC_KEY", "");
-    const char *file = cfg_str("AUTH_PUBLIC_KEY_FILE", "var/identity-signing.key.pub");
-    int64_t wait_s;
-    if (cfg_int("AUTH_KEY_WAIT_S", 0, 3600, 30, &wait_s) < 0 || auth_init() < 0)
-        return -1;
-    if (given[0]) {
-        if (auth_key_from_public_text(&parts->key, given) == 0)
-            return 0;
-        log_msg(LOG_ERROR, NULL, "AUTH_PUBLIC_KEY is not a base64 Ed25519 public key");
-        return -1;
-    }
-    for (int64_t waited = 0;; waited += 100) {
-        char *text = file_read(file, NULL);
-        if (text) {
-            int rc = auth_key_from_public_text(&parts->key, text);
-            free(text);
-            if (rc == 0)
-                return 0;
-            log_msg(LOG_ERROR, NULL, "%s does not hold an Ed25519 public key", file);
-            return -1;
-        }
-        if (waited >= wait_s * 1000) {
-            log_msg(LOG_ERROR, NULL, "no public key in %s: is identity running?", file);
-            return -1;
-        }
-        struct timespec pause = {.tv_nsec = 100 * 1000000};
-        nanosleep(&pause, NULL);
-    }
-}
-
-void svc_db_error(http_res *res, int rc)
-{
-    if (rc == -DB_SYSTEMIC) {
-        /* Logged where it happened; the same for every caller until an
-         * operator mends it (a schema change half done, a privilege). */
-        http_error(res, 503, "database_failing",
-                   "the database refuses this for every caller now; retry later");
-        http_add_header(res, "Retry-After", "5");
-    } else if (db_transient(rc)) {
-        http_error(res, 503, "database_unavailable", "the database cannot be reached; retry");
-        http_add_header(res, "Retry-After", "1");
-    } else {
-        http_error(res, 500, "internal", "unexpected database error");
-    }
-}
-
-void svc_outcome_unknown(http_res *res)
-{
-    http_error(res, 503, "outcome_unknown",
-               "the database went away while committing: this may or may not have been "
-               "done; retry with the same Idempotency-Key to get its outcome");
-    http_add_header(res, "Retry-After", "1");
-}
-
-void svc_write_error(http_res *res, int rc, const db_conn *c)
-{
-    if (db_in_doubt(c))
-        svc_outcome_unknown(res);
-    else
-        svc_db_error(res, rc);
 }
 
 void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item)
@@ -315,7 +133,7 @@ int svc_read_start(svc_parts *parts, group_run_fn read, void *app, int threads, 
                           .run = read,
                           .app = app};
     if (threads > 0 && !(parts->reads = group_start(&reads)))
-        return -1;
+        return -ENOMEM;
     return 0;
 }
 
@@ -336,51 +154,103 @@ static void refresh_gauges(void *arg)
     consumer_refresh(parts->consumer);
 }
 
+void svc_settings_tables(const svc_def *def, const cfg_table **out)
+{
+    size_t n = 0;
+    out[n++] = &svc_settings_table;
+    if (def->read)
+        out[n++] = &svc_read_settings_table;
+    out[n++] = &http_settings_table;
+    out[n++] = &db_settings_table;
+    out[n++] = &caller_settings_table;
+    if (def->tokens)
+        out[n++] = &caller_key_settings_table;
+    out[n++] = &docs_settings_table;
+    if (def->topic) {
+        out[n++] = &svc_lib_settings_table;
+        out[n++] = &kafka_settings_table;
+        out[n++] = &outbox_settings_table;
+        out[n++] = &consumer_settings_table;
+        out[n++] = &idem_settings_table;
+    }
+    out[n++] = def->settings;
+    out[n] = NULL;
+}
+
+int svc_help(const svc_def *def, int argc, char **argv, const char *usage)
+{
+    if (argc < 2)
+        return -1;
+    bool tsv = strcmp(argv[1], "--settings-tsv") == 0;
+    if (argc != 2 || (!tsv && strcmp(argv[1], "--help") != 0)) {
+        fprintf(stderr, "usage: %s\n", usage);
+        return 2;
+    }
+    const cfg_table *tables[16];
+    svc_settings_tables(def, tables);
+    if (!tsv)
+        printf("usage: %s\n\nSettings (environment variables):\n", usage);
+    cfg_print_help(stdout, tables, tsv);
+    return 0;
+}
+
 int svc_run(const svc_def *def, void *app)
 {
-    log_init(def->name, log_level_parse(cfg_str("LOG_LEVEL", "info")));
+    svc_settings own_svc = {0};
+    /* The log's level first: what follows may log. */
+    log_init(def->name, log_level_parse(cfg_str("LOG_LEVEL", svc_settings_list[0].text)));
     sigset_t signals;
     svc_block_signals(&signals);
 
     svc_parts *parts = (svc_parts *)((char *)app + def->parts);
-    http_config http;
-    int64_t consumer_batch, relay_batch, relay_poll_ms, relay_gather_ms, relay_rounds,
-        consumer_gather_ms, commit_interval_ms, idem_ret, purge_ms;
-    if (svc_http_config(&http, def->port) < 0 ||
-        cfg_int("CONSUMER_BATCH", 1, 10000, 256, &consumer_batch) < 0 ||
-        cfg_int("RELAY_BATCH", 1, 10000, 256, &relay_batch) < 0 ||
-        cfg_int("RELAY_POLL_MS", 10, 60000, 500, &relay_poll_ms) < 0 ||
-        cfg_int("RELAY_GATHER_MS", 0, 1000, 0, &relay_gather_ms) < 0 ||
-        cfg_int("RELAY_ROUNDS", 1, 8, 2, &relay_rounds) < 0 ||
-        cfg_int("CONSUMER_GATHER_MS", 0, 1000, 5, &consumer_gather_ms) < 0 ||
-        cfg_int("CONSUMER_COMMIT_INTERVAL_MS", 0, 60000, 1000, &commit_interval_ms) < 0 ||
-        cfg_int("IDEMPOTENCY_RETENTION_S", 60, 365 * 86400, 86400, &idem_ret) < 0 ||
-        cfg_int("PURGE_INTERVAL_MS", 100, 86400000, 60000, &purge_ms) < 0 ||
-        (def->configure && def->configure(app) < 0))
+    void *values = (char *)app + def->values;
+    const svc_own *own = values;
+    http_settings hs;
+    db_settings ds;
+    caller_settings cs;
+    docs_settings docs_s;
+    outbox_settings os = {0};
+    consumer_settings ks = {0};
+    idem_settings is = {0};
+    int bad = 0;
+    /* Every table is read, so that every bad setting is logged at once. */
+    bad |= cfg_load(&svc_settings_table, &own_svc) < 0;
+    if (def->read)
+        bad |= cfg_load(&svc_read_settings_table, &own_svc) < 0;
+    if (def->topic)
+        bad |= cfg_load(&svc_lib_settings_table, &own_svc) < 0;
+    bad |= cfg_load(&http_settings_table, &hs) < 0;
+    bad |= cfg_load(&db_settings_table, &ds) < 0;
+    bad |= cfg_load(&caller_settings_table, &cs) < 0;
+    if (def->tokens)
+        bad |= cfg_load(&caller_key_settings_table, &cs) < 0;
+    bad |= cfg_load(&docs_settings_table, &docs_s) < 0;
+    if (def->topic) {
+        bad |= kafka_settings_load() < 0;
+        bad |= cfg_load(&outbox_settings_table, &os) < 0;
+        bad |= cfg_load(&consumer_settings_table, &ks) < 0;
+        bad |= cfg_load(&idem_settings_table, &is) < 0;
+    }
+    bad |= cfg_load(def->settings, values) < 0;
+    if (bad || (def->configure && def->configure(app) < 0))
         return 2;
-    parts->idempotency_retention_s = (int)idem_ret;
-    parts->audience = cfg_str("TOKEN_AUDIENCE", "shop");
-    snprintf(parts->origins, sizeof parts->origins, "%s",
-             cfg_str("ALLOWED_ORIGINS", "http://localhost:8000 http://127.0.0.1:8000"));
-    int64_t token_cache, read_threads, read_max, read_gather;
-    if (cfg_int("TOKEN_CACHE_SLOTS", 0, 1 << 20, 4096, &token_cache) < 0 ||
-        cfg_int("READ_THREADS", 0, 64, 1, &read_threads) < 0 ||
-        cfg_int("READ_GROUP_MAX", 1, 10000, 64, &read_max) < 0 ||
-        cfg_int("READ_GATHER_US", 0, 1000000, 1000, &read_gather) < 0)
-        return 2;
-    if (def->tokens && load_public_key(parts) < 0)
+    http_config http = http_config_of(&hs, (int)own->http_port);
+    parts->idempotency_retention_s = (int)is.retention_s;
+    parts->callers.audience = cs.audience;
+    snprintf(parts->callers.origins, sizeof parts->callers.origins, "%s", cs.origins);
+    if (def->tokens && callers_load_key(&parts->callers, cs.public_key_file, cs.public_key,
+                                        (int)cs.key_wait_s) < 0)
         return 1;
     /* auth_cache_new refuses a size that is not a power of two. */
-    if (def->tokens && token_cache && !(parts->tokens = auth_cache_new((int)token_cache))) {
+    if (def->tokens && cs.cache_slots &&
+        !(parts->callers.tokens = auth_cache_new((int)cs.cache_slots))) {
         log_msg(LOG_ERROR, NULL,
                 "TOKEN_CACHE_SLOTS must be 0 or a power of two (or no memory for the cache)");
         return 2;
     }
-    const char *db_url = cfg_str(def->db_url, def->db_url_default);
-    const char *brokers = parts->brokers = cfg_str("KAFKA_BROKERS", "127.0.0.1:9092");
-    const char *migrations = cfg_str(def->migrations, def->migrations_default);
-    const char *spec = cfg_str(def->spec, def->spec_default);
-    const char *docs_assets = cfg_str("SWAGGER_UI_DIR", "node_modules/swagger-ui-dist");
+    const char *db_url = own->db_url;
+    const char *brokers = parts->brokers = kafka_config()->brokers;
+    const char *db_url_setting = def->settings->settings[1].name;
 
     /* The service's statements, then those of the parts a service with
      * messages has (Idempotency-Keys, outbox, inbox and dead letters). */
@@ -406,33 +276,36 @@ int svc_run(const svc_def *def, void *app)
     snprintf(relay_id, sizeof relay_id, "%s-relay", def->name);
     outbox_relay_config relay = {.brokers = brokers,
                                  .client_id = relay_id,
-                                 .batch = (int)relay_batch,
-                                 .poll_ms = (int)relay_poll_ms,
-                                 .gather_ms = (int)relay_gather_ms,
-                                 .rounds = (int)relay_rounds};
+                                 .batch = (int)os.batch,
+                                 .poll_ms = (int)os.poll_ms,
+                                 .gather_ms = (int)os.gather_ms,
+                                 .rounds = (int)os.rounds};
     consumer_config cc = {.brokers = brokers,
                           .group = def->name,
                           .client_id = def->name,
                           .topic = def->topic,
-                          .batch = (int)consumer_batch,
-                          .gather_ms = (int)consumer_gather_ms,
-                          .commit_interval_ms = (int)commit_interval_ms,
+                          .batch = (int)ks.batch,
+                          .gather_ms = (int)ks.gather_ms,
+                          .commit_interval_ms = (int)ks.commit_interval_ms,
                           .handle = def->handle,
                           .after_commit = def->after_commit,
                           .app = app};
 
-    if (!routes || svc_migrate(def->db_url, db_url, migrations, &signals) < 0 ||
-        !(parts->db = svc_db_pool(db_url, sets)) ||
+    if (!routes ||
+        svc_migrate(db_url_setting, db_url, def->topic ? own_svc.lib_migrations : NULL,
+                    own->migrations, &signals) < 0 ||
+        !(parts->db = db_pool_open(db_url, sets, &ds)) ||
         (def->topic && !(parts->relay = outbox_relay_start(parts->db, &relay))))
         goto done;
     started = true;
-    if ((def->read && svc_read_start(parts, def->read, app, (int)read_threads, (int)read_max,
-                                     (int)read_gather) < 0) ||
+    if ((def->read &&
+         svc_read_start(parts, def->read, app, (int)own_svc.read_threads,
+                        (int)own_svc.read_group_max, (int)own_svc.read_gather_us) < 0) ||
         (def->start && def->start(app, db_url) < 0) ||
         (def->topic && !(parts->consumer = consumer_start(parts->db, &cc))) ||
-        !(purge = ticker_start((int)purge_ms, def->purge, app)) ||
+        !(purge = ticker_start((int)own_svc.purge_interval_ms, def->purge, app)) ||
         (def->topic && !(gauges = ticker_start(2000, refresh_gauges, parts))) ||
-        docs_load(&api_docs, spec, docs_assets, def->docs_title) < 0)
+        docs_load(&api_docs, own->spec, docs_s.assets, def->docs_title) < 0)
         goto done;
     memcpy(routes, def->routes, def->nroutes * sizeof *routes);
     docs_routes(&api_docs, routes + def->nroutes);
@@ -464,21 +337,61 @@ done:
     free(routes);
     outbox_relay_stop(parts->relay);
     db_pool_free(parts->db);
-    auth_cache_free(parts->tokens);
+    auth_cache_free(parts->callers.tokens);
     if (rc == 0)
         log_msg(LOG_INFO, NULL, "stopped");
     return rc;
 }
 
+int svc_read_rows(svc_parts *parts, group_item **items, int n, size_t key,
+                  int (*fetch)(db_conn *c, const char *const *keys, int n, void *rows), void *rows)
+{
+    const char **keys = calloc((size_t)n, sizeof *keys);
+    if (!keys)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++)
+        keys[i] = (const char *)items[i] + key;
+    db_conn *c = NULL;
+    int rc = db_acquire(parts->db, 1000, &c);
+    if (rc == 0)
+        rc = fetch(c, keys, n, rows);
+    db_release(parts->db, c);
+    free(keys);
+    return rc;
+}
+
+int svc_purge(svc_parts *parts, int (*purge)(db_conn *c, int max_age_s, int batch), int max_age_s,
+              const char *what, _Atomic uint64_t *failures)
+{
+    enum { BATCH = 1000 };
+    db_conn *c = NULL;
+    int n = db_acquire(parts->db, 1000, &c), purged = 0;
+    /* A batch short of BATCH was the last one. */
+    for (int got = BATCH; n == 0 && got == BATCH;)
+        if ((got = purge(c, max_age_s, BATCH)) < 0)
+            n = got;
+        else
+            purged += got;
+    db_release(parts->db, c);
+    if (n < 0) {
+        atomic_fetch_add(failures, 1);
+        log_msg(LOG_WARN, NULL, "purge of %s failed (%s); trying again next time", what,
+                err_str(n));
+    }
+    if (purged)
+        log_msg(LOG_INFO, NULL, "purged %d %s", purged, what);
+    return n < 0 ? n : purged;
+}
+
 void svc_metrics(const svc_parts *parts, group *const *groups, int n, FILE *out)
 {
     uint64_t hits, misses;
-    auth_cache_counts(parts->tokens, &hits, &misses);
+    auth_cache_counts(parts->callers.tokens, &hits, &misses);
     metrics_header(out, "tokens_verified_total", "counter",
                    "Tokens accepted or refused, by how: a signature checked, or a token "
                    "checked before (TOKEN_CACHE_SLOTS)");
-    fprintf(out, "tokens_verified_total{how=\"signature\"} %" PRIu64 "\n", misses);
-    fprintf(out, "tokens_verified_total{how=\"cached\"} %" PRIu64 "\n", hits);
+    metrics_sample(out, "tokens_verified_total", "how=\"signature\"", misses);
+    metrics_sample(out, "tokens_verified_total", "how=\"cached\"", hits);
     group *all[8] = {parts->reads};
     for (int i = 0; i < n && i + 1 < 8; i++)
         all[i + 1] = groups[i];

@@ -2,7 +2,8 @@
 #ifndef SHOP_SVC_H
 #define SHOP_SVC_H
 
-#include "lib/auth.h"
+#include "lib/answer.h"
+#include "lib/caller.h"
 #include "lib/consumer.h"
 #include "lib/db.h"
 #include "lib/group.h"
@@ -11,53 +12,24 @@
 
 #include <signal.h>
 
-/* Reads HTTP_HOST, HTTP_PORT, HTTP_THREADS, HTTP_MAX_BODY and
- * HTTP_IDLE_TIMEOUT_S. Returns 0, or -EINVAL after logging the bad one. */
-int svc_http_config(http_config *cfg, int default_port);
-
 /* Blocks SIGTERM and SIGINT in the calling thread (call it before any
  * thread starts, so they all inherit the mask) and fills `set` with them. */
 void svc_block_signals(sigset_t *set);
 
-/* Applies the migrations in `dir` to `conninfo` (the value of the setting
- * named `setting`), retrying every second while the database does not
+/* Applies the migrations in `lib_dir` (lib's tables: NULL for a service
+ * without them), then those in `dir`, to `conninfo` (the value of the
+ * setting named `setting`), retrying every second while the database does not
  * answer. Returns 0, -EINTR when a signal of `set` arrived meanwhile,
  * -DB_REFUSED at once when the server turns us away or the string cannot
  * be read (a wrong setting: logged, naming it, for the caller to exit), or
  * -DB_FAILED for a migration that cannot apply. */
-int svc_migrate(const char *setting, const char *conninfo, const char *dir, const sigset_t *set);
-
-/* The service's connection pool, sized and bounded by DB_POOL_SIZE,
- * DB_STALL_MS, DB_CONNECT_TIMEOUT_MS and DB_STATEMENT_TIMEOUT_MS
- * (db_pool_guard), opened now. NULL on a bad setting or no memory. */
-db_pool *svc_db_pool(const char *conninfo, const db_stmt *const *stmt_sets);
+int svc_migrate(const char *setting, const char *conninfo, const char *lib_dir, const char *dir,
+                const sigset_t *set);
 
 /* /readyz for a service with a database and an outbox relay (NULL: none,
  * no broker to check): fills `checks` and returns true when both the
  * database and the broker answer. */
 bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks);
-
-/* The caller's identity: the token of `Authorization: Bearer ...`, else of
- * the AUTH_COOKIE cookie, verified with `key` for `audience` now. Returns 0
- * and fills `claims` (and `via_cookie`, when not NULL), or -1 with a 401 in
- * `res` (no token, or why it was refused). */
-int svc_authenticate(http_req *req, http_res *res, const auth_key *key, auth_cache *cache,
-                     const char *audience, auth_claims *claims, bool *via_cookie);
-
-/* Answers a database failure: 503 (with Retry-After) when retrying may
- * help, else 500. */
-void svc_db_error(http_res *res, int rc);
-
-/* Answers the failure of a write that ran on `c` (NULL: none was taken):
- * when its COMMIT, or a statement outside a transaction, lost its
- * connection before the answer (db_in_doubt), whether it happened is
- * unknown, and the answer says so: 503 outcome_unknown, Retry-After. A
- * retry with the same Idempotency-Key gets the stored outcome. Otherwise
- * as svc_db_error: nothing was written. */
-void svc_write_error(http_res *res, int rc, const db_conn *c);
-
-/* The answer when the outcome of a write is unknown (svc_write_error). */
-void svc_outcome_unknown(http_res *res);
 
 /* Waits for a signal of `set`; returns its number. */
 int svc_wait(const sigset_t *set);
@@ -72,12 +44,10 @@ typedef struct svc_parts {
     outbox_relay *relay;
     consumer *consumer;
     int idempotency_retention_s;
-    auth_key key;         /* identity's public key (svc_def.tokens) */
-    auth_cache *tokens;   /* tokens verified lately (TOKEN_CACHE_SLOTS; NULL: none) */
-    const char *audience; /* TOKEN_AUDIENCE */
-    char origins[512];    /* ALLOWED_ORIGINS, space-separated */
-    group *reads;         /* svc_read's readers (NULL: READ_THREADS 0) */
-    group_run_fn read;    /* svc_def.read */
+    callers callers;   /* identity's public key (svc_def.tokens), the token
+                        * cache (TOKEN_CACHE_SLOTS), ALLOWED_ORIGINS */
+    group *reads;      /* svc_read's readers (NULL: READ_THREADS 0) */
+    group_run_fn read; /* svc_def.read */
     void *app;
 } svc_parts;
 
@@ -85,33 +55,13 @@ typedef struct svc_parts {
  * those of its groups: the read group and groups[0..n) (up to 7). */
 void svc_metrics(const svc_parts *parts, group *const *groups, int n, FILE *out);
 
-/* Who a request acts for: the token's user. */
-typedef struct svc_caller {
-    auth_claims claims;
-    bool via_cookie; /* the browser's cookie, not an Authorization header */
-} svc_caller;
-
-/* False, with 415 unsupported_media_type in `res`, when the request has a
- * body that is not application/json (a form another site posts is not). */
-bool svc_json_body(http_req *req, http_res *res);
-
-/* False, with 403 cross_origin in `res`, when the request names an Origin
- * that is not one of ALLOWED_ORIGINS, or names none and `required`. A
- * browser sends its page's Origin with every POST: another site's page
- * cannot act through it. */
-bool svc_origin_ok(http_req *req, http_res *res, const svc_parts *parts, bool required);
-
-/* For a handler of a service that verifies tokens: fills `who` from the
- * request's token, or answers 401 and returns false. For a request that
- * changes something (`write`), also: the body must be application/json
- * (else 415), and when the cookie carried the identity, the Origin must be
- * one of ALLOWED_ORIGINS (else 403): no cross-site request forgery. */
-bool svc_caller_of(http_req *req, http_res *res, const svc_parts *parts, bool write,
-                   svc_caller *who);
-
-/* True when `who` may act on `user_id`'s resources: the same user, or an
- * operator when `operator_may` (reads for support). Else answers 403. */
-bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, bool operator_may);
+/* One round of a purge (svc_def.purge calls it every PURGE_INTERVAL_MS):
+ * `purge` deletes rows older than `max_age_s`, at most a batch of 1,000 a
+ * call, each call its own transaction, until a call finds fewer; how many
+ * is logged. A failure is logged and counted in `failures`, and the next
+ * round tries again. Returns the rows deleted, or the error. */
+int svc_purge(svc_parts *parts, int (*purge)(db_conn *c, int max_age_s, int batch), int max_age_s,
+              const char *what, _Atomic uint64_t *failures);
 
 /* Answers a read of one row by its key (GET /orders/{id}, GET
  * /accounts/{user_id}) through svc_def.read, which fills item->res.
@@ -124,26 +74,52 @@ bool svc_may_act_for(http_res *res, const svc_caller *who, const char *user_id, 
  * for company). With 0, the read runs on the HTTP thread, alone. */
 void svc_read(svc_parts *parts, http_req *req, http_res *res, group_item *item);
 
+/* For a svc_def.read batch: one call of `fetch` on a connection of the
+ * pool with the keys of its n items, each a string `key` bytes into its
+ * item (offsetof(the service's item, its key)); `fetch` fills `rows`, its
+ * own. Returns what `fetch` returns (the rows found), or a negative code
+ * (err_str) for answer_db_error. */
+int svc_read_rows(svc_parts *parts, group_item **items, int n, size_t key,
+                  int (*fetch)(db_conn *c, const char *const *keys, int n, void *rows), void *rows);
+
 /* Sets `parts` up for svc_read with `read` run on `app`, and starts
  * `threads` readers (0: none, reads run on the HTTP thread) taking up to
  * `max` reads a statement, gathering up to `gather_us` under load. svc_run
  * calls it with READ_THREADS, READ_GROUP_MAX and READ_GATHER_US. Returns
- * -1 when the readers cannot start. */
+ * -ENOMEM when the readers cannot start. */
 int svc_read_start(svc_parts *parts, group_run_fn read, void *app, int threads, int max,
                    int gather_us);
 
-/* True when `origin` is one of the allowed origins. */
-bool svc_origin_allowed(const svc_parts *parts, const char *origin);
+/* The settings every service names after itself (ORDERS_DATABASE_URL, ...):
+ * the first four of its own table, made by SVC_OWN_SETTINGS, in a struct
+ * that begins its values. */
+typedef struct svc_own {
+    int64_t http_port;
+    const char *db_url, *migrations, *spec;
+} svc_own;
+
+/* The four, for service `prefix` ("ORDERS") on `port`, with its database,
+ * migrations and OpenAPI document all named `name` ("orders"); `type` is
+ * the service's struct of values, whose member `own` is its svc_own. */
+#define SVC_OWN_SETTINGS(type, prefix, port, name)                                                 \
+    CFG_I("HTTP_PORT", type, own.http_port, 1, 65535, port, "port to listen on"),                  \
+        CFG_S(prefix "_DATABASE_URL", type, own.db_url, "postgresql://shop@127.0.0.1:54320/" name, \
+              "libpq connection string of the service's own database"),                            \
+        CFG_S(prefix "_MIGRATIONS_DIR", type, own.migrations, "db/" name,                          \
+              "SQL migrations applied at start-up"),                                               \
+        CFG_S(prefix "_OPENAPI", type, own.spec, "api/" name ".yaml",                              \
+              "the OpenAPI document served at /openapi.yaml")
 
 /* A service: what differs between orders and payments. */
 typedef struct svc_def {
-    const char *name;   /* "orders": logs and messages */
-    int port;           /* HTTP_PORT's default */
-    const char *db_url; /* the setting that names the database, and its default */
-    const char *db_url_default;
-    const char *migrations, *migrations_default;  /* setting, default folder */
-    const char *spec, *spec_default, *docs_title; /* the OpenAPI document */
-    const db_stmt *const *stmt_sets;              /* the service's own; shared ones added */
+    const char *name;       /* "orders": logs and messages */
+    const char *docs_title; /* the OpenAPI document's page title */
+    /* The service's own settings (SVC_OWN_SETTINGS first), read into its
+     * struct of values at `values` (offsetof(app type, that struct)) before
+     * `configure` runs. */
+    const cfg_table *settings;
+    size_t values;
+    const db_stmt *const *stmt_sets; /* the service's own; shared ones added */
     const http_route *routes;
     size_t nroutes;
     http_hooks hooks;
@@ -166,6 +142,15 @@ typedef struct svc_def {
     void (*close)(void *app);
     void (*stop)(void *app);
 } svc_def;
+
+/* The settings tables a service reads, NULL-terminated (at most 15):
+ * lib's modules', then its own. */
+void svc_settings_tables(const svc_def *def, const cfg_table **out);
+
+/* `SERVICE --help` (settings, a line each) or `--settings-tsv` (for
+ * scripts/settings.sh): prints and returns 0; any other argument: the
+ * usage, 2; none: -1, for the caller to run. */
+int svc_help(const svc_def *def, int argc, char **argv, const char *usage);
 
 /* Runs a service until SIGTERM or SIGINT: settings, migrations, pool,
  * relay, the service's own parts, consumer, purge, docs, HTTP; then stops

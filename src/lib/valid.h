@@ -1,4 +1,5 @@
-/* The input rules both services share (DESIGN §8). Pure functions. */
+/* The input rules every service shares (docs/architecture.md,
+ * "Conventions"). Pure functions. */
 #ifndef SHOP_VALID_H
 #define SHOP_VALID_H
 

@@ -584,20 +584,19 @@ void ws_hub_free(ws_hub *hub)
 
 void ws_metrics(ws_hub *hub, FILE *out)
 {
-    metrics_header(out, "ws_connections", "gauge", "Open WebSocket connections");
-    fprintf(out, "ws_connections %d\n", ws_count(hub));
-    metrics_header(out, "ws_accepted_total", "counter", "WebSocket connections accepted");
-    fprintf(out, "ws_accepted_total %" PRIu64 "\n", atomic_load(&hub->accepted));
-    metrics_header(out, "ws_messages_sent_total", "counter",
-                   "Messages queued to WebSocket clients");
-    fprintf(out, "ws_messages_sent_total %" PRIu64 "\n", atomic_load(&hub->sent));
-    metrics_header(out, "ws_dropped_slow_total", "counter",
-                   "WebSocket clients closed for not keeping up (1008)");
-    fprintf(out, "ws_dropped_slow_total %" PRIu64 "\n", atomic_load(&hub->dropped_slow));
-    metrics_header(out, "ws_closed_too_big_total", "counter",
-                   "WebSocket clients closed for sending a message over 4 KiB (1009)");
-    fprintf(out, "ws_closed_too_big_total %" PRIu64 "\n", atomic_load(&hub->closed_too_big));
-    metrics_header(out, "ws_closed_expired_total", "counter",
-                   "WebSocket clients closed when their token expired (4001)");
-    fprintf(out, "ws_closed_expired_total %" PRIu64 "\n", atomic_load(&hub->expired));
+    metrics_series(out, "ws_connections", "gauge", "Open WebSocket connections",
+                   (uint64_t)ws_count(hub));
+    metrics_series(out, "ws_accepted_total", "counter", "WebSocket connections accepted",
+                   atomic_load(&hub->accepted));
+    metrics_series(out, "ws_messages_sent_total", "counter", "Messages queued to WebSocket clients",
+                   atomic_load(&hub->sent));
+    metrics_series(out, "ws_dropped_slow_total", "counter",
+                   "WebSocket clients closed for not keeping up (1008)",
+                   atomic_load(&hub->dropped_slow));
+    metrics_series(out, "ws_closed_too_big_total", "counter",
+                   "WebSocket clients closed for sending a message over 4 KiB (1009)",
+                   atomic_load(&hub->closed_too_big));
+    metrics_series(out, "ws_closed_expired_total", "counter",
+                   "WebSocket clients closed when their token expired (4001)",
+                   atomic_load(&hub->expired));
 }

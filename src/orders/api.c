@@ -25,19 +25,14 @@ static void create_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     json_int_t amount = 0;
-    svc_caller who;
+    caller who;
     const char *user_id = NULL, *description = "";
-    if (!svc_caller_of(req, res, &app->svc, true, &who) ||
+    if (!caller_of(req, res, &app->svc.callers, true, &who) ||
         http_body_unpack(req, res, "{s?:s, s:I, s?:s}", "user_id", &user_id, "amount", &amount,
                          "description", &description) < 0)
         return;
     /* The order is the caller's; a user_id in the body, if any, must say so. */
-    if (user_id && !valid_user_id(user_id)) {
-        http_error(res, 400, "invalid_user_id",
-                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
-        return;
-    }
-    if (user_id && !svc_may_act_for(res, &who, user_id, false))
+    if (user_id && !caller_may_act_for(res, &who, user_id, false))
         return;
     if (!valid_amount(amount)) {
         http_error(res, 400, "invalid_amount",
@@ -66,8 +61,8 @@ static void get_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     const char *id = req->params[0];
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, false, &who))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, false, &who))
         return;
     if (!valid_uuid(id)) {
         http_error(res, 404, "order_not_found", "no order %s", id);
@@ -96,42 +91,49 @@ static json_t *order_with_refunds(const order *o, const refund *refunds, int n)
     return j;
 }
 
+/* What one read batch found: the orders, and the refunds of those with
+ * some. */
+typedef struct found_orders {
+    order *orders;
+    refund *refunds;
+    int nrefunds;
+} found_orders;
+
+static int fetch_orders(db_conn *c, const char *const *ids, int n, void *arg)
+{
+    found_orders *f = arg;
+    int rc = store_orders_get(c, ids, n, f->orders);
+    if (rc <= 0)
+        return rc;
+    /* Their refunds, if any has some: a second statement only then. */
+    const char **with = calloc((size_t)rc, sizeof *with);
+    int nwith = 0, max = 0;
+    for (int k = 0; with && k < rc; k++)
+        if (f->orders[k].refund_count > 0) {
+            with[nwith++] = f->orders[k].id;
+            max += f->orders[k].refund_count;
+        }
+    if (!with || (max && !(f->refunds = calloc((size_t)max, sizeof *f->refunds))))
+        rc = -ENOMEM;
+    else if (nwith && (f->nrefunds = store_refunds_of(c, with, nwith, f->refunds, max)) < 0)
+        rc = f->nrefunds;
+    free(with);
+    return rc;
+}
+
 void orders_read_group(void *arg, group_item **items, int n)
 {
     orders_app *app = arg;
-    const char **ids = calloc((size_t)n, sizeof *ids);
-    order *found = calloc((size_t)n, sizeof *found);
-    db_conn *c = NULL;
-    int rc = ids && found ? 0 : -DB_FAILED;
-    for (int i = 0; rc == 0 && i < n; i++)
-        ids[i] = ((read_item *)items[i])->id;
-    if (rc == 0)
-        rc = db_acquire(app->svc.db, 1000, &c);
-    if (rc == 0)
-        rc = store_orders_get(c, ids, n, found);
-    /* Their refunds, if any has some: a second statement only then. */
-    refund *refunds = NULL;
-    int nrefunds = 0;
-    if (rc > 0) {
-        const char **with = calloc((size_t)rc, sizeof *with);
-        int nwith = 0, max = 0;
-        for (int k = 0; with && k < rc; k++)
-            if (found[k].refund_count > 0) {
-                with[nwith++] = found[k].id;
-                max += found[k].refund_count;
-            }
-        if (!with || (max && !(refunds = calloc((size_t)max, sizeof *refunds))))
-            rc = -DB_FAILED;
-        else if (nwith && (nrefunds = store_refunds_of(c, with, nwith, refunds, max)) < 0)
-            rc = nrefunds;
-        free(with);
-    }
-    db_release(app->svc.db, c);
+    found_orders f = {.orders = calloc((size_t)n, sizeof *f.orders)};
+    int rc = f.orders
+                 ? svc_read_rows(&app->svc, items, n, offsetof(read_item, id), fetch_orders, &f)
+                 : -ENOMEM;
+    order *found = f.orders;
     for (int i = 0; i < n; i++) {
         read_item *it = (read_item *)items[i];
         http_res *res = &it->base.res;
         if (rc < 0) {
-            svc_db_error(res, rc);
+            answer_db_error(res, rc);
             continue;
         }
         const order *o = NULL; /* ids are UUIDs in any case; the rows' in lower case */
@@ -148,13 +150,12 @@ void orders_read_group(void *arg, group_item **items, int n)
                         "operator %s reads order %s of %s", it->caller, o->id, o->user_id);
         }
         if (o)
-            http_json(res, 200, order_with_refunds(o, refunds, nrefunds));
+            http_json(res, 200, order_with_refunds(o, f.refunds, f.nrefunds));
         else
             http_error(res, 404, "order_not_found", "no order %s", it->id);
     }
-    free(ids);
-    free(found);
-    free(refunds);
+    free(f.orders);
+    free(f.refunds);
 }
 
 static void list_orders(http_req *req, http_res *res)
@@ -163,16 +164,11 @@ static void list_orders(http_req *req, http_res *res)
     const char *user_id = http_query(req, "user_id");
     const char *limit_s = http_query(req, "limit"), *cursor_s = http_query(req, "cursor");
     int64_t limit = LIST_DEFAULT, cursor = 0;
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, false, &who))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, false, &who))
         return;
-    if (user_id && !valid_user_id(user_id)) {
-        http_error(res, 400, "invalid_user_id",
-                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
-        return;
-    }
     /* The caller's orders, unless an operator asks for someone's. */
-    if (user_id && !svc_may_act_for(res, &who, user_id, true))
+    if (user_id && !caller_may_act_for(res, &who, user_id, true))
         return;
     if (!user_id)
         user_id = who.claims.sub;
@@ -192,7 +188,7 @@ static void list_orders(http_req *req, http_res *res)
         rc = store_order_list(c, user_id, cursor, (int)limit + 1, orders);
     db_release(app->svc.db, c);
     if (rc < 0) {
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
         free(orders);
         return;
     }
@@ -215,21 +211,16 @@ static void follow_orders(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     const char *user_id = http_query(req, "user_id");
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, false, &who))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, false, &who))
         return;
     /* A browser's WebSocket carries the cookie: it must come from our page. */
     const char *origin = http_header(req, "Origin");
-    if (origin && !svc_origin_allowed(&app->svc, origin)) {
+    if (origin && !caller_origin_allowed(&app->svc.callers, origin)) {
         http_error(res, 403, "cross_origin", "this WebSocket is for the shop's own page");
         return;
     }
-    if (user_id && !valid_user_id(user_id)) {
-        http_error(res, 400, "invalid_user_id",
-                   "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
-        return;
-    }
-    if (user_id && !svc_may_act_for(res, &who, user_id, false))
+    if (user_id && !caller_may_act_for(res, &who, user_id, false))
         return;
     /* Only the caller's own orders, and only while its token lasts. */
     ws_accept(app->hub, req, res, who.claims.sub, who.claims.exp);
@@ -245,8 +236,8 @@ static void cancel_order(http_req *req, http_res *res)
 {
     orders_app *app = req->app;
     const char *id = req->params[0];
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, true, &who))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, true, &who))
         return;
     if (!valid_uuid(id)) {
         http_error(res, 404, "order_not_found", "no order %s", id);
@@ -272,7 +263,7 @@ static void cancel_order(http_req *req, http_res *res)
             payload ? store_order_cancel(c, o.id, MSG_TOPIC_REQUESTS, payload, &now) : -DB_FAILED;
         free(payload);
         if (asked < 0)
-            svc_write_error(res, asked, c);
+            answer_write_error(res, asked, c);
         else if (asked == 1)
             o = now;
         else if ((asked = store_orders_get(c, &id, 1, &o)) == 1) /* no longer NEW meanwhile */
@@ -282,7 +273,7 @@ static void cancel_order(http_req *req, http_res *res)
         rc = asked < 0 ? asked : 1;
     }
     if (rc < 0 && !res->status)
-        svc_db_error(res, rc);
+        answer_db_error(res, rc);
     db_release(app->svc.db, c);
     if (rc < 0)
         return;
@@ -309,7 +300,7 @@ static void cancel_order(http_req *req, http_res *res)
 typedef struct refund_ask {
     const char *id;
     int64_t amount; /* 0: all that is left */
-    svc_caller who;
+    caller who;
     int redrive_ms;
 } refund_ask;
 
@@ -376,7 +367,7 @@ static void refund_order(http_req *req, http_res *res)
     orders_app *app = req->app;
     refund_ask ask = {.id = req->params[0], .redrive_ms = app->redrive_after_ms};
     json_int_t amount = 0;
-    if (!svc_caller_of(req, res, &app->svc, true, &ask.who))
+    if (!caller_of(req, res, &app->svc.callers, true, &ask.who))
         return;
     if (!valid_uuid(ask.id)) {
         http_error(res, 404, "order_not_found", "no order %s", ask.id);
@@ -400,9 +391,11 @@ static void refund_order(http_req *req, http_res *res)
         outbox_relay_wake(app->svc.relay);
 }
 
-static const books_service books = {.parts = offsetof(orders_app, svc)};
+static const books_service books = {.db = offsetof(orders_app, svc.db),
+                                    .callers = offsetof(orders_app, svc.callers)};
 
-static const deadletter_service dead_letters = {.parts = offsetof(orders_app, svc),
+static const deadletter_service dead_letters = {.db = offsetof(orders_app, svc.db),
+                                                .callers = offsetof(orders_app, svc.callers),
                                                 .handle = orders_handle_results};
 
 const http_route orders_routes[] = {

@@ -41,7 +41,15 @@ typedef struct redrive_gate {
     int64_t logged_at;   /* monotonic ms: the last "waits" log line */
 } redrive_gate;
 
+/* The orders service's own settings (orders_settings_table). */
+typedef struct orders_settings {
+    svc_own own;
+    int64_t redrive_after_ms, redrive_max_ms, redrive_check_ms, ws_max_queue, ws_ping_ms, writers,
+        group_max, gather_us, create_deadline_ms;
+} orders_settings;
+
 typedef struct orders_app {
+    orders_settings settings;
     svc_parts svc; /* pool, relay, the payment.results consumer */
     group *create; /* POST /orders' group commit */
     ws_hub *hub;
@@ -61,7 +69,7 @@ typedef struct orders_app {
     _Atomic int64_t requests_unread;                   /* payments' lag, as last seen */
 } orders_app;
 
-/* The service's own routes; main.c adds the docs routes after them. */
+/* The service's own routes; svc_run adds the docs routes after them. */
 #define ORDERS_NROUTES (7 + DEADLETTER_NROUTES)
 extern const http_route orders_routes[]; /* ORDERS_NROUTES of them */
 

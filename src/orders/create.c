@@ -179,7 +179,7 @@ void orders_create_group(void *arg, group_item **items, int n)
                 if (how == GROUP_LATE)
                     orders_create_expired(app, items[i]);
                 else
-                    svc_outcome_unknown(&it[i]->base.res);
+                    answer_outcome_unknown(&it[i]->base.res);
             }
             return;
         }
@@ -192,7 +192,7 @@ void orders_create_group(void *arg, group_item **items, int n)
             return;
         }
         for (int i = 0; i < n; i++)
-            svc_db_error(&it[i]->base.res, rc);
+            answer_db_error(&it[i]->base.res, rc);
         return;
     }
     for (int i = 0; i < n; i++)

@@ -3,6 +3,7 @@
 #include "orders/app.h"
 #include "orders/store.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,7 +32,7 @@ int live_batch_add(live_batch *b, const order *o)
     char *text = event ? json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(event);
     if (!text)
-        return -1;
+        return -ENOMEM;
     /* Compact JSON has no raw newline and a user id no tab: the line's
      * separators cannot occur inside it. */
     /* "user\ttext\n" and the NUL that sprintf writes after it. */
@@ -43,7 +44,7 @@ int live_batch_add(live_batch *b, const order *o)
         char *grown = realloc(b->items, cap);
         if (!grown) {
             free(text);
-            return -1;
+            return -ENOMEM;
         }
         b->items = grown;
         b->cap = cap;

@@ -24,7 +24,7 @@ typedef struct live_batch {
 } live_batch;
 
 void live_batch_reset(live_batch *b);
-/* Returns -1 when out of memory (that browser update is lost, the order
+/* Returns -ENOMEM when out of memory (that browser update is lost, the order
  * is not). */
 int live_batch_add(live_batch *b, const order *o);
 /* Issues the NOTIFYs (chunks under PostgreSQL's 8000-byte limit). */

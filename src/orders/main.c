@@ -11,31 +11,48 @@
 #include "orders/create.h"
 #include "orders/store.h"
 
+#include <errno.h>
 #include <stddef.h>
+
+static const cfg_setting orders_settings_list[] = {
+    SVC_OWN_SETTINGS(orders_settings, "ORDERS", 8080, "orders"),
+    CFG_I("ORDERS_WRITERS", orders_settings, writers, 1, 64, 1,
+          "group-commit writers, each one transaction in flight for the POST /orders waiting (one "
+          "writer that gathers makes the largest groups)"),
+    CFG_I("ORDERS_GROUP_MAX", orders_settings, group_max, 1, 10000, 256,
+          "the most orders one group transaction carries"),
+    CFG_I("ORDERS_GATHER_US", orders_settings, gather_us, 0, 1000000, 2000,
+          "a writer whose last group carried more than one order waits up to this long for more "
+          "(0: never); a lone order at light load goes at once"),
+    CFG_I("ORDERS_CREATE_DEADLINE_MS", orders_settings, create_deadline_ms, 100, 600000, 10000,
+          "a POST /orders is answered within this, created or not (503 not_created); keep it "
+          "below the gateway's 30 s"),
+    CFG_I("REDRIVE_AFTER_MS", orders_settings, redrive_after_ms, 100, 86400000, 5000,
+          "an order still NEW this long gets its payment request published again"),
+    CFG_I("REDRIVE_MAX_MS", orders_settings, redrive_max_ms, 100, 86400000, 60000,
+          "the re-drive back-off doubles up to this"),
+    CFG_I("REDRIVE_CHECK_MS", orders_settings, redrive_check_ms, 50, 3600000, 1000,
+          "how often due re-drives are looked for"),
+    CFG_I("WS_PING_MS", orders_settings, ws_ping_ms, 100, 3600000, 20000,
+          "a WebSocket silent this long is pinged, and dropped after three silent periods"),
+    CFG_I("WS_MAX_QUEUE", orders_settings, ws_max_queue, 1, 100000, 256,
+          "messages a WebSocket may have waiting; a client further behind is closed (1008)"),
+};
+static const cfg_table orders_settings_table = CFG_TABLE("orders", orders_settings_list);
 
 static int configure(void *arg)
 {
     orders_app *app = arg;
-    int64_t after, max, check, queue, ping, writers, group_max, gather_us, deadline;
-    if (cfg_int("REDRIVE_AFTER_MS", 100, 86400000, 5000, &after) < 0 ||
-        cfg_int("REDRIVE_MAX_MS", 100, 86400000, 60000, &max) < 0 ||
-        cfg_int("REDRIVE_CHECK_MS", 50, 3600000, 1000, &check) < 0 ||
-        cfg_int("WS_MAX_QUEUE", 1, 100000, 256, &queue) < 0 ||
-        cfg_int("WS_PING_MS", 100, 3600000, 20000, &ping) < 0 ||
-        cfg_int("ORDERS_WRITERS", 1, 64, 1, &writers) < 0 ||
-        cfg_int("ORDERS_GROUP_MAX", 1, 10000, 256, &group_max) < 0 ||
-        cfg_int("ORDERS_GATHER_US", 0, 1000000, 2000, &gather_us) < 0 ||
-        cfg_int("ORDERS_CREATE_DEADLINE_MS", 100, 600000, 10000, &deadline) < 0)
-        return -1;
-    app->create_deadline_ms = (int)deadline;
-    app->writers = (int)writers;
-    app->group_max = (int)group_max;
-    app->gather_us = (int)gather_us;
-    app->redrive_after_ms = (int)after;
-    app->redrive_max_ms = (int)max;
-    app->redrive_check_ms = (int)check;
-    app->ws_queue = (int)queue;
-    app->ws_ping_ms = (int)ping;
+    const orders_settings *s = &app->settings;
+    app->create_deadline_ms = (int)s->create_deadline_ms;
+    app->writers = (int)s->writers;
+    app->group_max = (int)s->group_max;
+    app->gather_us = (int)s->gather_us;
+    app->redrive_after_ms = (int)s->redrive_after_ms;
+    app->redrive_max_ms = (int)s->redrive_max_ms;
+    app->redrive_check_ms = (int)s->redrive_check_ms;
+    app->ws_queue = (int)s->ws_max_queue;
+    app->ws_ping_ms = (int)s->ws_ping_ms;
     return 0;
 }
 
@@ -55,7 +72,7 @@ static int start(void *arg, const char *db_url)
         !(app->live = live_start(db_url, app->hub)) ||
         !(app->gate.rk = kafka_observer_new(app->svc.brokers, "orders-redrive", PAYMENTS_GROUP)) ||
         !(app->redrive = ticker_start(app->redrive_check_ms, orders_redrive, app)))
-        return -1;
+        return -ENOMEM;
     return 0;
 }
 
@@ -82,19 +99,14 @@ static void stop(void *arg)
     live_batch_free(&app->changed); /* the consumer that fills it has stopped */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const db_stmt *const stmts[] = {orders_stmts, NULL};
     static const svc_def def = {
         .name = "orders",
-        .port = 8080,
-        .db_url = "ORDERS_DATABASE_URL",
-        .db_url_default = "postgresql://shop@127.0.0.1:54320/orders",
-        .migrations = "ORDERS_MIGRATIONS_DIR",
-        .migrations_default = "db/orders",
-        .spec = "ORDERS_OPENAPI",
-        .spec_default = "api/orders.yaml",
         .docs_title = "Shop orders API",
+        .settings = &orders_settings_table,
+        .values = offsetof(orders_app, settings),
         .stmt_sets = stmts,
         .routes = orders_routes,
         .nroutes = ORDERS_NROUTES,
@@ -110,6 +122,9 @@ int main(void)
         .close = close_sockets,
         .stop = stop,
     };
+    int help = svc_help(&def, argc, argv, "orders [--help | --settings-tsv]");
+    if (help >= 0)
+        return help;
     static orders_app app = {.changed_lock = PTHREAD_MUTEX_INITIALIZER};
     return svc_run(&def, &app);
 }

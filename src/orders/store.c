@@ -1,5 +1,6 @@
 #include "orders/store.h"
 #include "lib/books.h"
+#include "lib/outbox.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -22,8 +23,7 @@
  * second: ids and now() may disagree by a transaction's length. */
 #define REDRIVE_GATE                                                                               \
     "   AND sent_at < to_timestamp($4::float8 / 1000)"                                             \
-    "   AND sent_at < coalesce((SELECT created_at - interval '1 second'"                           \
-    "                           FROM outbox ORDER BY id LIMIT 1), 'infinity')"
+    "   AND sent_at < coalesce(" OUTBOX_OLDEST_QUEUED_AT " - interval '1 second', 'infinity')"
 
 const db_stmt orders_stmts[] = {
     /* A group's orders and their payment requests in one statement; the
@@ -34,7 +34,7 @@ const db_stmt orders_stmts[] = {
      "           SELECT id, u, a, d, now() + make_interval(secs => $5::float8 / 1000)"
      "           FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) AS t(id, u, a, d)"
      "           RETURNING *),"
-     "     m AS (INSERT INTO outbox (topic, key, payload)"
+     "     m AS (" OUTBOX_INSERT
      "           SELECT $6, u, p FROM unnest($2::text[], $7::text[]) WITH ORDINALITY AS t(u, p, n)"
      "           ORDER BY n)"
      " SELECT " ORDER_COLS " FROM o"
@@ -73,7 +73,7 @@ const db_stmt orders_stmts[] = {
      "WITH c AS (UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, now()),"
      "                  updated_at = now()"
      "           WHERE id = $1 AND status = 'NEW' RETURNING *),"
-     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $2, c.user_id, $3 FROM c)"
+     "     m AS (" OUTBOX_INSERT " SELECT $2, c.user_id, $3 FROM c)"
      " SELECT " ORDER_COLS " FROM c"},
     /* A refund: its order's row is locked first (order_lock), the checks
      * made on it (order_refund_rule_for), then the refund, its share of
@@ -86,7 +86,7 @@ const db_stmt orders_stmts[] = {
      "     r AS (INSERT INTO refunds (id, order_id, user_id, amount, next_redrive_at)"
      "           SELECT $1, o.id, o.user_id, $3, now() + make_interval(secs => $4::float8 / 1000)"
      "           FROM o RETURNING *),"
-     "     m AS (INSERT INTO outbox (topic, key, payload) SELECT $5, o.user_id, $6 FROM o)"
+     "     m AS (" OUTBOX_INSERT " SELECT $5, o.user_id, $6 FROM o)"
      " SELECT " REFUND_COLS " FROM r"},
     {"refunds_of",
      "SELECT " REFUND_COLS " FROM refunds WHERE order_id = ANY($1::uuid[]) ORDER BY seq"},

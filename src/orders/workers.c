@@ -208,7 +208,7 @@ void orders_redrive(void *arg)
     if (rc < 0) {
         atomic_fetch_add(&app->redrive_failures, 1);
         log_msg(LOG_WARN, NULL, "re-drive failed (%s, SQLSTATE %s); trying again next tick",
-                db_strerror(rc), c && db_sqlstate(c)[0] ? db_sqlstate(c) : "none");
+                err_str(rc), c && db_sqlstate(c)[0] ? db_sqlstate(c) : "none");
     }
     db_release(app->svc.db, c);
     if (rc == 0 && n + nrefunds > 0) {
@@ -225,17 +225,8 @@ void orders_redrive(void *arg)
 void orders_purge(void *arg)
 {
     orders_app *app = arg;
-    db_conn *c = NULL;
-    int n = db_acquire(app->svc.db, 1000, &c), keys = 0;
-    while (n == 0 && (n = idem_purge(c, app->svc.idempotency_retention_s, 1000)) > 0)
-        keys += n;
-    if (n < 0) {
-        atomic_fetch_add(&app->purge_failures, 1);
-        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
-    }
-    db_release(app->svc.db, c);
-    if (keys)
-        log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
+    svc_purge(&app->svc, idem_purge, app->svc.idempotency_retention_s, "idempotency keys",
+              &app->purge_failures);
 }
 
 void orders_metrics(void *arg, FILE *out)
@@ -247,37 +238,33 @@ void orders_metrics(void *arg, FILE *out)
     ws_metrics(app->hub, out);
     metrics_header(out, "orders_final_total", "counter",
                    "Orders that reached a status: out of NEW, or all their money back (REFUNDED)");
-    fprintf(out, "orders_final_total{status=\"FINISHED\"} %" PRIu64 "\n",
-            atomic_load(&app->finished));
-    fprintf(out, "orders_final_total{status=\"CANCELLED\"} %" PRIu64 "\n",
-            atomic_load(&app->cancelled));
-    fprintf(out, "orders_final_total{status=\"REFUNDED\"} %" PRIu64 "\n",
-            atomic_load(&app->refunded));
-    metrics_header(out, "orders_redrives_total", "counter",
-                   "Payment requests published again for orders still NEW");
-    fprintf(out, "orders_redrives_total %" PRIu64 "\n", atomic_load(&app->redrives));
-    metrics_header(out, "refunds_redrives_total", "counter",
-                   "Refund requests published again for refunds still PENDING");
-    fprintf(out, "refunds_redrives_total %" PRIu64 "\n", atomic_load(&app->refund_redrives));
-    metrics_header(out, "orders_redrive_waits_total", "counter",
+    metrics_sample(out, "orders_final_total", "status=\"FINISHED\"", atomic_load(&app->finished));
+    metrics_sample(out, "orders_final_total", "status=\"CANCELLED\"", atomic_load(&app->cancelled));
+    metrics_sample(out, "orders_final_total", "status=\"REFUNDED\"", atomic_load(&app->refunded));
+    metrics_series(out, "orders_redrives_total", "counter",
+                   "Payment requests published again for orders still NEW",
+                   atomic_load(&app->redrives));
+    metrics_series(out, "refunds_redrives_total", "counter",
+                   "Refund requests published again for refunds still PENDING",
+                   atomic_load(&app->refund_redrives));
+    metrics_series(out, "orders_redrive_waits_total", "counter",
                    "Re-drive checks that found payments behind on payment.requests: nothing "
-                   "due was sent again");
-    fprintf(out, "orders_redrive_waits_total %" PRIu64 "\n", atomic_load(&app->redrive_waits));
+                   "due was sent again",
+                   atomic_load(&app->redrive_waits));
     metrics_header(out, "orders_requests_unread", "gauge",
                    "Requests payments had not read when the re-drive last asked the broker");
     fprintf(out, "orders_requests_unread %" PRId64 "\n", atomic_load(&app->requests_unread));
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
-    fprintf(out, "worker_failures_total{worker=\"redrive\"} %" PRIu64 "\n",
-            atomic_load(&app->redrive_failures));
-    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
-            atomic_load(&app->purge_failures));
-    metrics_header(out, "orders_results_mismatched_total", "counter",
+    metrics_sample(out, "worker_failures_total", "worker=\"redrive\"",
+                   atomic_load(&app->redrive_failures));
+    metrics_sample(out, "worker_failures_total", "worker=\"purge\"",
+                   atomic_load(&app->purge_failures));
+    metrics_series(out, "orders_results_mismatched_total", "counter",
                    "Payment results naming another user or amount than their order's"
-                   " (dead-lettered, each logged)");
-    fprintf(out, "orders_results_mismatched_total %" PRIu64 "\n",
-            atomic_load(&app->mismatched_results));
-    metrics_header(out, "orders_results_ignored_total", "counter",
-                   "Payment results for orders already final or unknown (replays)");
-    fprintf(out, "orders_results_ignored_total %" PRIu64 "\n", atomic_load(&app->ignored_results));
+                   " (dead-lettered, each logged)",
+                   atomic_load(&app->mismatched_results));
+    metrics_series(out, "orders_results_ignored_total", "counter",
+                   "Payment results for orders already final or unknown (replays)",
+                   atomic_load(&app->ignored_results));
 }

@@ -41,14 +41,6 @@ static int answer(http_res *res, int rc, int ok_status, const account *a, const 
     }
 }
 
-static bool check_user_id(http_res *res, const char *user_id)
-{
-    if (valid_user_id(user_id))
-        return true;
-    http_error(res, 400, "invalid_user_id", "user_id must be 1-64 characters of [A-Za-z0-9_.-]");
-    return false;
-}
-
 static int create_account_tx(db_conn *c, http_req *req, http_res *res, void *arg)
 {
     const char *user_id = arg;
@@ -62,13 +54,12 @@ static void create_account(http_req *req, http_res *res)
 {
     payments_app *app = req->app;
     const char *user_id = NULL;
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, true, &who))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, true, &who))
         return;
     /* The caller's account; a user_id in the body, if any, must say so. */
     if (req->body_len && (http_body_unpack(req, res, "{s?:s}", "user_id", &user_id) < 0 ||
-                          (user_id && (!check_user_id(res, user_id) ||
-                                       !svc_may_act_for(res, &who, user_id, false)))))
+                          (user_id && !caller_may_act_for(res, &who, user_id, false))))
         return;
     idem_run(app->svc.db, req, res, who.claims.sub, create_account_tx, who.claims.sub);
 }
@@ -84,9 +75,9 @@ static void get_account(http_req *req, http_res *res)
 {
     payments_app *app = req->app;
     const char *user_id = req->params[0];
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, false, &who) || !check_user_id(res, user_id) ||
-        !svc_may_act_for(res, &who, user_id, true))
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, false, &who) ||
+        !caller_may_act_for(res, &who, user_id, true))
         return;
     read_item *it = calloc(1, sizeof *it);
     if (!it) {
@@ -97,20 +88,18 @@ static void get_account(http_req *req, http_res *res)
     svc_read(&app->svc, req, res, &it->base);
 }
 
+static int fetch_accounts(db_conn *c, const char *const *user_ids, int n, void *found)
+{
+    return store_accounts_get(c, user_ids, n, found);
+}
+
 void payments_read_group(void *arg, group_item **items, int n)
 {
     payments_app *app = arg;
-    const char **ids = calloc((size_t)n, sizeof *ids);
     account *found = calloc((size_t)n, sizeof *found);
-    db_conn *c = NULL;
-    int rc = ids && found ? 0 : -DB_FAILED;
-    for (int i = 0; rc == 0 && i < n; i++)
-        ids[i] = ((read_item *)items[i])->user_id;
-    if (rc == 0)
-        rc = db_acquire(app->svc.db, 1000, &c);
-    if (rc == 0)
-        rc = store_accounts_get(c, ids, n, found);
-    db_release(app->svc.db, c);
+    int rc = found ? svc_read_rows(&app->svc, items, n, offsetof(read_item, user_id),
+                                   fetch_accounts, found)
+                   : -ENOMEM;
     for (int i = 0; i < n; i++) {
         read_item *it = (read_item *)items[i];
         const account *a = NULL;
@@ -118,9 +107,8 @@ void payments_read_group(void *arg, group_item **items, int n)
             if (strcmp(found[k].user_id, it->user_id) == 0)
                 a = &found[k];
         if (answer(&it->base.res, rc < 0 ? rc : a ? 0 : -ENOENT, 200, a, it->user_id) < 0)
-            svc_db_error(&it->base.res, rc);
+            answer_db_error(&it->base.res, rc);
     }
-    free(ids);
     free(found);
 }
 
@@ -142,9 +130,9 @@ static void deposit(http_req *req, http_res *res)
     payments_app *app = req->app;
     json_int_t amount = 0;
     deposit_args d = {.user_id = req->params[0]};
-    svc_caller who;
-    if (!svc_caller_of(req, res, &app->svc, true, &who) || !check_user_id(res, d.user_id) ||
-        !svc_may_act_for(res, &who, d.user_id, false) ||
+    caller who;
+    if (!caller_of(req, res, &app->svc.callers, true, &who) ||
+        !caller_may_act_for(res, &who, d.user_id, false) ||
         http_body_unpack(req, res, "{s:I}", "amount", &amount) < 0)
         return;
     if (!valid_amount(amount)) {
@@ -156,9 +144,11 @@ static void deposit(http_req *req, http_res *res)
     idem_run(app->svc.db, req, res, who.claims.sub, deposit_tx, &d);
 }
 
-static const books_service books = {.parts = offsetof(payments_app, svc)};
+static const books_service books = {.db = offsetof(payments_app, svc.db),
+                                    .callers = offsetof(payments_app, svc.callers)};
 
-static const deadletter_service dead_letters = {.parts = offsetof(payments_app, svc),
+static const deadletter_service dead_letters = {.db = offsetof(payments_app, svc.db),
+                                                .callers = offsetof(payments_app, svc.callers),
                                                 .handle = payments_handle_requests,
                                                 .after_commit = payments_after_commit};
 

@@ -13,7 +13,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* The payments service's own settings: only what it names after itself. */
+typedef struct payments_settings {
+    svc_own own;
+} payments_settings;
+
 typedef struct payments_app {
+    payments_settings settings;
     svc_parts svc;                                /* pool, relay, the payment.requests consumer */
     _Atomic uint64_t completed, failed, replayed; /* payment outcomes */
     _Atomic uint64_t cancels, cancel_credits;     /* cancels, and those that gave money back */
@@ -21,8 +27,8 @@ typedef struct payments_app {
     _Atomic uint64_t purge_failures; /* logged, never swallowed */
 } payments_app;
 
-/* The routes of the payments API (DESIGN §8). */
-/* The service's own routes; main.c adds the docs routes after them. */
+/* The routes of the payments API (api/payments.yaml). */
+/* The service's own routes; svc_run adds the docs routes after them. */
 #define PAYMENTS_NROUTES (4 + DEADLETTER_NROUTES)
 extern const http_route payments_routes[]; /* PAYMENTS_NROUTES of them */
 
@@ -41,7 +47,8 @@ void payments_read_group(void *app, group_item **items, int n);
 /* Wakes the relay after a consumer batch committed. */
 void payments_after_commit(void *app);
 
-/* Deletes expired inbox rows and Idempotency-Keys, in batches (a ticker). */
+/* Deletes expired Idempotency-Keys, in batches (a ticker); the inbox is
+ * kept for ever. */
 void payments_purge(void *app);
 
 #endif

@@ -9,19 +9,19 @@
 
 #include <stddef.h>
 
-int main(void)
+static const cfg_setting payments_settings_list[] = {
+    SVC_OWN_SETTINGS(payments_settings, "PAYMENTS", 8081, "payments"),
+};
+static const cfg_table payments_settings_table = CFG_TABLE("payments", payments_settings_list);
+
+int main(int argc, char **argv)
 {
     static const db_stmt *const stmts[] = {payments_stmts, NULL};
     static const svc_def def = {
         .name = "payments",
-        .port = 8081,
-        .db_url = "PAYMENTS_DATABASE_URL",
-        .db_url_default = "postgresql://shop@127.0.0.1:54320/payments",
-        .migrations = "PAYMENTS_MIGRATIONS_DIR",
-        .migrations_default = "db/payments",
-        .spec = "PAYMENTS_OPENAPI",
-        .spec_default = "api/payments.yaml",
         .docs_title = "Shop payments API",
+        .settings = &payments_settings_table,
+        .values = offsetof(payments_app, settings),
         .stmt_sets = stmts,
         .routes = payments_routes,
         .nroutes = PAYMENTS_NROUTES,
@@ -34,6 +34,9 @@ int main(void)
         .tokens = true,
         .read = payments_read_group,
     };
+    int help = svc_help(&def, argc, argv, "payments [--help | --settings-tsv]");
+    if (help >= 0)
+        return help;
     static payments_app app;
     return svc_run(&def, &app);
 }

@@ -118,22 +118,13 @@ void payments_after_commit(void *arg)
 void payments_purge(void *arg)
 {
     payments_app *app = arg;
-    db_conn *c = NULL;
-    int n = db_acquire(app->svc.db, 1000, &c), keys = 0;
-    /* Only what is transient: expired Idempotency-Keys, in small batches,
-     * each its own transaction. The inbox is never purged: it records each
-     * order's decided outcome for ever, so that a request replayed at any
-     * age (a consumer group whose offsets expired re-reads from the start)
-     * gets the same answer and never a debit it was refused. */
-    while (n == 0 && (n = idem_purge(c, app->svc.idempotency_retention_s, 1000)) > 0)
-        keys += n;
-    if (n < 0) {
-        atomic_fetch_add(&app->purge_failures, 1);
-        log_msg(LOG_WARN, NULL, "purge failed (%s); trying again next time", db_strerror(n));
-    }
-    db_release(app->svc.db, c);
-    if (keys)
-        log_msg(LOG_INFO, NULL, "purged %d idempotency keys", keys);
+    /* Only what is transient: expired Idempotency-Keys. The inbox is never
+     * purged: it records each order's decided outcome for ever, so that a
+     * request replayed at any age (a consumer group whose offsets expired
+     * re-reads from the start) gets the same answer and never a debit it
+     * was refused. */
+    svc_purge(&app->svc, idem_purge, app->svc.idempotency_retention_s, "idempotency keys",
+              &app->purge_failures);
 }
 
 void payments_metrics(void *arg, FILE *out)
@@ -144,25 +135,24 @@ void payments_metrics(void *arg, FILE *out)
     consumer_metrics(app->svc.consumer, out);
     metrics_header(out, "payments_total", "counter",
                    "Payment requests decided, by outcome (replayed: a duplicate answered again)");
-    fprintf(out, "payments_total{outcome=\"completed\"} %" PRIu64 "\n",
-            atomic_load(&app->completed));
-    fprintf(out, "payments_total{outcome=\"failed\"} %" PRIu64 "\n", atomic_load(&app->failed));
-    fprintf(out, "payments_total{outcome=\"replayed\"} %" PRIu64 "\n", atomic_load(&app->replayed));
+    metrics_sample(out, "payments_total", "outcome=\"completed\"", atomic_load(&app->completed));
+    metrics_sample(out, "payments_total", "outcome=\"failed\"", atomic_load(&app->failed));
+    metrics_sample(out, "payments_total", "outcome=\"replayed\"", atomic_load(&app->replayed));
     metrics_header(out, "payment_cancels_total", "counter",
                    "Cancels handled, by whether money went back (credited) or none had been taken");
     uint64_t cancels = atomic_load(&app->cancels), credits = atomic_load(&app->cancel_credits);
-    fprintf(out, "payment_cancels_total{credited=\"true\"} %" PRIu64 "\n", credits);
-    fprintf(out, "payment_cancels_total{credited=\"false\"} %" PRIu64 "\n", cancels - credits);
+    metrics_sample(out, "payment_cancels_total", "credited=\"true\"", credits);
+    metrics_sample(out, "payment_cancels_total", "credited=\"false\"", cancels - credits);
     metrics_header(out, "payment_refunds_total", "counter",
                    "Refunds decided, by outcome (replayed: a duplicate answered again)");
-    fprintf(out, "payment_refunds_total{outcome=\"completed\"} %" PRIu64 "\n",
-            atomic_load(&app->refunds_completed));
-    fprintf(out, "payment_refunds_total{outcome=\"failed\"} %" PRIu64 "\n",
-            atomic_load(&app->refunds_failed));
-    fprintf(out, "payment_refunds_total{outcome=\"replayed\"} %" PRIu64 "\n",
-            atomic_load(&app->refunds_replayed));
+    metrics_sample(out, "payment_refunds_total", "outcome=\"completed\"",
+                   atomic_load(&app->refunds_completed));
+    metrics_sample(out, "payment_refunds_total", "outcome=\"failed\"",
+                   atomic_load(&app->refunds_failed));
+    metrics_sample(out, "payment_refunds_total", "outcome=\"replayed\"",
+                   atomic_load(&app->refunds_replayed));
     metrics_header(out, "worker_failures_total", "counter",
                    "Rounds of a background worker that failed (each is logged)");
-    fprintf(out, "worker_failures_total{worker=\"purge\"} %" PRIu64 "\n",
-            atomic_load(&app->purge_failures));
+    metrics_sample(out, "worker_failures_total", "worker=\"purge\"",
+                   atomic_load(&app->purge_failures));
 }

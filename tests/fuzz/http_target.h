@@ -43,8 +43,8 @@ static int fuzz_accepted_lines;
 void *fuzz_app_start(void);
 
 /* The service's pool: the real database named by `env` (migrated from
- * `migrations` first), or a port where nothing listens. The statements are
- * those svc_run prepares for a service with messages. */
+ * db/lib and `migrations` first, as svc_run does), or a port where nothing listens. The statements
+ * are those svc_run prepares for a service with messages. */
 static inline db_pool *fuzz_pool(const char *env, const char *dead_url, const char *migrations,
                                  const db_stmt *own)
 {
@@ -55,7 +55,8 @@ static inline db_pool *fuzz_pool(const char *env, const char *dead_url, const ch
     if (url && *url) {
         fuzz_real_db = true;
         db_pool *once = db_pool_new(url, 1, NULL);
-        if (!once || db_migrate(once, migrations) != 0) {
+        if (!once || db_migrate(once, "db/lib", "lib") != 0 ||
+            db_migrate(once, migrations, NULL) != 0) {
             fprintf(stderr, "fuzz: cannot migrate %s at %s\n", migrations, url);
             abort();
         }
@@ -131,9 +132,9 @@ static inline void fuzz_key(svc_parts *parts)
     for (int i = 0; i < 32; i++)
         seed[i] = (unsigned char)(i + 1);
     auth_init();
-    auth_key_from_seed(&parts->key, seed);
-    parts->audience = "shop";
-    snprintf(parts->origins, sizeof parts->origins, "http://127.0.0.1:8000");
+    auth_key_from_seed(&parts->callers.key, seed);
+    parts->callers.audience = "shop";
+    snprintf(parts->callers.origins, sizeof parts->callers.origins, "http://127.0.0.1:8000");
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

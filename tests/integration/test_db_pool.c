@@ -95,7 +95,7 @@ Test(db_pool, a_lock_wait_longer_than_the_stall_guard_is_not_a_stall, .timeout =
     db_release(pool, c);
     pthread_join(t, NULL);
     cr_assert_eq(rc, 0, "a lock wait of %lld ms was taken for a stall (%s)", (long long)waited,
-                 db_strerror(rc));
+                 err_str(rc));
     cr_assert_geq(waited, 2000, "it did wait for the lock");
     db_pool_free(pool);
     db = orders_db();

@@ -1,4 +1,4 @@
-/* Only the owner (DESIGN §4, guarantee 7): every endpoint of orders and
+/* Only the owner (README, "Guarantees", 7): every endpoint of orders and
  * payments wants a token; another user's token gets 403 (404 for an order,
  * whose existence is not revealed) and changes nothing, checked in both
  * databases; forged, expired, misdirected and mangled tokens get 401; the

@@ -1,4 +1,4 @@
-/* Re-drive (DESIGN §5): an order still NEW gets its payment request
+/* Re-drive (docs/architecture.md, "One order"): an order still NEW gets its payment request
  * published again, with a back-off that stays bounded however long the
  * order has waited. */
 #include "harness.h"

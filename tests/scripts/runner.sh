@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command tested: `make test` (scripts/test.sh) must fail, and say
 # which step failed, whenever a step fails, including the ones outside any
-# suite. Each case runs a step or two of a run of its own (TEST_STEPS), in
+# suite. Each case runs a step or two of a run of its own (SUITE), in
 # var/test-runner on ports 200 above the test stack's, and checks its exit
 # status and last lines:
 #   1. a test stack that cannot start (the identity service's port taken)
@@ -54,7 +54,7 @@ print("listening", flush=True); time.sleep(600)' "$port" >"$OUT/holder.log" 2>&1
 holder=$!
 for _ in $(seq 50); do grep -q listening "$OUT/holder.log" && break; sleep 0.1; done
 t0=$SECONDS
-run "$OUT/stack-cannot-start.log" TEST_STEPS=integration
+run "$OUT/stack-cannot-start.log" SUITE=integration
 check "a stack that cannot start fails the run ($((SECONDS - t0)) s)" "$OUT/stack-cannot-start.log" "$rc" \
   "failed steps: stack" "TESTS FAILED" "identity exited before it came up"
 kill "$holder" 2>/dev/null || true
@@ -64,7 +64,7 @@ holder=""
 SHOP_VAR=$ROOT/var/test-runner scripts/stack.sh wipe >/dev/null 2>&1 || true
 
 # 2. A suite whose filter matches no test.
-run "$OUT/no-test.log" TEST_STEPS=unit UNIT_FILTER='no_such_suite/*'
+run "$OUT/no-test.log" SUITE=unit TEST='no_such_suite/*'
 check "a suite that ran no test fails the run" "$OUT/no-test.log" "$rc" \
   "suite unit ran no test" "failed steps: unit" "TESTS FAILED"
 

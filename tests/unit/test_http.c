@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,13 +26,13 @@ Test(http, rejects_near_misses)
 {
     char buf[128];
     const char *p[HTTP_MAX_PARAMS];
-    cr_assert_eq(http_match("/accounts", "/accounts/", buf, sizeof buf, p, 4), -1);
-    cr_assert_eq(http_match("/accounts", "/account", buf, sizeof buf, p, 4), -1);
-    cr_assert_eq(http_match("/accounts/{id}", "/accounts/", buf, sizeof buf, p, 4), -1,
+    cr_assert_eq(http_match("/accounts", "/accounts/", buf, sizeof buf, p, 4), -ENOENT);
+    cr_assert_eq(http_match("/accounts", "/account", buf, sizeof buf, p, 4), -ENOENT);
+    cr_assert_eq(http_match("/accounts/{id}", "/accounts/", buf, sizeof buf, p, 4), -ENOENT,
                  "an empty param does not match");
-    cr_assert_eq(http_match("/accounts/{id}", "/accounts/a/b", buf, sizeof buf, p, 4), -1);
-    cr_assert_eq(http_match("/accounts/{id}", "/accountsX/a", buf, sizeof buf, p, 4), -1);
-    cr_assert_eq(http_match("/x/{id}", "/x/abcdef", buf, 4, p, 4), -1, "buffer too small");
+    cr_assert_eq(http_match("/accounts/{id}", "/accounts/a/b", buf, sizeof buf, p, 4), -ENOENT);
+    cr_assert_eq(http_match("/accounts/{id}", "/accountsX/a", buf, sizeof buf, p, 4), -ENOENT);
+    cr_assert_eq(http_match("/x/{id}", "/x/abcdef", buf, 4, p, 4), -ENOENT, "buffer too small");
 }
 
 Test(http, request_ids)
