@@ -7,12 +7,12 @@ BUILD ?= build
 SAN   ?= 0
 
 CC     ?= cc
-PKGS    = libmicrohttpd jansson libpq rdkafka nettle libsodium
+PKGS    = libmicrohttpd jansson libpq rdkafka nettle libsodium libcurl
 # Deferred (=) so that pkg-config only runs when something is compiled: on a
 # fresh machine `make start` installs the packages before it gets that far.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lwslay -lpthread -lm
-TEST_LIBS  = $(shell pkg-config --libs criterion libcurl)
+TEST_LIBS  = $(shell pkg-config --libs criterion)
 
 CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -g -MMD -MP -Isrc
 ifeq ($(SAN),1)
@@ -182,7 +182,7 @@ $(BUILD)/tests/integration: $(call obj,$(INTEG_SRC) $(DOMAIN_SRC) $(LIB_SRC))
 $(BUILD)/bin/loadgen: $(call obj,bench/loadgen.c)
 	@mkdir -p $(dir $@)
 	@echo "  LD  $@"
-	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(shell pkg-config --libs libcurl) $(LDFLAGS)
+	@$(CC) $(LDFLAGS_SAN) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 $(BUILD)/bin/token_cost: $(call obj,bench/token_cost.c $(LIB_SRC))
 	@mkdir -p $(dir $@)

@@ -31,6 +31,7 @@ struct http_server {
     void *app;
     size_t max_body;
     metrics_histogram *latency; /* [(nroutes + NBUILTIN) * NSTATUS] */
+    tracer *traces;
 };
 
 /* Oversized bodies up to this size are read and dropped before the 413. */
@@ -50,6 +51,7 @@ typedef struct req_ctx {
     char params_buf[512];
     bool suspended; /* http_suspend; the answer comes through http_resume */
     http_res answer;
+    trace_span span; /* the server span, from the first call to completion */
 } req_ctx;
 
 /* http_pending is the request's context: req is its first member. */
@@ -278,6 +280,7 @@ static void handle_metrics(http_server *srv, http_res *res)
             metrics_histogram_write(out, "http_request_duration_seconds", labels, h);
         }
     }
+    tracer_metrics(srv->traces, out);
     if (srv->hooks.metrics)
         srv->hooks.metrics(srv->app, out);
     fclose(out);
@@ -335,7 +338,17 @@ static void dispatch(req_ctx *ctx, http_res *res)
         ctx->route = (int)i;
         req->nparams = (size_t)n;
         req->ctx = r->ctx;
+        snprintf(ctx->span.name, sizeof ctx->span.name, "%s %s", req->method, r->pattern);
+        char trace[33], span[17];
+        bool traced = ctx->span.ctx.sampled;
+        if (traced) {
+            trace_hex(ctx->span.ctx.trace_id, 16, trace);
+            trace_hex(ctx->span.ctx.span_id, 8, span);
+            log_trace(trace, span);
+        }
         r->handler(req, res);
+        if (traced)
+            log_trace(NULL, NULL);
         if (res->status == 0 && !ctx->suspended) /* a handler that forgot to answer */
             http_error(res, 500, "internal", "no response");
         return;
@@ -406,6 +419,13 @@ static req_ctx *req_ctx_new(http_server *srv, struct MHD_Connection *conn, const
     else
         new_request_id(ctx->req_id);
     ctx->req.req_id = ctx->req_id;
+    /* The client's trace continues (the gateway always sends one); a
+     * malformed traceparent starts a new one, as the recommendation asks. */
+    trace_ctx parent;
+    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    bool continued = tp && trace_parse(tp, &parent) == 0;
+    trace_begin(srv->traces, &ctx->span, continued ? &parent : NULL, method, TRACE_SERVER);
+    ctx->req.trace = ctx->span.ctx;
     return ctx;
 }
 
@@ -505,6 +525,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!ctx)
         return;
     double secs = elapsed_s(&ctx->start);
+    if (ctx->span.ctx.sampled) {
+        trace_span *sp = &ctx->span;
+        trace_tag(sp, "http.request.method", ctx->req.method);
+        trace_tag(sp, "url.path", ctx->req.path);
+        if (ctx->route < (int)srv->nroutes)
+            trace_tag(sp, "http.route", srv->routes[ctx->route].pattern);
+        trace_tag_int(sp, "http.response.status_code", ctx->status);
+        trace_tag(sp, "shop.request_id", ctx->req_id);
+        if (ctx->status >= 500 || !ctx->status)
+            trace_tag(sp, "error", ctx->status ? "server error" : "no answer");
+    }
+    trace_end(srv->traces, &ctx->span);
     if (ctx->status) {
         metrics_histogram_observe(
             &srv->latency[(size_t)ctx->route * NSTATUS + status_slot(ctx->status)], secs);
@@ -514,12 +546,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
          * and a second line per request here was a measurable share of
          * the cost of a read (bench/README.md). */
         log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
-        if (log_enabled(level))
-            log_fields(level, ctx->req_id,
-                       json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path",
-                                 ctx->req.path, "status", ctx->status, "ms",
-                                 round(secs * 1e6) / 1e3),
-                       "request");
+        if (log_enabled(level)) {
+            json_t *fields =
+                json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path", ctx->req.path,
+                          "status", ctx->status, "ms", round(secs * 1e6) / 1e3);
+            if (fields && ctx->req.trace.sampled) {
+                char trace[33], span[17];
+                trace_hex(ctx->req.trace.trace_id, 16, trace);
+                trace_hex(ctx->req.trace.span_id, 8, span);
+                json_object_set_new(fields, "trace_id", json_string(trace));
+                json_object_set_new(fields, "span_id", json_string(span));
+            }
+            log_fields(level, ctx->req_id, fields, "request");
+        }
     }
     json_decref(ctx->req.json);
     http_res_clear(&ctx->answer); /* an answer never sent */
@@ -548,6 +587,7 @@ http_server *http_start(const http_config *cfg, const http_route *routes, size_t
     srv->hooks = hooks ? *hooks : (http_hooks){0};
     srv->app = app;
     srv->max_body = cfg->max_body;
+    srv->traces = cfg->traces;
     srv->latency = calloc((nroutes + NBUILTIN) * NSTATUS, sizeof *srv->latency);
     if (!srv->latency)
         goto fail;

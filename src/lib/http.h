@@ -6,6 +6,7 @@
 #define SHOP_HTTP_H
 
 #include "lib/config.h"
+#include "lib/trace.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -30,7 +31,9 @@ typedef struct http_req {
     void *app;       /* the service's context given to http_start */
     const void *ctx; /* the route's own context (http_route.ctx) */
     struct MHD_Connection *conn;
-    json_t *json; /* the parsed body, after http_body_unpack */
+    json_t *json;    /* the parsed body, after http_body_unpack */
+    trace_ctx trace; /* the request's server span: what work done for it
+                      * continues (its client's traceparent, or a new trace) */
 } http_req;
 
 #define HTTP_MAX_HEADERS 4
@@ -82,7 +85,8 @@ typedef struct http_config {
     int port;
     int threads;
     size_t max_body;
-    int timeout_s; /* idle keep-alive connections are closed after this */
+    int timeout_s;  /* idle keep-alive connections are closed after this */
+    tracer *traces; /* a server span per request (NULL: none); borrowed */
 } http_config;
 
 /* The HTTP settings every service reads (its port is its own). */

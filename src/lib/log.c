@@ -12,6 +12,15 @@ static log_level log_min = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
+/* log_trace's: empty when the thread works for no trace. */
+static _Thread_local char trace_id[33], span_id[17];
+
+void log_trace(const char *trace, const char *span)
+{
+    snprintf(trace_id, sizeof trace_id, "%s", trace ? trace : "");
+    snprintf(span_id, sizeof span_id, "%s", span ? span : "");
+}
+
 void log_init(const char *svc, log_level min_level)
 {
     log_svc = svc;
@@ -51,6 +60,10 @@ static void log_write(log_level level, const char *req_id, json_t *fields, const
         goto done;
     if (req_id)
         json_object_set_new(line, "req_id", json_string(req_id));
+    if (trace_id[0]) {
+        json_object_set_new(line, "trace_id", json_string(trace_id));
+        json_object_set_new(line, "span_id", json_string(span_id));
+    }
     if (fields)
         json_object_update_missing(line, fields);
 

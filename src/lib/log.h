@@ -27,4 +27,12 @@ void log_fields(log_level level, const char *req_id, json_t *fields, const char 
 /* True when a message of `level` would be written. */
 int log_enabled(log_level level);
 
+/* The trace the calling thread works for now (lower-case hex; NULL: none):
+ * every line it writes until the next call carries `trace_id` and
+ * `span_id`. Thread-local, the one piece of per-thread state in the tree:
+ * a log line deep inside a module cannot be handed its request's trace
+ * through every call between (OpenTelemetry's SDKs keep their context the
+ * same way). Both strings are copied. */
+void log_trace(const char *trace_id, const char *span_id);
+
 #endif

@@ -10,6 +10,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/ticker.h"
+#include "lib/trace.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -166,6 +167,7 @@ void svc_settings_tables(const svc_def *def, const cfg_table **out)
     if (def->tokens)
         out[n++] = &caller_key_settings_table;
     out[n++] = &docs_settings_table;
+    out[n++] = &trace_settings_table;
     if (def->topic) {
         out[n++] = &svc_lib_settings_table;
         out[n++] = &kafka_settings_table;
@@ -209,6 +211,7 @@ int svc_run(const svc_def *def, void *app)
     db_settings ds;
     caller_settings cs;
     docs_settings docs_s;
+    trace_settings ts;
     outbox_settings os = {0};
     consumer_settings ks = {0};
     idem_settings is = {0};
@@ -225,6 +228,7 @@ int svc_run(const svc_def *def, void *app)
     if (def->tokens)
         bad |= cfg_load(&caller_key_settings_table, &cs) < 0;
     bad |= cfg_load(&docs_settings_table, &docs_s) < 0;
+    bad |= cfg_load(&trace_settings_table, &ts) < 0;
     if (def->topic) {
         bad |= kafka_settings_load() < 0;
         bad |= cfg_load(&outbox_settings_table, &os) < 0;
@@ -266,6 +270,9 @@ int svc_run(const svc_def *def, void *app)
     }
     sets[nsets] = NULL;
 
+    if (tracer_start(&ts, def->name, &parts->traces) < 0)
+        return 2;
+    http.traces = parts->traces;
     int rc = 1;
     bool started = false;
     docs api_docs = {0};
@@ -338,6 +345,7 @@ done:
     outbox_relay_stop(parts->relay);
     db_pool_free(parts->db);
     auth_cache_free(parts->callers.tokens);
+    tracer_stop(parts->traces); /* last: the spans of everything above are sent */
     if (rc == 0)
         log_msg(LOG_INFO, NULL, "stopped");
     return rc;

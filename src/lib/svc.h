@@ -48,6 +48,7 @@ typedef struct svc_parts {
                         * cache (TOKEN_CACHE_SLOTS), ALLOWED_ORIGINS */
     group *reads;      /* svc_read's readers (NULL: READ_THREADS 0) */
     group_run_fn read; /* svc_def.read */
+    tracer *traces;    /* OTEL_*: spans to the collector (NULL: tracing off) */
     void *app;
 } svc_parts;
 

@@ -2,11 +2,12 @@
  * database: user ids, order ids (UUIDs), Idempotency-Keys, request ids,
  * integers of the query string (limit, cursor), descriptions, the UTF-8
  * repair of echoed text, the router's path matching against every route
- * pattern of both services, and an Idempotency-Key's fingerprint of a
- * body. Checks what each promises. */
+ * pattern of both services, an Idempotency-Key's fingerprint of a body,
+ * and a W3C traceparent. Checks what each promises. */
 #include "lib/config.h"
 #include "lib/http.h"
 #include "lib/idem.h"
+#include "lib/trace.h"
 #include "lib/valid.h"
 #include "orders/order.h"
 
@@ -48,6 +49,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cfg_parse_int(s, 1, INT64_MAX, &v) == 0 && v < 1)
         __builtin_trap();
     (void)order_description_valid(s, size); /* NUL-terminated, NULs inside */
+
+    /* A traceparent read is written back as its version-00 self: the same
+     * text, when it was one (its flags' other bits aside). */
+    trace_ctx tc;
+    if (trace_parse(s, &tc) == 0) {
+        char again[TRACE_PARENT_LEN + 1];
+        trace_format(&tc, again);
+        trace_ctx tc2;
+        if (trace_parse(again, &tc2) != 0 || memcmp(&tc, &tc2, sizeof tc) != 0)
+            __builtin_trap();
+        if (strncmp(s, "00-", 3) == 0 && strncmp(s, again, 53) != 0)
+            __builtin_trap();
+    }
 
     for (size_t i = 0; i < sizeof patterns / sizeof *patterns; i++) {
         char buf[512];

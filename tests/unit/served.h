@@ -16,8 +16,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Starts `routes` with `app` on a free port, into *port; NULL on failure. */
-static inline http_server *served_start(const http_route *routes, size_t n, void *app, int *port)
+/* Starts `routes` with `app` on a free port, into *port, with a server
+ * span per request for `traces` (NULL: none); NULL on failure. */
+static inline http_server *served_start_traced(const http_route *routes, size_t n, void *app,
+                                               tracer *traces, int *port)
 {
     int probe = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -30,9 +32,15 @@ static inline http_server *served_start(const http_route *routes, size_t n, void
                        .port = ntohs(a.sin_port),
                        .threads = 4,
                        .max_body = 4096,
-                       .timeout_s = 5};
+                       .timeout_s = 5,
+                       .traces = traces};
     *port = cfg.port;
     return http_start(&cfg, routes, n, NULL, app);
+}
+
+static inline http_server *served_start(const http_route *routes, size_t n, void *app, int *port)
+{
+    return served_start_traced(routes, n, app, NULL, port);
 }
 
 /* One request's answer: its status (0: no answer) and body. */
