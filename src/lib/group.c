@@ -54,6 +54,8 @@ static void answer_expired(group *g, group_item *list)
 {
     while (list) {
         group_item *next = list->next;
+        trace_tag(&list->wait, "error", "past its deadline: never run");
+        trace_end(g->cfg.traces, &list->wait);
         if (g->cfg.expire)
             g->cfg.expire(g->cfg.app, list);
         else
@@ -177,8 +179,23 @@ static void *writer_main(void *arg)
     pthread_setname_np(pthread_self(), "writer"); /* for top -H, perf, pidstat -t */
     group *g = arg;
     group_item **items = calloc((size_t)g->cfg.max, sizeof *items);
+    trace_span *spans = g->cfg.traces ? calloc((size_t)g->cfg.max, sizeof *spans) : NULL;
+    char name[80];
+    snprintf(name, sizeof name, "%s group", g->cfg.name);
     for (int n = 0; items && (n = take(g, items, n > 1)) > 0;) {
+        for (int i = 0; spans && i < n; i++) {
+            trace_end(g->cfg.traces, &items[i]->wait);
+            spans[i] = (trace_span){0};
+            if (trace_valid(&items[i]->trace)) {
+                trace_begin(g->cfg.traces, &spans[i], &items[i]->trace, name, TRACE_INTERNAL);
+                trace_tag_int(&spans[i], "shop.group.size", n);
+            }
+        }
         g->cfg.run(g->cfg.app, items, n);
+        for (int i = 0; spans && i < n; i++) {
+            trace_tag_int(&spans[i], "http.response.status_code", items[i]->res.status);
+            trace_end(g->cfg.traces, &spans[i]);
+        }
         atomic_fetch_add(&g->commits, 1);
         atomic_fetch_add(&g->requests, (uint64_t)n);
         for (uint64_t top = atomic_load(&g->largest);
@@ -193,6 +210,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&g->lock);
     }
     free(items);
+    free(spans);
     return NULL;
 }
 
@@ -231,6 +249,13 @@ bool group_submit(group *g, http_req *req, group_item *item)
          * item only after, and group_stop cannot miss it. */
         item->pending = http_suspend(req);
         item->next = NULL;
+        item->trace = req->trace;
+        item->wait = (trace_span){0};
+        if (g->cfg.traces && trace_valid(&req->trace)) {
+            char name[80];
+            snprintf(name, sizeof name, "%s wait", g->cfg.name);
+            trace_begin(g->cfg.traces, &item->wait, &req->trace, name, TRACE_INTERNAL);
+        }
         item->deadline_ms = g->cfg.deadline_ms > 0 ? clock_now_ms() + g->cfg.deadline_ms : 0;
         if (g->tail)
             g->tail->next = item;

@@ -19,6 +19,7 @@
 #define SHOP_GROUP_H
 
 #include "lib/http.h"
+#include "lib/trace.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -30,6 +31,8 @@ typedef struct group_item {
     http_pending *pending;
     http_res res;        /* the answer, filled by group_run_fn */
     int64_t deadline_ms; /* clock_now_ms; 0: none (set by group_submit) */
+    trace_ctx trace;     /* the request's; run's work for it continues it */
+    trace_span wait;     /* its time in the queue (group_config.traces) */
     struct group_item *next;
 } group_item;
 
@@ -51,6 +54,10 @@ typedef struct group_config {
      * run gets each item's deadline_ms, and must not commit past the
      * earliest (group_deadline). */
     int deadline_ms;
+    /* Spans, in each request's trace: "NAME wait" (in the queue) and
+     * "NAME group" (its group's run, tagged with the group's size); NULL:
+     * none. Borrowed. */
+    tracer *traces;
     group_run_fn run;
     group_expire_fn expire;
     void *app;

@@ -132,6 +132,7 @@ int svc_read_start(svc_parts *parts, group_run_fn read, void *app, int threads, 
                           .max = max,
                           .gather_us = gather_us,
                           .run = read,
+                          .traces = parts->traces,
                           .app = app};
     if (threads > 0 && !(parts->reads = group_start(&reads)))
         return -ENOMEM;

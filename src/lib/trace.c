@@ -50,6 +50,7 @@ struct tracer {
     int cap, head, count;
     bool stopping;
     pthread_t thread;
+    bool failing; /* the last export failed (the exporter thread's own) */
 
     _Atomic uint64_t exported, dropped, failed;
 };
@@ -273,9 +274,16 @@ static bool send_batch(tracer *t, CURL *curl, json_t *batch)
     curl_slist_free_all(headers);
     free(body);
     bool ok = rc == CURLE_OK && status >= 200 && status < 300;
-    if (!ok)
-        log_msg(LOG_DEBUG, NULL, "trace export to %s failed (%s, HTTP %ld)", t->endpoint,
-                curl_easy_strerror(rc), status);
+    /* Said once when the collector starts failing and once when it is
+     * back: a collector down for an hour is one line, not 720. */
+    if (!ok && !t->failing)
+        log_msg(LOG_WARN, NULL,
+                "trace export to %s failed (%s, HTTP %ld): spans are dropped "
+                "until it answers (trace_exports_failed_total)",
+                t->endpoint, rc == CURLE_OK ? "answered" : curl_easy_strerror(rc), status);
+    else if (ok && t->failing)
+        log_msg(LOG_INFO, NULL, "trace export to %s works again", t->endpoint);
+    t->failing = !ok;
     return ok;
 }
 

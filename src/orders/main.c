@@ -66,6 +66,7 @@ static int start(void *arg, const char *db_url)
                            .deadline_ms = app->create_deadline_ms,
                            .run = orders_create_group,
                            .expire = orders_create_expired,
+                           .traces = app->svc.traces,
                            .app = app};
     if (!(app->create = group_start(&create)) ||
         !(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static inline http_server *served_start_traced(const http_route *routes, size_t 
     http_config cfg = {.host = "127.0.0.1",
                        .port = ntohs(a.sin_port),
                        .threads = 4,
-                       .max_body = 4096,
+                       .max_body = 1 << 20,
                        .timeout_s = 5,
                        .traces = traces};
     *port = cfg.port;
@@ -117,6 +118,60 @@ static inline void served_many(int port, const char *method, const char *path, i
     free(h);
     free(headers);
     curl_multi_cleanup(m);
+}
+
+/* A collector: keeps the spans it is sent. */
+typedef struct collector {
+    pthread_mutex_t lock;
+    json_t *spans;
+} collector;
+
+static inline void collect(http_req *req, http_res *res)
+{
+    collector *c = req->app;
+    json_t *batch = json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+    pthread_mutex_lock(&c->lock);
+    if (json_is_array(batch))
+        json_array_extend(c->spans, batch);
+    pthread_mutex_unlock(&c->lock);
+    json_decref(batch);
+    http_json(res, 202, json_object()); /* Zipkin's answer: 202 Accepted */
+}
+
+static inline size_t collected(collector *c)
+{
+    pthread_mutex_lock(&c->lock);
+    size_t n = json_array_size(c->spans);
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+/* A collector of the test's own, and a tracer for "orders" that sends it
+ * every span (within 20 ms): returns the collector's server, or NULL. */
+static inline http_server *collecting(collector *c, tracer **t)
+{
+    static const http_route routes[] = {{"POST", "/api/v2/spans", collect, NULL}};
+    pthread_mutex_init(&c->lock, NULL);
+    c->spans = json_array();
+    int port;
+    http_server *srv = served_start(routes, 1, c, &port);
+    if (!srv)
+        return NULL;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d/api/v2/spans", port);
+    trace_settings s = {.disabled = "false",
+                        .exporter = "zipkin",
+                        .endpoint = endpoint,
+                        .service = "",
+                        .sampler = "parentbased_always_on",
+                        .ratio = "",
+                        .timeout_ms = 2000,
+                        .queue = 1024,
+                        .batch = 16,
+                        .delay_ms = 20};
+    if (tracer_start(&s, "orders", t) != 0)
+        return NULL;
+    return srv;
 }
 
 #endif

@@ -147,3 +147,60 @@ Test(group, the_deadline_of_a_group_is_its_earliest)
     cr_assert_eq(group_deadline(items + 1, 1), 0, "none: no deadline");
     cr_assert_eq(group_deadline(items, 0), 0);
 }
+
+Test(group, each_request_gets_its_wait_and_its_group_in_its_own_trace)
+{
+    static collector c;
+    static fixture f;
+    tracer *t;
+    http_server *coll = collecting(&c, &t);
+    cr_assert_not_null(coll);
+    pthread_mutex_init(&f.lock, NULL);
+    pthread_cond_init(&f.cond, NULL);
+    group_config cfg = {.name = "orders",
+                        .writers = 1,
+                        .max = 8,
+                        .gather_us = 2000,
+                        .traces = t,
+                        .run = run,
+                        .expire = expire,
+                        .app = &f};
+    cr_assert_not_null(f.g = group_start(&cfg));
+    int port;
+    http_server *srv = served_start_traced(routes, 1, &f, t, &port);
+    cr_assert_not_null(srv);
+    enum { N = 6 };
+    static served_answer a[N];
+    served_many(port, "POST", "/submit", N, a);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(a[i].status, 201);
+    http_stop(srv);
+    group_stop(f.g);
+    group_free(f.g);
+    tracer_stop(t); /* sends what is queued */
+    http_stop(coll);
+    /* Per request: its server span, its wait and its group, one trace. */
+    cr_assert_eq(collected(&c), 3 * N, "%zu spans", collected(&c));
+    for (size_t i = 0; i < 3 * N; i++) {
+        json_t *sp = json_array_get(c.spans, i);
+        const char *name = json_string_value(json_object_get(sp, "name"));
+        if (strcmp(name, "POST /submit") == 0)
+            continue;
+        cr_assert(strcmp(name, "orders wait") == 0 || strcmp(name, "orders group") == 0, "%s",
+                  name);
+        /* Its parent is a server span of the same trace. */
+        const char *parent = json_string_value(json_object_get(sp, "parentId"));
+        const char *trace = json_string_value(json_object_get(sp, "traceId"));
+        bool found = false;
+        for (size_t k = 0; !found && k < 3 * N; k++) {
+            json_t *p = json_array_get(c.spans, k);
+            found = strcmp(json_string_value(json_object_get(p, "id")), parent) == 0 &&
+                    strcmp(json_string_value(json_object_get(p, "traceId")), trace) == 0 &&
+                    strcmp(json_string_value(json_object_get(p, "name")), "POST /submit") == 0;
+        }
+        cr_assert(found, "%s has no server span for a parent", name);
+        if (strcmp(name, "orders group") == 0)
+            cr_assert_not_null(json_object_get(json_object_get(sp, "tags"), "shop.group.size"));
+    }
+    json_decref(c.spans);
+}

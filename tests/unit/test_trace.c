@@ -134,55 +134,12 @@ Test(trace, a_span_in_zipkin_v2_json)
     json_decref(span.tags);
 }
 
-/* A collector: keeps the spans it is sent. */
-typedef struct collector {
-    pthread_mutex_t lock;
-    json_t *spans;
-} collector;
-
-static void collect(http_req *req, http_res *res)
-{
-    collector *c = req->app;
-    json_t *batch = json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
-    pthread_mutex_lock(&c->lock);
-    if (json_is_array(batch))
-        json_array_extend(c->spans, batch);
-    pthread_mutex_unlock(&c->lock);
-    json_decref(batch);
-    res->status = 202;
-}
-
-static size_t collected(collector *c)
-{
-    pthread_mutex_lock(&c->lock);
-    size_t n = json_array_size(c->spans);
-    pthread_mutex_unlock(&c->lock);
-    return n;
-}
-
-static const http_route collector_routes[] = {{"POST", "/api/v2/spans", collect, NULL}};
-
-/* A collector of the test's own, and a tracer for "orders" that sends it
- * every span: returns the collector's server. */
-static http_server *collecting(collector *c, tracer **t)
-{
-    pthread_mutex_init(&c->lock, NULL);
-    c->spans = json_array();
-    int port;
-    http_server *srv = served_start(collector_routes, 1, c, &port);
-    cr_assert_not_null(srv);
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d/api/v2/spans", port);
-    trace_settings s = settings("parentbased_always_on", "", endpoint);
-    cr_assert_eq(tracer_start(&s, "orders", t), 0);
-    return srv;
-}
-
 Test(trace, spans_reach_the_collector_in_batches)
 {
     static collector c;
     tracer *t;
     http_server *srv = collecting(&c, &t);
+    cr_assert_not_null(srv);
     trace_span root, child;
     trace_begin(t, &root, NULL, "POST /orders", TRACE_SERVER);
     for (int i = 0; i < 20; i++) {
@@ -264,6 +221,7 @@ Test(trace, a_request_continues_its_clients_trace_in_a_server_span)
     tracer *t;
     int port;
     http_server *coll = collecting(&c, &t);
+    cr_assert_not_null(coll);
     http_server *srv = served_start_traced(traced_routes, 1, NULL, t, &port);
     cr_assert_not_null(srv);
 
