@@ -339,16 +339,9 @@ static void dispatch(req_ctx *ctx, http_res *res)
         req->nparams = (size_t)n;
         req->ctx = r->ctx;
         snprintf(ctx->span.name, sizeof ctx->span.name, "%s %s", req->method, r->pattern);
-        char trace[33], span[17];
-        bool traced = ctx->span.ctx.sampled;
-        if (traced) {
-            trace_hex(ctx->span.ctx.trace_id, 16, trace);
-            trace_hex(ctx->span.ctx.span_id, 8, span);
-            log_trace(trace, span);
-        }
+        trace_log_context(&req->trace);
         r->handler(req, res);
-        if (traced)
-            log_trace(NULL, NULL);
+        trace_log_context(NULL);
         if (res->status == 0 && !ctx->suspended) /* a handler that forgot to answer */
             http_error(res, 500, "internal", "no response");
         return;
@@ -547,17 +540,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
          * the cost of a read (bench/README.md). */
         log_level level = ctx->status >= 500 ? LOG_WARN : LOG_DEBUG;
         if (log_enabled(level)) {
-            json_t *fields =
-                json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path", ctx->req.path,
-                          "status", ctx->status, "ms", round(secs * 1e6) / 1e3);
-            if (fields && ctx->req.trace.sampled) {
-                char trace[33], span[17];
-                trace_hex(ctx->req.trace.trace_id, 16, trace);
-                trace_hex(ctx->req.trace.span_id, 8, span);
-                json_object_set_new(fields, "trace_id", json_string(trace));
-                json_object_set_new(fields, "span_id", json_string(span));
-            }
-            log_fields(level, ctx->req_id, fields, "request");
+            trace_log_context(&ctx->req.trace);
+            log_fields(level, ctx->req_id,
+                       json_pack("{s:s, s:s, s:i, s:f}", "method", ctx->req.method, "path",
+                                 ctx->req.path, "status", ctx->status, "ms",
+                                 round(secs * 1e6) / 1e3),
+                       "request");
+            trace_log_context(NULL);
         }
     }
     json_decref(ctx->req.json);

@@ -122,6 +122,18 @@ void trace_hex(const uint8_t *bytes, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+void trace_log_context(const trace_ctx *c)
+{
+    if (!c || !c->sampled) {
+        log_trace(NULL, NULL);
+        return;
+    }
+    char trace[33], span[17];
+    trace_hex(c->trace_id, 16, trace);
+    trace_hex(c->span_id, 8, span);
+    log_trace(trace, span);
+}
+
 void trace_format(const trace_ctx *c, char out[TRACE_PARENT_LEN + 1])
 {
     char trace[33], span[17];

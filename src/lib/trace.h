@@ -45,6 +45,10 @@ bool trace_valid(const trace_ctx *ctx);
 /* Writes `ctx` as a version-00 `traceparent`. Pure. */
 void trace_format(const trace_ctx *ctx, char out[TRACE_PARENT_LEN + 1]);
 
+/* From now on, the log lines of the calling thread carry the ids of `ctx`
+ * when it is sampled, and none when it is not or is NULL (log_trace). */
+void trace_log_context(const trace_ctx *ctx);
+
 /* Lower-case hex of `n` bytes into out (2n + 1 bytes). Pure. */
 void trace_hex(const uint8_t *bytes, size_t n, char *out);
 

@@ -2,10 +2,12 @@
  * sampler, a span in Zipkin v2 JSON, and the exporter against a collector
  * of the test's own (our HTTP layer in the test process) and against none. */
 #include "lib/clock.h"
+#include "lib/log.h"
 #include "lib/trace.h"
 #include "served.h"
 
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <errno.h>
 #include <pthread.h>
 
@@ -259,4 +261,23 @@ Test(trace, a_request_continues_its_clients_trace_in_a_server_span)
     cr_assert_null(json_object_get(other, "parentId"), "a root");
     http_stop(coll);
     json_decref(c.spans);
+}
+
+Test(trace, a_threads_log_lines_carry_its_trace_while_it_works_for_one, .init = cr_redirect_stderr)
+{
+    trace_ctx c;
+    cr_assert_eq(trace_parse(GOOD, &c), 0);
+    trace_log_context(&c);
+    log_msg(LOG_WARN, NULL, "inside");
+    trace_log_context(NULL);
+    log_msg(LOG_WARN, NULL, "outside");
+    fflush(stderr);
+    FILE *err = cr_get_redirected_stderr();
+    char inside[512] = "", outside[512] = "";
+    cr_assert_not_null(fgets(inside, sizeof inside, err));
+    cr_assert_not_null(fgets(outside, sizeof outside, err));
+    cr_assert_not_null(strstr(inside, "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), "%s",
+                       inside);
+    cr_assert_not_null(strstr(inside, "\"span_id\":\"00f067aa0ba902b7\""), "%s", inside);
+    cr_assert_null(strstr(outside, "trace_id"), "%s", outside);
 }
