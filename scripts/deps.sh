@@ -12,6 +12,7 @@
 #   deps.sh fuzz   that, plus clang 14 and its libFuzzer
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/env.sh" # ZIPKIN_VERSION
 
 packages=(
   # build
@@ -76,6 +77,24 @@ if [ "$(cat "$kafka_libs/.complete" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" >"$kafka_libs.tmp/.complete"
   rm -rf "$kafka_libs"
   mv "$kafka_libs.tmp" "$kafka_libs"
+fi
+
+# The Zipkin server (one executable jar, the tracing backend the stack runs),
+# fetched once by Maven like Kafka's jars.
+zipkin_dir=$ROOT/.cache/zipkin
+if [ "$(cat "$zipkin_dir/.complete" 2>/dev/null)" != "$ZIPKIN_VERSION" ]; then
+  echo "Fetching the Zipkin server $ZIPKIN_VERSION with Maven (once; about 80 MB into .cache/zipkin)"
+  rm -rf "$zipkin_dir.tmp"
+  mkdir -p "$zipkin_dir.tmp"
+  mvn -q -B dependency:copy -Dartifact="io.zipkin:zipkin-server:$ZIPKIN_VERSION:jar:exec" \
+    -DoutputDirectory="$zipkin_dir.tmp" -Dmdep.stripVersion=true >"$ROOT/.cache/zipkin.log" 2>&1 || {
+    cat "$ROOT/.cache/zipkin.log" >&2
+    echo "Maven could not fetch the Zipkin server (log: .cache/zipkin.log)" >&2
+    exit 1
+  }
+  echo "$ZIPKIN_VERSION" >"$zipkin_dir.tmp/.complete"
+  rm -rf "$zipkin_dir"
+  mv "$zipkin_dir.tmp" "$zipkin_dir"
 fi
 
 # npm packages, exactly as package-lock.json says, when it changed.

@@ -60,6 +60,20 @@ KAFKA_BROKERS=${KAFKA_BROKERS:-$(kafka_brokers)}
 # for Kafka's tools (admin.properties) and kcat (admin.kcat).
 KAFKA_SECRETS=$SHOP_VAR/kafka-secrets
 
+# Traces (docs/architecture.md, "Traces"): with TRACING=on the stack runs
+# the Zipkin server (in memory, on 127.0.0.1:ZIPKIN_PORT, its UI also at
+# the gateway's /zipkin/ for loopback clients) and the services send it
+# their spans; TRACING=off runs neither. The services read the
+# OpenTelemetry SDK's variables (OTEL_TRACES_SAMPLER, _ARG, ...) from the
+# environment as well. Why on by default: bench/README.md, "Tracing".
+TRACING=${TRACING:-on}
+ZIPKIN_VERSION=${ZIPKIN_VERSION:-3.4.4}
+ZIPKIN_PORT=${ZIPKIN_PORT:-9411}
+ZIPKIN_HEAP=${ZIPKIN_HEAP:-256m}
+# Spans Zipkin keeps (its in-memory store drops the oldest traces past it).
+ZIPKIN_MAX_SPANS=${ZIPKIN_MAX_SPANS:-200000}
+ZIPKIN_JAR=${ZIPKIN_JAR:-$ROOT/.cache/zipkin/zipkin-server-exec.jar}
+
 # The database password's pgpass file (scripts/stack.sh writes it): every
 # client of ours (services, psql, pgbench, tests) reads it from here.
 export PGPASSFILE=$SHOP_VAR/pgpass

@@ -12,7 +12,8 @@
 #   stack.sh broker-wipe     stop Kafka and delete its logs (a lost disk);
 #                            the next start formats the nodes empty
 #   stack.sh services-stop | services-start
-#   stack.sh kill NAME       SIGKILL a part (postgres, kafka, kafka-2, gateway,
+#   stack.sh zipkin-stop | zipkin-start    the tracing backend
+#   stack.sh kill NAME       SIGKILL a part (postgres, kafka, kafka-2, zipkin, gateway,
 #                            orders, payments-8083, ...; chaos tests); `up`
 #                            restarts it
 #   stack.sh kill-every SERVICE     SIGKILL every instance of a service
@@ -310,30 +311,35 @@ kafka_user() {
       --shell /usr/sbin/nologin "$KAFKA_USER"
 }
 
-# The broker's classpath folder, readable by the Kafka user: the project's
-# cache, or a hard-linked copy of it under /var/tmp when that user cannot
-# enter the checkout.
-kafka_libs() {
-  [ -f "$KAFKA_LIBS/.complete" ] ||
-    die "Apache Kafka's jars are not in $KAFKA_LIBS: run make start (or scripts/deps.sh) once"
-  if as_user "$KAFKA_USER" test -r "$KAFKA_LIBS/.complete" 2>/dev/null; then
-    echo "$KAFKA_LIBS"
+# A folder of fetched jars (DIR, with its .complete stamp), readable by the
+# Kafka user (who runs the Java servers): DIR itself, or a hard-linked copy
+# of it under /var/tmp when that user cannot enter the checkout, found again
+# through the link var/NAME while the jars are the same.
+runnable_copy() { # runnable_copy DIR NAME
+  local dir=$1 link=$SHOP_VAR/$2 alt old
+  if as_user "$KAFKA_USER" test -r "$dir/.complete" 2>/dev/null; then
+    echo "$dir"
     return
   fi
-  # A fresh private folder (mktemp: nobody can plant one at a guessed name),
-  # found again through the link var/kafka-libs while the jars are the same.
-  local link=$SHOP_VAR/kafka-libs alt old
-  if [ -L "$link" ] && cmp -s "$link/.complete" "$KAFKA_LIBS/.complete"; then
+  if [ -L "$link" ] && cmp -s "$link/.complete" "$dir/.complete"; then
     readlink -f "$link"
     return
   fi
-  alt=$(mktemp -d /var/tmp/shop-kafka-libs.XXXXXXXXXX)
-  cp -al "$KAFKA_LIBS/." "$alt/" 2>/dev/null || cp -a "$KAFKA_LIBS/." "$alt/"
+  # A fresh private folder (mktemp: nobody can plant one at a guessed name).
+  alt=$(mktemp -d "/var/tmp/shop-$2.XXXXXXXXXX")
+  cp -al "$dir/." "$alt/" 2>/dev/null || cp -a "$dir/." "$alt/"
   chmod -R a+rX "$alt"
   old=$(readlink -f "$link" 2>/dev/null || true)
   ln -sfn "$alt" "$link"
   [ -n "$old" ] && [ "$old" != "$alt" ] && rm -rf "$old"
   echo "$alt"
+}
+
+# The broker's classpath folder, readable by the Kafka user.
+kafka_libs() {
+  [ -f "$KAFKA_LIBS/.complete" ] ||
+    die "Apache Kafka's jars are not in $KAFKA_LIBS: run make start (or scripts/deps.sh) once"
+  runnable_copy "$KAFKA_LIBS" kafka-libs
 }
 
 # Runs one of Kafka's command-line tools (a Java main class) as ourselves.
@@ -549,14 +555,64 @@ kafka_wipe_data() {
   for i in $(seq "$KAFKA_NODES"); do rm -rf "$base/node-$i/data"; done
 }
 
+# ---- Zipkin (traces) ----
+
+# The Zipkin server: in-memory storage, a small heap, on 127.0.0.1 only
+# (Armeria's port settings: QUERY_PORT alone would listen everywhere), run
+# by the same OpenJDK as Kafka and as the same unprivileged user. It keeps
+# nothing on disk: its traces last until it stops.
+zipkin_pid() { alive_pid zipkin "zipkin-server-exec.jar"; }
+zipkin_answers() { http_ok "http://127.0.0.1:$ZIPKIN_PORT/health"; }
+
+zipkin_spawn() {
+  [ "$TRACING" = on ] || return 0
+  zipkin_pid >/dev/null && return 0
+  [ -f "$ZIPKIN_JAR" ] ||
+    die "the Zipkin server is not in $ZIPKIN_JAR: run make start (or scripts/deps.sh) once"
+  kafka_user
+  local dir as=()
+  dir=$(runnable_copy "${ZIPKIN_JAR%/*}" zipkin-jar)
+  [ "$(id -u)" = 0 ] && as=(setpriv --reuid="$KAFKA_USER" --regid="$(id -gn "$KAFKA_USER")" --init-groups --)
+  (cd / && spawn zipkin "${as[@]}" env STORAGE_TYPE=mem MEM_MAX_SPANS="$ZIPKIN_MAX_SPANS" \
+    SELF_TRACING_ENABLED=false "$KAFKA_JAVA" "-Xms$ZIPKIN_HEAP" "-Xmx$ZIPKIN_HEAP" \
+    -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    -jar "$dir/zipkin-server-exec.jar" --armeria.ports[0].ip=127.0.0.1 \
+    --armeria.ports[0].port="$ZIPKIN_PORT" --armeria.ports[0].protocols=http)
+}
+
+# Started first and waited for last (before the services, which send it
+# their spans): the JVM's start overlaps the database's and Kafka's.
+zipkin_wait() {
+  [ "$TRACING" = on ] || return 0
+  zipkin_pid >/dev/null && zipkin_answers && return 0
+  zipkin_spawn
+  LOG=$LOG_DIR/zipkin.log WATCH=$(cat "$RUN_DIR/zipkin.pid") wait_for 90 "Zipkin" zipkin_answers
+}
+
+zipkin_stop() {
+  local pid
+  pid=$(zipkin_pid) && stop_pid "$pid"
+  rm -f "$RUN_DIR/zipkin.pid"
+}
+
+# The services' tracing settings: spans to the stack's Zipkin, or none.
+tracing_env() {
+  if [ "$TRACING" = on ]; then
+    echo "OTEL_TRACES_EXPORTER=zipkin OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"
+  else
+    echo "OTEL_TRACES_EXPORTER=none"
+  fi
+}
+
 # ---- services ----
 
 service_start() { # service_start NAME PORT ENV...   (NAME: orders, orders-8090, payments)
   local name=$1 port=$2 bin=${1%%-*}; shift 2
   alive_pid "$name" "bin/$bin" >/dev/null && return 0
   [ -x "$SHOP_BUILD/bin/$bin" ] || die "$SHOP_BUILD/bin/$bin is not built: run make build"
+  # $(tracing_env) unquoted: its words are NAME=VALUE pairs
   (cd "$ROOT" && spawn "$name" env HTTP_PORT="$port" KAFKA_BROKERS="$KAFKA_BROKERS" \
-    LOG_LEVEL="$SHOP_LOG_LEVEL" "$@" "$SHOP_BUILD/bin/$bin")
+    LOG_LEVEL="$SHOP_LOG_LEVEL" $(tracing_env) "$@" "$SHOP_BUILD/bin/$bin")
   LOG=$LOG_DIR/$name.log WATCH=$(cat "$RUN_DIR/$name.pid") wait_for 20 "$name" \
     http_ok "http://127.0.0.1:$port/healthz"
 }
@@ -604,7 +660,7 @@ gateway_render() {
   sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@STATIC@|$static|g" -e "s|@WORK@|$work|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
       -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" -e "s|@RATE@|$GATEWAY_RATE|g" \
       -e "s|@BURST@|$GATEWAY_BURST|g" -e "s|@CONNS@|$GATEWAY_CONNS|g" -e "s|@WS_CONNS@|$GATEWAY_WS_CONNS|g" \
-      -e "s|@SIGNIN_RATE@|$GATEWAY_SIGNIN_RATE|g" \
+      -e "s|@SIGNIN_RATE@|$GATEWAY_SIGNIN_RATE|g" -e "s|@ZIPKIN_PORT@|$ZIPKIN_PORT|g" \
       "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
   awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" -v i="${identity%$'\n'}" -v u="${unlimited%$'\n'}" \
     '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p;
@@ -679,8 +735,10 @@ services_stop() {
 
 up() {
   mkdir -p "$LOG_DIR" "$RUN_DIR"
+  zipkin_spawn
   pg_start
   kafka_start
+  zipkin_wait
   services_start
   gateway_start
   status
@@ -693,6 +751,7 @@ down() {
   services_stop
   kafka_stop
   pg_stop
+  zipkin_stop
 }
 
 services_status() { # services_status SERVICE PORTS
@@ -718,12 +777,18 @@ status() {
   services_status identity "$IDENTITY_PORTS"
   services_status orders "$ORDERS_PORTS"
   services_status payments "$PAYMENTS_PORTS"
+  if [ "$TRACING" != on ]; then say "  zipkin     off (TRACING=off)"
+  elif p=$(zipkin_pid); then
+    say "  zipkin     pid $p   http://127.0.0.1:$ZIPKIN_PORT/zipkin/  (traces, in memory)"
+  else say "  zipkin     stopped"; fi
   if p=$(alive_pid gateway "nginx: master"); then
     say "  gateway    pid $p   http://127.0.0.1:$GATEWAY_PORT  (shop: /  API: /api/  docs: /docs/)"
   else say "  gateway    stopped"; fi
   say "  logs       $LOG_DIR/"
   say ""
   say "Open http://localhost:$GATEWAY_PORT/ to shop."
+  [ "$TRACING" = on ] && say "Open http://localhost:$GATEWAY_PORT/zipkin/ to see each order's trace."
+  return 0
 }
 
 # The pid of a part by name: postgres, kafka (kafka-2, ...; "broker" is
@@ -732,6 +797,7 @@ part_pid() {
   case "$1" in
     postgres) pg_pid ;;
     gateway) alive_pid gateway "nginx: master" ;;
+    zipkin) zipkin_pid ;;
     broker | kafka) kafka_pid 1 ;;
     kafka-*) kafka_pid "${1#kafka-}" ;;
     *) alive_pid "$1" "bin/${1%%-*}" ;;
@@ -747,6 +813,8 @@ case "${1:-}" in
   broker-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; kafka_start ;;
   broker-stop) kafka_stop ;;
   broker-wipe) kafka_wipe_data ;;
+  zipkin-start) mkdir -p "$LOG_DIR" "$RUN_DIR"; zipkin_wait ;;
+  zipkin-stop) zipkin_stop ;;
   services-start) services_start ;;
   # Makes $2 an operator with a new random password, printed once.
   operator) [ -n "${2:-}" ] || die "usage: stack.sh operator USER_ID"
@@ -789,10 +857,10 @@ case "${1:-}" in
     kill -CONT "$pid" ;;
   # Deletes all data: var/, and the folders under /var/tmp it may link to.
   wipe) down
-    for d in pg kafka kafka-libs gateway-files; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
+    for d in pg kafka kafka-libs zipkin-jar gateway-files; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
     rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|services-start|services-stop|gateway-restart|operator NAME|kill NAME|kill-every SERVICE|freeze-every SERVICE|thaw-every SERVICE|restart SERVICE|stop NAME|freeze NAME|thaw NAME" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|zipkin-start|zipkin-stop|services-start|services-stop|gateway-restart|operator NAME|kill NAME|kill-every SERVICE|freeze-every SERVICE|thaw-every SERVICE|restart SERVICE|stop NAME|freeze NAME|thaw NAME" ;;
 esac

@@ -23,6 +23,9 @@ export GATEWAY_UNLIMITED=127.0.0.1
 # Leaks are real failures; librdkafka's own threads end after destroy.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=23
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Spans reach Zipkin within 0.2 s of their end (not 5 s): the trace tests
+# wait for a condition, and it comes sooner.
+export OTEL_BSP_SCHEDULE_DELAY=200
 # The settings of one test stack; every URL and port the tests read.
 # test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES
 test_stack() {
@@ -30,6 +33,7 @@ test_stack() {
   export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3 PGPASSFILE=$ROOT/$1/pgpass
   export PG_PORT=$((54330 + off)) GATEWAY_PORT=$((18000 + off)) ORDERS_PORT=$((18080 + off))
   export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off)) IDENTITY_PORT=$((18084 + off))
+  export ZIPKIN_PORT=$((19411 + off)) SHOP_ZIPKIN_URL=http://127.0.0.1:$((19411 + off))
   # Two instances of each service behind the gateway, as when scaled out.
   export ORDERS_PORTS="$ORDERS_PORT $((ORDERS_PORT + 2))"
   # The second orders instance with two group-commit writers, the first

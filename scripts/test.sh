@@ -219,7 +219,7 @@ if wanted e2e; then
   # One file at a time: they share the stack (Node 18 has no --test-concurrency).
   # A socket a failed test left open would keep node running for ever: each
   # file gets five minutes.
-  files=(tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/contract/contract.test.mjs)
+  files=(tests/e2e/live_status.test.mjs tests/e2e/shop.test.mjs tests/e2e/gateway.test.mjs tests/e2e/traces.test.mjs tests/contract/contract.test.mjs)
   if [ -z "${TEST:-}" ]; then
     for f in "${files[@]}"; do
       suite "node-$(basename "$f" .test.mjs)" timeout --kill-after=10 300 node --no-warnings --test "$f"
@@ -261,6 +261,9 @@ if [ "$needs_stack" = 1 ]; then stop_stack; fi
 if wanted cluster; then
   step cluster "three-node Kafka cluster: nodes killed mid-burst, one after the other (sanitizers on)"
   test_stack "$TEST_VAR-cluster" $((TEST_PORT_OFFSET + 100)) 3
+  # Four JVMs on two cores would be one too many: its drill tests the
+  # broker, and the main stack's tests the traces.
+  export TRACING=off
   fresh_stack "cluster stack"
   suite cluster build/san/tests/chaos "${CRITERION[@]}" --filter "${TEST:-cluster/*}"
 fi

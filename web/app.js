@@ -165,6 +165,16 @@ function renderOrders() {
     row.dataset.orderId = order.id;
     const when = document.createElement("td");
     when.textContent = new Date(order.created_at).toLocaleTimeString();
+    if (order.trace_id) { // its journey through the services, in Zipkin
+      const trace = document.createElement("a");
+      trace.className = "trace";
+      trace.href = `/zipkin/traces/${encodeURIComponent(order.trace_id)}`;
+      trace.target = "_blank";
+      trace.rel = "noopener";
+      trace.title = "Where this order went and where its time went (its trace, in Zipkin)";
+      trace.textContent = "trace";
+      when.append(trace);
+    }
     const what = document.createElement("td");
     what.textContent = order.description || "—";
     const price = document.createElement("td");

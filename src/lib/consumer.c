@@ -3,6 +3,7 @@
 #include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/outbox.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -65,11 +66,110 @@ static int dead_letter(db_conn *c, const rd_kafka_message_t *m, const char *why)
     return db_exec_bin(c, "dead_letter_add", 6, params, lengths, formats, NULL);
 }
 
-/* Handles msgs[0..n) in one transaction. Returns 0 or -DB_*; on failure
+void consumer_tag(consumer_span *span, const char *key, const char *value)
+{
+    trace_tag(&span->message, key, value);
+    trace_tag(&span->transaction, key, value);
+}
+
+/* The context a message carries in its `traceparent` header: true when it
+ * has one that reads. */
+static bool message_context(rd_kafka_message_t *m, trace_ctx *out)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *value = NULL;
+    size_t size = 0;
+    char text[128];
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, OUTBOX_TRACE_HEADER, &value, &size) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !value || size >= sizeof text)
+        return false;
+    memcpy(text, value, size);
+    text[size] = '\0';
+    return trace_parse(text, out) == 0;
+}
+
+/* Begins each message's "process TOPIC" span. Returns the spans, or NULL
+ * when none is traced: no tracer, and no message with a context to pass
+ * on (or no memory). */
+static consumer_span *begin_spans(consumer *cs, rd_kafka_message_t **msgs, int n)
+{
+    trace_ctx *ctx = calloc((size_t)n, sizeof *ctx);
+    bool *has = calloc((size_t)n, sizeof *has), any = cs->cfg.traces != NULL;
+    for (int i = 0; ctx && has && i < n; i++)
+        any |= has[i] = message_context(msgs[i], &ctx[i]);
+    consumer_span *spans = any && ctx && has ? calloc((size_t)n, sizeof *spans) : NULL;
+    char name[96];
+    snprintf(name, sizeof name, "process %s", cs->cfg.topic);
+    for (int i = 0; spans && i < n; i++) {
+        trace_span *s = &spans[i].message;
+        trace_begin(cs->cfg.traces, s, has[i] ? &ctx[i] : NULL, name, TRACE_CONSUMER);
+        trace_tag(s, "messaging.system", "kafka");
+        trace_tag(s, "messaging.operation.type", "process");
+        trace_tag(s, "messaging.destination.name", cs->cfg.topic);
+        trace_tag(s, "messaging.consumer.group.name", cs->cfg.group);
+        trace_tag_int(s, "messaging.destination.partition.id", msgs[i]->partition);
+        trace_tag_int(s, "messaging.kafka.offset", msgs[i]->offset);
+        trace_tag_int(s, "messaging.batch.message_count", n);
+    }
+    free(ctx);
+    free(has);
+    return spans;
+}
+
+/* The batch's own span: a trace of its own, naming its messages' contexts
+ * ("links": Zipkin's format has none, so a tag of "trace-span" pairs, the
+ * first 32). Left without ids when there is no tracer. */
+static void begin_batch_span(consumer *cs, trace_span *batch, const consumer_span *spans, int n)
+{
+    char name[96];
+    snprintf(name, sizeof name, "process %s batch", cs->cfg.topic);
+    trace_begin(cs->cfg.traces, batch, NULL, name, TRACE_CONSUMER);
+    if (!batch->ctx.sampled)
+        return;
+    trace_tag(batch, "messaging.system", "kafka");
+    trace_tag(batch, "messaging.operation.type", "process");
+    trace_tag(batch, "messaging.destination.name", cs->cfg.topic);
+    trace_tag_int(batch, "messaging.batch.message_count", n);
+    char links[32 * 50 + 1] = "";
+    size_t len = 0;
+    for (int i = 0, k = 0; spans && i < n && k < 32; i++) {
+        const trace_ctx *c = &spans[i].message.ctx;
+        if (!trace_valid(c))
+            continue;
+        char t[33], id[17];
+        trace_hex(c->trace_id, 16, t);
+        trace_hex(c->span_id, 8, id);
+        len += (size_t)snprintf(links + len, sizeof links - len, "%s%s-%s", k++ ? " " : "", t, id);
+    }
+    trace_tag(batch, "shop.links", links);
+}
+
+/* Ends each message's span: `why` tags it as an error (NULL: handled). */
+static void end_spans(consumer *cs, consumer_span *spans, int n, const char *why)
+{
+    for (int i = 0; spans && i < n; i++) {
+        trace_tag(&spans[i].message, "error", why);
+        trace_end(cs->cfg.traces, &spans[i].message);
+    }
+}
+
+/* Handles msgs[0..n) in one transaction (each message's "TOPIC
+ * transaction" span one try of it). Returns 0 or -DB_*; on failure
  * `sqlstate` holds the database's error code ("" when it gave none). */
-static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, char *sqlstate)
+static int run_batch(consumer *cs, rd_kafka_message_t **msgs, consumer_span *spans, int n,
+                     int *dead, char *sqlstate)
 {
     db_conn *c = NULL;
+    char name[96];
+    snprintf(name, sizeof name, "%s transaction", cs->cfg.topic);
+    for (int i = 0; spans && i < n; i++) {
+        trace_span *s = &spans[i].transaction;
+        trace_begin(cs->cfg.traces, s, &spans[i].message.ctx, name, TRACE_INTERNAL);
+        trace_tag(s, "db.system", "postgresql");
+        trace_tag_int(s, "messaging.batch.message_count", n);
+    }
     consumer_verdict *verdicts = calloc((size_t)n, sizeof *verdicts);
     int rc = verdicts ? db_acquire(cs->pool, 1000, &c) : -DB_FAILED;
     /* Plans made at each call (PostgreSQL's choice), though orders' status
@@ -81,16 +181,31 @@ static int run_batch(consumer *cs, rd_kafka_message_t **msgs, int n, int *dead, 
         rc = db_begin(c);
     *dead = 0;
     if (rc == 0)
-        rc = cs->cfg.handle(c, msgs, n, cs->cfg.app, verdicts);
+        rc = cs->cfg.handle(c, msgs, n, cs->cfg.app, verdicts, spans);
     for (int i = 0; rc == 0 && i < n; i++) {
         if (verdicts[i].poison) {
+            if (spans) {
+                consumer_tag(&spans[i], "error", verdicts[i].why);
+                trace_log_context(&spans[i].message.ctx);
+            }
             rc = dead_letter(c, msgs[i], verdicts[i].why);
+            trace_log_context(NULL);
             (*dead)++;
         }
     }
     if (rc == 0)
         rc = db_commit(c);
     snprintf(sqlstate, 6, "%s", rc < 0 && c ? db_sqlstate(c) : "");
+    for (int i = 0; spans && i < n; i++) {
+        trace_span *s = &spans[i].transaction;
+        if (rc < 0) {
+            char why[64];
+            snprintf(why, sizeof why, "%s (SQLSTATE %s): tried again", err_str(rc),
+                     sqlstate[0] ? sqlstate : "none");
+            trace_tag(s, "error", why);
+        }
+        trace_end(cs->cfg.traces, s);
+    }
     db_release(cs->pool, c);
     free(verdicts);
     return rc;
@@ -167,14 +282,18 @@ static bool assigned(const rd_kafka_topic_partition_list_t *parts, const rd_kafk
 
 /* Drops the messages of partitions revoked since they were fetched: their
  * new owner reads them again from the last committed offset, and committing
- * ours would move its offsets. Returns how many are left in msgs[]. */
-static int drop_revoked(consumer *cs, rd_kafka_message_t **msgs, int n)
+ * ours would move its offsets. Returns how many are left in msgs[] (and
+ * their spans in spans[], when not NULL). */
+static int drop_revoked(consumer *cs, rd_kafka_message_t **msgs, consumer_span *spans, int n)
 {
     int kept = 0;
     for (int i = 0; i < n; i++) {
         if (assigned(cs->owned, msgs[i])) {
+            if (spans)
+                spans[kept] = spans[i];
             msgs[kept++] = msgs[i];
         } else {
+            end_spans(cs, spans ? &spans[i] : NULL, 1, "its partition was revoked: read again");
             rd_kafka_message_destroy(msgs[i]);
             atomic_fetch_add(&cs->revoked, 1);
         }
@@ -235,7 +354,8 @@ bool consumer_fault_is_systemic(const char *batch_state, const consumer_alone *a
  * or none, when the fault is the database's (ISOLATION_SYSTEMIC), and all
  * are tried again later, as they are without memory for the bookkeeping.
  * *dead counts the messages set aside. */
-static int isolate(consumer *cs, rd_kafka_message_t **msgs, int n, const char *sqlstate, int *dead)
+static int isolate(consumer *cs, rd_kafka_message_t **msgs, consumer_span *spans, int n,
+                   const char *sqlstate, int *dead)
 {
     consumer_alone *alone = calloc((size_t)n, sizeof *alone);
     bool *aside = calloc((size_t)n, sizeof *aside);
@@ -246,7 +366,8 @@ static int isolate(consumer *cs, rd_kafka_message_t **msgs, int n, const char *s
     for (int i = 0; i < n; i++) {
         int one_dead = 0, one;
         backoff = 100;
-        while ((one = run_batch(cs, &msgs[i], 1, &one_dead, alone[i].sqlstate)) != 0 &&
+        while ((one = run_batch(cs, &msgs[i], spans ? &spans[i] : NULL, 1, &one_dead,
+                                alone[i].sqlstate)) != 0 &&
                db_transient(one)) {
             note_failure(cs, one, alone[i].sqlstate, 1);
             if (!back_off(cs, &backoff)) {
@@ -285,19 +406,19 @@ done:
  * partition is revoked meanwhile are dropped (*n shrinks). Returns false
  * when nothing may be acknowledged: the consumer is stopping, or no message
  * is left. */
-static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
+static bool process(consumer *cs, rd_kafka_message_t **msgs, consumer_span *spans, int *count)
 {
     int dead = 0, rc, backoff = 100, n = *count;
     char sqlstate[6];
     for (;;) {
-        rc = run_batch(cs, msgs, n, &dead, sqlstate);
+        rc = run_batch(cs, msgs, spans, n, &dead, sqlstate);
         if (rc != 0 && !db_transient(rc)) {
             /* The batch rolled back: find the message that fails alone. */
             atomic_fetch_add(&cs->isolations, 1);
             log_msg(LOG_WARN, NULL,
                     "consumer %s: a batch of %d failed (SQLSTATE %s); each goes alone",
                     cs->cfg.group, n, sqlstate[0] ? sqlstate : "none");
-            int how = isolate(cs, msgs, n, sqlstate, &dead);
+            int how = isolate(cs, msgs, spans, n, sqlstate, &dead);
             if (how == ISOLATION_STOPPED)
                 return false;
             rc = how == ISOLATED ? 0 : -DB_SYSTEMIC;
@@ -307,7 +428,7 @@ static bool process(consumer *cs, rd_kafka_message_t **msgs, int *count)
         note_failure(cs, rc, sqlstate, n);
         if (!back_off(cs, &backoff))
             return false;
-        if ((n = *count = drop_revoked(cs, msgs, n)) == 0) {
+        if ((n = *count = drop_revoked(cs, msgs, spans, n)) == 0) {
             pause_all(cs, false); /* nothing of ours waits any more */
             return false;
         }
@@ -519,18 +640,27 @@ static void *consumer_main(void *arg)
             int64_t left = gather_ms - (clock_now_ms() - first);
             m = n < cs->cfg.batch ? rd_kafka_consumer_poll(cs->rk, left > 0 ? (int)left : 0) : NULL;
         }
-        if (n == 0 || (n = drop_revoked(cs, msgs, n)) == 0) {
+        if (n == 0 || (n = drop_revoked(cs, msgs, NULL, n)) == 0) {
             flush_offsets(cs, false);
             rejoin_if_stranded(cs);
             continue;
         }
         last_n = n;
-        if (process(cs, msgs, &n)) {
+        consumer_span *spans = begin_spans(cs, msgs, n);
+        trace_span batch;
+        begin_batch_span(cs, &batch, spans, n);
+        trace_log_context(&batch.ctx); /* the thread's lines name the batch's trace */
+        bool handled = process(cs, msgs, spans, &n);
+        if (handled) {
             note_offsets(cs, msgs, n);
             flush_offsets(cs, cs->cfg.commit_interval_ms == 0);
             if (cs->cfg.after_commit)
                 cs->cfg.after_commit(cs->cfg.app);
         }
+        end_spans(cs, spans, n, handled ? NULL : "not acknowledged: read again later");
+        trace_end(cs->cfg.traces, &batch);
+        trace_log_context(NULL);
+        free(spans);
         for (int i = 0; i < n; i++)
             rd_kafka_message_destroy(msgs[i]);
     }

@@ -31,6 +31,7 @@
 
 #include "lib/config.h"
 #include "lib/db.h"
+#include "lib/trace.h"
 
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -61,11 +62,29 @@ typedef struct consumer_alone {
 bool consumer_fault_is_systemic(const char *batch_state, const consumer_alone *alone, int n,
                                 bool *aside);
 
+/* A message's spans (docs/architecture.md, "Traces"): "process TOPIC"
+ * (kind consumer), the child of the producer span whose context the
+ * message carries in its `traceparent` header (a new trace when it has
+ * none), from the batch's start until its transaction committed; and
+ * "TOPIC transaction", its child, one try of the batch's transaction.
+ * The handler tags both (consumer_tag) and makes its own spans children
+ * of `transaction`; what it writes to an outbox goes on in
+ * `transaction`'s context. With neither a tracer nor a context, none has
+ * ids (trace_valid false). */
+typedef struct consumer_span {
+    trace_span message, transaction;
+} consumer_span;
+
+/* Tags a message's two spans alike (e.g. its order id). */
+void consumer_tag(consumer_span *span, const char *key, const char *value);
+
 /* Handles msgs[0..n) in the batch's transaction, with as few statements as
  * it can (set-based SQL over the whole batch). Marks each message it cannot
- * handle in verdicts[] (zeroed by the caller). Returns 0 or -DB_*. */
+ * handle in verdicts[] (zeroed by the caller). spans[i] are message i's
+ * (spans NULL: no message is traced, e.g. a dead letter's replay). Returns
+ * 0 or -DB_*. */
 typedef int (*consumer_handle_fn)(db_conn *conn, rd_kafka_message_t *const *msgs, int n, void *app,
-                                  consumer_verdict *verdicts);
+                                  consumer_verdict *verdicts, consumer_span *spans);
 
 /* The consumer's settings every service with messages reads. */
 typedef struct consumer_settings {
@@ -86,6 +105,11 @@ typedef struct consumer_config {
     consumer_handle_fn handle;
     void (*after_commit)(void *app); /* e.g. wake the outbox relay; may be NULL */
     void *app;
+    /* Each message's spans, and a batch's own ("process TOPIC batch", a
+     * trace of its own, tagged with its size and its messages' contexts,
+     * as the messaging conventions' links, which Zipkin's format lacks);
+     * NULL: none, and no context goes on. Borrowed. */
+    tracer *traces;
 } consumer_config;
 
 typedef struct consumer consumer;

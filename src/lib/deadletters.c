@@ -176,7 +176,7 @@ static int resolve(void *app, const deadletter_service *s, db_pool *db, int64_t 
         m.offset = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
         rd_kafka_message_t *batch[] = {&m};
         consumer_verdict verdict = {0};
-        rc = key && payload ? s->handle(c, batch, 1, app, &verdict) : -DB_FAILED;
+        rc = key && payload ? s->handle(c, batch, 1, app, &verdict, NULL) : -DB_FAILED;
         if (rc == 0 && verdict.poison) {
             snprintf(why, whylen, "%s", verdict.why);
             rc = -EINVAL;

@@ -194,6 +194,8 @@ static void *writer_main(void *arg)
         g->cfg.run(g->cfg.app, items, n);
         for (int i = 0; spans && i < n; i++) {
             trace_tag_int(&spans[i], "http.response.status_code", items[i]->res.status);
+            if (items[i]->res.tag.key)
+                trace_tag(&spans[i], items[i]->res.tag.key, items[i]->res.tag.value);
             trace_end(g->cfg.traces, &spans[i]);
         }
         atomic_fetch_add(&g->commits, 1);
@@ -255,6 +257,8 @@ bool group_submit(group *g, http_req *req, group_item *item)
             char name[80];
             snprintf(name, sizeof name, "%s wait", g->cfg.name);
             trace_begin(g->cfg.traces, &item->wait, &req->trace, name, TRACE_INTERNAL);
+            if (item->res.tag.key)
+                trace_tag(&item->wait, item->res.tag.key, item->res.tag.value);
         }
         item->deadline_ms = g->cfg.deadline_ms > 0 ? clock_now_ms() + g->cfg.deadline_ms : 0;
         if (g->tail)

@@ -142,6 +142,12 @@ void http_add_header(http_res *res, const char *name, const char *value)
     res->nheaders++;
 }
 
+void http_tag(http_res *res, const char *key, const char *value)
+{
+    res->tag.key = key;
+    snprintf(res->tag.value, sizeof res->tag.value, "%s", value);
+}
+
 void http_error(http_res *res, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -388,6 +394,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_ctx *ctx, 
     for (size_t i = 0; i < res->nheaders; i++)
         MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
     ctx->status = res->status;
+    if (res->tag.key)
+        trace_tag(&ctx->span, res->tag.key, res->tag.value);
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)res->status, r);
     MHD_destroy_response(r);
     return ret;

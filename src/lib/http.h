@@ -61,7 +61,16 @@ typedef struct http_res {
     size_t nheaders;
     http_upgrade_fn upgrade; /* with status 101 */
     void *upgrade_cls;
+    /* One tag for the request's spans (http_tag): what it is about. */
+    struct {
+        const char *key; /* static string; NULL: none */
+        char value[64];
+    } tag;
 } http_res;
+
+/* Tags the request's server span (and a group's spans for it) with what
+ * the request is about, e.g. key "shop.order_id" and the order's id. */
+void http_tag(http_res *res, const char *key, const char *value);
 
 typedef void (*http_handler)(http_req *req, http_res *res);
 

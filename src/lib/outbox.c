@@ -13,11 +13,12 @@
 #include <time.h>
 
 const db_stmt outbox_stmts[] = {
-    {"outbox_add", OUTBOX_INSERT " VALUES ($1, $2, $3)"},
-    {"outbox_add_many", OUTBOX_INSERT " SELECT $1, k, p FROM unnest($2::text[], $3::text[])"
-                                      " WITH ORDINALITY AS m(k, p, n) ORDER BY n"},
-    {"outbox_claim", "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1"
-                     " FOR UPDATE SKIP LOCKED"},
+    {"outbox_add", OUTBOX_INSERT " VALUES ($1, $2, $3, nullif($4, ''))"},
+    {"outbox_add_many", OUTBOX_INSERT " SELECT $1, k, p, nullif(t, '')"
+                                      " FROM unnest($2::text[], $3::text[], $4::text[])"
+                                      " WITH ORDINALITY AS m(k, p, t, n) ORDER BY n"},
+    {"outbox_claim", "SELECT id, topic, key, payload, coalesce(traceparent, '') FROM outbox"
+                     " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"},
     {"outbox_delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
     {"outbox_backlog", "SELECT count(*) FROM outbox"},
     {NULL, NULL},
@@ -43,7 +44,8 @@ struct round {
     db_conn *conn; /* NULL: the slot is free */
     PGresult *rows;
     row_report *reports;
-    int *outcome; /* each row's: 0 waiting, 1 acknowledged, -1 failed */
+    int *outcome;      /* each row's: 0 waiting, 1 acknowledged, -1 failed */
+    trace_span *spans; /* each row's producer span (NULL: no tracer) */
     int n, awaiting, undelivered;
     rd_kafka_resp_err_t first_failure;
     int64_t overdue_at;
@@ -66,38 +68,99 @@ struct outbox_relay {
     _Atomic uint64_t published, failures, batches, backlog, renewals, overlapped;
 };
 
-int outbox_add(db_conn *c, const char *topic, const char *key, const char *payload)
+void outbox_traceparent(const trace_ctx *ctx, char out[TRACE_PARENT_LEN + 1])
 {
-    const char *params[] = {topic, key, payload};
-    return db_exec(c, "outbox_add", 3, params, NULL);
+    if (ctx && trace_valid(ctx))
+        trace_format(ctx, out);
+    else
+        out[0] = '\0';
+}
+
+int outbox_add(db_conn *c, const char *topic, const char *key, const char *payload,
+               const trace_ctx *trace)
+{
+    char tp[TRACE_PARENT_LEN + 1];
+    outbox_traceparent(trace, tp);
+    const char *params[] = {topic, key, payload, tp};
+    return db_exec(c, "outbox_add", 4, params, NULL);
 }
 
 int outbox_add_many(db_conn *c, const char *topic, const char *const *keys,
-                    const char *const *payloads, int n)
+                    const char *const *payloads, const trace_ctx *traces, int n)
 {
-    db_array k, p;
-    db_array_begin(&k), db_array_begin(&p);
+    db_array k, p, t;
+    db_array_begin(&k), db_array_begin(&p), db_array_begin(&t);
     for (int i = 0; i < n; i++) {
+        char tp[TRACE_PARENT_LEN + 1];
+        outbox_traceparent(traces ? &traces[i] : NULL, tp);
         db_array_add(&k, keys[i]);
         db_array_add(&p, payloads[i]);
+        db_array_add(&t, tp);
     }
-    db_array_end(&k), db_array_end(&p);
-    const char *params[] = {topic, k.text, p.text};
-    int rc = n ? db_exec(c, "outbox_add_many", 3, params, NULL) : 0;
-    db_array_free(&k), db_array_free(&p);
+    db_array_end(&k), db_array_end(&p), db_array_end(&t);
+    const char *params[] = {topic, k.text, p.text, t.text};
+    int rc = n ? db_exec(c, "outbox_add_many", 4, params, NULL) : 0;
+    db_array_free(&k), db_array_free(&p), db_array_free(&t);
     return rc;
+}
+
+/* The message's order id, for its span's tags: its payload's "order_id"
+ * when it is JSON that has one (lib/msg's messages do). Read only for a
+ * span that is recorded. */
+static void tag_order_id(trace_span *span, const char *payload)
+{
+    if (!span->ctx.sampled)
+        return;
+    json_t *j = json_loads(payload, 0, NULL);
+    trace_tag(span, "shop.order_id", json_string_value(json_object_get(j, "order_id")));
+    json_decref(j);
+}
+
+/* Begins row i's producer span `s`, the child of the context the row was
+ * written in (with no tracer: its context only, recorded nowhere). */
+static void begin_send_span(outbox_relay *r, round *rd, int i, const trace_ctx *parent,
+                            trace_span *s)
+{
+    const char *topic = PQgetvalue(rd->rows, i, 1);
+    char name[96];
+    snprintf(name, sizeof name, "send %s", topic);
+    trace_begin(r->cfg.traces, s, parent, name, TRACE_PRODUCER);
+    trace_tag(s, "messaging.system", "kafka");
+    trace_tag(s, "messaging.operation.type", "send");
+    trace_tag(s, "messaging.destination.name", topic);
+    trace_tag(s, "messaging.kafka.message.key", PQgetvalue(rd->rows, i, 2));
+    trace_tag(s, "messaging.client.id", r->cfg.client_id);
+    tag_order_id(s, PQgetvalue(rd->rows, i, 3));
+}
+
+/* Ends a producer span with what the broker said. */
+static void end_send_span(outbox_relay *r, trace_span *s, int32_t partition, int64_t offset,
+                          rd_kafka_resp_err_t err)
+{
+    if (!s->ctx.sampled)
+        return;
+    if (partition >= 0)
+        trace_tag_int(s, "messaging.destination.partition.id", partition);
+    if (!err && offset >= 0)
+        trace_tag_int(s, "messaging.kafka.offset", offset);
+    if (err)
+        trace_tag(s, "error", rd_kafka_err2str(err));
+    trace_end(r->cfg.traces, s);
 }
 
 /* What a row's delivery report said: 0 waiting, 1 acknowledged, -1 failed. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-    (void)rk, (void)opaque;
+    (void)rk;
+    outbox_relay *r = opaque;
     row_report *rep = m->_private;
     round *rd = rep->rd;
     rd->awaiting--;
     rd->outcome[rep->i] = m->err ? -1 : 1;
     if (m->err && !rd->undelivered++)
         rd->first_failure = m->err;
+    if (rd->spans)
+        end_send_span(r, &rd->spans[rep->i], m->partition, m->offset, m->err);
 }
 
 /* Replaces the producer: called with no delivery report outstanding. */
@@ -137,6 +200,9 @@ static void end_round(outbox_relay *r, round *rd)
     PQclear(rd->rows);
     free(rd->reports);
     free(rd->outcome);
+    for (int i = 0; rd->spans && i < rd->n; i++)
+        json_decref(rd->spans[i].tags); /* a span never sent: its tags only */
+    free(rd->spans);
     *rd = (round){0};
 }
 
@@ -173,7 +239,8 @@ static int start_round(outbox_relay *r, round *rd)
         return 0;
     }
     if (!(rd->reports = calloc((size_t)n, sizeof *rd->reports)) ||
-        !(rd->outcome = calloc((size_t)n, sizeof *rd->outcome))) {
+        !(rd->outcome = calloc((size_t)n, sizeof *rd->outcome)) ||
+        (r->cfg.traces && !(rd->spans = calloc((size_t)n, sizeof *rd->spans)))) {
         end_round(r, rd);
         return -ENOMEM;
     }
@@ -183,12 +250,31 @@ static int start_round(outbox_relay *r, round *rd)
     for (int i = 0; i < n; i++) {
         const char *key = PQgetvalue(rd->rows, i, 2), *payload = PQgetvalue(rd->rows, i, 3);
         rd->reports[i] = (row_report){.rd = rd, .i = i};
+        /* The row's trace goes on in a producer span, whose context the
+         * message carries; without a tracer, the context alone. */
+        trace_ctx parent;
+        trace_span local, *span = rd->spans ? &rd->spans[i] : &local;
+        bool traced = trace_parse(PQgetvalue(rd->rows, i, 4), &parent) == 0;
+        char tp[TRACE_PARENT_LEN + 1] = "";
+        if (traced) {
+            begin_send_span(r, rd, i, &parent, span);
+            trace_format(&span->ctx, tp);
+        }
+        /* The headers become the message's when it is taken, and stay
+         * ours when it is refused. */
+        rd_kafka_headers_t *hdrs = traced ? rd_kafka_headers_new(1) : NULL;
+        if (hdrs)
+            rd_kafka_header_add(hdrs, OUTBOX_TRACE_HEADER, -1, tp, TRACE_PARENT_LEN);
         rd_kafka_resp_err_t e = rd_kafka_producev(
             r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rd->rows, i, 1)),
             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(&rd->reports[i]),
-            RD_KAFKA_V_END);
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_OPAQUE(&rd->reports[i]), RD_KAFKA_V_END);
+        if (e && hdrs)
+            rd_kafka_headers_destroy(hdrs);
         if (e) {
+            if (rd->spans)
+                end_send_span(r, span, -1, -1, e);
             rd->outcome[i] = -1;
             if (!refused++)
                 first_refusal = e;

@@ -9,12 +9,19 @@
  * are sent again. The relay is woken in-process after a commit
  * and polls as a fallback (rows of other instances, rows left after a
  * restart). Each service's database has an `outbox` table of this shape:
- * id bigserial, topic text, key text, payload text, created_at. */
+ * id bigserial, topic text, key text, payload text, created_at, and
+ * traceparent (the W3C context of the span that wrote it, or NULL).
+ *
+ * Traces (docs/architecture.md, "Traces"): each row with a traceparent is
+ * sent in a producer span, its child, from the produce to the broker's
+ * acknowledgement ("send TOPIC", with messaging.* tags), and the message
+ * carries that span's context in its Kafka header `traceparent`. */
 #ifndef SHOP_OUTBOX_H
 #define SHOP_OUTBOX_H
 
 #include "lib/config.h"
 #include "lib/db.h"
+#include "lib/trace.h"
 
 #include <stdio.h>
 
@@ -22,9 +29,10 @@ extern const db_stmt outbox_stmts[];
 
 /* SQL for a service's own statement that queues messages as it changes
  * something (a data-modifying WITH of one statement): OUTBOX_INSERT
- * followed by a SELECT of (topic, key, payload) rows, in their order.
+ * followed by a SELECT of (topic, key, payload, traceparent) rows, in
+ * their order (traceparent NULL when the change is in no trace).
  * The outbox's table is this module's; no other SQL names it. */
-#define OUTBOX_INSERT "INSERT INTO outbox (topic, key, payload)"
+#define OUTBOX_INSERT "INSERT INTO outbox (topic, key, payload, traceparent)"
 /* When the oldest message still waiting was queued (NULL: none waits). */
 #define OUTBOX_OLDEST_QUEUED_AT "(SELECT created_at FROM outbox ORDER BY id LIMIT 1)"
 
@@ -36,12 +44,22 @@ extern const db_stmt outbox_stmts[];
  * loss. Returns how many. */
 int outbox_acknowledged(const PGresult *rows, const int *outcome, int n, db_array *ids);
 
-/* Queues a message inside the caller's transaction. Returns 0 or -DB_*. */
-int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload);
+/* The Kafka header that carries a message's trace context. */
+#define OUTBOX_TRACE_HEADER "traceparent"
 
-/* Queues n messages to one topic, in this order, in one statement. */
+/* Queues a message inside the caller's transaction, in the trace of
+ * `trace` (NULL, or not valid: in none). Returns 0 or -DB_*. */
+int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload,
+               const trace_ctx *trace);
+
+/* Queues n messages to one topic, in this order, in one statement; each
+ * in the trace of traces[i] (traces NULL: none in any). */
 int outbox_add_many(db_conn *conn, const char *topic, const char *const *keys,
-                    const char *const *payloads, int n);
+                    const char *const *payloads, const trace_ctx *traces, int n);
+
+/* `ctx` as the text an outbox row's traceparent takes: its traceparent,
+ * or "" when it is NULL or not valid (the SQL stores NULL for ""). */
+void outbox_traceparent(const trace_ctx *ctx, char out[TRACE_PARENT_LEN + 1]);
 
 typedef struct outbox_relay outbox_relay;
 
@@ -60,7 +78,8 @@ typedef struct outbox_relay_config {
      * (unless the batch was full): every round costs a commit, and commits
      * are the database's scarcest resource under load. */
     int gather_ms;
-    int rounds; /* batches in flight at once (1: no pipelining; at most 8) */
+    int rounds;     /* batches in flight at once (1: no pipelining; at most 8) */
+    tracer *traces; /* producer spans (NULL: none; contexts still go on) */
 } outbox_relay_config;
 
 /* Starts the relay thread. `pool` is borrowed for the relay's life.

@@ -287,7 +287,8 @@ int svc_run(const svc_def *def, void *app)
                                  .batch = (int)os.batch,
                                  .poll_ms = (int)os.poll_ms,
                                  .gather_ms = (int)os.gather_ms,
-                                 .rounds = (int)os.rounds};
+                                 .rounds = (int)os.rounds,
+                                 .traces = parts->traces};
     consumer_config cc = {.brokers = brokers,
                           .group = def->name,
                           .client_id = def->name,
@@ -297,7 +298,8 @@ int svc_run(const svc_def *def, void *app)
                           .commit_interval_ms = (int)ks.commit_interval_ms,
                           .handle = def->handle,
                           .after_commit = def->after_commit,
-                          .app = app};
+                          .app = app,
+                          .traces = parts->traces};
 
     if (!routes ||
         svc_migrate(db_url_setting, db_url, def->topic ? own_svc.lib_migrations : NULL,

@@ -74,6 +74,7 @@ static void get_order(http_req *req, http_res *res)
         return;
     }
     snprintf(it->id, sizeof it->id, "%s", id);
+    http_tag(&it->base.res, "shop.order_id", id);
     snprintf(it->caller, sizeof it->caller, "%s", who.claims.sub);
     it->operator= who.claims.role == AUTH_OPERATOR;
     snprintf(it->req_id, sizeof it->req_id, "%s", req->req_id ? req->req_id : "");
@@ -243,6 +244,7 @@ static void cancel_order(http_req *req, http_res *res)
         http_error(res, 404, "order_not_found", "no order %s", id);
         return;
     }
+    http_tag(res, "shop.order_id", id);
     order o;
     db_conn *c = NULL;
     int rc = db_acquire(app->svc.db, 1000, &c);
@@ -259,8 +261,10 @@ static void cancel_order(http_req *req, http_res *res)
         order_cancel_request(&o, &cancel);
         char *payload = msg_encode(&cancel);
         order now;
-        int asked =
-            payload ? store_order_cancel(c, o.id, MSG_TOPIC_REQUESTS, payload, &now) : -DB_FAILED;
+        char tp[TRACE_PARENT_LEN + 1];
+        outbox_traceparent(&req->trace, tp);
+        int asked = payload ? store_order_cancel(c, o.id, MSG_TOPIC_REQUESTS, payload, tp, &now)
+                            : -DB_FAILED;
         free(payload);
         if (asked < 0)
             answer_write_error(res, asked, c);
@@ -343,9 +347,10 @@ static int refund_work(db_conn *c, http_req *req, http_res *res, void *arg)
     snprintf(r.user_id, sizeof r.user_id, "%s", o.user_id);
     payment_msg m;
     order_refund_request(&r, &m);
-    char *payload = msg_encode(&m);
+    char *payload = msg_encode(&m), tp[TRACE_PARENT_LEN + 1];
+    outbox_traceparent(&req->trace, tp);
     rc = payload ? store_refund_create(c, r.id, o.id, amount, ask->redrive_ms, MSG_TOPIC_REQUESTS,
-                                       payload, &r)
+                                       payload, tp, &r)
                  : -DB_FAILED;
     free(payload);
     if (rc == -ENOENT)
@@ -373,6 +378,7 @@ static void refund_order(http_req *req, http_res *res)
         http_error(res, 404, "order_not_found", "no order %s", ask.id);
         return;
     }
+    http_tag(res, "shop.order_id", ask.id);
     if (req->body_len > 0 && http_body_unpack(req, res, "{s?:I}", "amount", &amount) < 0)
         return;
     if (req->body_len > 0 && json_object_get(req->json, "amount") && !valid_amount(amount)) {

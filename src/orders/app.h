@@ -80,7 +80,7 @@ void orders_metrics(void *app, FILE *out);
 
 /* The payment.results consumer's batch handler (consumer_handle_fn). */
 int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *app,
-                          consumer_verdict *verdicts);
+                          consumer_verdict *verdicts, consumer_span *spans);
 
 /* Publishes the payment request of NEW orders whose re-drive is due
  * (a ticker). */

@@ -34,6 +34,7 @@ void orders_create(orders_app *app, http_req *req, http_res *res, const char *us
         return;
     }
     order_new_id(it->o.id);
+    http_tag(&it->base.res, "shop.order_id", it->o.id); /* the order it makes */
     snprintf(it->o.user_id, sizeof it->o.user_id, "%s", user_id);
     snprintf(it->o.description, sizeof it->o.description, "%s", description);
     it->o.amount = amount;
@@ -83,6 +84,8 @@ static int insert_orders(orders_app *app, db_conn *c, order_item **it, int n)
         payment_msg request;
         order_payment_request(&it[i]->o, &request);
         orders[m] = it[i]->o;
+        /* The order's trace is its request's: its message goes on in it. */
+        outbox_traceparent(&it[i]->base.trace, orders[m].traceparent);
         mine[m] = it[i];
         if (!(payloads[m++] = msg_encode(&request)))
             rc = -DB_FAILED;

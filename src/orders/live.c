@@ -16,6 +16,7 @@
 struct live {
     char *db_url;
     ws_hub *hub;
+    tracer *traces;
     pthread_t thread;
     atomic_bool stopping;
     bool lost_connection; /* the listener thread's alone */
@@ -26,8 +27,11 @@ void live_batch_reset(live_batch *b)
     b->len = 0;
 }
 
-int live_batch_add(live_batch *b, const order *o)
+int live_batch_add(live_batch *b, const order *o, const trace_ctx *trace)
 {
+    char tp[TRACE_PARENT_LEN + 1] = "";
+    if (trace && trace_valid(trace))
+        trace_format(trace, tp);
     json_t *event = json_pack("{s:s, s:o}", "type", "order.updated", "order", order_json(o));
     char *text = event ? json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(event);
@@ -35,8 +39,9 @@ int live_batch_add(live_batch *b, const order *o)
         return -ENOMEM;
     /* Compact JSON has no raw newline and a user id no tab: the line's
      * separators cannot occur inside it. */
-    /* "user\ttext\n" and the NUL that sprintf writes after it. */
-    size_t need = b->len + strlen(o->user_id) + 1 + strlen(text) + 1 + 1;
+    /* "user\torder\ttraceparent\ttext\n" and the NUL sprintf writes after. */
+    size_t need =
+        b->len + strlen(o->user_id) + 1 + strlen(o->id) + 1 + strlen(tp) + 1 + strlen(text) + 1 + 1;
     if (need > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 8192;
         while (cap < need)
@@ -49,7 +54,7 @@ int live_batch_add(live_batch *b, const order *o)
         b->items = grown;
         b->cap = cap;
     }
-    b->len += (size_t)sprintf(b->items + b->len, "%s\t%s\n", o->user_id, text);
+    b->len += (size_t)sprintf(b->items + b->len, "%s\t%s\t%s\t%s\n", o->user_id, o->id, tp, text);
     free(text);
     return 0;
 }
@@ -91,21 +96,43 @@ void live_batch_free(live_batch *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Pushes each announced event to its owner's sockets on this instance. */
+/* Reads the next tab-ended field of a line ending at `nl` into out[size];
+ * returns what follows its tab, or NULL. */
+static const char *field(const char *p, const char *nl, char *out, size_t size)
+{
+    const char *tab = memchr(p, '\t', (size_t)(nl - p));
+    if (!tab)
+        return NULL;
+    snprintf(out, size, "%.*s", (int)(tab - p), p);
+    return tab + 1;
+}
+
+/* Pushes each announced event to its owner's sockets on this instance, in
+ * an "orders push" span of the trace it names (handing it to the hub's
+ * thread, which writes it to each socket). */
 static void push(live *l, const char *payload)
 {
-    if (ws_count(l->hub) == 0)
-        return; /* nobody is watching this instance */
+    int watching = ws_count(l->hub);
     for (const char *p = payload; *p;) {
-        const char *tab = strchr(p, '\t'), *nl = strchr(p, '\n');
-        if (!tab || !nl || tab > nl)
+        const char *nl = strchr(p, '\n');
+        char user[65], id[MSG_ORDER_ID_LEN + 1], tp[TRACE_PARENT_LEN + 1];
+        const char *text = nl ? field(p, nl, user, sizeof user) : NULL;
+        text = text ? field(text, nl, id, sizeof id) : NULL;
+        text = text ? field(text, nl, tp, sizeof tp) : NULL;
+        if (!text)
             break;
-        char user[65];
-        char *text = strndup(tab + 1, (size_t)(nl - tab - 1));
-        snprintf(user, sizeof user, "%.*s", (int)(tab - p), p);
-        if (text)
-            ws_publish(l->hub, user, text);
-        free(text);
+        trace_ctx parent;
+        trace_span span = {0};
+        if (l->traces && trace_parse(tp, &parent) == 0) {
+            trace_begin(l->traces, &span, &parent, "orders push", TRACE_INTERNAL);
+            trace_tag(&span, "shop.order_id", id);
+            trace_tag_int(&span, "shop.push.sockets_open", watching);
+        }
+        char *event = watching ? strndup(text, (size_t)(nl - text)) : NULL;
+        if (event) /* nobody watching this instance: nothing to send */
+            ws_publish(l->hub, user, event);
+        free(event);
+        trace_end(l->traces, &span);
         p = nl + 1;
     }
 }
@@ -151,13 +178,14 @@ static void *live_main(void *arg)
     return NULL;
 }
 
-live *live_start(const char *db_url, ws_hub *hub)
+live *live_start(const char *db_url, ws_hub *hub, tracer *traces)
 {
     live *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
     l->db_url = strdup(db_url);
     l->hub = hub;
+    l->traces = traces;
     if (pthread_create(&l->thread, NULL, live_main, l) != 0) {
         free(l->db_url);
         free(l);

@@ -6,11 +6,15 @@
  * the database again. So a browser connected to one instance
  * sees changes processed by another. After the listener lost its database
  * connection, it sends {"type":"resync"} to every socket: changes announced
- * meanwhile were missed, and the browser reloads its list. */
+ * meanwhile were missed, and the browser reloads its list.
+ * Each event names the trace context of the message that changed its
+ * order, and its push is an "orders push" span in that trace, on whichever
+ * instance pushes it. */
 #ifndef ORDERS_LIVE_H
 #define ORDERS_LIVE_H
 
 #include "lib/db.h"
+#include "lib/trace.h"
 #include "lib/ws.h"
 #include "orders/order.h"
 
@@ -19,21 +23,24 @@ typedef struct live live;
 /* Collects a batch's changes, in the consumer thread: reset, add, flush
  * (inside the transaction). */
 typedef struct live_batch {
-    char *items; /* one line per event: "user_id TAB event-json LF" */
+    /* one line per event: "user_id TAB order_id TAB traceparent TAB
+     * event-json LF" (traceparent "" when the change is in no trace) */
+    char *items;
     size_t len, cap;
 } live_batch;
 
 void live_batch_reset(live_batch *b);
 /* Returns -ENOMEM when out of memory (that browser update is lost, the order
  * is not). */
-int live_batch_add(live_batch *b, const order *o);
+int live_batch_add(live_batch *b, const order *o, const trace_ctx *trace);
 /* Issues the NOTIFYs (chunks under PostgreSQL's 8000-byte limit). */
 int live_batch_flush(live_batch *b, db_conn *c);
 void live_batch_free(live_batch *b);
 
 /* Starts the listener on its own connection to `db_url` (reconnecting
- * after a database restart). `hub` is borrowed. */
-live *live_start(const char *db_url, ws_hub *hub);
+ * after a database restart). `hub` and `traces` (NULL: no push spans) are
+ * borrowed. */
+live *live_start(const char *db_url, ws_hub *hub, tracer *traces);
 void live_stop(live *l);
 
 #endif

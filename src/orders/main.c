@@ -70,7 +70,7 @@ static int start(void *arg, const char *db_url)
                            .app = app};
     if (!(app->create = group_start(&create)) ||
         !(app->hub = ws_hub_start(app->ws_queue, app->ws_ping_ms)) ||
-        !(app->live = live_start(db_url, app->hub)) ||
+        !(app->live = live_start(db_url, app->hub, app->svc.traces)) ||
         !(app->gate.rk = kafka_observer_new(app->svc.brokers, "orders-redrive", PAYMENTS_GROUP)) ||
         !(app->redrive = ticker_start(app->redrive_check_ms, orders_redrive, app)))
         return -ENOMEM;

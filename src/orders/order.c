@@ -89,12 +89,20 @@ void order_redrive_message(const order *o, payment_msg *out)
 
 json_t *order_json(const order *o)
 {
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:I, s:s, s:s}", "id", o->id, "user_id",
-                     o->user_id, "amount", (json_int_t)o->amount, "description", o->description,
-                     "status", o->status, "reason",
-                     o->reason[0] ? json_string(o->reason) : json_null(), "cancel_requested",
-                     o->cancel_requested, "refunded_amount", (json_int_t)o->refunded_amount,
-                     "created_at", o->created_at, "updated_at", o->updated_at);
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:b, s:I, s:s, s:s}", "id", o->id,
+                          "user_id", o->user_id, "amount", (json_int_t)o->amount, "description",
+                          o->description, "status", o->status, "reason",
+                          o->reason[0] ? json_string(o->reason) : json_null(), "cancel_requested",
+                          o->cancel_requested, "refunded_amount", (json_int_t)o->refunded_amount,
+                          "created_at", o->created_at, "updated_at", o->updated_at);
+    /* Its trace, when one was recorded (sampled): where to see it. */
+    trace_ctx t;
+    if (j && trace_parse(o->traceparent, &t) == 0 && t.sampled) {
+        char id[33];
+        trace_hex(t.trace_id, 16, id);
+        json_object_set_new(j, "trace_id", json_string(id));
+    }
+    return j;
 }
 
 json_t *refund_json(const refund *r)

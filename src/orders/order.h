@@ -5,6 +5,7 @@
 #define ORDERS_ORDER_H
 
 #include "lib/msg.h"
+#include "lib/trace.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -28,6 +29,10 @@ typedef struct order {
     int64_t refund_reserved; /* its refunds that did not fail, pending or not */
     int64_t refunded_amount; /* what its completed refunds gave back */
     int refund_count;        /* refunds asked for, failed or not */
+    /* The W3C context of the request that placed it ("": none), whose
+     * trace its re-drives go on in; its JSON names the trace when it was
+     * recorded. */
+    char traceparent[TRACE_PARENT_LEN + 1];
 } order;
 
 /* A refund of a paid order: PENDING, then COMPLETED or FAILED (reason). */

@@ -11,7 +11,8 @@
 #define ORDER_COLS                                                                                 \
     "id, user_id, amount, description, status, coalesce(reason, ''), " DB_TS(                      \
         "created_at") ", " DB_TS("updated_at") ", seq, cancel_requested_at IS NOT NULL,"           \
-                                               " refund_reserved, refunded_amount, refund_count"
+                                               " refund_reserved, refunded_amount, refund_count,"  \
+                                               " coalesce(traceparent, '')"
 #define REFUND_COLS                                                                                \
     "id, order_id, user_id, amount, status, coalesce(reason, ''), " DB_TS(                         \
         "created_at") ", " DB_TS("updated_at")
@@ -30,12 +31,15 @@ const db_stmt orders_stmts[] = {
      * requests enter the outbox, and the stored orders come back, in the
      * order given. */
     {"orders_create_many",
-     "WITH o AS (INSERT INTO orders (id, user_id, amount, description, next_redrive_at)"
-     "           SELECT id, u, a, d, now() + make_interval(secs => $5::float8 / 1000)"
-     "           FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[]) AS t(id, u, a, d)"
+     "WITH o AS (INSERT INTO orders (id, user_id, amount, description, next_redrive_at,"
+     "                               traceparent)"
+     "           SELECT id, u, a, d, now() + make_interval(secs => $5::float8 / 1000),"
+     "                  nullif(tp, '')"
+     "           FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $8::text[])"
+     "                AS t(id, u, a, d, tp)"
      "           RETURNING *),"
-     "     m AS (" OUTBOX_INSERT
-     "           SELECT $6, u, p FROM unnest($2::text[], $7::text[]) WITH ORDINALITY AS t(u, p, n)"
+     "     m AS (" OUTBOX_INSERT "           SELECT $6, u, p, nullif(tp, '')"
+     "           FROM unnest($2::text[], $7::text[], $8::text[]) WITH ORDINALITY AS t(u, p, tp, n)"
      "           ORDER BY n)"
      " SELECT " ORDER_COLS " FROM o"
      " JOIN unnest($1::uuid[]) WITH ORDINALITY AS g(gid, gn) ON g.gid = o.id ORDER BY g.gn"},
@@ -73,7 +77,7 @@ const db_stmt orders_stmts[] = {
      "WITH c AS (UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, now()),"
      "                  updated_at = now()"
      "           WHERE id = $1 AND status = 'NEW' RETURNING *),"
-     "     m AS (" OUTBOX_INSERT " SELECT $2, c.user_id, $3 FROM c)"
+     "     m AS (" OUTBOX_INSERT " SELECT $2, c.user_id, $3, nullif($4, '') FROM c)"
      " SELECT " ORDER_COLS " FROM c"},
     /* A refund: its order's row is locked first (order_lock), the checks
      * made on it (order_refund_rule_for), then the refund, its share of
@@ -86,7 +90,7 @@ const db_stmt orders_stmts[] = {
      "     r AS (INSERT INTO refunds (id, order_id, user_id, amount, next_redrive_at)"
      "           SELECT $1, o.id, o.user_id, $3, now() + make_interval(secs => $4::float8 / 1000)"
      "           FROM o RETURNING *),"
-     "     m AS (" OUTBOX_INSERT " SELECT $5, o.user_id, $6 FROM o)"
+     "     m AS (" OUTBOX_INSERT " SELECT $5, o.user_id, $6, nullif($7, '') FROM o)"
      " SELECT " REFUND_COLS " FROM r"},
     {"refunds_of",
      "SELECT " REFUND_COLS " FROM refunds WHERE order_id = ANY($1::uuid[]) ORDER BY seq"},
@@ -178,6 +182,7 @@ static void read_order(PGresult *r, int row, order *o)
     o->refund_reserved = strtoll(PQgetvalue(r, row, 10), NULL, 10);
     o->refunded_amount = strtoll(PQgetvalue(r, row, 11), NULL, 10);
     o->refund_count = atoi(PQgetvalue(r, row, 12));
+    snprintf(o->traceparent, sizeof o->traceparent, "%s", PQgetvalue(r, row, 13));
 }
 
 static void read_refund(PGresult *r, int row, refund *f)
@@ -224,25 +229,26 @@ static int run(db_conn *c, const char *stmt, int n, const char *const *params, o
 int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
                              const char *topic, int redrive_ms, order *out)
 {
-    db_array ids, users, amounts, descriptions, messages;
+    db_array ids, users, amounts, descriptions, messages, traces;
     db_array_begin(&ids), db_array_begin(&users), db_array_begin(&amounts);
-    db_array_begin(&descriptions), db_array_begin(&messages);
+    db_array_begin(&descriptions), db_array_begin(&messages), db_array_begin(&traces);
     for (int i = 0; i < n; i++) {
         db_array_add(&ids, orders[i].id);
         db_array_add(&users, orders[i].user_id);
         db_array_add_int(&amounts, orders[i].amount);
         db_array_add(&descriptions, orders[i].description);
         db_array_add(&messages, payloads[i]);
+        db_array_add(&traces, orders[i].traceparent);
     }
     db_array_end(&ids), db_array_end(&users), db_array_end(&amounts);
-    db_array_end(&descriptions), db_array_end(&messages);
+    db_array_end(&descriptions), db_array_end(&messages), db_array_end(&traces);
     char after[16];
     snprintf(after, sizeof after, "%d", redrive_ms);
-    const char *params[] = {ids.text, users.text, amounts.text, descriptions.text,
-                            after,    topic,      messages.text};
-    int rc = run(c, "orders_create_many", 7, params, out, n);
+    const char *params[] = {ids.text, users.text, amounts.text,  descriptions.text,
+                            after,    topic,      messages.text, traces.text};
+    int rc = run(c, "orders_create_many", 8, params, out, n);
     db_array_free(&ids), db_array_free(&users), db_array_free(&amounts);
-    db_array_free(&descriptions), db_array_free(&messages);
+    db_array_free(&descriptions), db_array_free(&messages), db_array_free(&traces);
     return rc;
 }
 
@@ -315,10 +321,10 @@ int store_results_mismatched(db_conn *c, const payment_msg *results, int n, stor
 }
 
 int store_order_cancel(db_conn *c, const char *id, const char *topic, const char *payload,
-                       order *out)
+                       const char *traceparent, order *out)
 {
-    const char *params[] = {id, topic, payload};
-    return run(c, "order_cancel", 3, params, out, 1);
+    const char *params[] = {id, topic, payload, traceparent};
+    return run(c, "order_cancel", 4, params, out, 1);
 }
 
 int store_notify(db_conn *c, const char *payload)
@@ -366,13 +372,14 @@ int store_order_lock(db_conn *c, const char *id, order *out)
 }
 
 int store_refund_create(db_conn *c, const char *id, const char *order_id, int64_t amount,
-                        int redrive_ms, const char *topic, const char *payload, refund *out)
+                        int redrive_ms, const char *topic, const char *payload,
+                        const char *traceparent, refund *out)
 {
     char amt[24], after[16];
     snprintf(amt, sizeof amt, "%" PRId64, amount);
     snprintf(after, sizeof after, "%d", redrive_ms);
-    const char *params[] = {id, order_id, amt, after, topic, payload};
-    int rc = run_refunds(c, "refund_create", 6, params, out, 1);
+    const char *params[] = {id, order_id, amt, after, topic, payload, traceparent};
+    int rc = run_refunds(c, "refund_create", 7, params, out, 1);
     return rc == 0 ? -ENOENT : rc < 0 ? rc : 0;
 }
 

@@ -8,11 +8,11 @@
 
 extern const db_stmt orders_stmts[];
 
-/* Inserts the NEW orders[0..n) (id, user_id, amount, description) and, in
- * the same statement, each one's message payloads[i] into the outbox for
- * `topic`, in their order; the first re-drive of each is due after
- * `redrive_ms`. All or none. Returns how many were stored (n), out[i]
- * being orders[i] as stored, or -DB_*. */
+/* Inserts the NEW orders[0..n) (id, user_id, amount, description,
+ * traceparent) and, in the same statement, each one's message payloads[i]
+ * into the outbox for `topic` in the order's trace, in their order; the first re-drive of each is
+ * due after `redrive_ms`. All or none. Returns how many were stored (n), out[i] being orders[i] as
+ * stored, or -DB_*. */
 int store_orders_create_many(db_conn *c, const order *orders, const char *const *payloads, int n,
                              const char *topic, int redrive_ms, order *out);
 
@@ -49,10 +49,11 @@ int store_results_mismatched(db_conn *c, const payment_msg *results, int n, stor
 
 /* Records the wish to cancel order `id` if it is still NEW, and in the same
  * statement puts `payload` (its payment.cancel) into the outbox for
- * `topic`. Returns 1 with the order as it is now in `out`, 0 when it is no
- * longer NEW (or unknown), or -DB_*. */
+ * `topic`, in the trace `traceparent` ("": none). Returns 1 with the order
+ * as it is now in `out`, 0 when it is no longer NEW (or unknown), or
+ * -DB_*. */
 int store_order_cancel(db_conn *c, const char *id, const char *topic, const char *payload,
-                       order *out);
+                       const char *traceparent, order *out);
 
 /* What a re-drive may send again: its back-off (after_ms * 2^n, at most
  * max_ms), and only requests sent before sent_before_ms (epoch ms), those
@@ -78,10 +79,12 @@ int store_order_lock(db_conn *c, const char *id, order *out);
 /* Records refund `id` of `amount` of order `order_id` (locked by the
  * caller, its checks made), adds it to the order's refunds, and in the
  * same statement puts `payload` (its refund.requested) into the outbox for
- * `topic`; its first re-drive is due after `redrive_ms`. Returns 0 with
- * the refund as stored in `out`, -ENOENT, or -DB_*. */
+ * `topic`, in the trace `traceparent` ("": none); its first re-drive is
+ * due after `redrive_ms`. Returns 0 with the refund as stored in `out`,
+ * -ENOENT, or -DB_*. */
 int store_refund_create(db_conn *c, const char *id, const char *order_id, int64_t amount,
-                        int redrive_ms, const char *topic, const char *payload, refund *out);
+                        int redrive_ms, const char *topic, const char *payload,
+                        const char *traceparent, refund *out);
 
 /* The refunds of order_ids[0..n), oldest first: up to `max` in `out`.
  * Returns the count or -DB_*. */

@@ -47,14 +47,67 @@ static int set_aside_mismatches(db_conn *c, const payment_msg *results, int n, c
     return found;
 }
 
+/* The spans of the message that carried the result for order `id`, among
+ * the n messages whose results are results[0..n) (result k from message
+ * from[k]); NULL when there is none or no span. */
+static consumer_span *span_for(consumer_span *spans, const payment_msg *results, const int *from,
+                               int n, const char *id)
+{
+    for (int k = 0; spans && k < n; k++)
+        if (strcmp(results[k].order_id, id) == 0)
+            return &spans[from[k]];
+    return NULL;
+}
+
+/* Begins an "orders status update" span for each of the n results, the
+ * child of its message's transaction (result k from message from[k]);
+ * NULL when nothing is traced. */
+static trace_span *begin_updates(orders_app *app, consumer_span *spans, const payment_msg *results,
+                                 const int *from, int n)
+{
+    trace_span *updates = spans && n ? calloc((size_t)n, sizeof *updates) : NULL;
+    for (int k = 0; updates && k < n; k++) {
+        trace_span *u = &updates[k];
+        trace_begin(app->svc.traces, u, &spans[from[k]].transaction.ctx, "orders status update",
+                    TRACE_INTERNAL);
+        trace_tag(u, "db.system", "postgresql");
+        trace_tag(u, "db.operation.name",
+                  msg_is_refund(results[k].type) ? "UPDATE refunds" : "UPDATE orders");
+        trace_tag(u, "shop.order_id", results[k].order_id);
+        trace_tag(u, "shop.message.type", msg_type_name(results[k].type));
+        trace_tag_int(u, "shop.batch.size", n);
+    }
+    return updates;
+}
+
+/* Ends the status update spans of results[0..n), each tagged with its
+ * order's status now when changed[0..nchanged) has it ("unchanged": a
+ * replay, or not its order's). */
+static void end_updates(orders_app *app, trace_span *updates, const payment_msg *results, int n,
+                        const order *changed, int nchanged, int rc)
+{
+    for (int k = 0; updates && k < n; k++) {
+        const char *now = "unchanged";
+        for (int j = 0; j < nchanged; j++)
+            if (strcmp(changed[j].id, results[k].order_id) == 0)
+                now = changed[j].status;
+        if (rc < 0)
+            trace_tag(&updates[k], "error", err_str(rc));
+        else
+            trace_tag(&updates[k], "shop.order.status", now);
+        trace_end(app->svc.traces, &updates[k]);
+    }
+    free(updates);
+}
+
 int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
-                          consumer_verdict *verdicts)
+                          consumer_verdict *verdicts, consumer_span *spans)
 {
     orders_app *app = arg;
     /* Payments' results from the front of `results`, refunds' from the back. */
     payment_msg *results = calloc((size_t)n, sizeof *results), decoded;
     order *changed = calloc((size_t)n, sizeof *changed);
-    int *from = calloc((size_t)n, sizeof *from); /* a payment result's message */
+    int *from = calloc((size_t)n, sizeof *from); /* each result's message, as results[] */
     if (!results || !changed || !from) {
         free(results), free(changed), free(from);
         return -DB_FAILED;
@@ -69,21 +122,32 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
                      MSG_TOPIC_RESULTS);
             v->poison = true;
         } else if (msg_is_refund(decoded.type)) {
-            results[n - ++refunds] = decoded;
+            from[n - ++refunds] = i;
+            results[n - refunds] = decoded;
         } else {
             from[payments] = i;
             results[payments++] = decoded;
         }
+        if (spans && !v->poison) {
+            consumer_tag(&spans[i], "shop.order_id", decoded.order_id);
+            consumer_tag(&spans[i], "shop.message.type", msg_type_name(decoded.type));
+        }
     }
     int rc = 0, paid = 0, nchanged = 0, mismatched = 0;
+    trace_span *updates = begin_updates(app, spans, results, from, payments);
     if (payments)
         rc = paid = store_orders_finish(c, results, payments, changed);
+    end_updates(app, updates, results, payments, changed, paid, rc);
     /* Some changed nothing: replays, or results that are not their order's. */
     if (rc >= 0 && paid < payments)
         rc = mismatched = set_aside_mismatches(c, results, payments, from, verdicts);
     /* A refund follows its order's payment: after it, whatever the batch. */
-    if (rc >= 0 && refunds)
-        rc = store_refunds_finish(c, &results[n - refunds], refunds, &changed[paid]);
+    if (rc >= 0 && refunds) {
+        payment_msg *back = &results[n - refunds];
+        updates = begin_updates(app, spans, back, &from[n - refunds], refunds);
+        rc = store_refunds_finish(c, back, refunds, &changed[paid]);
+        end_updates(app, updates, back, refunds, &changed[paid], rc, rc);
+    }
     if (rc >= 0)
         nchanged = paid + (refunds ? rc : 0);
     if (rc >= 0 && nchanged) {
@@ -92,7 +156,12 @@ int orders_handle_results(db_conn *c, rd_kafka_message_t *const *msgs, int n, vo
         live_batch_reset(&app->changed);
         uint64_t finished = 0, cancelled = 0, refunded = 0;
         for (int i = 0; i < nchanged; i++) {
-            (void)live_batch_add(&app->changed, &changed[i]); /* fails only without memory */
+            /* Its push goes on in the trace of the message that changed it. */
+            consumer_span *s = i < paid ? span_for(spans, results, from, payments, changed[i].id)
+                                        : span_for(spans, &results[n - refunds], &from[n - refunds],
+                                                   refunds, changed[i].id);
+            /* fails only without memory */
+            (void)live_batch_add(&app->changed, &changed[i], s ? &s->transaction.ctx : NULL);
             if (i >= paid)
                 refunded += strcmp(changed[i].status, "REFUNDED") == 0;
             else if (strcmp(changed[i].status, "FINISHED") == 0)
@@ -127,12 +196,15 @@ static int redrive_messages(db_conn *c, const order *due, int n, const refund *r
     int rc = 0;
     for (int i = 0; rc == 0 && i < n + nrefunds; i++) {
         payment_msg m;
-        if (i < n)
+        trace_ctx t, *in = NULL; /* an order's request goes again in its trace */
+        if (i < n) {
             order_redrive_message(&due[i], &m);
-        else
+            in = trace_parse(due[i].traceparent, &t) == 0 ? &t : NULL;
+        } else {
             order_refund_request(&refunds[i - n], &m);
+        }
         char *payload = msg_encode(&m);
-        rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, m.user_id, payload) : -DB_FAILED;
+        rc = payload ? outbox_add(c, MSG_TOPIC_REQUESTS, m.user_id, payload, in) : -DB_FAILED;
         free(payload);
     }
     return rc;

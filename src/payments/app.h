@@ -38,7 +38,7 @@ void payments_metrics(void *app, FILE *out);
 
 /* The payment.requests consumer's batch handler (consumer_handle_fn). */
 int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *app,
-                             consumer_verdict *verdicts);
+                             consumer_verdict *verdicts, consumer_span *spans);
 
 /* GET /accounts/{user_id}'s batch (svc_def.read): the accounts of
  * items[0..n) in one statement, each answered 200 or 404. */

@@ -27,13 +27,52 @@ static int decide(db_conn *c, msg_type kind, const payment_msg *msgs, int n, pay
     }
 }
 
+/* The SQL that decides a kind, for its spans' db.operation.name. */
+static const char *decided_by(msg_type kind)
+{
+    return kind == MSG_PAYMENT_CANCEL     ? "SELECT payment_cancel_batch"
+           : kind == MSG_REFUND_REQUESTED ? "SELECT payment_refund_batch"
+                                          : "SELECT payment_batch";
+}
+
+/* Decides a run of one kind, in a "payments decide" span per message
+ * (spans[k]: the message of reqs[k]'s; NULL: none traced), tagged with
+ * its outcome. */
+static int decide_traced(payments_app *app, db_conn *c, const payment_msg *reqs, int n,
+                         payment_msg *results, bool *flags, consumer_span *const *spans)
+{
+    trace_span *decided = spans ? calloc((size_t)n, sizeof *decided) : NULL;
+    for (int k = 0; decided && k < n; k++) {
+        trace_begin(app->svc.traces, &decided[k], &spans[k]->transaction.ctx, "payments decide",
+                    TRACE_INTERNAL);
+        trace_tag(&decided[k], "db.system", "postgresql");
+        trace_tag(&decided[k], "db.operation.name", decided_by(reqs[0].type));
+        trace_tag(&decided[k], "shop.order_id", reqs[k].order_id);
+        trace_tag_int(&decided[k], "shop.batch.size", n);
+    }
+    int rc = decide(c, reqs[0].type, reqs, n, results, flags);
+    for (int k = 0; decided && k < n; k++) {
+        if (rc < 0)
+            trace_tag(&decided[k], "error", err_str(rc));
+        else {
+            trace_tag(&decided[k], "shop.outcome", msg_type_name(results[k].type));
+            trace_tag(&decided[k],
+                      reqs[k].type == MSG_PAYMENT_CANCEL ? "shop.credited" : "shop.replayed",
+                      flags[k] ? "true" : "false");
+        }
+        trace_end(app->svc.traces, &decided[k]);
+    }
+    free(decided);
+    return rc;
+}
+
 static bool belongs_on_requests(msg_type t)
 {
     return t == MSG_PAYMENT_REQUESTED || t == MSG_PAYMENT_CANCEL || t == MSG_REFUND_REQUESTED;
 }
 
 int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n, void *arg,
-                             consumer_verdict *verdicts)
+                             consumer_verdict *verdicts, consumer_span *spans)
 {
     payments_app *app = arg;
     payment_msg *reqs = calloc((size_t)n, sizeof *reqs),
@@ -41,8 +80,11 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
     bool *flags = calloc((size_t)n, sizeof *flags);
     char **payloads = calloc((size_t)n, sizeof *payloads);
     const char **keys = calloc((size_t)n, sizeof *keys);
+    /* Each valid request's spans, and the context its result goes on in. */
+    consumer_span **span_of = spans ? calloc((size_t)n, sizeof *span_of) : NULL;
+    trace_ctx *traces = spans ? calloc((size_t)n, sizeof *traces) : NULL;
     int valid = 0, rc = -DB_FAILED;
-    if (!reqs || !results || !flags || !payloads || !keys)
+    if (!reqs || !results || !flags || !payloads || !keys || (spans && (!span_of || !traces)))
         goto done;
     for (int i = 0; i < n; i++) {
         consumer_verdict *v = &verdicts[i];
@@ -52,8 +94,15 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
             snprintf(v->why, sizeof v->why, "%s does not belong on %s",
                      msg_type_name(reqs[valid].type), MSG_TOPIC_REQUESTS);
             v->poison = true;
-        } else
+        } else {
+            if (spans) {
+                consumer_tag(&spans[i], "shop.order_id", reqs[valid].order_id);
+                consumer_tag(&spans[i], "shop.message.type", msg_type_name(reqs[valid].type));
+                span_of[valid] = &spans[i];
+                traces[valid] = spans[i].transaction.ctx;
+            }
             valid++;
+        }
     }
     /* In message order: each run of requests, of cancels or of refunds
      * with one statement (a cancel or a refund after its order's request,
@@ -62,8 +111,8 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
     for (int from = 0, to; from < valid; from = to) {
         for (to = from + 1; to < valid && reqs[to].type == reqs[from].type; to++)
             ;
-        if ((rc = decide(c, reqs[from].type, &reqs[from], to - from, &results[from],
-                         &flags[from])) < 0)
+        if ((rc = decide_traced(app, c, &reqs[from], to - from, &results[from], &flags[from],
+                                span_of ? &span_of[from] : NULL)) < 0)
             goto done;
     }
     /* Published again for a replay: the first result may have been lost. */
@@ -91,7 +140,7 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
         completed += !flags[i] && results[i].type == MSG_PAYMENT_COMPLETED;
         failed += !flags[i] && results[i].type == MSG_PAYMENT_FAILED;
     }
-    rc = outbox_add_many(c, MSG_TOPIC_RESULTS, keys, (const char *const *)payloads, valid);
+    rc = outbox_add_many(c, MSG_TOPIC_RESULTS, keys, (const char *const *)payloads, traces, valid);
     if (rc == 0) {
         atomic_fetch_add(&app->completed, completed);
         atomic_fetch_add(&app->failed, failed);
@@ -105,7 +154,7 @@ int payments_handle_requests(db_conn *c, rd_kafka_message_t *const *msgs, int n,
 done:
     for (int i = 0; payloads && i < valid; i++)
         free(payloads[i]);
-    free(reqs), free(results), free(flags), free(payloads), free(keys);
+    free(reqs), free(results), free(flags), free(payloads), free(keys), free(span_of), free(traces);
     return rc;
 }
 

@@ -157,7 +157,7 @@ Test(kafka, a_relay_whose_producer_failed_for_good_replaces_it_and_delivers, .ti
     db_conn *c = NULL;
     cr_assert_eq(db_acquire(pool, 1000, &c), 0);
     cr_assert_eq(db_begin(c), 0);
-    cr_assert_eq(outbox_add(c, "shop.test", run, run), 0);
+    cr_assert_eq(outbox_add(c, "shop.test", run, run, NULL), 0);
     cr_assert_eq(db_commit(c), 0);
     db_release(pool, c);
     outbox_relay_wake(relay);

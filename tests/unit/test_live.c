@@ -22,7 +22,7 @@ static order an_order(const char *user, size_t description_len)
 static size_t line_len(const order *o)
 {
     live_batch scratch = {0};
-    cr_assert_eq(live_batch_add(&scratch, o), 0);
+    cr_assert_eq(live_batch_add(&scratch, o, NULL), 0);
     size_t n = scratch.len;
     live_batch_free(&scratch);
     return n;
@@ -35,9 +35,9 @@ Test(live, a_line_that_fills_the_buffer_exactly_stays_inside_it)
 {
     live_batch b = {0};
     order first = an_order("alice", 100);
-    cr_assert_eq(live_batch_add(&b, &first), 0);
+    cr_assert_eq(live_batch_add(&b, &first, NULL), 0);
     while (b.cap - b.len > 600) {
-        cr_assert_eq(live_batch_add(&b, &first), 0);
+        cr_assert_eq(live_batch_add(&b, &first, NULL), 0);
     }
     size_t room = b.cap - b.len, cap = b.cap;
     /* The description length whose line takes exactly the room left. */
@@ -49,7 +49,7 @@ Test(live, a_line_that_fills_the_buffer_exactly_stays_inside_it)
             break;
     }
     cr_assert_lt(d, 500, "no description length fills %zu bytes", room);
-    cr_assert_eq(live_batch_add(&b, &last), 0);
+    cr_assert_eq(live_batch_add(&b, &last, NULL), 0);
     cr_assert_eq(b.len, cap, "the lines fill the old capacity exactly");
     cr_assert_gt(b.cap, b.len, "room for the terminating NUL");
     cr_assert_eq(b.items[b.len - 1], '\n');
