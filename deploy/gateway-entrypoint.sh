@@ -15,6 +15,7 @@ sed -e "s|@VAR@|$var|g" -e "s|@STATIC@|$root|g" -e "s|@WORK@|$var/work|g" -e "s|
     -e "s|@RATE@|${GATEWAY_RATE:-100}|g" -e "s|@BURST@|${GATEWAY_BURST:-200}|g" \
     -e "s|@CONNS@|${GATEWAY_CONNS:-256}|g" -e "s|@WS_CONNS@|${GATEWAY_WS_CONNS:-16}|g" \
     -e "s|@SIGNIN_RATE@|${GATEWAY_SIGNIN_RATE:-30}|g" -e "/^@UNLIMITED@\$/d" \
+    -e "s|@ZIPKIN@|${ZIPKIN:-zipkin:9411}|g" \
     -e "s|^@ORDERS_SERVERS@\$|$orders|" -e "s|^@PAYMENTS_SERVERS@\$|$payments|" \
     -e "s|^@IDENTITY_SERVERS@\$|$identity|" \
     "$root/gateway/nginx.conf.template" > /etc/nginx/nginx.conf

@@ -67,11 +67,19 @@ KAFKA_SECRETS=$SHOP_VAR/kafka-secrets
 # OpenTelemetry SDK's variables (OTEL_TRACES_SAMPLER, _ARG, ...) from the
 # environment as well. Why on by default: bench/README.md, "Tracing".
 TRACING=${TRACING:-on}
+# New traces each service records a second, at most (OpenTelemetry's
+# OTEL_TRACES_SAMPLER=parentbased_ratelimiting, unless OTEL_TRACES_SAMPLER
+# is set): every order placed by hand is traced, and at 1,000 orders/s one
+# in a hundred, which costs nothing measurable where 100 % costs a third
+# of the throughput (bench/README.md, "Tracing").
+TRACES_PER_SECOND=${TRACES_PER_SECOND:-10}
 ZIPKIN_VERSION=${ZIPKIN_VERSION:-3.4.4}
 ZIPKIN_PORT=${ZIPKIN_PORT:-9411}
 ZIPKIN_HEAP=${ZIPKIN_HEAP:-256m}
-# Spans Zipkin keeps (its in-memory store drops the oldest traces past it).
-ZIPKIN_MAX_SPANS=${ZIPKIN_MAX_SPANS:-200000}
+# Spans Zipkin keeps (its in-memory store drops the oldest traces past it):
+# 200,000 outgrew a 256 MB heap (OutOfMemoryError at 100 % sampling and
+# 1,000 orders/s); 50,000 is the last four thousand traced orders.
+ZIPKIN_MAX_SPANS=${ZIPKIN_MAX_SPANS:-50000}
 ZIPKIN_JAR=${ZIPKIN_JAR:-$ROOT/.cache/zipkin/zipkin-server-exec.jar}
 
 # The database password's pgpass file (scripts/stack.sh writes it): every

@@ -68,6 +68,7 @@ try_tree() { # try_tree TREE TESTS_FILE LOG
     export KAFKA_LIBS=$ROOT_OF_CHECKOUT/.cache/kafka/libs
     . scripts/test-env.sh
     export REDRIVE_AFTER_MS=3600000
+    export TRACING=off # no mutant is of the traces: no Zipkin to start
     test_stack var/mutant 300 1
     trap 'scripts/stack.sh wipe >/dev/null 2>&1 || true' EXIT
     make --no-print-directory BUILD=build/san SAN=1 build/san/bin/orders build/san/bin/payments \

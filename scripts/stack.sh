@@ -595,10 +595,14 @@ zipkin_stop() {
   rm -f "$RUN_DIR/zipkin.pid"
 }
 
-# The services' tracing settings: spans to the stack's Zipkin, or none.
+# The services' tracing settings: spans to the stack's Zipkin, or none;
+# the sampler the environment names, or TRACES_PER_SECOND new traces a
+# second.
 tracing_env() {
   if [ "$TRACING" = on ]; then
     echo "OTEL_TRACES_EXPORTER=zipkin OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"
+    [ -n "${OTEL_TRACES_SAMPLER:-}" ] ||
+      echo "OTEL_TRACES_SAMPLER=parentbased_ratelimiting OTEL_TRACES_SAMPLER_ARG=$TRACES_PER_SECOND"
   else
     echo "OTEL_TRACES_EXPORTER=none"
   fi
@@ -660,7 +664,7 @@ gateway_render() {
   sed -e "s|@VAR@|$SHOP_VAR|g" -e "s|@STATIC@|$static|g" -e "s|@WORK@|$work|g" -e "s|@PORT@|$GATEWAY_PORT|g" \
       -e "s|@HOST@|127.0.0.1|g" -e "s|@USER_LINE@|$user_line|" -e "s|@RATE@|$GATEWAY_RATE|g" \
       -e "s|@BURST@|$GATEWAY_BURST|g" -e "s|@CONNS@|$GATEWAY_CONNS|g" -e "s|@WS_CONNS@|$GATEWAY_WS_CONNS|g" \
-      -e "s|@SIGNIN_RATE@|$GATEWAY_SIGNIN_RATE|g" -e "s|@ZIPKIN_PORT@|$ZIPKIN_PORT|g" \
+      -e "s|@SIGNIN_RATE@|$GATEWAY_SIGNIN_RATE|g" -e "s|@ZIPKIN@|127.0.0.1:$ZIPKIN_PORT|g" \
       "$ROOT/gateway/nginx.conf.template" >"$dir/nginx.conf.tmp"
   awk -v o="${orders%$'\n'}" -v p="${payments%$'\n'}" -v i="${identity%$'\n'}" -v u="${unlimited%$'\n'}" \
     '{ if ($0 == "@ORDERS_SERVERS@") print o; else if ($0 == "@PAYMENTS_SERVERS@") print p;

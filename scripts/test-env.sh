@@ -26,6 +26,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # Spans reach Zipkin within 0.2 s of their end (not 5 s): the trace tests
 # wait for a condition, and it comes sooner.
 export OTEL_BSP_SCHEDULE_DELAY=200
+# Every trace recorded (not the stack's ten new ones a second): the tests
+# look for the traces of orders they place in bursts.
+export OTEL_TRACES_SAMPLER=parentbased_always_on
 # The settings of one test stack; every URL and port the tests read.
 # test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES
 test_stack() {

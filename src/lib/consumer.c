@@ -3,7 +3,6 @@
 #include "lib/kafka.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
-#include "lib/outbox.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -81,8 +80,7 @@ static bool message_context(rd_kafka_message_t *m, trace_ctx *out)
     size_t size = 0;
     char text[128];
     if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(hdrs, OUTBOX_TRACE_HEADER, &value, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, TRACE_HEADER, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         !value || size >= sizeof text)
         return false;
     memcpy(text, value, size);
@@ -120,14 +118,19 @@ static consumer_span *begin_spans(consumer *cs, rd_kafka_message_t **msgs, int n
 
 /* The batch's own span: a trace of its own, naming its messages' contexts
  * ("links": Zipkin's format has none, so a tag of "trace-span" pairs, the
- * first 32). Left without ids when there is no tracer. */
+ * first 32). Recorded when one of its messages is (the sampler decided
+ * theirs); else left without ids. */
 static void begin_batch_span(consumer *cs, trace_span *batch, const consumer_span *spans, int n)
 {
+    bool any = false;
+    for (int i = 0; spans && i < n && !any; i++)
+        any = spans[i].message.ctx.sampled;
+    *batch = (trace_span){0};
+    if (!any)
+        return;
     char name[96];
     snprintf(name, sizeof name, "process %s batch", cs->cfg.topic);
-    trace_begin(cs->cfg.traces, batch, NULL, name, TRACE_CONSUMER);
-    if (!batch->ctx.sampled)
-        return;
+    trace_begin_recorded(cs->cfg.traces, batch, name, TRACE_CONSUMER);
     trace_tag(batch, "messaging.system", "kafka");
     trace_tag(batch, "messaging.operation.type", "process");
     trace_tag(batch, "messaging.destination.name", cs->cfg.topic);

@@ -423,7 +423,7 @@ static req_ctx *req_ctx_new(http_server *srv, struct MHD_Connection *conn, const
     /* The client's trace continues (the gateway always sends one); a
      * malformed traceparent starts a new one, as the recommendation asks. */
     trace_ctx parent;
-    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent");
+    const char *tp = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, TRACE_HEADER);
     bool continued = tp && trace_parse(tp, &parent) == 0;
     trace_begin(srv->traces, &ctx->span, continued ? &parent : NULL, method, TRACE_SERVER);
     ctx->req.trace = ctx->span.ctx;

@@ -264,7 +264,7 @@ static int start_round(outbox_relay *r, round *rd)
          * ours when it is refused. */
         rd_kafka_headers_t *hdrs = traced ? rd_kafka_headers_new(1) : NULL;
         if (hdrs)
-            rd_kafka_header_add(hdrs, OUTBOX_TRACE_HEADER, -1, tp, TRACE_PARENT_LEN);
+            rd_kafka_header_add(hdrs, TRACE_HEADER, -1, tp, TRACE_PARENT_LEN);
         rd_kafka_resp_err_t e = rd_kafka_producev(
             r->producer, RD_KAFKA_V_TOPIC(PQgetvalue(rd->rows, i, 1)),
             RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)payload, strlen(payload)),

@@ -44,9 +44,6 @@ extern const db_stmt outbox_stmts[];
  * loss. Returns how many. */
 int outbox_acknowledged(const PGresult *rows, const int *outcome, int n, db_array *ids);
 
-/* The Kafka header that carries a message's trace context. */
-#define OUTBOX_TRACE_HEADER "traceparent"
-
 /* Queues a message inside the caller's transaction, in the trace of
  * `trace` (NULL, or not valid: in none). Returns 0 or -DB_*. */
 int outbox_add(db_conn *conn, const char *topic, const char *key, const char *payload,

@@ -21,10 +21,11 @@ static const cfg_setting trace_settings_list[] = {
     CFG_S("OTEL_SERVICE_NAME", trace_settings, service, "",
           "the service's name in its spans (empty: orders, payments or identity)"),
     CFG_S("OTEL_TRACES_SAMPLER", trace_settings, sampler, "parentbased_always_on",
-          "always_on, always_off, traceidratio, or parentbased_ before one of them: which new "
-          "traces are recorded (a parent's decision is followed)"),
+          "always_on, always_off, traceidratio, ratelimiting, or parentbased_ before one of "
+          "them: which new traces are recorded (a parent's decision is followed)"),
     CFG_S("OTEL_TRACES_SAMPLER_ARG", trace_settings, ratio, "1.0",
-          "traceidratio's share of new traces recorded, from 0 to 1"),
+          "traceidratio's share of new traces recorded, from 0 to 1; ratelimiting's new traces "
+          "recorded a second, at most (the stack's default: parentbased_ratelimiting, 10)"),
     CFG_I("OTEL_EXPORTER_ZIPKIN_TIMEOUT", trace_settings, timeout_ms, 100, 600000, 10000,
           "a batch the collector has not taken within this (ms) is dropped and counted"),
     CFG_I("OTEL_BSP_MAX_QUEUE_SIZE", trace_settings, queue, 1, 1000000, 2048,
@@ -42,6 +43,12 @@ struct tracer {
     bool parent_based;
     double ratio;         /* of new traces recorded: 0, 1, or between */
     uint64_t ratio_bound; /* a trace id's low 8 bytes below it: recorded */
+    /* ratelimiting: a bucket of `per_s` tokens a second, holding at most
+     * max(1, per_s); a new trace takes one, or is not recorded. */
+    double per_s; /* 0: not this sampler */
+    pthread_mutex_t bucket_lock;
+    double tokens;
+    int64_t filled_us; /* clock_now_us when it was last filled */
     int timeout_ms, batch, delay_ms;
 
     pthread_mutex_t lock;
@@ -153,8 +160,27 @@ static void random_id(uint8_t *out, size_t n)
 
 /* ---- spans ---- */
 
-bool tracer_samples(const tracer *t, const uint8_t trace_id[16])
+/* Takes a token of the rate limiter's bucket, if there is one. */
+static bool take_token(tracer *t)
 {
+    pthread_mutex_lock(&t->bucket_lock);
+    int64_t now = clock_now_us();
+    double cap = t->per_s > 1 ? t->per_s : 1;
+    t->tokens += (double)(now - t->filled_us) / 1e6 * t->per_s;
+    if (t->tokens > cap)
+        t->tokens = cap;
+    t->filled_us = now;
+    bool took = t->tokens >= 1;
+    if (took)
+        t->tokens -= 1;
+    pthread_mutex_unlock(&t->bucket_lock);
+    return took;
+}
+
+bool tracer_samples(tracer *t, const uint8_t trace_id[16])
+{
+    if (t && t->per_s > 0)
+        return take_token(t);
     if (!t || t->ratio <= 0)
         return false;
     if (t->ratio >= 1)
@@ -166,6 +192,16 @@ bool tracer_samples(const tracer *t, const uint8_t trace_id[16])
     for (int i = 8; i < 16; i++)
         low = low << 8 | trace_id[i];
     return low < t->ratio_bound;
+}
+
+/* A recorded span's start: the wall clock for its timestamp, the
+ * monotonic one for its duration. */
+static void stamp(trace_span *span)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    span->start_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    span->begun_us = clock_now_us();
 }
 
 void trace_begin(tracer *t, trace_span *span, const trace_ctx *parent, const char *name,
@@ -185,12 +221,20 @@ void trace_begin(tracer *t, trace_span *span, const trace_ctx *parent, const cha
         return; /* no trace to continue and none to start: no ids (all zero) */
     }
     random_id(span->ctx.span_id, sizeof span->ctx.span_id);
-    if (span->ctx.sampled) {
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        span->start_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
-        span->begun_us = clock_now_us();
-    }
+    if (span->ctx.sampled)
+        stamp(span);
+}
+
+void trace_begin_recorded(tracer *t, trace_span *span, const char *name, trace_kind kind)
+{
+    *span = (trace_span){.kind = kind};
+    if (!t)
+        return;
+    snprintf(span->name, sizeof span->name, "%s", name);
+    random_id(span->ctx.trace_id, sizeof span->ctx.trace_id);
+    random_id(span->ctx.span_id, sizeof span->ctx.span_id);
+    span->ctx.sampled = true;
+    stamp(span);
 }
 
 void trace_tag(trace_span *span, const char *key, const char *value)
@@ -356,6 +400,23 @@ static int read_sampler(tracer *t, const trace_settings *s)
         t->ratio = 1;
     } else if (strcmp(name, "always_off") == 0) {
         t->ratio = 0;
+    } else if (strcmp(name, "ratelimiting") == 0) {
+        /* Jaeger's and Brave's sampler of that name: every trace at a
+         * human's pace, a bounded number under load. Not among the SDK's
+         * own values, which have nothing of the kind. */
+        char *end = NULL;
+        errno = 0;
+        t->per_s = strtod(s->ratio, &end);
+        if (errno || end == s->ratio || *end || !(t->per_s > 0 && t->per_s <= 1e6)) {
+            log_msg(LOG_ERROR, NULL,
+                    "OTEL_TRACES_SAMPLER_ARG=%s is not a number of traces a second (above 0, "
+                    "at most 1000000)",
+                    s->ratio);
+            return -EINVAL;
+        }
+        t->ratio = 1;
+        t->tokens = t->per_s > 1 ? t->per_s : 1;
+        t->filled_us = clock_now_us();
     } else if (strcmp(name, "traceidratio") == 0) {
         char *end = NULL;
         errno = 0;
@@ -367,8 +428,8 @@ static int read_sampler(tracer *t, const trace_settings *s)
         }
     } else {
         log_msg(LOG_ERROR, NULL,
-                "OTEL_TRACES_SAMPLER=%s is none of always_on, always_off, traceidratio and "
-                "their parentbased_ forms",
+                "OTEL_TRACES_SAMPLER=%s is none of always_on, always_off, traceidratio, "
+                "ratelimiting and their parentbased_ forms",
                 s->sampler);
         return -EINVAL;
     }
@@ -410,9 +471,11 @@ int tracer_start(const trace_settings *s, const char *name, tracer **out)
         return -ENOMEM;
     }
     pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->bucket_lock, NULL);
     pthread_cond_init(&t->wake, NULL);
     if (pthread_create(&t->thread, NULL, exporter_main, t) != 0) {
         pthread_mutex_destroy(&t->lock);
+        pthread_mutex_destroy(&t->bucket_lock);
         pthread_cond_destroy(&t->wake);
         free(t->queue);
         free(t);
@@ -432,6 +495,7 @@ void tracer_stop(tracer *t)
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);
     pthread_mutex_destroy(&t->lock);
+    pthread_mutex_destroy(&t->bucket_lock);
     pthread_cond_destroy(&t->wake);
     free(t->queue);
     free(t);

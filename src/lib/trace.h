@@ -26,6 +26,9 @@
 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 #define TRACE_PARENT_LEN 55
 
+/* The header that carries it, in HTTP and in a Kafka message alike. */
+#define TRACE_HEADER "traceparent"
+
 /* Where a span stands in its trace. */
 typedef struct trace_ctx {
     uint8_t trace_id[16];
@@ -103,9 +106,9 @@ int tracer_start(const trace_settings *s, const char *name, tracer **out);
 void tracer_stop(tracer *t);
 
 /* True when a span whose trace has no sampled parent would be recorded:
- * the sampler's decision for a new trace with this id. Pure but for the
- * tracer's settings. */
-bool tracer_samples(const tracer *t, const uint8_t trace_id[16]);
+ * the sampler's decision for a new trace with this id (ratelimiting: it
+ * takes a token, when one is left). */
+bool tracer_samples(tracer *t, const uint8_t trace_id[16]);
 
 /* Starts `span` named `name` (copied): the child of `parent` when it
  * is not NULL (its trace, its sampled flag: parent-based sampling), else
@@ -115,6 +118,11 @@ bool tracer_samples(const tracer *t, const uint8_t trace_id[16]);
  * false, and nothing is passed on). */
 void trace_begin(tracer *t, trace_span *span, const trace_ctx *parent, const char *name,
                  trace_kind kind);
+
+/* Starts `span` as the root of a new trace that is recorded whatever the
+ * sampler says (a consumer's batch, recorded when one of its messages
+ * is). With a NULL tracer, a span without ids. */
+void trace_begin_recorded(tracer *t, trace_span *span, const char *name, trace_kind kind);
 
 /* Adds a tag (a copy of `value`) to a sampled span; nothing otherwise. */
 void trace_tag(trace_span *span, const char *key, const char *value);

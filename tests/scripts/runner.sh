@@ -40,7 +40,8 @@ run() { # run LOG ENV... : one nested run, its status in $rc
   local log=$1
   shift
   rc=0
-  env TEST_VAR=var/test-runner TEST_PORT_OFFSET=$OFFSET TEST_LOG_SUFFIX=-runner "$@" \
+  # No Zipkin: these runs test the runner, and a JVM's start would only slow them.
+  env TEST_VAR=var/test-runner TEST_PORT_OFFSET=$OFFSET TEST_LOG_SUFFIX=-runner TRACING=off "$@" \
     timeout --kill-after=10 240 scripts/test.sh >"$log" 2>&1 || rc=$?
 }
 

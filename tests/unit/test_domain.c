@@ -137,3 +137,24 @@ Test(order, a_refund_request_follows_its_order)
     cr_assert_str_eq(m.user_id, "dave", "the order's key: it follows the payment");
     cr_assert_eq(m.amount, 25);
 }
+
+/* An order's JSON names its trace when the trace was recorded (sampled),
+ * and nothing when it was not, or there is none. */
+Test(order, its_json_names_its_trace_only_when_recorded)
+{
+    order o = {.amount = 1};
+    snprintf(o.status, sizeof o.status, "NEW");
+    json_t *j = order_json(&o);
+    cr_assert_null(json_object_get(j, "trace_id"), "no trace");
+    json_decref(j);
+    snprintf(o.traceparent, sizeof o.traceparent,
+             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+    j = order_json(&o);
+    cr_assert_null(json_object_get(j, "trace_id"), "a trace not recorded");
+    json_decref(j);
+    o.traceparent[TRACE_PARENT_LEN - 1] = '1';
+    j = order_json(&o);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "trace_id")),
+                     "4bf92f3577b34da6a3ce929d0e0e4736");
+    json_decref(j);
+}

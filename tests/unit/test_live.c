@@ -55,3 +55,23 @@ Test(live, a_line_that_fills_the_buffer_exactly_stays_inside_it)
     cr_assert_eq(b.items[b.len - 1], '\n');
     live_batch_free(&b);
 }
+
+/* Each event names its order and the context of the message that changed
+ * it, for the push's span on whichever instance pushes it; "" for none. */
+Test(live, a_line_names_its_user_order_and_trace)
+{
+    live_batch b = {0};
+    order o = an_order("alice", 3);
+    trace_ctx ctx;
+    const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    cr_assert_eq(trace_parse(tp, &ctx), 0);
+    cr_assert_eq(live_batch_add(&b, &o, &ctx), 0);
+    cr_assert_eq(live_batch_add(&b, &o, NULL), 0);
+    char want[256];
+    snprintf(want, sizeof want, "alice\t%s\t%s\t{\"type\":\"order.updated\"", o.id, tp);
+    cr_assert_eq(strncmp(b.items, want, strlen(want)), 0, "%s", b.items);
+    const char *second = strchr(b.items, '\n') + 1;
+    snprintf(want, sizeof want, "alice\t%s\t\t{\"type\":\"order.updated\"", o.id);
+    cr_assert_eq(strncmp(second, want, strlen(want)), 0, "%s", second);
+    live_batch_free(&b);
+}

@@ -41,3 +41,20 @@ Test(outbox, a_round_the_broker_refused_deletes_nothing)
     db_array_free(&del);
     PQclear(rows);
 }
+
+/* A row's traceparent: the writer's context, or "" (NULL in the table)
+ * when it is in no trace. */
+Test(outbox, a_row_keeps_its_writers_context_or_none)
+{
+    char tp[TRACE_PARENT_LEN + 1];
+    outbox_traceparent(NULL, tp);
+    cr_assert_str_eq(tp, "");
+    trace_ctx none = {0};
+    outbox_traceparent(&none, tp);
+    cr_assert_str_eq(tp, "", "a context without ids is none");
+    trace_ctx ctx;
+    const char *given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    cr_assert_eq(trace_parse(given, &ctx), 0);
+    outbox_traceparent(&ctx, tp);
+    cr_assert_str_eq(tp, given);
+}

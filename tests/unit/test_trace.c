@@ -66,6 +66,44 @@ static trace_settings settings(const char *sampler, const char *ratio, const cha
                             .delay_ms = 20};
 }
 
+/* ratelimiting: every new trace at a human's pace, at most ARG a second
+ * under load (a bucket of ARG tokens, refilled as time passes); a sampled
+ * parent is still followed, whatever the bucket holds. */
+Test(trace, the_rate_limiting_sampler_records_so_many_new_traces_a_second)
+{
+    tracer *t;
+    trace_settings s = settings("parentbased_ratelimiting", "5", "http://127.0.0.1:9/");
+    cr_assert_eq(tracer_start(&s, "test", &t), 0);
+    trace_span span;
+    int recorded = 0;
+    for (int i = 0; i < 50; i++) {
+        trace_begin(t, &span, NULL, "root", TRACE_SERVER);
+        recorded += span.ctx.sampled;
+        cr_assert(trace_valid(&span.ctx), "unrecorded, it still has ids to pass on");
+        trace_end(t, &span);
+    }
+    cr_assert_eq(recorded, 5, "a burst of 50: the bucket's 5");
+    trace_ctx parent = {.trace_id = {1}, .span_id = {1}, .sampled = true};
+    trace_begin(t, &span, &parent, "child", TRACE_SERVER);
+    cr_assert(span.ctx.sampled, "a recorded parent is followed");
+    trace_end(t, &span);
+    /* A token comes back within 1/5 s (and not at once). */
+    int64_t t0 = clock_now_us(), waited = 0;
+    for (bool again = false; !again && waited < 2000000; waited = clock_now_us() - t0) {
+        trace_begin(t, &span, NULL, "root", TRACE_SERVER);
+        again = span.ctx.sampled;
+        trace_end(t, &span);
+        if (!again)
+            nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+    }
+    cr_assert_geq(waited, 150000, "a token back after %lld µs", (long long)waited);
+    cr_assert_lt(waited, 2000000, "no token back within 2 s");
+    tracer_stop(t);
+
+    s = settings("ratelimiting", "0", "http://127.0.0.1:9/");
+    cr_assert_eq(tracer_start(&s, "test", &t), -EINVAL, "0 a second is no rate");
+}
+
 Test(trace, the_sampler_decides_by_the_trace_id_and_follows_a_parent)
 {
     tracer *t;
