@@ -26,6 +26,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # Spans reach Zipkin within 0.2 s of their end (not 5 s): the trace tests
 # wait for a condition, and it comes sooner.
 export OTEL_BSP_SCHEDULE_DELAY=200
+# A collector that does not answer costs a batch after 3 s (not 10): the
+# test that hangs Zipkin waits that long to see the loss counted.
+export OTEL_EXPORTER_ZIPKIN_TIMEOUT=3000
 # Every trace recorded (not the stack's ten new ones a second): the tests
 # look for the traces of orders they place in bursts.
 export OTEL_TRACES_SAMPLER=parentbased_always_on

@@ -226,7 +226,7 @@ test("a collector that hangs slows no order; the spans it loses are counted", { 
   try {
     const during = await place(10);
     // A request never waits for the exporter (which waits up to
-    // OTEL_EXPORTER_ZIPKIN_TIMEOUT, 10 s, for an answer): a generous
+    // OTEL_EXPORTER_ZIPKIN_TIMEOUT, 3 s in the test stack, for an answer): a generous
     // bound that such a wait would break.
     assert.ok(during < before * 3 + 200, `p50 ${during.toFixed(0)} ms with the collector hung, ${before.toFixed(0)} ms before`);
     await until("the lost spans counted", async () =>
