@@ -90,19 +90,23 @@ static bool message_context(rd_kafka_message_t *m, trace_ctx *out)
 
 /* Begins each message's "process TOPIC" span. Returns the spans, or NULL
  * when none is traced: no tracer, and no message with a context to pass
- * on (or no memory). */
+ * on (or no memory). Without a tracer nothing is allocated until a
+ * message brings a context: the messages before it stay without ids, as
+ * trace_begin would leave them. */
 static consumer_span *begin_spans(consumer *cs, rd_kafka_message_t **msgs, int n)
 {
-    trace_ctx *ctx = calloc((size_t)n, sizeof *ctx);
-    bool *has = calloc((size_t)n, sizeof *has), any = cs->cfg.traces != NULL;
-    for (int i = 0; ctx && has && i < n; i++)
-        any |= has[i] = message_context(msgs[i], &ctx[i]);
-    consumer_span *spans = any && ctx && has ? calloc((size_t)n, sizeof *spans) : NULL;
+    consumer_span *spans = NULL;
     char name[96];
     snprintf(name, sizeof name, "process %s", cs->cfg.topic);
-    for (int i = 0; spans && i < n; i++) {
+    for (int i = 0; i < n; i++) {
+        trace_ctx parent;
+        bool has = message_context(msgs[i], &parent);
+        if (!spans && (has || cs->cfg.traces) && !(spans = calloc((size_t)n, sizeof *spans)))
+            return NULL;
+        if (!spans)
+            continue;
         trace_span *s = &spans[i].message;
-        trace_begin(cs->cfg.traces, s, has[i] ? &ctx[i] : NULL, name, TRACE_CONSUMER);
+        trace_begin(cs->cfg.traces, s, has ? &parent : NULL, name, TRACE_CONSUMER);
         trace_tag(s, "messaging.system", "kafka");
         trace_tag(s, "messaging.operation.type", "process");
         trace_tag(s, "messaging.destination.name", cs->cfg.topic);
@@ -111,8 +115,6 @@ static consumer_span *begin_spans(consumer *cs, rd_kafka_message_t **msgs, int n
         trace_tag_int(s, "messaging.kafka.offset", msgs[i]->offset);
         trace_tag_int(s, "messaging.batch.message_count", n);
     }
-    free(ctx);
-    free(has);
     return spans;
 }
 
