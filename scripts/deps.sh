@@ -24,6 +24,9 @@ packages=(
   postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven kcat nginx
   curl util-linux procps iproute2 passwd
 )
+# The replicated database tier (DB_NODES=3, and make test's drill of it):
+# Patroni and its consensus store, etcd.
+if [ "${DB_NODES:-1}" != 1 ] || [ "${1:-}" = test ]; then packages+=(patroni etcd-server); fi
 case "${1:-}" in
   build) packages+=(libcriterion-dev) ;;                                          # tests compile
   # + a bench smoke, the fuzz smoke (clang's libFuzzer), schemathesis (venv)

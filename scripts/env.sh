@@ -82,15 +82,49 @@ ZIPKIN_HEAP=${ZIPKIN_HEAP:-256m}
 ZIPKIN_MAX_SPANS=${ZIPKIN_MAX_SPANS:-50000}
 ZIPKIN_JAR=${ZIPKIN_JAR:-$ROOT/.cache/zipkin/zipkin-server-exec.jar}
 
+# The database tier: DB_NODES=1, one PostgreSQL server on PG_PORT; or a
+# replicated cluster of DB_NODES (3) PostgreSQL 15 nodes managed by
+# Patroni, on PG_PORT, PG_PORT+1, PG_PORT+2, with one etcd member as its
+# consensus store (ETCD_PORT for clients, the next port for peers) and
+# each node's Patroni REST API on PATRONI_PORT+N-1. The services follow the
+# leader by themselves (every node in their URL, target_session_attrs=
+# read-write; docs/decisions.md says why not a proxy).
+DB_NODES=${DB_NODES:-1}
+# (Not etcd's own 2379: Debian's etcd-server package may run one there.)
+ETCD_PORT=${ETCD_PORT:-12379}
+PATRONI_PORT=${PATRONI_PORT:-8008}
+# Patroni's timings (seconds): the leader key lives PATRONI_TTL after its
+# last renewal, each node runs its loop every PATRONI_LOOP_WAIT, and a call
+# to etcd or PostgreSQL is retried for PATRONI_RETRY_TIMEOUT (loop_wait +
+# 2 x retry_timeout must fit in the ttl). A lost leader is replaced within
+# ttl + loop_wait + a promotion: README.md, "The database cluster".
+PATRONI_TTL=${PATRONI_TTL:-10}
+PATRONI_LOOP_WAIT=${PATRONI_LOOP_WAIT:-2}
+PATRONI_RETRY_TIMEOUT=${PATRONI_RETRY_TIMEOUT:-4}
+# Every node's address for libpq's -h/-p (psql, pgbench): the one server,
+# or the cluster's three; PGTARGETSESSIONATTRS makes a client of ours pick
+# the leader among them.
+db_hosts() { local i out=""; for i in $(seq "$DB_NODES"); do out+="${out:+,}127.0.0.1"; done; echo "$out"; }
+db_ports() { local i out=""; for i in $(seq "$DB_NODES"); do out+="${out:+,}$((PG_PORT + i - 1))"; done; echo "$out"; }
+PG_HOSTS=$(db_hosts)
+PG_PORTS=$(db_ports)
+[ "$DB_NODES" = 1 ] || export PGTARGETSESSIONATTRS=read-write
+# A service's database URL: every node, the read-write one wanted.
+db_url() { # db_url DATABASE
+  local i hosts=""
+  for i in $(seq "$DB_NODES"); do hosts+="${hosts:+,}127.0.0.1:$((PG_PORT + i - 1))"; done
+  if [ "$DB_NODES" = 1 ]; then echo "postgresql://shop@$hosts/$1"
+  else echo "postgresql://shop@$hosts/$1?target_session_attrs=read-write"; fi
+}
+
 # The database password's pgpass file (scripts/stack.sh writes it): every
 # client of ours (services, psql, pgbench, tests) reads it from here.
 export PGPASSFILE=$SHOP_VAR/pgpass
 LOG_DIR=$SHOP_VAR/log
 RUN_DIR=$SHOP_VAR/run
-DB_URL_BASE="postgresql://shop@127.0.0.1:$PG_PORT"
-ORDERS_DATABASE_URL=${ORDERS_DATABASE_URL:-$DB_URL_BASE/orders}
-PAYMENTS_DATABASE_URL=${PAYMENTS_DATABASE_URL:-$DB_URL_BASE/payments}
-IDENTITY_DATABASE_URL=${IDENTITY_DATABASE_URL:-$DB_URL_BASE/identity}
+ORDERS_DATABASE_URL=${ORDERS_DATABASE_URL:-$(db_url orders)}
+PAYMENTS_DATABASE_URL=${PAYMENTS_DATABASE_URL:-$(db_url payments)}
+IDENTITY_DATABASE_URL=${IDENTITY_DATABASE_URL:-$(db_url identity)}
 # The identity service's signing key (made on its first start, mode 0600)
 # and its public half (.pub), which orders and payments read.
 AUTH_KEY_FILE=${AUTH_KEY_FILE:-$SHOP_VAR/identity-signing.key}

@@ -212,6 +212,7 @@ pg_launch() {
 }
 
 pg_start() {
+  [ "$DB_NODES" = 1 ] || { cluster_start; return; }
   local data legacy=0
   # Our own psql and createdb calls below give up on a server that does
   # not answer (the services set their own timeouts in db.c).
@@ -275,16 +276,23 @@ CONF
     "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -qXtAc "SELECT pg_reload_conf()" >/dev/null
     say "the database now asks for the password in var/pg-password (was: trust)" >&2
   fi
+  pg_databases
+}
+
+# The services' databases, made where missing (on the leader: every
+# node's address, PGTARGETSESSIONATTRS=read-write).
+pg_databases() {
   local db
   for db in identity orders payments; do
-    if [ -z "$("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -d postgres -tAc \
+    if [ -z "$("$PG_BIN/psql" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
-      "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U shop "$db"
+      "$PG_BIN/createdb" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop "$db"
     fi
   done
 }
 
 pg_stop() {
+  [ "$DB_NODES" = 1 ] || { cluster_stop; return; }
   local data
   data=$(pg_data)
   pg_pid >/dev/null || return 0
@@ -292,6 +300,265 @@ pg_stop() {
   # (a backend that does not answer), immediate: down means down.
   as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 ||
     as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m immediate -w -t 30 >>"$LOG_DIR/postgres.log" 2>&1 || true
+}
+
+# ---- the database cluster (DB_NODES > 1): etcd and Patroni ----
+
+# Node N: PostgreSQL on PG_PORT+N-1, its data in var/pg-N, managed by its
+# own Patroni ("db-N": pid file, log with PostgreSQL's own lines, REST API
+# on PATRONI_PORT+N-1). One etcd member holds the leader key. Everything
+# runs as PG_USER.
+db_port() { echo $((PG_PORT + $1 - 1)); }
+patroni_port() { echo $((PATRONI_PORT + $1 - 1)); }
+patroni_pid() { alive_pid "db-$1" "bin/patroni"; }
+etcd_pid() { alive_pid etcd "etcd --name shop"; }
+# The postmaster of node N (Patroni starts it detached, as pg_ctl does).
+node_pg_pid() {
+  local f pid
+  f=$(readlink -f "$SHOP_VAR/pg-$1")/postmaster.pid
+  [ -f "$f" ] || return 1
+  pid=$(head -1 "$f" 2>/dev/null)
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q postgres || return 1
+  echo "$pid"
+}
+# A node's view of itself (Patroni's GET /patroni), "" when it does not answer.
+patroni_get() { curl -fsS --connect-timeout 1 --max-time 2 "http://127.0.0.1:$(patroni_port "$1")/$2" 2>/dev/null; }
+# The node that leads now (its number), from the nodes' own REST APIs: the
+# one whose /primary answers 200 (Patroni says so only while it holds the
+# leader key and its PostgreSQL runs read-write).
+db_leader() {
+  local i
+  for i in $(seq "$DB_NODES"); do
+    curl -fsS --connect-timeout 1 --max-time 2 -o /dev/null "http://127.0.0.1:$(patroni_port "$i")/primary" 2>/dev/null &&
+      { echo "$i"; return 0; }
+  done
+  return 1
+}
+# True when node N streams from the leader as its synchronous standby.
+db_sync_ready() {
+  local i
+  for i in $(seq "$DB_NODES"); do
+    curl -fsS --connect-timeout 1 --max-time 2 -o /dev/null "http://127.0.0.1:$(patroni_port "$i")/sync" 2>/dev/null && return 0
+  done
+  return 1
+}
+# True when every node runs: the leader and each replica streaming.
+db_all_running() {
+  local i
+  db_leader >/dev/null || return 1
+  for i in $(seq "$DB_NODES"); do
+    [ "$i" = "$(db_leader)" ] && continue
+    curl -fsS --connect-timeout 1 --max-time 2 -o /dev/null \
+      "http://127.0.0.1:$(patroni_port "$i")/replica?lag=16MB" 2>/dev/null || return 1
+  done
+}
+
+etcd_start() {
+  etcd_pid >/dev/null && return 0
+  command -v etcd >/dev/null || die "etcd is not installed: run make start (scripts/deps.sh) once"
+  local data as=() peer=http://127.0.0.1:$((ETCD_PORT + 1))
+  data=$(data_dir etcd "$PG_USER")
+  [ "$(id -u)" = 0 ] && as=(setpriv --reuid="$PG_USER" --regid="$(id -gn "$PG_USER")" --init-groups --)
+  # One member on loopback: the cluster's consensus store, not its data.
+  # (etcd reads ETCD_* variables as its flags: ETCD_PORT is not one.)
+  (cd / && spawn etcd "${as[@]}" env -u ETCD_PORT etcd --name shop --data-dir "$data/member-data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "shop=$peer" \
+    --auto-compaction-mode periodic --auto-compaction-retention 1h --log-level warn)
+  LOG=$LOG_DIR/etcd.log WATCH=$(cat "$RUN_DIR/etcd.pid") wait_for 30 etcd \
+    http_ok "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+etcd_stop() {
+  local pid
+  pid=$(etcd_pid) && stop_pid "$pid"
+  rm -f "$RUN_DIR/etcd.pid"
+}
+
+# Node N's Patroni configuration, written at every start (mode 0600: it
+# holds the passwords). What the cluster shares (timings, synchronous
+# mode, PostgreSQL's settings) is written into etcd by the first node's
+# bootstrap; a change to it later goes through patronictl edit-config.
+patroni_conf() { # patroni_conf N DATA_DIR
+  local n=$1 data=$2 dir conf
+  dir=$(data_dir patroni "$PG_USER")
+  conf=$dir/db-$n.yml
+  as_pg tee "$conf.tmp" >/dev/null <<YAML
+# Written by scripts/stack.sh (DB_NODES=$DB_NODES): node $n of the cluster.
+scope: shop
+namespace: /shop/
+name: db-$n
+log:
+  level: INFO
+  format: '%(asctime)s patroni %(levelname)s: %(message)s'
+restapi:
+  listen: 127.0.0.1:$(patroni_port "$n")
+  connect_address: 127.0.0.1:$(patroni_port "$n")
+etcd3:
+  hosts: 127.0.0.1:$ETCD_PORT
+bootstrap:
+  dcs:
+    ttl: $PATRONI_TTL
+    loop_wait: $PATRONI_LOOP_WAIT
+    retry_timeout: $PATRONI_RETRY_TIMEOUT
+    # A COMMIT answers once a second node has it (synchronous_commit on,
+    # one synchronous standby), and only that standby may be promoted;
+    # strict: with no standby left, writes wait rather than go on alone
+    # (docs/decisions.md).
+    synchronous_mode: true
+    synchronous_mode_strict: true
+    synchronous_node_count: 1
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        max_connections: 200
+        shared_buffers: 256MB
+        wal_buffers: 16MB
+        max_wal_size: 4GB
+        checkpoint_timeout: 15min
+        checkpoint_completion_target: 0.9
+        shared_preload_libraries: pg_stat_statements
+        pg_stat_statements.track: all
+        track_wal_io_timing: 'on'
+        autovacuum_naptime: 10s
+        wal_keep_size: 512MB
+  initdb:
+    - encoding: UTF8
+    - locale: C.UTF-8
+    - auth: scram-sha-256
+postgresql:
+  listen: 127.0.0.1:$(db_port "$n")
+  connect_address: 127.0.0.1:$(db_port "$n")
+  data_dir: $data
+  bin_dir: $PG_BIN
+  pgpass: $dir/db-$n.pgpass
+  authentication:
+    superuser:
+      username: shop
+      password: '$(cat "$SHOP_VAR/pg-password")'
+    replication:
+      username: replicator
+      password: '$(cat "$SHOP_VAR/pg-replication-password")'
+  parameters:
+    unix_socket_directories: ''
+    logging_collector: 'off'
+  pg_hba:
+    - host all all 127.0.0.1/32 scram-sha-256
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+  # A node that cannot be rewound onto the leader's history is cloned again.
+  remove_data_directory_on_rewind_failure: true
+  remove_data_directory_on_diverged_timelines: true
+  basebackup:
+    - checkpoint: fast
+tags:
+  nofailover: false
+  noloadbalance: false
+YAML
+  as_pg mv "$conf.tmp" "$conf"
+  echo "$conf"
+}
+
+patroni_start() { # patroni_start N
+  local n=$1 data conf as=()
+  patroni_pid "$n" >/dev/null && return 0
+  command -v patroni >/dev/null || die "Patroni is not installed: run make start (scripts/deps.sh) once"
+  data=$(data_dir "pg-$n" "$PG_USER")
+  conf=$(patroni_conf "$n" "$data")
+  [ "$(id -u)" = 0 ] && as=(setpriv --reuid="$PG_USER" --regid="$(id -gn "$PG_USER")" --init-groups --)
+  # Not our clients' PGTARGETSESSIONATTRS: Patroni connects to its own
+  # node, a replica as well.
+  (cd / && spawn "db-$n" "${as[@]}" env -u PGTARGETSESSIONATTRS patroni "$conf")
+}
+
+# etcd, then every node's Patroni (the first to take the initialize key
+# makes the cluster, the others clone it); waits for a leader and a
+# synchronous standby (until then a COMMIT would wait), then makes the
+# databases.
+cluster_start() {
+  local -x PGCONNECT_TIMEOUT=5 i
+  pg_secret
+  if [ ! -s "$SHOP_VAR/pg-replication-password" ]; then
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '\n/+=' >"$SHOP_VAR/pg-replication-password")
+  fi
+  etcd_start
+  for i in $(seq "$DB_NODES"); do
+    reserve_port "$(db_port "$i")"
+    patroni_start "$i"
+  done
+  LOG=$LOG_DIR/db-1.log WATCH=$(cat "$RUN_DIR/db-1.pid") wait_for 120 "the database cluster's leader" db_leader
+  LOG=$LOG_DIR/db-1.log wait_for 120 "a synchronous standby of the database cluster" db_sync_ready
+  pg_databases
+}
+
+cluster_stop() {
+  local i leader pid
+  leader=$(db_leader 2>/dev/null || true)
+  # Replicas first, the leader last: stopping the leader first would hand
+  # its role to a replica that is about to stop.
+  for i in $(seq "$DB_NODES") ; do
+    [ "$i" = "$leader" ] && continue
+    pid=$(patroni_pid "$i") && stop_pid "$pid"
+  done
+  [ -n "$leader" ] && pid=$(patroni_pid "$leader") && stop_pid "$pid"
+  # A node whose Patroni was killed leaves its PostgreSQL running.
+  for i in $(seq "$DB_NODES"); do
+    rm -f "$RUN_DIR/db-$i.pid"
+    pid=$(node_pg_pid "$i") && stop_pid "$pid"
+  done
+  etcd_stop
+}
+
+# The pids of node N as a lost machine would lose them: its Patroni and its
+# whole PostgreSQL (postmaster and every backend).
+node_pids() {
+  local pid
+  pid=$(patroni_pid "$1") && echo "$pid"
+  if pid=$(node_pg_pid "$1"); then echo "$pid"; pgrep -P "$pid" || true; fi
+}
+
+node_kill() {
+  local pids
+  pids=$(node_pids "$1")
+  [ -n "$pids" ] || die "db-$1 is not running"
+  # All at once (kill takes them together): no moment with Patroni gone and
+  # PostgreSQL still serving, or the other way round.
+  kill -KILL $pids 2>/dev/null || true
+  local pid
+  for pid in $pids; do kill_pid "$pid"; done
+}
+
+node_signal() { # node_signal N STOP|CONT
+  local pids
+  pids=$(node_pids "$1")
+  [ -n "$pids" ] || die "db-$1 is not running"
+  kill "-$2" $pids
+}
+
+# Each node with its role (leader, sync_standby, replica), state and lag,
+# as the cluster's members say (Patroni's GET /cluster, from the first
+# node that answers), its pids and its addresses.
+cluster_status() {
+  local i p pg roles="" line
+  for i in $(seq "$DB_NODES"); do roles=$(patroni_get "$i" cluster) && [ -n "$roles" ] && break; done
+  for i in $(seq "$DB_NODES"); do
+    p=$(patroni_pid "$i") || p=""
+    pg=$(node_pg_pid "$i") || pg=""
+    line=$(python3 -c 'import json, sys
+try: members = json.loads(sys.argv[1])["members"]
+except Exception: members = []
+m = [m for m in members if m.get("name") == sys.argv[2]]
+if not m: print("not in the cluster now")
+else:
+    m = m[0]
+    lag = m.get("lag")
+    print(m.get("role", "?") + ", " + m.get("state", "?") + ("" if lag in (None, "", 0) else ", %s bytes behind" % lag))' "$roles" "db-$i" 2>/dev/null || echo "?")
+    if [ -n "$p" ]; then
+      say "  $(printf '%-10s' "db-$i") pid $p (postgres ${pg:-none})   127.0.0.1:$(db_port "$i")  $line  (Patroni: http://127.0.0.1:$(patroni_port "$i")/)"
+    else say "  $(printf '%-10s' "db-$i") stopped${pg:+ (its postgres $pg still runs)}"; fi
+  done
+  if p=$(etcd_pid); then say "  etcd       pid $p   http://127.0.0.1:$ETCD_PORT  (the cluster's leader key)"
+  else say "  etcd       stopped"; fi
 }
 
 # ---- Apache Kafka (KRaft) ----
@@ -771,7 +1038,11 @@ services_status() { # services_status SERVICE PORTS
 status() {
   local p i name
   say "Shop ($SHOP_VAR):"
-  if p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   $DB_URL_BASE (databases: identity, orders, payments)"; else say "  postgres   stopped"; fi
+  if [ "$DB_NODES" != 1 ]; then
+    say "  database   $DB_NODES nodes (Patroni; databases identity, orders, payments on the leader)"
+    cluster_status
+  elif p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   postgresql://127.0.0.1:$PG_PORT (databases: identity, orders, payments)"
+  else say "  postgres   stopped"; fi
   for i in $(seq "$KAFKA_NODES"); do
     name=$(kafka_name "$i")
     if p=$(kafka_pid "$i"); then
@@ -800,6 +1071,9 @@ status() {
 part_pid() {
   case "$1" in
     postgres) pg_pid ;;
+    db-leader) patroni_pid "$(db_leader)" ;;
+    db-*) patroni_pid "${1#db-}" ;;
+    etcd) etcd_pid ;;
     gateway) alive_pid gateway "nginx: master" ;;
     zipkin) zipkin_pid ;;
     broker | kafka) kafka_pid 1 ;;
@@ -822,11 +1096,19 @@ case "${1:-}" in
   services-start) services_start ;;
   # Makes $2 an operator with a new random password, printed once.
   operator) [ -n "${2:-}" ] || die "usage: stack.sh operator USER_ID"
-    pg_pid >/dev/null || die "the database is not running: make run first"
+    { [ "$DB_NODES" = 1 ] && pg_pid >/dev/null || db_leader >/dev/null; } || die "the database is not running: make run first"
     (cd "$ROOT" && IDENTITY_DATABASE_URL="$IDENTITY_DATABASE_URL" "$SHOP_BUILD/bin/identity" operator "$2") ;;
   gateway-restart) mkdir -p "$LOG_DIR" "$RUN_DIR"; gateway_stop; gateway_start ;; # after changing its settings
   services-stop) services_stop ;;
-  kill) # SIGKILL one part, as a crash would (the chaos drills)
+  # The number of the database cluster's leader now (DB_NODES > 1).
+  db-leader) db_leader || die "the database cluster has no leader now" ;;
+  kill) # SIGKILL one part, as a crash would (the chaos drills); a node of
+    # the database cluster (db-N, db-leader) loses its Patroni and its
+    # PostgreSQL together, as with a lost machine
+    if [[ "$2" == db-* ]]; then
+      n=${2#db-}; [ "$n" = leader ] && { n=$(db_leader) || die "the database cluster has no leader now"; }
+      node_kill "$n"; exit 0
+    fi
     pid=$(part_pid "$2") || die "$2 is not running"
     kill_pid "$pid" ;;
   kill-every) # SIGKILL every instance of a service (orders, payments, identity)
@@ -853,18 +1135,21 @@ case "${1:-}" in
   # with a host that hangs. For postgres, the whole server: the postmaster
   # and every backend (a frozen postmaster alone still serves the
   # connections it has).
-  freeze) pid=$(part_pid "$2") || die "$2 is not running"
+  freeze | thaw) [[ "$2" == db-* ]] || exec "$0" "$1-part" "$2" # a database node: Patroni and PostgreSQL
+    n=${2#db-}; [ "$n" = leader ] && { n=$(db_leader) || die "the database cluster has no leader now"; }
+    node_signal "$n" "$([ "$1" = freeze ] && echo STOP || echo CONT)" ;;
+  freeze-part) pid=$(part_pid "$2") || die "$2 is not running"
     kill -STOP "$pid"
     [ "$2" = postgres ] && pkill -STOP -P "$pid" || true ;;
-  thaw) pid=$(part_pid "$2") || die "$2 is not running"
+  thaw-part) pid=$(part_pid "$2") || die "$2 is not running"
     [ "$2" = postgres ] && pkill -CONT -P "$pid" || true
     kill -CONT "$pid" ;;
   # Deletes all data: var/, and the folders under /var/tmp it may link to.
   wipe) down
-    for d in pg kafka kafka-libs zipkin-jar gateway-files; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
+    for d in pg pg-1 pg-2 pg-3 pg-4 pg-5 etcd patroni kafka kafka-libs zipkin-jar gateway-files; do [ -L "$SHOP_VAR/$d" ] && rm -rf "$(readlink -f "$SHOP_VAR/$d")"; done
     rm -rf "$SHOP_VAR" ;;
   # The postgres server in the foreground, as PG_USER (pg_start detaches it).
   exec-postgres) exec_as=(); [ "$(id -u)" = 0 ] && exec_as=(setpriv --reuid="$PG_USER" --regid="$PG_USER" --init-groups --)
     exec "${exec_as[@]}" "$PG_BIN/postgres" -D "$2" ;;
-  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|zipkin-start|zipkin-stop|services-start|services-stop|gateway-restart|operator NAME|kill NAME|kill-every SERVICE|freeze-every SERVICE|thaw-every SERVICE|restart SERVICE|stop NAME|freeze NAME|thaw NAME" ;;
+  *) die "usage: stack.sh up|down|status|wipe|pg-start|pg-stop|broker-start|broker-stop|broker-wipe|zipkin-start|zipkin-stop|services-start|services-stop|gateway-restart|operator NAME|db-leader|kill NAME|kill-every SERVICE|freeze-every SERVICE|thaw-every SERVICE|restart SERVICE|stop NAME|freeze NAME|thaw NAME" ;;
 esac

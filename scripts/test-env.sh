@@ -33,10 +33,11 @@ export OTEL_EXPORTER_ZIPKIN_TIMEOUT=3000
 # look for the traces of orders they place in bursts.
 export OTEL_TRACES_SAMPLER=parentbased_always_on
 # The settings of one test stack; every URL and port the tests read.
-# test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES
+# test_stack VAR_DIR BASE_PORT_OFFSET KAFKA_NODES [DB_NODES]
 test_stack() {
   local off=$2
-  export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3 PGPASSFILE=$ROOT/$1/pgpass
+  export SHOP_VAR=$ROOT/$1 KAFKA_NODES=$3 DB_NODES=${4:-1} PGPASSFILE=$ROOT/$1/pgpass
+  export PATRONI_PORT=$((18090 + off)) ETCD_PORT=$((22379 + off))
   export PG_PORT=$((54330 + off)) GATEWAY_PORT=$((18000 + off)) ORDERS_PORT=$((18080 + off))
   export PAYMENTS_PORT=$((18081 + off)) KAFKA_PORT=$((19092 + off)) IDENTITY_PORT=$((18084 + off))
   export ZIPKIN_PORT=$((19411 + off)) SHOP_ZIPKIN_URL=http://127.0.0.1:$((19411 + off))
@@ -54,9 +55,14 @@ test_stack() {
   export SHOP_ORDERS_URLS="http://127.0.0.1:$ORDERS_PORT http://127.0.0.1:$((ORDERS_PORT + 2))"
   export SHOP_PAYMENTS_URL=http://127.0.0.1:$PAYMENTS_PORT
   export SHOP_PAYMENTS_URLS="http://127.0.0.1:$PAYMENTS_PORT http://127.0.0.1:$((PAYMENTS_PORT + 2))"
-  export ORDERS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/orders
-  export PAYMENTS_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/payments
-  export IDENTITY_DATABASE_URL=postgresql://shop@127.0.0.1:$PG_PORT/identity
+  # Every database node's address (one, or the cluster's), as the stack
+  # computes them; libpq clients of the scripts pick the leader.
+  local urls
+  urls=$(unset ORDERS_DATABASE_URL PAYMENTS_DATABASE_URL IDENTITY_DATABASE_URL && . scripts/env.sh &&
+    echo "$ORDERS_DATABASE_URL $PAYMENTS_DATABASE_URL $IDENTITY_DATABASE_URL")
+  read -r ORDERS_DATABASE_URL PAYMENTS_DATABASE_URL IDENTITY_DATABASE_URL <<<"$urls"
+  export ORDERS_DATABASE_URL PAYMENTS_DATABASE_URL IDENTITY_DATABASE_URL
+  if [ "$DB_NODES" = 1 ]; then unset PGTARGETSESSIONATTRS; else export PGTARGETSESSIONATTRS=read-write; fi
   export SHOP_IDENTITY_URL=http://127.0.0.1:$IDENTITY_PORT
   export AUTH_KEY_FILE=$SHOP_VAR/identity-signing.key
   # The tests' own Kafka clients (injecting forged messages, reading the

@@ -26,12 +26,19 @@ struct db_conn {
      * never), and whether this command's cancel was sent. */
     int64_t deadline_ms;
     bool cancelled;
+    /* The server cancelled this COMMIT's wait for its synchronous standby
+     * (statement_timeout, a cancel): committed here, not on a second node. */
+    bool unreplicated;
     char sqlstate[6];
     struct db_conn *next_free;
 };
 
 struct db_pool {
     char *conninfo;
+    /* The nodes conninfo names (a cluster's: db_hosts_parse), and the one
+     * that last took a connection: tried first. */
+    db_hosts hosts;
+    atomic_int preferred;
     const db_stmt *const *stmt_sets;
     pthread_mutex_t lock;
     pthread_cond_t freed;
@@ -57,6 +64,7 @@ db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_
         return NULL;
     pool->conninfo = strdup(conninfo);
     pool->conns = calloc((size_t)size, sizeof *pool->conns);
+    db_hosts_parse(conninfo, &pool->hosts);
     if (!pool->conninfo || !pool->conns) {
         free(pool->conninfo);
         free(pool->conns);
@@ -113,7 +121,10 @@ static void note_error(db_conn *c, const PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
-    if (PQstatus(c->pg) != CONNECTION_OK)
+    /* 25006 (read-only transaction): the node was the leader when this
+     * connection opened and is a standby now. The connection is dropped, so
+     * the next one finds the new leader. */
+    if (PQstatus(c->pg) != CONNECTION_OK || strcmp(c->sqlstate, "25006") == 0)
         c->broken = true;
     c->in_doubt = c->broken && c->may_commit;
 }
@@ -215,7 +226,12 @@ static bool conn_alive(db_conn *c)
  * stderr; they belong in the JSON log. */
 static void on_notice(void *arg, const char *message)
 {
-    (void)arg;
+    db_conn *c = arg;
+    /* The WARNING of a COMMIT whose wait for the synchronous standby was
+     * cancelled: "the transaction has already committed locally, but might
+     * not have been replicated". db_commit does not call that done. */
+    if (c && strstr(message, "canceling wait for synchronous replication"))
+        c->unreplicated = true;
     char msg[512];
     snprintf(msg, sizeof msg, "%s", message);
     msg[strcspn(msg, "\n")] = '\0';
@@ -226,7 +242,7 @@ static void on_notice(void *arg, const char *message)
  * our own loop bounds the whole connection and startup in milliseconds, so
  * that a server that accepts TCP but never answers (a frozen postmaster)
  * costs a request at most `connect_ms`. */
-static PGconn *connect_within(const db_pool *pool, int connect_ms)
+static PGconn *connect_one(const db_pool *pool, const char *host, const char *port, int connect_ms)
 {
     /* TCP keepalives and a user timeout find a peer gone while idle or
      * while our data sits unacknowledged; statement_timeout has the server
@@ -235,6 +251,8 @@ static PGconn *connect_within(const db_pool *pool, int connect_ms)
     char options[64] = "";
     if (pool->statement_timeout_ms > 0)
         snprintf(options, sizeof options, "-c statement_timeout=%d", pool->statement_timeout_ms);
+    /* libpq ignores a keyword whose value is empty: no options, no host
+     * of our choosing (the URL's own). */
     const char *keys[] = {"dbname",
                           "connect_timeout",
                           "keepalives",
@@ -242,9 +260,13 @@ static PGconn *connect_within(const db_pool *pool, int connect_ms)
                           "keepalives_interval",
                           "keepalives_count",
                           "tcp_user_timeout",
-                          options[0] ? "options" : NULL,
+                          "options",
+                          "host",
+                          "port",
                           NULL};
-    const char *values[] = {pool->conninfo, "10", "1", "10", "3", "3", "10000", options, NULL};
+    const char *values[] = {
+        pool->conninfo,   "10", "1", "10", "3", "3", "10000", options, host ? host : "",
+        port ? port : "", NULL};
     PGconn *pg = PQconnectStartParams(keys, values, 1);
     if (!pg || PQstatus(pg) == CONNECTION_BAD)
         return pg;
@@ -268,6 +290,71 @@ static PGconn *connect_within(const db_pool *pool, int connect_ms)
     return pg;
 }
 
+/* A connection within `connect_ms` to the node conninfo names, or with
+ * several (a cluster's: libpq's lists, target_session_attrs=read-write),
+ * to the first of them that takes it, `connect_ms` for each: libpq's own
+ * walk through the list gives each node whole seconds, so one frozen node
+ * at its head would cost every attempt its whole budget. The node that
+ * took the last connection is tried first (after a failover, the new
+ * leader). NULL when the last one tried did not answer in time. */
+static PGconn *connect_within(db_pool *pool, int connect_ms)
+{
+    int n = pool->hosts.n;
+    if (n <= 1)
+        return connect_one(pool, NULL, NULL, connect_ms);
+    int first = atomic_load(&pool->preferred);
+    PGconn *pg = NULL;
+    for (int k = 0; k < n; k++) {
+        int i = (first + k) % n;
+        PQfinish(pg);
+        pg = connect_one(pool, pool->hosts.host[i], pool->hosts.port[i], connect_ms);
+        if (pg && PQstatus(pg) == CONNECTION_OK) {
+            atomic_store(&pool->preferred, i);
+            break;
+        }
+    }
+    return pg;
+}
+
+int db_hosts_parse(const char *conninfo, db_hosts *out)
+{
+    memset(out, 0, sizeof *out);
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    if (!opts)
+        return -1;
+    const char *hosts = "", *ports = "";
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0 && o->val)
+            hosts = o->val;
+        else if (strcmp(o->keyword, "port") == 0 && o->val)
+            ports = o->val;
+    }
+    /* "h1,h2,h3" with "p1,p2,p3", or one port for every host (libpq's rule). */
+    int rc = 0;
+    const char *h = hosts, *p = ports;
+    while (*hosts) {
+        size_t hl = strcspn(h, ","), pl = strcspn(p, ",");
+        if (out->n == DB_MAX_HOSTS || hl >= sizeof out->host[0] || pl >= sizeof out->port[0]) {
+            rc = -1;
+            break;
+        }
+        memcpy(out->host[out->n], h, hl);
+        memcpy(out->port[out->n], p, pl);
+        out->n++;
+        if (!h[hl])
+            break;
+        h += hl + 1;
+        if (p[pl])
+            p += pl + 1;
+        else
+            p = ports; /* one port for all */
+    }
+    PQconninfoFree(opts);
+    if (rc != 0)
+        out->n = 0; /* libpq's own walk, then */
+    return rc;
+}
+
 static int conn_open(db_pool *pool, db_conn *c)
 {
     PQfinish(c->pg);
@@ -286,7 +373,7 @@ static int conn_open(db_pool *pool, db_conn *c)
         c->pg = NULL;
         return refused ? -DB_REFUSED : -DB_UNAVAILABLE;
     }
-    PQsetNoticeProcessor(c->pg, on_notice, NULL);
+    PQsetNoticeProcessor(c->pg, on_notice, c);
     for (const db_stmt *const *set = pool->stmt_sets; set && *set; set++) {
         for (const db_stmt *st = *set; st->name; st++) {
             PGresult *r = PQprepare(c->pg, st->name, st->sql, 0, NULL);
@@ -308,6 +395,7 @@ static int conn_open(db_pool *pool, db_conn *c)
 db_conn *db_conn_open(const char *conninfo, const db_stmt *const *stmt_sets)
 {
     db_pool fake = {.conninfo = (char *)conninfo, .stmt_sets = stmt_sets, .connect_ms = 10000};
+    db_hosts_parse(conninfo, &fake.hosts);
     db_conn *c = calloc(1, sizeof *c);
     if (c && conn_open(&fake, c) == 0)
         return c;
@@ -415,7 +503,7 @@ void db_release(db_pool *pool, db_conn *c)
 
 /* True when the server completes a new connection within `ms`: it is there
  * and merely busy. */
-static bool server_answers(const db_pool *pool, int ms)
+static bool server_answers(db_pool *pool, int ms)
 {
     PGconn *pg = connect_within(pool, ms);
     bool ok = pg && PQstatus(pg) == CONNECTION_OK;
@@ -654,8 +742,18 @@ int db_begin_with(db_conn *c, const char *settings)
 int db_commit(db_conn *c)
 {
     /* In the block still while it runs: cancel_if_late leaves it alone. */
+    c->unreplicated = false;
     int rc = exec_sql(c, "COMMIT", true);
     c->in_tx = false;
+    if (rc == 0 && c->unreplicated) {
+        /* On this node only: a failover may lose it, or it may stay. In
+         * doubt, as a COMMIT whose answer never came (the caller's retry
+         * with its key finds out); the connection goes. */
+        log_msg(LOG_WARN, NULL, "a COMMIT did not reach the synchronous standby; in doubt");
+        c->in_doubt = true;
+        c->broken = true;
+        rc = -DB_UNAVAILABLE;
+    }
     return rc;
 }
 

@@ -29,6 +29,18 @@ int db_classify(const char *sqlstate, bool broken);
  * is a wrong setting: svc_migrate exits on it.) */
 bool db_transient(int rc);
 
+/* The nodes a connection string names: libpq's lists ("host=h1,h2
+ * port=p1,p2", or postgresql://h1:p1,h2:p2/db; one port may serve every
+ * host). `n` 0 when it names none (libpq's default) or more than
+ * DB_MAX_HOSTS, or cannot be parsed (-1). Pure. */
+#define DB_MAX_HOSTS 8
+typedef struct db_hosts {
+    int n;
+    char host[DB_MAX_HOSTS][128];
+    char port[DB_MAX_HOSTS][8];
+} db_hosts;
+int db_hosts_parse(const char *conninfo, db_hosts *out);
+
 /* A named statement, prepared on every connection the pool opens. */
 typedef struct db_stmt {
     const char *name;

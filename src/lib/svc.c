@@ -102,8 +102,14 @@ bool svc_ready(db_pool *db, outbox_relay *relay, json_t *checks)
 {
     db_conn *c = NULL;
     bool db_ok = db_acquire(db, 500, &c) == 0 && db_exec_sql(c, "SELECT 1") == 0;
-    db_release(db, c);
     json_object_set_new(checks, "database", json_string(db_ok ? "ok" : "unreachable"));
+    /* Which node: with a cluster, the leader this instance writes to. */
+    if (db_ok) {
+        char node[160];
+        snprintf(node, sizeof node, "%s:%s", PQhost(db_pg(c)), PQport(db_pg(c)));
+        json_object_set_new(checks, "database_node", json_string(node));
+    }
+    db_release(db, c);
     if (!relay) /* a service without messages (identity) */
         return db_ok;
     bool kafka_ok = outbox_relay_broker_ok(relay, 500);
