@@ -47,7 +47,7 @@ GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 RUN=$(date +%Y%m%d%H%M%S)
 mkdir -p "$OUT"
 
-psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_() { "$PG_BIN/psql" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 echo "== stack"
 scripts/stack.sh up | sed 's/^/   /'
@@ -155,9 +155,9 @@ echo "== pgbench on the same cluster (scratch database shop_pgbench)"
 # the orders did.
 psql_ -d postgres -c "CHECKPOINT"
 psql_ -d postgres -c "DROP DATABASE IF EXISTS shop_pgbench" -c "CREATE DATABASE shop_pgbench"
-"$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U shop -i -q -s 10 shop_pgbench >/dev/null 2>&1
+"$PG_BIN/pgbench" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -i -q -s 10 shop_pgbench >/dev/null 2>&1
 pgbench_run() { # clients mode-flag -> tps
-  "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PG_PORT" -U shop -n -c "$1" -j 2 -T "$BENCH_PGBENCH_SECONDS" $2 shop_pgbench 2>/dev/null |
+  "$PG_BIN/pgbench" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -n -c "$1" -j 2 -T "$BENCH_PGBENCH_SECONDS" $2 shop_pgbench 2>/dev/null |
     sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 tps8=$(pgbench_run 8 -N); tps32=$(pgbench_run 32 -N); read_tps=$(pgbench_run 8 -S)

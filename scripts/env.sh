@@ -89,7 +89,9 @@ ZIPKIN_JAR=${ZIPKIN_JAR:-$ROOT/.cache/zipkin/zipkin-server-exec.jar}
 # each node's Patroni REST API on PATRONI_PORT+N-1. The services follow the
 # leader by themselves (every node in their URL, target_session_attrs=
 # read-write; docs/decisions.md says why not a proxy).
-DB_NODES=${DB_NODES:-1}
+# A stack started with DB_NODES=3 remembers it (var/db-nodes): make stop,
+# make status and make run need not be told again.
+DB_NODES=${DB_NODES:-$(cat "$SHOP_VAR/db-nodes" 2>/dev/null || echo 1)}
 # (Not etcd's own 2379: Debian's etcd-server package may run one there.)
 ETCD_PORT=${ETCD_PORT:-12379}
 PATRONI_PORT=${PATRONI_PORT:-8008}

@@ -17,7 +17,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 USERS=${RECONCILE_USERS:-%}
 [[ $USERS =~ ^[A-Za-z0-9_.%-]{1,64}$ ]] || { echo "reconcile: RECONCILE_USERS must be a LIKE pattern of user ids" >&2; exit 2; }
-psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_() { "$PG_BIN/psql" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
 export PGCONNECT_TIMEOUT=5
 
 failed=0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack: PostgreSQL, Apache Kafka (KAFKA_NODES KRaft nodes), the
-# services and the gateway, each a background process with its pid file
+# The local stack: PostgreSQL (one server, or DB_NODES nodes under Patroni
+# with etcd), Apache Kafka (KAFKA_NODES KRaft nodes), the services and the
+# gateway, each a background process with its pid file
 # under var/run and its log under var/log.
 #
 #   stack.sh up      start every part that is not running (touches no data)
@@ -15,13 +16,17 @@
 #   stack.sh zipkin-stop | zipkin-start    the tracing backend
 #   stack.sh kill NAME       SIGKILL a part (postgres, kafka, kafka-2, zipkin, gateway,
 #                            orders, payments-8083, ...; chaos tests); `up`
-#                            restarts it
+#                            restarts it. With DB_NODES=3, db-N (or
+#                            db-leader) is a node's Patroni and PostgreSQL
+#                            together, as a lost machine; `up` has it rejoin
+#   stack.sh db-leader       the number of the database cluster's leader
 #   stack.sh kill-every SERVICE     SIGKILL every instance of a service
 #   stack.sh freeze-every SERVICE | thaw-every SERVICE   the same, SIGSTOP / SIGCONT
 #   stack.sh restart SERVICE        stop and start every instance of a
 #                            service with the environment's settings
 #   stack.sh stop NAME       SIGTERM a part, as an operator would
-#   stack.sh freeze NAME | thaw NAME     SIGSTOP / SIGCONT a part
+#   stack.sh freeze NAME | thaw NAME     SIGSTOP / SIGCONT a part (db-N: a
+#                            node's Patroni and its whole PostgreSQL)
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -1006,6 +1011,7 @@ services_stop() {
 
 up() {
   mkdir -p "$LOG_DIR" "$RUN_DIR"
+  echo "$DB_NODES" >"$SHOP_VAR/db-nodes"
   zipkin_spawn
   pg_start
   kafka_start

@@ -259,8 +259,8 @@ fi
 if [ "$needs_stack" = 1 ]; then stop_stack; fi
 
 if wanted cluster; then
-  step cluster "three-node Kafka cluster: nodes killed mid-burst, one after the other (sanitizers on)"
-  test_stack "$TEST_VAR-cluster" $((TEST_PORT_OFFSET + 100)) 3
+  step cluster "three-node Kafka and database clusters: nodes killed mid-burst, one after the other; the database's leader cut off (sanitizers on)"
+  test_stack "$TEST_VAR-cluster" $((TEST_PORT_OFFSET + 100)) 3 3
   # Four JVMs on two cores would be one too many: its drill tests the
   # broker, and the main stack's tests the traces.
   export TRACING=off
