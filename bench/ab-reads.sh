@@ -17,7 +17,7 @@ export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
 AB_SECONDS=${AB_SECONDS:-8}
 OUT=$ROOT/build/ab
 mkdir -p "$OUT"
-psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_() { "$PG_BIN/psql" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
 GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 
 # A reader with orders: made once (one user, 300 orders), then reused.

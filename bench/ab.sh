@@ -17,7 +17,7 @@ export GATEWAY_UNLIMITED=${GATEWAY_UNLIMITED:-127.0.0.1}
 AB_RATE=${AB_RATE:-1000} AB_SECONDS=${AB_SECONDS:-10} AB_WARMUP_SECONDS=${AB_WARMUP_SECONDS:-20}
 OUT=$ROOT/build/ab
 mkdir -p "$OUT"
-psql_() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_() { "$PG_BIN/psql" -h "$PG_HOSTS" -p "$PG_PORTS" -U shop -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 restart_services
 

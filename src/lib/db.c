@@ -52,6 +52,9 @@ struct db_pool {
      * any connection heard from the server; set while the server is taken
      * for unreachable, until a connection opens again. */
     int stall_ms, connect_ms, statement_timeout_ms;
+    /* How long a statement that could commit waits for its answer from a
+     * server that is there (0: as long as it takes): see DB_COMMIT_WAIT_MS. */
+    int commit_wait_ms;
     _Atomic int64_t heard_ms;
     atomic_bool stalled;
     atomic_bool probing; /* one connection asks whether the server is there */
@@ -544,7 +547,8 @@ static PGresult *await_result(db_conn *c)
 {
     db_pool *pool = c->pool;
     bool guarded = pool && pool->stall_ms > 0;
-    if (guarded || c->deadline_ms) {
+    bool limited = pool && pool->commit_wait_ms > 0 && c->may_commit;
+    if (guarded || limited || c->deadline_ms) {
         int64_t start = clock_now_ms();
         while (PQisBusy(c->pg)) {
             struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
@@ -555,6 +559,20 @@ static PGresult *await_result(db_conn *c)
             if (ready > 0 || PQisBusy(c->pg) == 0)
                 continue;
             cancel_if_late(c, now);
+            if (limited && now - start >= pool->commit_wait_ms) {
+                /* A COMMIT that waits this long while the server answers
+                 * waits for a synchronous standby that is gone (strict
+                 * synchronous mode: docs/decisions.md). Not cancelled: the
+                 * server would then call it done on one node. The caller
+                 * answers "in doubt" and the server keeps it waiting. */
+                log_msg(LOG_WARN, NULL,
+                        "a commit has waited %d ms (a synchronous standby missing?): in doubt",
+                        pool->commit_wait_ms);
+                c->broken = true;
+                c->in_doubt = true;
+                snprintf(c->sqlstate, sizeof c->sqlstate, "08006");
+                return NULL;
+            }
             if (!guarded)
                 continue;
             bool gone = atomic_load(&pool->stalled);
@@ -859,6 +877,10 @@ static const cfg_setting db_settings_list[] = {
           "connection of the pool has heard from the server for this long (0: as long as libpq)"),
     CFG_I("DB_CONNECT_TIMEOUT_MS", db_settings, connect_timeout_ms, 100, 600000, 800,
           "a connection attempt (TCP and start-up) gives up after this"),
+    CFG_I("DB_COMMIT_WAIT_MS", db_settings, commit_wait_ms, 0, 3600000, 5000,
+          "a statement that could commit waits this long for its answer from a server that "
+          "answers otherwise (a COMMIT waiting for a synchronous standby that is gone): then 503 "
+          "in doubt, and the connection is closed (0: as long as it takes)"),
     CFG_I("DB_STATEMENT_TIMEOUT_MS", db_settings, statement_timeout_ms, 0, 86400000, 30000,
           "the server's statement_timeout for the services' connections (a cancelled statement "
           "is retried or answers 503); TCP keepalives and tcp_user_timeout are set too"),
@@ -871,6 +893,7 @@ db_pool *db_pool_open(const char *conninfo, const db_stmt *const *stmt_sets, con
     if (!pool)
         return NULL;
     db_pool_guard(pool, (int)s->stall_ms, (int)s->connect_timeout_ms, (int)s->statement_timeout_ms);
+    pool->commit_wait_ms = (int)s->commit_wait_ms;
     db_pool_warm(pool);
     return pool;
 }

@@ -62,7 +62,7 @@ db_pool *db_pool_new(const char *conninfo, int size, const db_stmt *const *stmt_
 
 /* The pool's settings every service reads. */
 typedef struct db_settings {
-    int64_t pool_size, stall_ms, connect_timeout_ms, statement_timeout_ms;
+    int64_t pool_size, stall_ms, connect_timeout_ms, statement_timeout_ms, commit_wait_ms;
 } db_settings;
 extern const cfg_table db_settings_table;
 

@@ -434,3 +434,71 @@ Test(cluster, db_leader_cut_off_past_its_ttl_never_writes_as_a_second_leader, .t
     PQfinish(o);
     assert_nothing_lost(c, dead_before, "database drill (leader cut off)", t0);
 }
+
+typedef struct nodes_wait {
+    int a, b;
+} nodes_wait;
+
+static bool both_rejoined(void *arg)
+{
+    nodes_wait *w = arg;
+    return patroni_says(w->a, "replica?lag=16MB") == 200 &&
+           patroni_says(w->b, "replica?lag=16MB") == 200;
+}
+
+/* Both replicas lost: strict synchronous mode makes a write wait for a
+ * standby rather than go on with one copy (docs/decisions.md). The client
+ * gets a 503 with Retry-After within DB_COMMIT_WAIT_MS (not a hang), reads
+ * go on, and once the replicas are back the same Idempotency-Key finds the
+ * deposit done exactly once. */
+Test(cluster, db_both_replicas_lost_writes_wait_answered_503_then_done_once, .timeout = 300)
+{
+    char user[64], path[128], key[37];
+    unique_name(user, sizeof user, "dbdrill");
+    account_with(user, 100);
+    int lead = leader();
+    cr_assert_neq(lead, 0, "no leader");
+    nodes_wait others = {.a = lead % 3 + 1, .b = (lead + 1) % 3 + 1};
+    node_cmd("kill", others.a);
+    node_cmd("kill", others.b);
+
+    snprintf(path, sizeof path, "/accounts/%s/deposits", user);
+    random_uuid(key);
+    char header[80];
+    snprintf(header, sizeof header, "Idempotency-Key: %s", key);
+    const char *headers[] = {header, NULL};
+    act_as(user);
+    resp r;
+    int64_t t0 = clock_now_ms();
+    cr_assert_eq(api(&r, "POST", payments_url(), path, "{\"amount\": 7}", headers), 0,
+                 "no answer: %s", r.error);
+    int64_t took = clock_now_ms() - t0;
+    char retry[16];
+    cr_assert_eq(r.status, 503, "a write with no standby left answered %ld: %s", r.status, r.body);
+    cr_assert_not_null(resp_header(&r, "Retry-After", retry, sizeof retry));
+    cr_assert_lt(took, 9000, "the 503 took %lld ms", (long long)took);
+    resp_free(&r);
+    snprintf(path, sizeof path, "/accounts/%s", user);
+    cr_assert_eq(api(&r, "GET", payments_url(), path, NULL, NULL), 0);
+    cr_assert_eq(r.status, 200, "a read with no standby left answered %ld", r.status);
+    resp_free(&r);
+
+    cr_assert_eq(stack("up >/dev/null"), 0);
+    cr_assert(wait_until(both_rejoined, &others, 120000), "the replicas did not rejoin");
+    snprintf(path, sizeof path, "/accounts/%s/deposits", user);
+    long status = call_final(&r, "POST", payments_url(), path, "{\"amount\": 7}", key);
+    cr_assert_eq(status, 201, "the deposit, sent again with its key, answered %ld: %s", status,
+                 r.body);
+    resp_free(&r);
+    act_as(NULL);
+    PGconn *p = payments_db();
+    cr_assert_eq(db_int(p,
+                        "SELECT count(*) FROM ledger WHERE user_id = $1 AND kind = 'deposit'"
+                        " AND amount = 7",
+                        user, NULL),
+                 1, "the deposit is not in the books exactly once");
+    PQfinish(p);
+    assert_money_adds_up(user);
+    fprintf(stderr, "database drill (both replicas lost): a write answered 503 after %lld ms\n",
+            (long long)took);
+}
