@@ -59,3 +59,38 @@ Test(db, sqlstates_no_message_can_cause_are_systemic_and_retried)
     cr_assert_not(db_transient(-DB_FAILED));
     cr_assert_not(db_transient(-DB_UNIQUE));
 }
+
+/* A cluster's URL names every node; the pool walks them itself. */
+Test(db, a_clusters_nodes_are_read_from_its_url)
+{
+    db_hosts h;
+    cr_assert_eq(db_hosts_parse("postgresql://shop@127.0.0.1:54320,127.0.0.1:54321,10.0.0.3:5433/"
+                                "orders?target_session_attrs=read-write",
+                                &h),
+                 0);
+    cr_assert_eq(h.n, 3);
+    cr_assert_str_eq(h.host[0], "127.0.0.1");
+    cr_assert_str_eq(h.port[0], "54320");
+    cr_assert_str_eq(h.port[1], "54321");
+    cr_assert_str_eq(h.host[2], "10.0.0.3");
+    cr_assert_str_eq(h.port[2], "5433");
+
+    /* Keyword form, one port for every host. */
+    cr_assert_eq(db_hosts_parse("host=a,b port=6000 dbname=x", &h), 0);
+    cr_assert_eq(h.n, 2);
+    cr_assert_str_eq(h.host[1], "b");
+    cr_assert_str_eq(h.port[0], "6000");
+    cr_assert_str_eq(h.port[1], "6000");
+
+    /* One server: one node; none named: libpq's default (n 0). */
+    cr_assert_eq(db_hosts_parse("postgresql://shop@127.0.0.1:54320/orders", &h), 0);
+    cr_assert_eq(h.n, 1);
+    cr_assert_eq(db_hosts_parse("dbname=orders", &h), 0);
+    cr_assert_eq(h.n, 0);
+
+    /* Not a connection string, or more nodes than we walk: libpq's walk. */
+    cr_assert_eq(db_hosts_parse("postgresql://[", &h), -1);
+    cr_assert_eq(h.n, 0);
+    cr_assert_eq(db_hosts_parse("host=a,b,c,d,e,f,g,h,i port=1", &h), -1);
+    cr_assert_eq(h.n, 0);
+}
