@@ -1047,7 +1047,7 @@ status() {
   if [ "$DB_NODES" != 1 ]; then
     say "  database   $DB_NODES nodes (Patroni; databases identity, orders, payments on the leader)"
     cluster_status
-  elif p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   postgresql://127.0.0.1:$PG_PORT (databases: identity, orders, payments)"
+  elif p=$(pg_pid 2>/dev/null); then say "  postgres   pid $p   postgresql://shop@127.0.0.1:$PG_PORT (databases: identity, orders, payments)"
   else say "  postgres   stopped"; fi
   for i in $(seq "$KAFKA_NODES"); do
     name=$(kafka_name "$i")
