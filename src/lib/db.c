@@ -530,6 +530,27 @@ static void cancel_if_late(db_conn *c, int64_t now)
     PQfreeCancel(cancel);
 }
 
+/* Whether the server says this connection's backend waits for a
+ * synchronous standby now (pg_stat_activity's wait event SyncRep), asked
+ * on a connection of its own. */
+static bool waits_for_standby(db_conn *c)
+{
+    PGconn *pg = connect_within(c->pool, c->pool->connect_ms);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", PQbackendPID(c->pg));
+    const char *params[] = {pid};
+    PGresult *r = pg && PQstatus(pg) == CONNECTION_OK
+                      ? PQexecParams(pg,
+                                     "SELECT 1 FROM pg_stat_activity WHERE pid = $1::int"
+                                     " AND wait_event = 'SyncRep'",
+                                     1, NULL, params, NULL, NULL, 0)
+                      : NULL;
+    bool waits = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    PQfinish(pg);
+    return waits;
+}
+
 /* Waits for the answer to the command just sent, and returns its last
  * result. Without the stall guard, as long as it takes (PQexec). With it,
  * a wait gives up when the server has been silent to every connection of
@@ -549,7 +570,7 @@ static PGresult *await_result(db_conn *c)
     bool guarded = pool && pool->stall_ms > 0;
     bool limited = pool && pool->commit_wait_ms > 0 && c->may_commit;
     if (guarded || limited || c->deadline_ms) {
-        int64_t start = clock_now_ms();
+        int64_t start = clock_now_ms(), next_look = 0;
         while (PQisBusy(c->pg)) {
             struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
             int ready = poll(&p, 1, 50);
@@ -559,20 +580,24 @@ static PGresult *await_result(db_conn *c)
             if (ready > 0 || PQisBusy(c->pg) == 0)
                 continue;
             cancel_if_late(c, now);
-            if (limited && now - start >= pool->commit_wait_ms) {
-                /* A COMMIT that waits this long while the server answers
-                 * waits for a synchronous standby that is gone (strict
-                 * synchronous mode: docs/decisions.md). Not cancelled: the
-                 * server would then call it done on one node. The caller
-                 * answers "in doubt" and the server keeps it waiting. */
+            if (limited && now - start >= pool->commit_wait_ms && now >= next_look &&
+                waits_for_standby(c)) {
+                /* A COMMIT waiting this long for a synchronous standby
+                 * waits for one that is gone (strict synchronous mode:
+                 * docs/decisions.md). Not cancelled: the server would then
+                 * call it done on one node. The caller answers "in doubt"
+                 * and the server keeps it waiting. One that is merely slow
+                 * (its triggers, its locks) is waited for. */
                 log_msg(LOG_WARN, NULL,
-                        "a commit has waited %d ms (a synchronous standby missing?): in doubt",
+                        "a commit has waited %d ms for a synchronous standby: in doubt",
                         pool->commit_wait_ms);
                 c->broken = true;
                 c->in_doubt = true;
                 snprintf(c->sqlstate, sizeof c->sqlstate, "08006");
                 return NULL;
             }
+            if (limited && now - start >= pool->commit_wait_ms && now >= next_look)
+                next_look = now + pool->commit_wait_ms; /* slow, not waiting: look again later */
             if (!guarded)
                 continue;
             bool gone = atomic_load(&pool->stalled);
@@ -878,9 +903,9 @@ static const cfg_setting db_settings_list[] = {
     CFG_I("DB_CONNECT_TIMEOUT_MS", db_settings, connect_timeout_ms, 100, 600000, 800,
           "a connection attempt (TCP and start-up) gives up after this"),
     CFG_I("DB_COMMIT_WAIT_MS", db_settings, commit_wait_ms, 0, 3600000, 5000,
-          "a statement that could commit waits this long for its answer from a server that "
-          "answers otherwise (a COMMIT waiting for a synchronous standby that is gone): then 503 "
-          "in doubt, and the connection is closed (0: as long as it takes)"),
+          "a COMMIT the server holds this long waiting for a synchronous standby (one that is "
+          "gone: strict synchronous replication) is given up: 503 in doubt, the connection "
+          "closed, the server keeps it waiting (0: as long as it takes)"),
     CFG_I("DB_STATEMENT_TIMEOUT_MS", db_settings, statement_timeout_ms, 0, 86400000, 30000,
           "the server's statement_timeout for the services' connections (a cancelled statement "
           "is retried or answers 503); TCP keepalives and tcp_user_timeout are set too"),

@@ -330,7 +330,7 @@ Test(cluster, db_leader_lost_twice_mid_burst_loses_nothing, .timeout = 600)
     int64_t dead_before = all_dead_letters(), t0 = clock_now_ms();
     pthread_t th;
     careful *c = start_client(&th);
-    let_orders_come(c, 30);
+    let_orders_come(c, 20);
     for (int round = 0; round < 2; round++) {
         node_wait lost = {.node = leader()};
         cr_assert_neq(lost.node, 0, "no leader before round %d", round + 1);
@@ -339,13 +339,13 @@ Test(cluster, db_leader_lost_twice_mid_burst_loses_nothing, .timeout = 600)
         node_cmd("kill", lost.node);
         cr_assert(wait_until(another_leads, &lost, 60000), "no replica took over from db-%d",
                   lost.node);
-        let_orders_come(c, 40);
+        let_orders_come(c, 25);
         /* make run heals it: it rejoins as a replica (pg_rewind where its
          * history went further than the new leader's). */
         cr_assert_eq(stack("up >/dev/null"), 0);
         cr_assert(wait_until(rejoined, &lost, 120000), "db-%d did not rejoin as a replica",
                   lost.node);
-        let_orders_come(c, 20);
+        let_orders_come(c, 10);
     }
     stop_client(c, th);
     assert_nothing_lost(c, dead_before, "database drill (leader killed twice)", t0);
@@ -403,12 +403,12 @@ Test(cluster, db_leader_cut_off_past_its_ttl_never_writes_as_a_second_leader, .t
 
     pthread_t th;
     careful *c = start_client(&th);
-    let_orders_come(c, 30);
+    let_orders_come(c, 20);
     fprintf(stderr, "database drill: %.3f s: db-%d, the leader, cut off (SIGSTOP)\n",
             clock_wall_ms() / 1000.0, cut.node);
     node_cmd("freeze", cut.node);
     cr_assert(wait_until(another_leads, &cut, 60000), "no replica took over from db-%d", cut.node);
-    let_orders_come(c, 40);
+    let_orders_come(c, 25);
     node_cmd("thaw", cut.node);
     /* Back, it still believes it leads until its Patroni's next loop: a
      * write on the connection held to it must not be acknowledged (its
@@ -425,7 +425,7 @@ Test(cluster, db_leader_cut_off_past_its_ttl_never_writes_as_a_second_leader, .t
         usleep(100 * 1000);
     }
     cr_assert(wait_until(rejoined, &cut, 120000), "db-%d did not rejoin as a replica", cut.node);
-    let_orders_come(c, 20);
+    let_orders_come(c, 10);
     stop_client(c, th);
     PGconn *o = orders_db();
     cr_assert_eq(db_int(o, "SELECT count(*) FROM drill_probe", NULL, NULL), 0,

@@ -159,9 +159,13 @@ test("an order's trace runs from the client through both services and both Kafka
     (await call("GET", `/orders/${order.id}`, user)).body.refunded_amount === 50);
   const withRefund = await until("the refund's spans in the trace", async () => {
     const all = await (await fetch(`${zipkin}/api/v2/trace/${traceId}`)).json();
+    // Each service exports on its own schedule: wait for every span looked
+    // at below, the refund's own HTTP span and its send included.
+    const server = all.find((x) => x.name === "post /orders/{id}/refunds");
     const ok = ["refund.completed"].every((o) =>
       all.some((x) => x.name === "payments decide" && x.tags["shop.outcome"] === o)) &&
-      all.filter((x) => x.name === "orders status update").length === 2;
+      all.filter((x) => x.name === "orders status update").length === 2 && server &&
+      all.some((x) => x.name === "send payment.requests" && x.parentId === server.id);
     return ok && all;
   });
   const refundServer = withRefund.find((x) => x.name === "post /orders/{id}/refunds");
