@@ -477,11 +477,9 @@ patroni_start() { # patroni_start N
 }
 
 # etcd, then every node's Patroni (the first to take the initialize key
-# makes the cluster, the others clone it); waits for a leader and a
-# synchronous standby (until then a COMMIT would wait), then makes the
-# databases.
-cluster_start() {
-  local -x PGCONNECT_TIMEOUT=5 i
+# makes the cluster, the others clone it), not waiting for them.
+cluster_spawn() {
+  local i
   pg_secret
   if [ ! -s "$SHOP_VAR/pg-replication-password" ]; then
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '\n/+=' >"$SHOP_VAR/pg-replication-password")
@@ -491,6 +489,13 @@ cluster_start() {
     reserve_port "$(db_port "$i")"
     patroni_start "$i"
   done
+}
+
+# The cluster spawned, then waited for: a leader and a synchronous standby
+# (until then a COMMIT would wait); then the databases.
+cluster_start() {
+  local -x PGCONNECT_TIMEOUT=5
+  cluster_spawn
   LOG=$LOG_DIR/db-1.log WATCH=$(cat "$RUN_DIR/db-1.pid") wait_for 120 "the database cluster's leader" db_leader
   LOG=$LOG_DIR/db-1.log wait_for 120 "a synchronous standby of the database cluster" db_sync_ready
   pg_databases
@@ -1013,8 +1018,14 @@ up() {
   mkdir -p "$LOG_DIR" "$RUN_DIR"
   echo "$DB_NODES" >"$SHOP_VAR/db-nodes"
   zipkin_spawn
-  pg_start
-  kafka_start
+  if [ "$DB_NODES" = 1 ]; then
+    pg_start
+    kafka_start
+  else # the nodes elect a leader and clone it while Kafka starts
+    cluster_spawn
+    kafka_start
+    pg_start
+  fi
   zipkin_wait
   services_start
   gateway_start

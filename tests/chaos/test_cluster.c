@@ -90,7 +90,7 @@ Test(cluster, a_node_killed_mid_burst_then_another_loses_nothing, .timeout = 400
     pthread_t th;
     pthread_create(&th, NULL, place_steadily, &s);
     int64_t t0 = clock_now_ms();
-    let_orders_come(&s, 50);
+    let_orders_come(&s, 30);
 
     const char *victims[] = {"kafka", "kafka-2"};
     for (size_t i = 0; i < sizeof victims / sizeof *victims; i++) {
@@ -99,9 +99,9 @@ Test(cluster, a_node_killed_mid_burst_then_another_loses_nothing, .timeout = 400
         cr_assert_eq(stack(cmd), 0, "%s", cmd);
         /* Two nodes of three: every partition still has a leader and two
          * replicas in sync once leadership moved. */
-        let_orders_come(&s, 150);
-        cr_assert_eq(stack("up >/dev/null"), 0, "the killed node starts again");
         let_orders_come(&s, 100);
+        cr_assert_eq(stack("up >/dev/null"), 0, "the killed node starts again");
+        let_orders_come(&s, 60);
     }
     atomic_store(&s.stop, true);
     pthread_join(th, NULL);
