@@ -26,7 +26,7 @@ packages=(
 )
 # The replicated database tier (DB_NODES=3, and make test's drill of it):
 # Patroni and its consensus store, etcd.
-if [ "${DB_NODES:-1}" != 1 ] || [ "${1:-}" = test ]; then packages+=(patroni etcd-server); fi
+if [ "${DB_NODES:-1}" != 1 ] || [ "${1:-}" = test ]; then packages+=(patroni python3-etcd etcd-server); fi
 case "${1:-}" in
   build) packages+=(libcriterion-dev) ;;                                          # tests compile
   # + a bench smoke, the fuzz smoke (clang's libFuzzer), schemathesis (venv)

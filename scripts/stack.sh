@@ -369,7 +369,7 @@ etcd_start() {
   (cd / && spawn etcd "${as[@]}" env -u ETCD_PORT etcd --name shop --data-dir "$data/member-data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" --initial-cluster "shop=$peer" \
-    --auto-compaction-mode periodic --auto-compaction-retention 1h --log-level warn)
+    --enable-v2 --auto-compaction-mode periodic --auto-compaction-retention 1h --log-level warn)
   LOG=$LOG_DIR/etcd.log WATCH=$(cat "$RUN_DIR/etcd.pid") wait_for 30 etcd \
     http_ok "http://127.0.0.1:$ETCD_PORT/health"
 }
@@ -399,8 +399,14 @@ log:
 restapi:
   listen: 127.0.0.1:$(patroni_port "$n")
   connect_address: 127.0.0.1:$(patroni_port "$n")
-etcd3:
-  hosts: 127.0.0.1:$ETCD_PORT
+# etcd's v2 API: Patroni 3.0.2's etcd3 client (Debian 12's) renews an
+# expired leader key without checking that no other node took it, so a
+# leader frozen past its ttl took the key back from the new leader on
+# waking (seen by our drill; fixed upstream in Patroni 3.0.3). Its v2
+# client renews only its own key (prevValue) and creates one only where
+# none is (prevExist=false).
+etcd:
+  host: 127.0.0.1:$ETCD_PORT
 bootstrap:
   dcs:
     ttl: $PATRONI_TTL
