@@ -266,4 +266,7 @@ if wanted cluster; then
   export TRACING=off
   fresh_stack "cluster stack"
   suite cluster build/san/tests/chaos "${CRITERION[@]}" --filter "${TEST:-cluster/*}"
+  # Browsers told to resync, /readyz naming the new leader (node's WebSocket).
+  [ -n "${TEST:-}" ] || suite node-db-failover timeout --kill-after=10 300 \
+    node --no-warnings --test tests/e2e/db_failover.test.mjs
 fi

@@ -16,6 +16,7 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <curl/curl.h>
+#include <glob.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,6 +33,7 @@
  * every sixth a refund of half of an earlier paid one. */
 typedef struct careful {
     const char *user;
+    char pids[1024]; /* the services' pids when it began */
     atomic_bool stop;
     atomic_int accepted;
     int deposits, gave_up; /* deposits answered 201; calls never answered for good */
@@ -273,6 +275,31 @@ static int64_t all_dead_letters(void)
     return dead_letters_in(orders_db()) + dead_letters_in(payments_db());
 }
 
+/* Every service instance's pid, from the stack's pid files, in one
+ * string: a drill ends with the same processes it began with (a service
+ * waits a failover out; it never exits over it). */
+static void service_pids(char *out, size_t len)
+{
+    char pattern[512];
+    snprintf(pattern, sizeof pattern, "%s/run/[oip][ard]*.pid", getenv("SHOP_VAR"));
+    glob_t g;
+    out[0] = '\0';
+    if (glob(pattern, 0, NULL, &g) != 0)
+        return;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        FILE *f = fopen(g.gl_pathv[i], "r");
+        char pid[32] = "";
+        if (f && fgets(pid, sizeof pid, f)) {
+            pid[strcspn(pid, "\n")] = '\0';
+            size_t used = strlen(out);
+            snprintf(out + used, len - used, "%s=%s ", strrchr(g.gl_pathv[i], '/') + 1, pid);
+        }
+        if (f)
+            fclose(f);
+    }
+    globfree(&g);
+}
+
 /* What every drill checks at its end. */
 static void assert_nothing_lost(careful *c, int64_t dead_before, const char *drill, int64_t t0)
 {
@@ -306,6 +333,9 @@ static void assert_nothing_lost(careful *c, int64_t dead_before, const char *dri
                  (long long)deposits, c->deposits);
     assert_money_adds_up(c->user);
     cr_assert_eq(all_dead_letters(), dead_before, "a failover was dead-lettered");
+    char pids[1024];
+    service_pids(pids, sizeof pids);
+    cr_assert_str_eq(pids, c->pids, "a service exited (or was restarted) during the drill");
     /* A request answers (201, or 503 to retry) within the orders deadline
      * or DB_COMMIT_WAIT_MS and a connection attempt on each node: a
      * failover makes no request wait out the client's 10 s. */
@@ -330,6 +360,9 @@ static careful *start_client(pthread_t *th)
     careful *c = &client;
     unique_name(client_user, sizeof client_user, "dbdrill");
     c->user = client_user;
+    service_pids(c->pids, sizeof c->pids);
+    cr_assert(strstr(c->pids, "orders.pid=") && strstr(c->pids, "payments.pid="),
+              "no pid files: %s", c->pids);
     account_with(client_user, 100000);
     pthread_create(th, NULL, carefully, c);
     return c;
