@@ -402,7 +402,7 @@ restapi:
 # etcd's v2 API: Patroni 3.0.2's etcd3 client (Debian 12's) renews an
 # expired leader key without checking that no other node took it, so a
 # leader frozen past its ttl took the key back from the new leader on
-# waking (seen by our drill; fixed upstream in Patroni 3.0.3). Its v2
+# waking (seen by our drill; fixed upstream after 3.0.2, patroni pull request 2689). Its v2
 # client renews only its own key (prevValue) and creates one only where
 # none is (prevExist=false).
 etcd:
