@@ -30,6 +30,7 @@ struct db_conn {
      * (statement_timeout, a cancel): committed here, not on a second node. */
     bool unreplicated;
     char sqlstate[6];
+    int node; /* which of the pool's nodes it is connected to (0: the one) */
     struct db_conn *next_free;
 };
 
@@ -55,7 +56,7 @@ struct db_pool {
     /* How long a statement that could commit waits for its answer from a
      * server that is there (0: as long as it takes): see DB_COMMIT_WAIT_MS. */
     int commit_wait_ms;
-    _Atomic int64_t heard_ms;
+    _Atomic int64_t heard_ms[DB_MAX_HOSTS]; /* per node */
     atomic_bool stalled;
     atomic_bool probing; /* one connection asks whether the server is there */
 };
@@ -300,9 +301,10 @@ static PGconn *connect_one(const db_pool *pool, const char *host, const char *po
  * at its head would cost every attempt its whole budget. The node that
  * took the last connection is tried first (after a failover, the new
  * leader). NULL when the last one tried did not answer in time. */
-static PGconn *connect_within(db_pool *pool, int connect_ms)
+static PGconn *connect_within(db_pool *pool, int connect_ms, int *node)
 {
     int n = pool->hosts.n;
+    *node = 0;
     if (n <= 1)
         return connect_one(pool, NULL, NULL, connect_ms);
     int first = atomic_load(&pool->preferred);
@@ -313,10 +315,19 @@ static PGconn *connect_within(db_pool *pool, int connect_ms)
         pg = connect_one(pool, pool->hosts.host[i], pool->hosts.port[i], connect_ms);
         if (pg && PQstatus(pg) == CONNECTION_OK) {
             atomic_store(&pool->preferred, i);
+            *node = i;
             break;
         }
     }
     return pg;
+}
+
+/* A connection to one node of the pool's (the one, with a single server). */
+static PGconn *connect_node(db_pool *pool, int node, int connect_ms)
+{
+    if (pool->hosts.n <= 1)
+        return connect_one(pool, NULL, NULL, connect_ms);
+    return connect_one(pool, pool->hosts.host[node], pool->hosts.port[node], connect_ms);
 }
 
 int db_hosts_parse(const char *conninfo, db_hosts *out)
@@ -363,7 +374,7 @@ static int conn_open(db_pool *pool, db_conn *c)
     PQfinish(c->pg);
     c->broken = false;
     c->in_tx = false;
-    c->pg = connect_within(pool, pool->connect_ms);
+    c->pg = connect_within(pool, pool->connect_ms, &c->node);
     if (!c->pg)
         return -DB_UNAVAILABLE;
     if (PQstatus(c->pg) != CONNECTION_OK) {
@@ -442,8 +453,11 @@ static int acquire(db_pool *pool, int wait_ms, bool reopen, db_conn **out)
 
     /* While the server is taken for unreachable, a connection that looks
      * fine may lead to it: open a new one instead (bounded, and not more
-     * than one attempt per 100 ms), which also tells when it is back. */
-    if (!atomic_load(&pool->stalled) && conn_alive(c)) {
+     * than one attempt per 100 ms), which also tells when it is back. So
+     * too for a connection to a node other than the one that took the
+     * last connection: after a failover, the old leader (frozen, maybe). */
+    if (!atomic_load(&pool->stalled) && conn_alive(c) &&
+        (pool->hosts.n <= 1 || c->node == atomic_load(&pool->preferred))) {
         *out = c;
         return 0;
     }
@@ -455,7 +469,7 @@ static int acquire(db_pool *pool, int wait_ms, bool reopen, db_conn **out)
     if (rc == 0) {
         if (atomic_exchange(&pool->stalled, false))
             log_msg(LOG_INFO, NULL, "the database answers again");
-        atomic_store(&pool->heard_ms, clock_now_ms());
+        atomic_store(&pool->heard_ms[c->node], clock_now_ms());
         *out = c;
         return 0;
     }
@@ -504,11 +518,12 @@ void db_release(db_pool *pool, db_conn *c)
     pthread_mutex_unlock(&pool->lock);
 }
 
-/* True when the server completes a new connection within `ms`: it is there
- * and merely busy. */
-static bool server_answers(db_pool *pool, int ms)
+/* True when c's node completes a new connection within `ms`: it is there
+ * and merely busy (with a cluster, another node answering says nothing
+ * about c's). */
+static bool server_answers(db_conn *c, int ms)
 {
-    PGconn *pg = connect_within(pool, ms);
+    PGconn *pg = connect_node(c->pool, c->node, ms);
     bool ok = pg && PQstatus(pg) == CONNECTION_OK;
     PQfinish(pg);
     return ok;
@@ -535,7 +550,7 @@ static void cancel_if_late(db_conn *c, int64_t now)
  * on a connection of its own. */
 static bool waits_for_standby(db_conn *c)
 {
-    PGconn *pg = connect_within(c->pool, c->pool->connect_ms);
+    PGconn *pg = connect_node(c->pool, c->node, c->pool->connect_ms);
     char pid[16];
     snprintf(pid, sizeof pid, "%d", PQbackendPID(c->pg));
     const char *params[] = {pid};
@@ -602,10 +617,11 @@ static PGresult *await_result(db_conn *c)
                 continue;
             bool gone = atomic_load(&pool->stalled);
             int half = pool->stall_ms / 2;
-            if (!gone && now - start >= half && now - atomic_load(&pool->heard_ms) >= half &&
+            if (!gone && now - start >= half &&
+                now - atomic_load(&pool->heard_ms[c->node]) >= half &&
                 !atomic_exchange(&pool->probing, true)) {
-                if (server_answers(pool, half)) {
-                    atomic_store(&pool->heard_ms, clock_now_ms());
+                if (server_answers(c, half)) {
+                    atomic_store(&pool->heard_ms[c->node], clock_now_ms());
                 } else {
                     gone = true;
                     if (!atomic_exchange(&pool->stalled, true))
@@ -629,7 +645,7 @@ static PGresult *await_result(db_conn *c)
         last = r;
     }
     if (pool)
-        atomic_store(&pool->heard_ms, clock_now_ms());
+        atomic_store(&pool->heard_ms[c->node], clock_now_ms());
     return last;
 }
 
