@@ -147,7 +147,10 @@ pg_secret() {
   if [ ! -s "$secret" ]; then
     (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '\n/+=' >"$secret.tmp" && mv "$secret.tmp" "$secret")
   fi
-  (umask 077 && printf '127.0.0.1:*:*:shop:%s\n' "$(cat "$secret")" >"$PGPASSFILE")
+  # Replaced whole (a new file, then a rename): a client reading it while
+  # `up` runs again (the drills do that mid-burst) never finds it empty.
+  (umask 077 && printf '127.0.0.1:*:*:shop:%s\n' "$(cat "$secret")" >"$PGPASSFILE.tmp" &&
+    mv -f "$PGPASSFILE.tmp" "$PGPASSFILE")
 }
 
 pg_hba() { # written at every start, like shop.conf
